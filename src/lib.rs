@@ -1,0 +1,9 @@
+//! roomcast: a WebSocket chat server written from the bytes up.
+//!
+//! The layers, top to bottom: `server` (the only code that touches sockets: a single-threaded mio loop),
+//! `http` (routing and plain HTTP responses), `protocol` (sans-IO RFC 6455) and `chat` (the pure chat state
+//! machine). Data flows down and back up, never sideways.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod protocol;
