@@ -196,6 +196,9 @@ pub struct Connection {
     receiving: Option<Receiving>,
     assembly: Option<Assembly>,
     output: Vec<u8>,
+    /// The body of a Close we owe the peer (a reply to theirs, or a failure). It is written at the next
+    /// `take_output`, after whatever the caller sends in answer to the messages that came before it.
+    owed_close: Option<Vec<u8>>,
     mask_state: u64,
 }
 
@@ -214,6 +217,7 @@ impl Connection {
             receiving: None,
             assembly: None,
             output: Vec::new(),
+            owed_close: None,
             mask_state,
         }
     }
@@ -223,9 +227,10 @@ impl Connection {
         self.state
     }
 
-    /// True while data messages may still be sent (5.5.1: none after our Close).
+    /// True while data messages may still be sent (5.5.1: none after our Close). Answers to the events of the
+    /// last `feed` may be sent even if that input also closed the connection: they go out before the Close.
     pub fn can_send(&self) -> bool {
-        self.state == State::Open
+        self.state == State::Open || self.owed_close.is_some()
     }
 
     /// True when no partial frame or message is held: the connection is idle on the receiving side.
@@ -233,20 +238,24 @@ impl Connection {
         self.decoder.at_frame_boundary() && self.assembly.is_none()
     }
 
-    /// Bytes the connection owes the peer, oldest first; the caller must write them before anything it adds
-    /// later. Taking them leaves the buffer empty and unallocated.
+    /// Bytes the connection owes the peer, oldest first, ending with any Close it owes; the caller must write
+    /// them before anything it adds later. Taking them leaves the buffer empty and unallocated.
     pub fn take_output(&mut self) -> Vec<u8> {
+        if let Some(body) = self.owed_close.take() {
+            self.write_frame(OpCode::Close, &body);
+        }
         std::mem::take(&mut self.output)
     }
 
     /// True when `take_output` would return bytes.
     pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
+        !self.output.is_empty() || self.owed_close.is_some()
     }
 
     /// Feeds bytes received from the peer. Events are appended to `events` in order. On a protocol violation the
-    /// connection fails: a Close with the error's code is queued, the state becomes `Closed`, and the error is
-    /// returned. Input after the peer's Close, or after a failure, is ignored (7.1.1, 7.1.7).
+    /// connection fails: a Close with the error's code is owed, the state becomes `Closed`, and the error is
+    /// returned. Input after the peer's Close, or after a failure, is ignored (7.1.1, 7.1.7). Events before the
+    /// violation stand, and the caller may still answer them before taking the output.
     pub fn feed(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), ProtocolError> {
         let mut rest = input;
         while self.state != State::Closed {
@@ -292,7 +301,7 @@ impl Connection {
     }
 
     fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if self.state != State::Open {
+        if !self.can_send() {
             return Err(SendError::Closing);
         }
         self.write_frame(opcode, payload);
@@ -319,9 +328,13 @@ impl Connection {
         [bytes[0], bytes[1], bytes[2], bytes[3]]
     }
 
-    /// Fails the connection (7.1.7): queue a Close with the error's code unless one was sent, and stop.
+    /// Fails the connection (7.1.7): owe a Close with the error's code unless one was sent, and stop.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
-        self.close(error.close_code(), &error.to_string());
+        if self.state == State::Open {
+            let mut body = Vec::with_capacity(64);
+            close::encode_close_body(error.close_code(), &error.to_string(), &mut body);
+            self.owed_close = Some(body);
+        }
         self.state = State::Closed;
         self.receiving = None;
         self.assembly = None;
@@ -447,14 +460,11 @@ impl Connection {
                 let frame = close::parse_close_body(&payload).map_err(ProtocolError::CloseBody)?;
                 // 5.5.1: answer a Close with a Close, echoing the code, unless we sent ours first.
                 if self.state == State::Open {
-                    match frame.code {
-                        Some(code) => {
-                            let mut body = Vec::with_capacity(2);
-                            close::encode_close_body(code, "", &mut body);
-                            self.write_frame(OpCode::Close, &body);
-                        }
-                        None => self.write_frame(OpCode::Close, &[]),
+                    let mut body = Vec::with_capacity(2);
+                    if let Some(code) = frame.code {
+                        close::encode_close_body(code, "", &mut body);
                     }
+                    self.owed_close = Some(body);
                 }
                 self.state = State::Closed;
                 self.assembly = None;
@@ -628,6 +638,28 @@ mod tests {
         );
         assert_eq!(conn.state(), State::Closed);
         assert_eq!(close_code_sent(&mut conn), Some(1001));
+    }
+
+    #[test]
+    fn answer_to_a_message_goes_out_before_the_close_that_followed_it() {
+        let mut conn = server();
+        let mut input = client_frame(true, OpCode::Text, b"first");
+        input.extend(client_frame(true, OpCode::Text, &[0xFF]));
+        let mut events = Vec::new();
+        assert_eq!(
+            conn.feed(&input, &mut events),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        assert!(conn.can_send(), "the answer to `first` may still go out");
+        conn.send(MessageKind::Text, b"first").unwrap();
+        let frames = server_frames(&conn.take_output());
+        assert_eq!(frames[0], (OpCode::Text, b"first".to_vec()));
+        assert_eq!(frames[1].0, OpCode::Close);
+        assert!(!conn.can_send(), "nothing after the Close");
+        assert_eq!(
+            conn.send(MessageKind::Text, b"late"),
+            Err(SendError::Closing)
+        );
     }
 
     #[test]
