@@ -1,0 +1,321 @@
+//! What each request does to the chat state, and who is told: join (with reclaim and replay), chat, dm, leave,
+//! and departing a room for any reason.
+//!
+//! Owns the order of messages and who gets which form (v1 or v2). It must not parse frames or check field rules
+//! (`request.rs`), nor write JSON by hand (`wire.rs`): every message is built once and shared.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use super::request::JoinRequest;
+use super::room::Seat;
+use super::session::same_token;
+use super::wire::{self, ErrorCode, MemberNames, Out, ReplayOut};
+use super::{Action, Chat, Conn, ConnId, Joined, Now, RoomId, CLOSE_REPLACED};
+
+const NOT_JOINED: &str = "join a room first";
+const NAME_TAKEN: &str = "another connection holds this userId";
+const NOT_ONLINE: &str = "no connection holds this userId";
+
+impl Chat {
+    /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
+    pub(super) fn join(
+        &mut self,
+        conn: ConnId,
+        req: JoinRequest<'_>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let holder = self.users.get(&*req.user).copied().filter(|&h| h != conn);
+        let mut token = None;
+        if let Some(holder) = holder {
+            let held = self.joined(holder).map(|j| &j.token);
+            match (held, req.session.as_deref()) {
+                (Some(held), Some(shown)) if same_token(held, shown) => token = Some(held.clone()),
+                _ => {
+                    self.send_error(conn, ErrorCode::NameTaken, NAME_TAKEN, req.v2, out);
+                    return;
+                }
+            }
+        }
+
+        if let Some(previous) = self.conns.get_mut(&conn).and_then(|c| c.joined.take()) {
+            if token.is_none() && *previous.user == *req.user {
+                token = Some(previous.token.clone());
+            }
+            self.depart(conn, previous, true, out);
+        }
+
+        let mut silent = false;
+        if let Some(holder) = holder {
+            out.push(Action::Close {
+                conn: holder,
+                code: CLOSE_REPLACED,
+                reason: "replaced",
+            });
+            let stale = self.conns.get_mut(&holder).and_then(|c| {
+                c.closing = true;
+                c.joined.take()
+            });
+            if let Some(stale) = stale {
+                silent = self.rooms.lookup(&req.room) == Some(stale.room);
+                self.depart(holder, stale, !silent, out);
+            }
+            log::debug!("connection {holder} replaced by {conn}");
+        }
+
+        let token = match token {
+            Some(token) => token,
+            None => self.ids.session_token(now.unix_ms),
+        };
+        let ids = &mut self.ids;
+        let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
+        let user: Rc<str> = Rc::from(&*req.user);
+        let legacy = !req.v2;
+        let seat = Seat {
+            conn,
+            legacy,
+            user: user.clone(),
+        };
+        let Some(index) = self.rooms.seat(room_id, seat) else {
+            return;
+        };
+        self.users.insert(user.clone(), conn);
+        let burst = self.config.rate_burst;
+        let state = self
+            .conns
+            .entry(conn)
+            .or_insert_with(|| Conn::new(burst, now));
+        state.joined = Some(Joined {
+            user: user.clone(),
+            room: room_id,
+            index,
+            legacy,
+            token: token.clone(),
+        });
+        state.v2 = req.v2;
+
+        self.welcome(conn, room_id, &token, &req, out);
+        if !silent {
+            self.announce(room_id, conn, &user, true, out);
+        }
+    }
+
+    /// The joiner's `system` line, its `joined` (v2 only), then the replayed history.
+    fn welcome(
+        &self,
+        conn: ConnId,
+        room_id: RoomId,
+        token: &str,
+        req: &JoinRequest<'_>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let line = format!(
+            "Joined room \"{}\", {} online",
+            room.name(),
+            room.seats().len()
+        );
+        out.push(Action::Send {
+            to: conn,
+            payload: wire::encode(&Out::System { content: &line }),
+        });
+        let since = req.since.as_ref().map(|s| (&*s.epoch, s.seq));
+        let replay = room.replay(since);
+        if req.v2 {
+            let joined = Out::Joined {
+                room: room.name(),
+                user_id: &req.user,
+                members: MemberNames(room.seats()),
+                epoch: room.epoch(),
+                seq: room.latest_seq(),
+                session: token,
+                replay: ReplayOut {
+                    complete: replay.gap.is_none(),
+                    reason: replay.gap.map(|gap| gap.as_str()),
+                    count: replay.count,
+                },
+            };
+            out.push(Action::Send {
+                to: conn,
+                payload: wire::encode(&joined),
+            });
+        }
+        for payload in room.history_from(replay.start, !req.v2) {
+            out.push(Action::Send {
+                to: conn,
+                payload: payload.clone(),
+            });
+        }
+    }
+
+    /// Tell the rest of a room that `user` joined (or left): a `system` line for all, `presence` for v2.
+    fn announce(
+        &self,
+        room_id: RoomId,
+        conn: ConnId,
+        user: &str,
+        joined: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        if room.seats().iter().all(|seat| seat.conn == conn) {
+            return;
+        }
+        let verb = if joined { "joined" } else { "left" };
+        let line = format!("User \"{user}\" {verb} the room");
+        let system = wire::encode(&Out::System { content: &line });
+        out.push(Action::Broadcast {
+            room: room_id,
+            except: Some(conn),
+            payload: system.clone(),
+            legacy_payload: Some(system),
+        });
+        let presence = Out::Presence {
+            room: room.name(),
+            joined: joined.then_some(user),
+            left: (!joined).then_some(user),
+        };
+        out.push(Action::Broadcast {
+            room: room_id,
+            except: Some(conn),
+            payload: wire::encode(&presence),
+            legacy_payload: None,
+        });
+    }
+
+    /// `chat`: one message to the whole room, the sender included, kept in the room's history. v1 members get the
+    /// same Rc unless `from` or `content` needs HTML-escaping for them; then a second serialisation, escaped.
+    pub(super) fn chat(&mut self, conn: ConnId, content: &str, now: Now, out: &mut Vec<Action>) {
+        let Some(joined) = self.conns.get(&conn).and_then(|c| c.joined.as_ref()) else {
+            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(joined.room) else {
+            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+            return;
+        };
+        let seq = room.next_seq();
+        let message = |from: &str, content: &str| {
+            wire::encode(&Out::Chat {
+                room: room.name(),
+                seq,
+                from,
+                content,
+                timestamp: now.unix_ms,
+            })
+        };
+        let payload = message(&joined.user, content);
+        let legacy = match (wire::escape_html(&joined.user), wire::escape_html(content)) {
+            (Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
+            (from, content) => message(&from, &content),
+        };
+        room.remember(
+            seq,
+            payload.clone(),
+            legacy.clone(),
+            self.config.history_len,
+        );
+        out.push(Action::Broadcast {
+            room: joined.room,
+            except: None,
+            payload,
+            legacy_payload: Some(legacy),
+        });
+    }
+
+    /// `dm`: to the connection holding `to`, and a copy to the sender, each in the form its protocol knows (for v1,
+    /// a private `chat` with `from` and `content` HTML-escaped).
+    pub(super) fn dm(
+        &mut self,
+        conn: ConnId,
+        to: &str,
+        content: &str,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(sender) = self.joined(conn) else {
+            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+            return;
+        };
+        let Some((recipient, target)) = self
+            .users
+            .get(to)
+            .and_then(|&r| self.joined(r).map(|j| (r, j)))
+        else {
+            self.send_error(conn, ErrorCode::NotOnline, NOT_ONLINE, false, out);
+            return;
+        };
+        let encode_for = |legacy: bool| {
+            if legacy {
+                wire::encode(&Out::LegacyDm {
+                    from: &wire::escape_html(&sender.user),
+                    content: &wire::escape_html(content),
+                    timestamp: now.unix_ms,
+                    private: true,
+                })
+            } else {
+                wire::encode(&Out::Dm {
+                    from: &sender.user,
+                    to: &target.user,
+                    content,
+                    timestamp: now.unix_ms,
+                })
+            }
+        };
+        let delivered = encode_for(target.legacy);
+        if recipient != conn {
+            let copy = if sender.legacy == target.legacy {
+                delivered.clone()
+            } else {
+                encode_for(sender.legacy)
+            };
+            out.push(Action::Send {
+                to: conn,
+                payload: copy,
+            });
+        }
+        out.push(Action::Send {
+            to: recipient,
+            payload: delivered,
+        });
+    }
+
+    /// `leave`: out of the room, the others told; the connection stays open and its name is released.
+    pub(super) fn leave(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        match self.conns.get_mut(&conn).and_then(|c| c.joined.take()) {
+            Some(joined) => self.depart(conn, joined, true, out),
+            None => self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out),
+        }
+    }
+
+    /// Take `conn` out of its room and release its name; when `notify`, tell those still in the room.
+    pub(super) fn depart(
+        &mut self,
+        conn: ConnId,
+        joined: Joined,
+        notify: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if self.users.get(&*joined.user) == Some(&conn) {
+            self.users.remove(&*joined.user);
+        }
+        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, conn) {
+            if let Some(j) = self.conns.get_mut(&moved).and_then(|c| c.joined.as_mut()) {
+                j.index = index;
+            }
+        }
+        if notify {
+            self.announce(joined.room, conn, &joined.user, false, out);
+        }
+    }
+
+    /// The room and name `conn` holds, if it has joined.
+    fn joined(&self, conn: ConnId) -> Option<&Joined> {
+        self.conns.get(&conn).and_then(|c| c.joined.as_ref())
+    }
+}

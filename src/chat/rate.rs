@@ -1,0 +1,130 @@
+//! The per-connection token bucket that every incoming text frame is charged against.
+//!
+//! Owns the arithmetic of refilling, spending and counting drops. It must not read a clock (the caller passes
+//! monotonic milliseconds) nor decide what to send: it only returns a [`Verdict`].
+
+/// What to do with the frame just charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// A token was spent: handle the frame.
+    Pass,
+    /// No token: drop the frame and say so.
+    Drop,
+    /// No token, and more than the allowed number of frames were dropped since the bucket last had one.
+    Abuse,
+}
+
+/// A token bucket holding at most `burst` tokens and refilling at `rate` tokens a second.
+#[derive(Clone, Debug)]
+pub(super) struct TokenBucket {
+    tokens: f64,
+    last_ms: u64,
+    drops: u32,
+}
+
+impl TokenBucket {
+    /// A full bucket, as of `now_ms`.
+    pub(super) fn new(burst: u32, now_ms: u64) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst),
+            last_ms: now_ms,
+            drops: 0,
+        }
+    }
+
+    /// Refill for the time since the last charge, then try to spend one token.
+    ///
+    /// A clock that steps backwards refills nothing. A rate that is not a positive finite number never refills.
+    pub(super) fn charge(
+        &mut self,
+        now_ms: u64,
+        rate_per_sec: f64,
+        burst: u32,
+        abuse_drops: u32,
+    ) -> Verdict {
+        let elapsed_ms = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
+            let refill = elapsed_ms as f64 * rate_per_sec / 1000.0;
+            self.tokens = (self.tokens + refill).min(f64::from(burst));
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.drops = 0;
+            return Verdict::Pass;
+        }
+        self.drops = self.drops.saturating_add(1);
+        if self.drops > abuse_drops {
+            Verdict::Abuse
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(bucket: &mut TokenBucket, now_ms: u64, n: u32) -> Vec<Verdict> {
+        (0..n)
+            .map(|_| bucket.charge(now_ms, 20.0, 40, 100))
+            .collect()
+    }
+
+    #[test]
+    fn full_bucket_passes_exactly_the_burst() {
+        let mut bucket = TokenBucket::new(40, 0);
+        assert!(drain(&mut bucket, 0, 40)
+            .iter()
+            .all(|v| *v == Verdict::Pass));
+        assert_eq!(bucket.charge(0, 20.0, 40, 100), Verdict::Drop);
+    }
+
+    #[test]
+    fn refills_at_the_rate() {
+        let mut bucket = TokenBucket::new(40, 0);
+        drain(&mut bucket, 0, 40);
+        assert_eq!(bucket.charge(40, 20.0, 40, 100), Verdict::Drop);
+        let second = drain(&mut bucket, 1_000, 21);
+        assert_eq!(second.iter().filter(|v| **v == Verdict::Pass).count(), 20);
+        assert_eq!(second.last(), Some(&Verdict::Drop));
+    }
+
+    #[test]
+    fn refill_is_capped_at_the_burst() {
+        let mut bucket = TokenBucket::new(40, 0);
+        drain(&mut bucket, 0, 40);
+        let later = drain(&mut bucket, 3_600_000, 41);
+        assert_eq!(later.iter().filter(|v| **v == Verdict::Pass).count(), 40);
+    }
+
+    #[test]
+    fn abuse_after_more_than_the_allowed_drops() {
+        let mut bucket = TokenBucket::new(40, 0);
+        drain(&mut bucket, 0, 40);
+        assert!(drain(&mut bucket, 0, 100)
+            .iter()
+            .all(|v| *v == Verdict::Drop));
+        assert_eq!(bucket.charge(0, 20.0, 40, 100), Verdict::Abuse);
+    }
+
+    #[test]
+    fn a_token_resets_the_drop_count() {
+        let mut bucket = TokenBucket::new(40, 0);
+        drain(&mut bucket, 0, 40 + 100);
+        assert_eq!(bucket.charge(50, 20.0, 40, 100), Verdict::Pass);
+        assert!(drain(&mut bucket, 50, 100)
+            .iter()
+            .all(|v| *v == Verdict::Drop));
+    }
+
+    #[test]
+    fn clock_stepping_back_refills_nothing() {
+        let mut bucket = TokenBucket::new(1, 1_000);
+        assert_eq!(bucket.charge(1_000, 20.0, 1, 100), Verdict::Pass);
+        assert_eq!(bucket.charge(0, 20.0, 1, 100), Verdict::Drop);
+        assert_eq!(bucket.charge(1_049, 20.0, 1, 100), Verdict::Drop);
+        assert_eq!(bucket.charge(1_050, 20.0, 1, 100), Verdict::Pass);
+    }
+}

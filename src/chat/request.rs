@@ -1,0 +1,393 @@
+//! Client frames judged against the protocol's rules: one [`Request`] with checked fields, or the error to send.
+//!
+//! Owns the field rules of `docs/protocol.md` (which fields each type needs, their types, lengths counted in
+//! Unicode scalar values, no control characters in names). It must not look at chat state: whether the sender has
+//! joined, whether a name is free or a user online is for the handlers.
+
+use std::borrow::Cow;
+
+use super::wire::{ErrorCode, Frame, Loose, SinceField};
+
+/// Longest `userId` (and `to`), in Unicode scalar values.
+pub(super) const MAX_USER_CHARS: usize = 32;
+/// Longest `room`, in Unicode scalar values.
+pub(super) const MAX_ROOM_CHARS: usize = 64;
+
+/// A frame that cannot be handled: the error code and a human-readable message for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Rejection {
+    pub(super) code: ErrorCode,
+    pub(super) message: &'static str,
+    /// True when the frame was a `join` announcing protocol version 2 (or later) in a valid `v`, so that the
+    /// error can be sent in the v2 form even before the connection has joined.
+    pub(super) v2: bool,
+}
+
+impl Rejection {
+    const fn new(code: ErrorCode, message: &'static str) -> Self {
+        Rejection {
+            code,
+            message,
+            v2: false,
+        }
+    }
+}
+
+/// The `since` of a join: the last chat message the client saw.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Since<'a> {
+    pub(super) epoch: Cow<'a, str>,
+    pub(super) seq: u64,
+}
+
+/// A checked `join`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct JoinRequest<'a> {
+    pub(super) user: Cow<'a, str>,
+    pub(super) room: Cow<'a, str>,
+    /// True when the client announced protocol version 2 (or later).
+    pub(super) v2: bool,
+    pub(super) session: Option<Cow<'a, str>>,
+    pub(super) since: Option<Since<'a>>,
+}
+
+/// A client frame whose fields are all valid.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Request<'a> {
+    Join(JoinRequest<'a>),
+    Chat {
+        content: Cow<'a, str>,
+    },
+    Dm {
+        to: Cow<'a, str>,
+        content: Cow<'a, str>,
+    },
+    Leave,
+    Ping,
+}
+
+/// The rule for one name field.
+struct NameRule {
+    max_chars: usize,
+    invalid: Rejection,
+    too_long: Rejection,
+}
+
+const USER_RULE: NameRule = NameRule {
+    max_chars: MAX_USER_CHARS,
+    invalid: Rejection::new(
+        ErrorCode::InvalidField,
+        "\"userId\" must be a non-empty string without control characters",
+    ),
+    too_long: Rejection::new(ErrorCode::TooLong, "\"userId\" is over 32 characters"),
+};
+
+const ROOM_RULE: NameRule = NameRule {
+    max_chars: MAX_ROOM_CHARS,
+    invalid: Rejection::new(
+        ErrorCode::InvalidField,
+        "\"room\" must be a non-empty string without control characters",
+    ),
+    too_long: Rejection::new(ErrorCode::TooLong, "\"room\" is over 64 characters"),
+};
+
+const TO_RULE: NameRule = NameRule {
+    max_chars: MAX_USER_CHARS,
+    invalid: Rejection::new(
+        ErrorCode::InvalidField,
+        "\"to\" must be a non-empty string without control characters",
+    ),
+    too_long: Rejection::new(ErrorCode::TooLong, "\"to\" is over 32 characters"),
+};
+
+const NOT_AN_OBJECT: Rejection =
+    Rejection::new(ErrorCode::InvalidJson, "the frame is not a JSON object");
+const UNKNOWN_TYPE: Rejection = Rejection::new(
+    ErrorCode::UnknownType,
+    "\"type\" must be one of join, chat, dm, leave, ping",
+);
+const BAD_CONTENT: Rejection = Rejection::new(
+    ErrorCode::InvalidField,
+    "\"content\" must be a non-empty string",
+);
+const LONG_CONTENT: Rejection =
+    Rejection::new(ErrorCode::TooLong, "\"content\" is over the length limit");
+const BAD_V: Rejection = Rejection::new(
+    ErrorCode::InvalidField,
+    "\"v\" must be a non-negative integer",
+);
+const BAD_SESSION: Rejection =
+    Rejection::new(ErrorCode::InvalidField, "\"session\" must be a string");
+const BAD_SINCE: Rejection = Rejection::new(
+    ErrorCode::InvalidField,
+    "\"since\" must be {\"epoch\": string, \"seq\": non-negative integer}",
+);
+
+/// Judge one text frame. `max_content_chars` bounds `content`.
+pub(super) fn parse(text: &str, max_content_chars: usize) -> Result<Request<'_>, Rejection> {
+    let frame = Frame::decode(text).ok_or(NOT_AN_OBJECT)?;
+    let Some(Loose::Str(kind)) = &frame.kind else {
+        return Err(UNKNOWN_TYPE);
+    };
+    match kind.as_ref() {
+        "join" => join(frame).map(Request::Join),
+        "chat" => Ok(Request::Chat {
+            content: content(frame.content, max_content_chars)?,
+        }),
+        "dm" => {
+            let to = name(frame.to, &TO_RULE)?;
+            let content = content(frame.content, max_content_chars)?;
+            Ok(Request::Dm { to, content })
+        }
+        "leave" => Ok(Request::Leave),
+        "ping" => Ok(Request::Ping),
+        _ => Err(UNKNOWN_TYPE),
+    }
+}
+
+fn join(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
+    let v2 = matches!(frame.v, Some(Loose::Uint(v)) if v >= 2);
+    join_fields(frame).map_err(|rejection| Rejection { v2, ..rejection })
+}
+
+/// The fields of a `join`, checked in order.
+fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
+    let user = name(frame.user_id, &USER_RULE)?;
+    let room = name(frame.room, &ROOM_RULE)?;
+    let v2 = match frame.v {
+        None => false,
+        Some(Loose::Uint(v)) => v >= 2,
+        Some(_) => return Err(BAD_V),
+    };
+    let session = match frame.session {
+        None => None,
+        Some(Loose::Str(token)) => Some(token),
+        Some(_) => return Err(BAD_SESSION),
+    };
+    let since = match frame.since {
+        None => None,
+        Some(SinceField::Object {
+            epoch: Some(Loose::Str(epoch)),
+            seq: Some(Loose::Uint(seq)),
+        }) => Some(Since { epoch, seq }),
+        Some(_) => return Err(BAD_SINCE),
+    };
+    Ok(JoinRequest {
+        user,
+        room,
+        v2,
+        session,
+        since,
+    })
+}
+
+/// A name: a non-empty string of at most `rule.max_chars` scalar values, none of them a control character.
+fn name<'a>(field: Option<Loose<'a>>, rule: &NameRule) -> Result<Cow<'a, str>, Rejection> {
+    let Some(Loose::Str(value)) = field else {
+        return Err(rule.invalid);
+    };
+    if value.is_empty() {
+        return Err(rule.invalid);
+    }
+    if over_chars(&value, rule.max_chars) {
+        return Err(rule.too_long);
+    }
+    if value.chars().any(char::is_control) {
+        return Err(rule.invalid);
+    }
+    Ok(value)
+}
+
+/// Message text: a non-empty string of at most `max_chars` scalar values.
+fn content(field: Option<Loose<'_>>, max_chars: usize) -> Result<Cow<'_, str>, Rejection> {
+    let Some(Loose::Str(value)) = field else {
+        return Err(BAD_CONTENT);
+    };
+    if value.is_empty() {
+        return Err(BAD_CONTENT);
+    }
+    if over_chars(&value, max_chars) {
+        return Err(LONG_CONTENT);
+    }
+    Ok(value)
+}
+
+/// Whether `text` holds more than `max` Unicode scalar values, without counting past `max + 1`.
+fn over_chars(text: &str, max: usize) -> bool {
+    text.len() > max && text.chars().nth(max).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        match parse(text, 10) {
+            Ok(req) => panic!("accepted {text}: {req:?}"),
+            Err(rejection) => rejection.code,
+        }
+    }
+
+    #[test]
+    fn join_with_every_field() {
+        let req = parse(
+            r#"{"type":"join","userId":"ann","room":"lobby","v":2,"session":"t","since":{"epoch":"e","seq":3}}"#,
+            10,
+        );
+        assert_eq!(
+            req,
+            Ok(Request::Join(JoinRequest {
+                user: "ann".into(),
+                room: "lobby".into(),
+                v2: true,
+                session: Some("t".into()),
+                since: Some(Since {
+                    epoch: "e".into(),
+                    seq: 3
+                }),
+            }))
+        );
+    }
+
+    #[test]
+    fn join_without_v_is_legacy() {
+        let Ok(Request::Join(join)) = parse(r#"{"type":"join","userId":"a","room":"r"}"#, 10)
+        else {
+            panic!("rejected");
+        };
+        assert!(!join.v2);
+        let Ok(Request::Join(join)) = parse(r#"{"type":"join","userId":"a","room":"r","v":1}"#, 10)
+        else {
+            panic!("rejected");
+        };
+        assert!(!join.v2);
+    }
+
+    #[test]
+    fn names_count_chars_not_bytes() {
+        let user = "é".repeat(32);
+        let text = format!(r#"{{"type":"join","userId":"{user}","room":"r"}}"#);
+        assert!(parse(&text, 10).is_ok());
+        let text = format!(r#"{{"type":"join","userId":"{user}é","room":"r"}}"#);
+        assert_eq!(code(&text), ErrorCode::TooLong);
+    }
+
+    #[test]
+    fn room_limit_is_64_chars() {
+        let room = "😀".repeat(64);
+        let text = format!(r#"{{"type":"join","userId":"a","room":"{room}"}}"#);
+        assert!(parse(&text, 10).is_ok());
+        let text = format!(r#"{{"type":"join","userId":"a","room":"{room}x"}}"#);
+        assert_eq!(code(&text), ErrorCode::TooLong);
+    }
+
+    #[test]
+    fn control_characters_in_names_are_invalid() {
+        for name in [r"a\u0000", r"a\nb", r"\u007f", r"a\u0085"] {
+            let text = format!(r#"{{"type":"join","userId":"{name}","room":"r"}}"#);
+            assert_eq!(code(&text), ErrorCode::InvalidField, "{name}");
+            let text = format!(r#"{{"type":"join","userId":"a","room":"{name}"}}"#);
+            assert_eq!(code(&text), ErrorCode::InvalidField, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_join_fields_are_invalid() {
+        for text in [
+            r#"{"type":"join","room":"r"}"#,
+            r#"{"type":"join","userId":"","room":"r"}"#,
+            r#"{"type":"join","userId":5,"room":"r"}"#,
+            r#"{"type":"join","userId":"a"}"#,
+            r#"{"type":"join","userId":"a","room":"r","v":"2"}"#,
+            r#"{"type":"join","userId":"a","room":"r","session":1}"#,
+            r#"{"type":"join","userId":"a","room":"r","since":"e:3"}"#,
+            r#"{"type":"join","userId":"a","room":"r","since":{"epoch":"e"}}"#,
+            r#"{"type":"join","userId":"a","room":"r","since":{"epoch":"e","seq":-1}}"#,
+            r#"{"type":"join","userId":"a","room":"r","since":{"epoch":1,"seq":1}}"#,
+        ] {
+            assert_eq!(code(text), ErrorCode::InvalidField, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_join_tells_whether_it_announced_v2() {
+        let v2 = |text: &str| parse(text, 10).map(|_| ()).map_err(|r| r.v2);
+        assert_eq!(v2(r#"{"type":"join","room":"r","v":2}"#), Err(true));
+        assert_eq!(
+            v2(r#"{"type":"join","userId":"a","v":3,"since":1}"#),
+            Err(true)
+        );
+        assert_eq!(v2(r#"{"type":"join","room":"r","v":1}"#), Err(false));
+        assert_eq!(v2(r#"{"type":"join","room":"r"}"#), Err(false));
+        assert_eq!(
+            v2(r#"{"type":"join","userId":"a","room":"r","v":"2"}"#),
+            Err(false)
+        );
+        assert_eq!(v2(r#"{"type":"chat","v":2}"#), Err(false));
+    }
+
+    #[test]
+    fn content_rules() {
+        assert_eq!(code(r#"{"type":"chat"}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"chat","content":""}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"chat","content":["x"]}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"chat","content":"12345678901"}"#),
+            ErrorCode::TooLong
+        );
+        assert_eq!(
+            parse(r#"{"type":"chat","content":"ééééééééé\n"}"#, 10),
+            Ok(Request::Chat {
+                content: "ééééééééé\n".into()
+            })
+        );
+    }
+
+    #[test]
+    fn dm_needs_a_valid_to() {
+        assert_eq!(
+            code(r#"{"type":"dm","content":"x"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"dm","to":"bob","content":"x","from":"mallory"}"#,
+                10
+            ),
+            Ok(Request::Dm {
+                to: "bob".into(),
+                content: "x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn type_must_be_a_known_string() {
+        assert_eq!(code(r#"{}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":1}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"JOIN"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"pong"}"#), ErrorCode::UnknownType);
+    }
+
+    #[test]
+    fn non_objects_are_invalid_json() {
+        assert_eq!(code("nope"), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"["ping"]"#), ErrorCode::InvalidJson);
+        assert_eq!(code(r#""ping""#), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn leave_and_ping_ignore_other_fields() {
+        assert_eq!(
+            parse(r#"{"type":"leave","room":5}"#, 10),
+            Ok(Request::Leave)
+        );
+        assert_eq!(parse(r#"{"type":"ping","x":null}"#, 10), Ok(Request::Ping));
+    }
+}

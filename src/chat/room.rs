@@ -1,0 +1,485 @@
+//! Rooms: who sits in each, its chat history ring and epoch, and the bound on rooms kept while empty.
+//!
+//! Owns the member lists (a `Vec` with swap-remove, handing positions back to the caller to store), the history
+//! buffer and the replay decision for `since`, and forgetting the longest-empty room. It must not build protocol
+//! messages, hold per-connection state beyond a seat, or make ids of its own (epochs come from the caller).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::{ConnId, RoomId};
+
+/// One connection's place in a room.
+#[derive(Clone, Debug)]
+pub(super) struct Seat {
+    /// The connection sitting here.
+    pub(super) conn: ConnId,
+    /// Whether it speaks only the v1 protocol.
+    pub(super) legacy: bool,
+    /// The name it joined with.
+    pub(super) user: Rc<str>,
+}
+
+/// Why a replay is incomplete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Gap {
+    /// The client is further behind than the history buffer reaches.
+    Gap,
+    /// The room's history began anew since the client's `since`.
+    Epoch,
+}
+
+impl Gap {
+    /// The `reason` on the wire.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Gap::Gap => "gap",
+            Gap::Epoch => "epoch",
+        }
+    }
+}
+
+/// What a joiner is about to be resent: history from position `start` to the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Replay {
+    /// `None` when every message after `since` follows.
+    pub(super) gap: Option<Gap>,
+    /// Position in the history buffer of the first message to resend.
+    pub(super) start: usize,
+    /// How many messages will be resent.
+    pub(super) count: usize,
+}
+
+/// One chat message kept for replay, in both forms as first sent.
+struct Kept {
+    seq: u64,
+    /// What v2 members got (raw text).
+    payload: Rc<str>,
+    /// What v1 members got: the same Rc as `payload` unless its text needed HTML-escaping.
+    legacy: Rc<str>,
+}
+
+/// One room: its members, its epoch, and its last chat messages.
+pub(super) struct Room {
+    name: Rc<str>,
+    epoch: Rc<str>,
+    seq: u64,
+    history: VecDeque<Kept>,
+    seats: Vec<Seat>,
+    empty_stamp: Option<u64>,
+}
+
+impl Room {
+    /// The room's name, as joined.
+    pub(super) fn name(&self) -> &Rc<str> {
+        &self.name
+    }
+
+    /// The id fixed when this room's history began.
+    pub(super) fn epoch(&self) -> &Rc<str> {
+        &self.epoch
+    }
+
+    /// The seq of the latest chat message, 0 before the first.
+    pub(super) fn latest_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The members, in no particular order.
+    pub(super) fn seats(&self) -> &[Seat] {
+        &self.seats
+    }
+
+    /// Take the seq for a new chat message.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.seq = self.seq.saturating_add(1);
+        self.seq
+    }
+
+    /// Keep a sent chat message (its v2 and v1 forms), dropping the oldest beyond `capacity`.
+    pub(super) fn remember(
+        &mut self,
+        seq: u64,
+        payload: Rc<str>,
+        legacy: Rc<str>,
+        capacity: usize,
+    ) {
+        if capacity == 0 {
+            self.history.clear();
+            return;
+        }
+        while self.history.len() >= capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(Kept {
+            seq,
+            payload,
+            legacy,
+        });
+    }
+
+    /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing.
+    pub(super) fn replay(&self, since: Option<(&str, u64)>) -> Replay {
+        let len = self.history.len();
+        let whole = |gap| Replay {
+            gap: Some(gap),
+            start: 0,
+            count: len,
+        };
+        let Some((epoch, seen)) = since else {
+            return Replay {
+                gap: None,
+                start: len,
+                count: 0,
+            };
+        };
+        if epoch != &*self.epoch {
+            return whole(Gap::Epoch);
+        }
+        let oldest = self
+            .history
+            .front()
+            .map_or(self.seq.saturating_add(1), |kept| kept.seq);
+        if seen < self.seq && seen.saturating_add(1) < oldest {
+            return whole(Gap::Gap);
+        }
+        let start = self.history.partition_point(|kept| kept.seq <= seen);
+        Replay {
+            gap: None,
+            start,
+            count: len - start,
+        }
+    }
+
+    /// The kept messages from position `start` on, as first sent to v1 (`legacy`) or v2 members.
+    pub(super) fn history_from(
+        &self,
+        start: usize,
+        legacy: bool,
+    ) -> impl Iterator<Item = &Rc<str>> + '_ {
+        self.history
+            .range(start.min(self.history.len())..)
+            .map(move |kept| if legacy { &kept.legacy } else { &kept.payload })
+    }
+
+    /// Remove `conn`, expected at `index`. Returns the connection moved into `index` and that position.
+    fn unseat(&mut self, index: usize, conn: ConnId) -> Option<(ConnId, usize)> {
+        let index = match self.seats.get(index) {
+            Some(seat) if seat.conn == conn => index,
+            _ => self.seats.iter().position(|seat| seat.conn == conn)?,
+        };
+        self.seats.swap_remove(index);
+        self.seats.get(index).map(|moved| (moved.conn, index))
+    }
+}
+
+/// Every room the chat remembers, by id and by name.
+pub(super) struct Rooms {
+    by_name: HashMap<Rc<str>, RoomId>,
+    rooms: HashMap<RoomId, Room>,
+    /// Empty rooms by the stamp taken when they emptied: the first is the longest-empty.
+    empty: BTreeMap<u64, RoomId>,
+    next_id: u64,
+    next_stamp: u64,
+    seated: usize,
+}
+
+impl Rooms {
+    /// No rooms.
+    pub(super) fn new() -> Self {
+        Rooms {
+            by_name: HashMap::new(),
+            rooms: HashMap::new(),
+            empty: BTreeMap::new(),
+            next_id: 0,
+            next_stamp: 0,
+            seated: 0,
+        }
+    }
+
+    /// The room with this id, if it is still remembered.
+    pub(super) fn get(&self, id: RoomId) -> Option<&Room> {
+        self.rooms.get(&id)
+    }
+
+    /// The room with this id, to change, if it is still remembered.
+    pub(super) fn get_mut(&mut self, id: RoomId) -> Option<&mut Room> {
+        self.rooms.get_mut(&id)
+    }
+
+    /// The id of the room with this name, if it is remembered.
+    pub(super) fn lookup(&self, name: &str) -> Option<RoomId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The members of a room; none if it is forgotten.
+    pub(super) fn seats(&self, id: RoomId) -> &[Seat] {
+        self.rooms
+            .get(&id)
+            .map_or(&[], |room| room.seats.as_slice())
+    }
+
+    /// The room with this name, created (empty, with a new epoch from `epoch`) if it is not remembered.
+    pub(super) fn open(&mut self, name: &str, epoch: impl FnOnce() -> Rc<str>) -> RoomId {
+        if let Some(id) = self.lookup(name) {
+            return id;
+        }
+        let id = RoomId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        let name: Rc<str> = Rc::from(name);
+        self.by_name.insert(name.clone(), id);
+        self.rooms.insert(
+            id,
+            Room {
+                name,
+                epoch: epoch(),
+                seq: 0,
+                history: VecDeque::new(),
+                seats: Vec::new(),
+                empty_stamp: None,
+            },
+        );
+        self.mark_empty(id);
+        id
+    }
+
+    /// Add a member; returns its position, or `None` if the room is forgotten.
+    pub(super) fn seat(&mut self, id: RoomId, seat: Seat) -> Option<usize> {
+        let room = self.rooms.get_mut(&id)?;
+        if let Some(stamp) = room.empty_stamp.take() {
+            self.empty.remove(&stamp);
+        }
+        room.seats.push(seat);
+        self.seated += 1;
+        Some(room.seats.len() - 1)
+    }
+
+    /// Remove `conn`, expected at `index`. Returns the connection moved into `index` and that position, for the
+    /// caller to record. A room left empty starts counting as empty; it is forgotten only by
+    /// [`Rooms::evict_excess`], so that a leave and a join in one step keep its history.
+    pub(super) fn unseat(
+        &mut self,
+        id: RoomId,
+        index: usize,
+        conn: ConnId,
+    ) -> Option<(ConnId, usize)> {
+        let room = self.rooms.get_mut(&id)?;
+        let before = room.seats.len();
+        let moved = room.unseat(index, conn);
+        let now_empty = room.seats.is_empty();
+        if room.seats.len() < before {
+            self.seated = self.seated.saturating_sub(1);
+        }
+        if now_empty {
+            self.mark_empty(id);
+        }
+        moved
+    }
+
+    /// Forget the longest-empty rooms until at most `max_empty` empty ones remain.
+    pub(super) fn evict_excess(&mut self, max_empty: usize) {
+        while self.empty.len() > max_empty {
+            let Some((_, id)) = self.empty.pop_first() else {
+                return;
+            };
+            if let Some(room) = self.rooms.remove(&id) {
+                self.by_name.remove(&*room.name);
+            }
+        }
+    }
+
+    /// Rooms with at least one member.
+    pub(super) fn occupied(&self) -> usize {
+        self.rooms.len().saturating_sub(self.empty.len())
+    }
+
+    /// Members over all rooms.
+    pub(super) fn seated(&self) -> usize {
+        self.seated
+    }
+
+    fn mark_empty(&mut self, id: RoomId) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        if room.empty_stamp.is_some() {
+            return;
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp = self.next_stamp.wrapping_add(1);
+        room.empty_stamp = Some(stamp);
+        self.empty.insert(stamp, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seat(conn: ConnId) -> Seat {
+        Seat {
+            conn,
+            legacy: false,
+            user: Rc::from(format!("u{conn}")),
+        }
+    }
+
+    fn room_with_history(seqs: std::ops::RangeInclusive<u64>, capacity: usize) -> (Rooms, RoomId) {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("r", || Rc::from("E"));
+        let room = rooms.get_mut(id).expect("just opened");
+        for _ in 1..*seqs.start() {
+            room.next_seq();
+        }
+        for _ in seqs {
+            let seq = room.next_seq();
+            let payload: Rc<str> = Rc::from(format!("m{seq}"));
+            room.remember(seq, payload, Rc::from(format!("l{seq}")), capacity);
+        }
+        (rooms, id)
+    }
+
+    fn replayed(rooms: &Rooms, id: RoomId, since: Option<(&str, u64)>) -> (Replay, Vec<String>) {
+        let room = rooms.get(id).expect("room");
+        let replay = room.replay(since);
+        let msgs = room
+            .history_from(replay.start, false)
+            .map(|p| p.to_string())
+            .collect();
+        (replay, msgs)
+    }
+
+    #[test]
+    fn history_keeps_only_the_last_capacity_messages() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (_, msgs) = replayed(&rooms, id, Some(("E", 0)));
+        assert_eq!(msgs, ["m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn history_replays_the_legacy_form_to_legacy_joiners() {
+        let (rooms, id) = room_with_history(1..=2, 3);
+        let room = rooms.get(id).expect("room");
+        let msgs: Vec<_> = room.history_from(0, true).map(|p| p.to_string()).collect();
+        assert_eq!(msgs, ["l1", "l2"]);
+    }
+
+    #[test]
+    fn replay_within_buffer_is_complete() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&rooms, id, Some(("E", 3)));
+        assert_eq!(replay.gap, None);
+        assert_eq!(replay.count, 2);
+        assert_eq!(msgs, ["m4", "m5"]);
+    }
+
+    #[test]
+    fn replay_just_before_oldest_is_complete() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&rooms, id, Some(("E", 2)));
+        assert_eq!(replay.gap, None);
+        assert_eq!(msgs, ["m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn replay_behind_buffer_is_a_gap() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&rooms, id, Some(("E", 1)));
+        assert_eq!(replay.gap, Some(Gap::Gap));
+        assert_eq!(msgs, ["m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn replay_from_other_epoch_sends_whole_buffer() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&rooms, id, Some(("F", 4)));
+        assert_eq!(replay.gap, Some(Gap::Epoch));
+        assert_eq!(replay.count, 3);
+        assert_eq!(msgs, ["m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn replay_at_or_beyond_latest_is_complete_and_empty() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        for seen in [5, 6, u64::MAX] {
+            let (replay, msgs) = replayed(&rooms, id, Some(("E", seen)));
+            assert_eq!(replay.gap, None);
+            assert_eq!(replay.count, 0);
+            assert!(msgs.is_empty());
+        }
+    }
+
+    #[test]
+    fn no_since_replays_nothing() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&rooms, id, None);
+        assert_eq!(replay.gap, None);
+        assert_eq!(replay.count, 0);
+        assert!(msgs.is_empty());
+    }
+
+    #[test]
+    fn without_history_any_miss_is_a_gap() {
+        let (rooms, id) = room_with_history(1..=5, 0);
+        let (replay, msgs) = replayed(&rooms, id, Some(("E", 4)));
+        assert_eq!(replay.gap, Some(Gap::Gap));
+        assert!(msgs.is_empty());
+    }
+
+    #[test]
+    fn unseat_moves_the_last_member_into_the_gap() {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("r", || Rc::from("E"));
+        for conn in 0..3 {
+            rooms.seat(id, seat(conn));
+        }
+        assert_eq!(rooms.unseat(id, 0, 0), Some((2, 0)));
+        assert_eq!(rooms.unseat(id, 1, 1), None);
+        let left: Vec<_> = rooms.seats(id).iter().map(|s| s.conn).collect();
+        assert_eq!(left, [2]);
+        assert_eq!(rooms.seated(), 1);
+    }
+
+    #[test]
+    fn unseat_with_a_stale_index_still_finds_the_member() {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("r", || Rc::from("E"));
+        for conn in 0..3 {
+            rooms.seat(id, seat(conn));
+        }
+        assert_eq!(rooms.unseat(id, 2, 0), Some((2, 0)));
+        assert_eq!(rooms.seats(id).len(), 2);
+    }
+
+    #[test]
+    fn the_longest_empty_room_is_forgotten_first() {
+        let mut rooms = Rooms::new();
+        let ids: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|name| rooms.open(name, || Rc::from("E")))
+            .collect();
+        for (conn, id) in ids.iter().enumerate() {
+            rooms.seat(*id, seat(conn));
+        }
+        rooms.unseat(ids[1], 0, 1);
+        rooms.unseat(ids[0], 0, 0);
+        rooms.unseat(ids[2], 0, 2);
+        rooms.evict_excess(2);
+        assert!(rooms.lookup("b").is_none());
+        assert!(rooms.lookup("a").is_some());
+        assert!(rooms.lookup("c").is_some());
+        assert_eq!(rooms.occupied(), 0);
+    }
+
+    #[test]
+    fn a_refilled_room_is_no_longer_empty() {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("a", || Rc::from("E"));
+        rooms.seat(id, seat(0));
+        rooms.unseat(id, 0, 0);
+        rooms.seat(id, seat(1));
+        rooms.evict_excess(0);
+        assert_eq!(rooms.lookup("a"), Some(id));
+        assert_eq!(rooms.occupied(), 1);
+    }
+}

@@ -1,0 +1,1237 @@
+//! Behaviour tests of [`Chat`] through its public interface, one behaviour each.
+//!
+//! Broadcasts are resolved the way the server does it: after the call returns, against the membership then. This
+//! file must not reach into the chat's private state.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// A chat plus a clock, resolving actions into per-connection deliveries.
+struct Harness {
+    chat: Chat,
+    mono_ms: u64,
+}
+
+/// What one call made happen.
+struct Outcome {
+    actions: Vec<Action>,
+    delivered: Vec<(ConnId, Value)>,
+    closed: Vec<(ConnId, u16, &'static str)>,
+}
+
+impl Outcome {
+    /// Everything delivered to `conn`, in order.
+    fn to(&self, conn: ConnId) -> Vec<Value> {
+        self.delivered
+            .iter()
+            .filter(|(to, _)| *to == conn)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The one message delivered to `conn`.
+    fn only(&self, conn: ConnId) -> Value {
+        let got = self.to(conn);
+        assert_eq!(got.len(), 1, "expected one message to {conn}, got {got:?}");
+        got.into_iter().next().unwrap_or(Value::Null)
+    }
+
+    /// The error code of the one message delivered to `conn`, an `error` (the v2 form).
+    fn error_code(&self, conn: ConnId) -> Value {
+        let msg = self.only(conn);
+        assert_eq!(msg["type"], "error", "{msg}");
+        assert!(msg["message"].is_string(), "{msg}");
+        msg["code"].clone()
+    }
+
+    /// The error code of the one message delivered to `conn`, a `system` line (the v1 form).
+    fn legacy_error_code(&self, conn: ConnId) -> Value {
+        let msg = self.only(conn);
+        assert_eq!(msg["type"], "system", "{msg}");
+        assert_eq!(msg["error"], true, "{msg}");
+        let content = msg["content"].as_str().unwrap_or_default();
+        assert!(content.starts_with("Error: "), "{msg}");
+        msg["code"].clone()
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness::with(ChatConfig::default())
+    }
+
+    fn with(config: ChatConfig) -> Self {
+        Harness {
+            chat: Chat::new(config, [42; 32]),
+            mono_ms: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            unix_ms: T0 + self.mono_ms,
+            mono_ms: self.mono_ms,
+        }
+    }
+
+    fn text(&mut self, conn: ConnId, text: &str) -> Outcome {
+        let mut out = Vec::new();
+        self.chat.handle_text(conn, text, self.now(), &mut out);
+        self.resolve(out)
+    }
+
+    fn send(&mut self, conn: ConnId, message: Value) -> Outcome {
+        self.text(conn, &message.to_string())
+    }
+
+    fn disconnect(&mut self, conn: ConnId) -> Outcome {
+        let mut out = Vec::new();
+        self.chat.disconnect(conn, self.now(), &mut out);
+        self.resolve(out)
+    }
+
+    fn join(&mut self, conn: ConnId, user: &str, room: &str) -> Outcome {
+        self.send(
+            conn,
+            json!({"type": "join", "userId": user, "room": room, "v": 2}),
+        )
+    }
+
+    fn join_v1(&mut self, conn: ConnId, user: &str, room: &str) -> Outcome {
+        self.send(conn, json!({"type": "join", "userId": user, "room": room}))
+    }
+
+    fn say(&mut self, conn: ConnId, content: &str) -> Outcome {
+        self.send(conn, json!({"type": "chat", "content": content}))
+    }
+
+    /// The `joined` message `conn` gets for a v2 join.
+    fn joined(&mut self, conn: ConnId, user: &str, room: &str) -> Value {
+        let got = self.join(conn, user, room).to(conn);
+        got.into_iter()
+            .find(|m| m["type"] == "joined")
+            .unwrap_or(Value::Null)
+    }
+
+    fn resolve(&self, actions: Vec<Action>) -> Outcome {
+        let mut delivered = Vec::new();
+        let mut closed = Vec::new();
+        for action in &actions {
+            match action {
+                Action::Send { to, payload } => delivered.push((*to, parse(payload))),
+                Action::Broadcast {
+                    room,
+                    except,
+                    payload,
+                    legacy_payload,
+                } => {
+                    for member in self.chat.members(*room) {
+                        if Some(member.conn) == *except {
+                            continue;
+                        }
+                        let form = if member.legacy {
+                            legacy_payload.as_ref()
+                        } else {
+                            Some(payload)
+                        };
+                        if let Some(form) = form {
+                            delivered.push((member.conn, parse(form)));
+                        }
+                    }
+                }
+                Action::Close { conn, code, reason } => closed.push((*conn, *code, *reason)),
+            }
+        }
+        Outcome {
+            actions,
+            delivered,
+            closed,
+        }
+    }
+}
+
+fn parse(payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap_or_else(|e| panic!("server sent bad JSON {payload}: {e}"))
+}
+
+fn system(content: &str) -> Value {
+    json!({"type": "system", "content": content})
+}
+
+// ---- ping, errors -------------------------------------------------------------------------------------------
+
+#[test]
+fn ping_is_answered_with_pong() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(1, json!({"type": "ping"})).only(1),
+        json!({"type": "pong"})
+    );
+}
+
+#[test]
+fn invalid_json_is_reported_not_dropped() {
+    let mut h = Harness::new();
+    assert_eq!(h.text(1, "{not json").legacy_error_code(1), "invalid_json");
+}
+
+#[test]
+fn json_that_is_not_an_object_is_invalid_json() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.text(1, r#"["join"]"#).legacy_error_code(1),
+        "invalid_json"
+    );
+}
+
+#[test]
+fn deeply_nested_values_are_handled_without_crashing() {
+    let mut h = Harness::new();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let ping = format!(r#"{{"type":"ping","x":{deep}}}"#);
+    assert_eq!(h.text(1, &ping).only(1), json!({"type": "pong"}));
+    h.join(1, "ann", "lobby");
+    let chat = format!(r#"{{"type":"chat","content":{deep}}}"#);
+    assert_eq!(h.text(1, &chat).error_code(1), "invalid_field");
+    let join = format!(r#"{{"type":"join","userId":"a","room":"r","since":{{"epoch":{deep}}}}}"#);
+    assert_eq!(h.text(2, &join).legacy_error_code(2), "invalid_field");
+    let unclosed = format!(r#"{{"type":"ping","x":{}}}"#, "{\"a\":".repeat(100_000));
+    assert_eq!(h.text(3, &unclosed).legacy_error_code(3), "invalid_json");
+}
+
+#[test]
+fn a_v_above_2_gets_the_extended_messages() {
+    let mut h = Harness::new();
+    let out = h.send(
+        1,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 3}),
+    );
+    assert_eq!(out.to(1)[1]["type"], "joined");
+}
+
+#[test]
+fn missing_type_is_unknown_type() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(1, json!({"content": "x"})).legacy_error_code(1),
+        "unknown_type"
+    );
+}
+
+#[test]
+fn unknown_type_is_reported() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(1, json!({"type": "shout"})).legacy_error_code(1),
+        "unknown_type"
+    );
+}
+
+#[test]
+fn missing_user_id_is_invalid_field() {
+    let mut h = Harness::new();
+    let out = h.send(1, json!({"type": "join", "room": "lobby"}));
+    assert_eq!(out.legacy_error_code(1), "invalid_field");
+}
+
+#[test]
+fn error_message_has_exactly_type_code_and_message() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.send(1, json!({"type": "leave"}));
+    let msg = h.send(1, json!({"type": "leave"})).only(1);
+    let keys: Vec<_> = msg
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(msg["type"], "error");
+    assert_eq!(msg["code"], "not_joined");
+}
+
+#[test]
+fn user_id_over_32_chars_is_too_long() {
+    let mut h = Harness::new();
+    let out = h.join(1, &"a".repeat(33), "lobby");
+    assert_eq!(out.error_code(1), "too_long");
+}
+
+#[test]
+fn multibyte_names_are_counted_in_chars() {
+    let mut h = Harness::new();
+    let name = "ü".repeat(32);
+    let msg = h.joined(1, &name, &"界".repeat(64));
+    assert_eq!(msg["userId"], name.as_str());
+    assert_eq!(h.join(2, &"ü".repeat(33), "x").error_code(2), "too_long");
+}
+
+#[test]
+fn control_characters_in_names_are_rejected() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.join(1, "ann\u{7}", "lobby").error_code(1),
+        "invalid_field"
+    );
+    assert_eq!(h.join(1, "ann", "lob\nby").error_code(1), "invalid_field");
+    assert_eq!(h.chat.member_count(), 0);
+}
+
+#[test]
+fn names_are_case_sensitive_and_untrimmed() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let msg = h.joined(2, "Ann", "lobby");
+    assert_eq!(msg["userId"], "Ann");
+    let msg = h.joined(3, " ann", "lobby");
+    assert_eq!(msg["userId"], " ann");
+}
+
+#[test]
+fn chat_before_join_is_not_joined() {
+    let mut h = Harness::new();
+    assert_eq!(h.say(1, "hi").legacy_error_code(1), "not_joined");
+}
+
+#[test]
+fn leave_before_join_is_not_joined() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.send(1, json!({"type": "leave"})).legacy_error_code(1),
+        "not_joined"
+    );
+}
+
+#[test]
+fn dm_before_join_is_not_joined() {
+    let mut h = Harness::new();
+    h.join(2, "bob", "lobby");
+    let out = h.send(
+        1,
+        json!({"type": "dm", "to": "bob", "content": "hi", "from": "bob"}),
+    );
+    assert_eq!(out.legacy_error_code(1), "not_joined");
+    assert!(out.to(2).is_empty());
+}
+
+#[test]
+fn empty_chat_is_invalid_field() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    assert_eq!(h.say(1, "").error_code(1), "invalid_field");
+}
+
+#[test]
+fn non_string_chat_is_invalid_field() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.send(1, json!({"type": "chat", "content": 5}));
+    assert_eq!(out.error_code(1), "invalid_field");
+}
+
+#[test]
+fn chat_over_the_limit_is_too_long_counting_chars() {
+    let mut h = Harness::with(ChatConfig {
+        max_content_chars: 4,
+        ..ChatConfig::default()
+    });
+    h.join(1, "ann", "lobby");
+    assert_eq!(h.say(1, "ééééé").error_code(1), "too_long");
+    assert_eq!(h.say(1, "éééé").only(1)["content"], "éééé");
+}
+
+// ---- join ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn v2_joiner_gets_system_line_then_joined() {
+    let mut h = Harness::new();
+    let got = h.join(1, "ann", "lobby").to(1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], system("Joined room \"lobby\", 1 online"));
+    let joined = &got[1];
+    let epoch = joined["epoch"].as_str().unwrap_or_default();
+    let session = joined["session"].as_str().unwrap_or_default();
+    assert_eq!(epoch.len(), 16);
+    assert!(epoch.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(session.len(), 27);
+    assert_eq!(
+        *joined,
+        json!({
+            "type": "joined", "room": "lobby", "userId": "ann", "members": ["ann"],
+            "epoch": epoch, "seq": 0, "session": session,
+            "replay": {"complete": true, "count": 0}
+        })
+    );
+}
+
+#[test]
+fn legacy_joiner_gets_only_the_system_line() {
+    let mut h = Harness::new();
+    let out = h.join_v1(1, "ann", "lobby");
+    assert_eq!(out.only(1), system("Joined room \"lobby\", 1 online"));
+}
+
+#[test]
+fn online_count_is_of_the_joined_room() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "elsewhere");
+    let out = h.join(3, "cat", "lobby");
+    assert_eq!(out.to(3)[0], system("Joined room \"lobby\", 2 online"));
+}
+
+#[test]
+fn joined_lists_every_member_of_the_room() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    h.join(3, "dan", "elsewhere");
+    let msg = h.joined(4, "cat", "lobby");
+    let mut members: Vec<_> = msg["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    assert_eq!(members, ["ann", "bob", "cat"]);
+}
+
+#[test]
+fn others_get_system_line_and_v2_others_get_presence() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let out = h.join(3, "cat", "lobby");
+    assert_eq!(
+        out.to(1),
+        [
+            system("User \"cat\" joined the room"),
+            json!({"type": "presence", "room": "lobby", "joined": "cat"})
+        ]
+    );
+    assert_eq!(out.to(2), [system("User \"cat\" joined the room")]);
+    assert_eq!(out.to(3).len(), 2);
+}
+
+#[test]
+fn joining_an_empty_room_broadcasts_nothing() {
+    let mut h = Harness::new();
+    let out = h.join(1, "ann", "lobby");
+    assert!(out
+        .actions
+        .iter()
+        .all(|a| !matches!(a, Action::Broadcast { .. })));
+}
+
+#[test]
+fn a_live_name_is_taken() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.join(2, "ann", "other");
+    assert_eq!(out.error_code(2), "name_taken");
+    assert!(out.to(1).is_empty());
+    assert_eq!(h.chat.member_count(), 1);
+}
+
+#[test]
+fn a_wrong_session_does_not_reclaim() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": "guess"}),
+    );
+    assert_eq!(out.error_code(2), "name_taken");
+    assert!(out.closed.is_empty());
+}
+
+#[test]
+fn a_failed_join_keeps_the_current_room() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    assert_eq!(h.join(2, "ann", "other").error_code(2), "name_taken");
+    assert_eq!(h.say(2, "still here").to(1)[0]["from"], "bob");
+}
+
+#[test]
+fn session_reclaim_replaces_the_old_connection() {
+    let mut h = Harness::new();
+    let session = h.joined(1, "ann", "lobby")["session"].clone();
+    h.join(3, "bob", "lobby");
+    let out = h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": session}),
+    );
+    assert_eq!(out.closed, [(1, 4001, "replaced")]);
+    let got = out.to(2);
+    assert_eq!(got[0], system("Joined room \"lobby\", 2 online"));
+    assert_eq!(got[1]["type"], "joined");
+    assert_eq!(got[1]["session"], session);
+    assert!(
+        out.to(3).is_empty(),
+        "no left/joined noise: {:?}",
+        out.to(3)
+    );
+    assert!(out.to(1).is_empty());
+    let lobby = room_of(&h.say(3, "after"));
+    let mut members: Vec<_> = h.chat.members(lobby).map(|m| m.conn).collect();
+    members.sort();
+    assert_eq!(members, [2, 3]);
+    assert_eq!(h.chat.member_count(), 2);
+}
+
+#[test]
+fn a_replaced_connection_is_ignored_until_disconnected() {
+    let mut h = Harness::new();
+    let session = h.joined(1, "ann", "lobby")["session"].clone();
+    h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "session": session}),
+    );
+    assert!(h.send(1, json!({"type": "ping"})).actions.is_empty());
+    assert!(h.disconnect(1).actions.is_empty());
+    assert_eq!(h.chat.member_count(), 1);
+}
+
+#[test]
+fn reclaim_into_another_room_tells_the_old_room() {
+    let mut h = Harness::new();
+    let session = h.joined(1, "ann", "lobby")["session"].clone();
+    h.join(3, "bob", "lobby");
+    h.join(4, "cat", "other");
+    let out = h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "other", "v": 2, "session": session}),
+    );
+    assert_eq!(out.closed, [(1, 4001, "replaced")]);
+    assert_eq!(
+        out.to(3),
+        [
+            system("User \"ann\" left the room"),
+            json!({"type": "presence", "room": "lobby", "left": "ann"})
+        ]
+    );
+    assert_eq!(out.to(4)[0], system("User \"ann\" joined the room"));
+}
+
+#[test]
+fn a_freed_name_is_taken_by_a_legacy_reconnect() {
+    let mut h = Harness::new();
+    h.join_v1(1, "ann", "lobby");
+    h.disconnect(1);
+    let out = h.join_v1(2, "ann", "lobby");
+    assert_eq!(out.only(2), system("Joined room \"lobby\", 1 online"));
+}
+
+#[test]
+fn a_new_holder_gets_a_new_session() {
+    let mut h = Harness::new();
+    let first = h.joined(1, "ann", "lobby")["session"].clone();
+    h.disconnect(1);
+    let second = h.joined(2, "ann", "lobby")["session"].clone();
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_session_for_a_free_name_is_ignored() {
+    let mut h = Harness::new();
+    let out = h.send(
+        1,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": "stale"}),
+    );
+    assert_eq!(out.to(1)[1]["type"], "joined");
+}
+
+// ---- chat ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn chat_reaches_the_whole_room_sender_included() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    h.join(3, "cat", "other");
+    h.mono_ms = 5;
+    let out = h.say(1, "hello");
+    let expected = json!({
+        "type": "chat", "room": "lobby", "seq": 1, "from": "ann",
+        "content": "hello", "timestamp": T0 + 5
+    });
+    assert_eq!(out.only(1), expected);
+    assert_eq!(out.only(2), expected);
+    assert!(out.to(3).is_empty());
+}
+
+#[test]
+fn chat_is_serialised_once_and_shared() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.say(1, "hi");
+    let [Action::Broadcast {
+        payload,
+        legacy_payload: Some(legacy),
+        except: None,
+        ..
+    }] = out.actions.as_slice()
+    else {
+        panic!("expected one broadcast: {:?}", out.actions);
+    };
+    assert!(Rc::ptr_eq(payload, legacy));
+    let epoch = h.joined(2, "bob", "x")["epoch"].clone();
+    let out = h.send(
+        3,
+        json!({"type": "join", "userId": "cat", "room": "lobby", "since": {"epoch": epoch, "seq": 0}}),
+    );
+    let replayed = out.actions.iter().find_map(|a| match a {
+        Action::Send { payload: p, .. } if p.contains("\"chat\"") => Some(p.clone()),
+        _ => None,
+    });
+    assert!(replayed.is_some_and(|p| Rc::ptr_eq(&p, payload)));
+}
+
+#[test]
+fn seq_counts_up_per_room() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "other");
+    assert_eq!(h.say(1, "a").only(1)["seq"], 1);
+    assert_eq!(h.say(1, "b").only(1)["seq"], 2);
+    assert_eq!(h.say(2, "c").only(2)["seq"], 1);
+    assert_eq!(h.say(1, "d").only(1)["seq"], 3);
+}
+
+#[test]
+fn client_supplied_from_is_ignored_in_chat() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.send(1, json!({"type": "chat", "content": "x", "from": "admin"}));
+    assert_eq!(out.only(1)["from"], "ann");
+}
+
+// ---- dm -----------------------------------------------------------------------------------------------------
+
+#[test]
+fn dm_goes_to_the_recipient_and_a_copy_to_the_sender() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "other");
+    h.join(3, "cat", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "bob", "content": "psst"}));
+    let expected =
+        json!({"type": "dm", "from": "ann", "to": "bob", "content": "psst", "timestamp": T0});
+    assert_eq!(out.only(2), expected);
+    assert_eq!(out.only(1), expected);
+    assert!(out.to(3).is_empty());
+}
+
+#[test]
+fn dm_to_a_legacy_client_is_a_private_chat() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "bob", "content": "psst"}));
+    assert_eq!(
+        out.only(2),
+        json!({"type": "chat", "from": "ann", "content": "psst", "timestamp": T0, "private": true})
+    );
+    assert_eq!(out.only(1)["type"], "dm");
+}
+
+#[test]
+fn dm_copy_to_a_legacy_sender_is_a_private_chat() {
+    let mut h = Harness::new();
+    h.join_v1(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "bob", "content": "psst"}));
+    assert_eq!(out.only(1)["private"], true);
+    assert_eq!(out.only(2)["type"], "dm");
+}
+
+#[test]
+fn dm_is_serialised_once_when_both_sides_speak_v2() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "bob", "content": "psst"}));
+    let payloads: Vec<_> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads.len(), 2);
+    assert!(Rc::ptr_eq(&payloads[0], &payloads[1]));
+}
+
+#[test]
+fn dm_to_an_offline_user_is_not_online() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "ghost", "content": "psst"}));
+    assert_eq!(out.error_code(1), "not_online");
+}
+
+#[test]
+fn dm_to_self_is_delivered_once() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let out = h.send(1, json!({"type": "dm", "to": "ann", "content": "note"}));
+    assert_eq!(out.only(1)["to"], "ann");
+}
+
+#[test]
+fn dm_from_is_the_joined_name() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let out = h.send(
+        1,
+        json!({"type": "dm", "to": "bob", "content": "x", "from": "bob", "fromUserId": "bob"}),
+    );
+    assert_eq!(out.only(2)["from"], "ann");
+}
+
+// ---- leave, switching, disconnect ----------------------------------------------------------------------------
+
+#[test]
+fn leave_tells_the_room_and_keeps_the_connection() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    h.join(3, "cat", "lobby");
+    let out = h.send(1, json!({"type": "leave"}));
+    assert!(out.to(1).is_empty());
+    assert_eq!(out.to(2), [system("User \"ann\" left the room")]);
+    assert_eq!(
+        out.to(3),
+        [
+            system("User \"ann\" left the room"),
+            json!({"type": "presence", "room": "lobby", "left": "ann"})
+        ]
+    );
+    assert_eq!(
+        h.send(1, json!({"type": "ping"})).only(1),
+        json!({"type": "pong"})
+    );
+    assert_eq!(h.say(1, "x").error_code(1), "not_joined");
+}
+
+#[test]
+fn leave_releases_the_name() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.send(1, json!({"type": "leave"}));
+    assert_eq!(h.joined(2, "ann", "lobby")["userId"], "ann");
+}
+
+#[test]
+fn switching_rooms_leaves_the_first() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    h.join(3, "cat", "other");
+    let out = h.join(1, "ann", "other");
+    assert_eq!(out.to(2)[0], system("User \"ann\" left the room"));
+    assert_eq!(out.to(3)[0], system("User \"ann\" joined the room"));
+    assert_eq!(out.to(1)[0], system("Joined room \"other\", 2 online"));
+    assert!(h.say(2, "x").to(1).is_empty());
+    assert_eq!(h.chat.room_count(), 2);
+    assert_eq!(h.chat.member_count(), 3);
+}
+
+#[test]
+fn rejoining_the_same_room_is_a_fresh_join() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    let before = h.joined(2, "bob", "lobby");
+    let out = h.join(2, "bob", "lobby");
+    assert_eq!(
+        out.to(1),
+        [
+            system("User \"bob\" left the room"),
+            json!({"type": "presence", "room": "lobby", "left": "bob"}),
+            system("User \"bob\" joined the room"),
+            json!({"type": "presence", "room": "lobby", "joined": "bob"}),
+        ]
+    );
+    let got = out.to(2);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], system("Joined room \"lobby\", 2 online"));
+    assert_eq!(got[1]["session"], before["session"]);
+    assert_eq!(got[1]["epoch"], before["epoch"]);
+    assert_eq!(h.chat.member_count(), 2);
+}
+
+#[test]
+fn disconnect_tells_the_room() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let out = h.disconnect(1);
+    assert_eq!(
+        out.to(2),
+        [
+            system("User \"ann\" left the room"),
+            json!({"type": "presence", "room": "lobby", "left": "ann"})
+        ]
+    );
+    assert_eq!(h.chat.member_count(), 1);
+}
+
+#[test]
+fn disconnect_of_an_unknown_connection_does_nothing() {
+    let mut h = Harness::new();
+    assert!(h.disconnect(9).actions.is_empty());
+}
+
+#[test]
+fn members_carry_the_legacy_flag() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let out = h.say(1, "x");
+    let mut members: Vec<_> = h.chat.members(room_of(&out)).collect();
+    members.sort_by_key(|m| m.conn);
+    assert_eq!(
+        members,
+        [
+            Member {
+                conn: 1,
+                legacy: false
+            },
+            Member {
+                conn: 2,
+                legacy: true
+            }
+        ]
+    );
+}
+
+#[test]
+fn room_and_member_counts_follow_joins_and_leaves() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "a");
+    h.join(2, "bob", "a");
+    h.join(3, "cat", "b");
+    assert_eq!((h.chat.room_count(), h.chat.member_count()), (2, 3));
+    h.disconnect(3);
+    assert_eq!((h.chat.room_count(), h.chat.member_count()), (1, 2));
+    h.send(1, json!({"type": "leave"}));
+    assert_eq!((h.chat.room_count(), h.chat.member_count()), (1, 1));
+}
+
+// ---- history ------------------------------------------------------------------------------------------------
+
+/// Joins `user` on `conn` into `room` with `since`, returning what it got.
+fn join_since(h: &mut Harness, conn: ConnId, user: &str, room: &str, since: Value) -> Vec<Value> {
+    h.send(
+        conn,
+        json!({"type": "join", "userId": user, "room": room, "v": 2, "since": since}),
+    )
+    .to(conn)
+}
+
+fn contents(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn replay_after_since_is_complete() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    for text in ["one", "two", "three"] {
+        h.say(1, text);
+    }
+    let got = join_since(&mut h, 2, "bob", "lobby", json!({"epoch": epoch, "seq": 1}));
+    assert_eq!(got[1]["seq"], 3);
+    assert_eq!(got[1]["replay"], json!({"complete": true, "count": 2}));
+    assert_eq!(contents(&got), ["two", "three"]);
+    assert_eq!(got.len(), 4);
+}
+
+#[test]
+fn replay_behind_the_buffer_is_a_gap() {
+    let mut h = Harness::with(ChatConfig {
+        history_len: 2,
+        ..ChatConfig::default()
+    });
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    for text in ["one", "two", "three", "four"] {
+        h.say(1, text);
+    }
+    let got = join_since(&mut h, 2, "bob", "lobby", json!({"epoch": epoch, "seq": 1}));
+    assert_eq!(
+        got[1]["replay"],
+        json!({"complete": false, "reason": "gap", "count": 2})
+    );
+    assert_eq!(contents(&got), ["three", "four"]);
+}
+
+#[test]
+fn replay_from_another_epoch_sends_the_whole_buffer() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    for text in ["one", "two"] {
+        h.say(1, text);
+    }
+    let got = join_since(
+        &mut h,
+        2,
+        "bob",
+        "lobby",
+        json!({"epoch": "0000000000000000", "seq": 1}),
+    );
+    assert_eq!(
+        got[1]["replay"],
+        json!({"complete": false, "reason": "epoch", "count": 2})
+    );
+    assert_eq!(contents(&got), ["one", "two"]);
+}
+
+#[test]
+fn replay_since_beyond_latest_is_complete_and_empty() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    h.say(1, "one");
+    let got = join_since(
+        &mut h,
+        2,
+        "bob",
+        "lobby",
+        json!({"epoch": epoch, "seq": 99}),
+    );
+    assert_eq!(got[1]["replay"], json!({"complete": true, "count": 0}));
+    assert_eq!(got.len(), 2);
+}
+
+#[test]
+fn replayed_messages_are_byte_identical() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    let live = h.say(1, "one").actions;
+    let Some(Action::Broadcast { payload, .. }) = live.first() else {
+        panic!("no broadcast");
+    };
+    let replay = h.send(
+        2,
+        json!({"type": "join", "userId": "bob", "room": "lobby", "v": 2, "since": {"epoch": epoch, "seq": 0}}),
+    );
+    let Some(Action::Send { payload: again, .. }) = replay.actions.get(2) else {
+        panic!("no replay: {:?}", replay.actions);
+    };
+    assert_eq!(again, payload);
+}
+
+#[test]
+fn malformed_since_is_invalid_field() {
+    let mut h = Harness::new();
+    let out = h.send(
+        1,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "since": {"epoch": "e", "seq": "3"}}),
+    );
+    assert_eq!(out.legacy_error_code(1), "invalid_field");
+}
+
+#[test]
+fn an_empty_room_keeps_its_history() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    h.say(1, "one");
+    h.disconnect(1);
+    assert_eq!(h.chat.room_count(), 0);
+    let got = join_since(&mut h, 2, "ann", "lobby", json!({"epoch": epoch, "seq": 0}));
+    assert_eq!(got[1]["epoch"], epoch);
+    assert_eq!(contents(&got), ["one"]);
+}
+
+#[test]
+fn empty_rooms_beyond_the_bound_are_forgotten_oldest_first() {
+    let mut h = Harness::with(ChatConfig {
+        max_empty_rooms: 2,
+        ..ChatConfig::default()
+    });
+    let mut epochs = Vec::new();
+    for (conn, room) in ["a", "b", "c"].iter().enumerate() {
+        epochs.push(h.joined(conn, "u", room)["epoch"].clone());
+        h.say(conn, "kept?");
+        h.disconnect(conn);
+    }
+    assert_ne!(h.joined(10, "x", "a")["epoch"], epochs[0]);
+    assert_eq!(h.joined(11, "y", "c")["epoch"], epochs[2]);
+}
+
+#[test]
+fn a_forgotten_room_begins_a_new_epoch_for_since() {
+    let mut h = Harness::with(ChatConfig {
+        max_empty_rooms: 0,
+        ..ChatConfig::default()
+    });
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    h.say(1, "one");
+    h.disconnect(1);
+    let got = join_since(&mut h, 2, "ann", "lobby", json!({"epoch": epoch, "seq": 1}));
+    assert_eq!(
+        got[1]["replay"],
+        json!({"complete": false, "reason": "epoch", "count": 0})
+    );
+    assert_eq!(got[1]["seq"], 0);
+}
+
+// ---- v1 (legacy) clients: escaping and errors ---------------------------------------------------------------
+
+const XSS: &str = "<img src=x onerror=alert(1)>";
+const XSS_ESCAPED: &str = "&lt;img src=x onerror=alert(1)&gt;";
+
+/// The one broadcast in an outcome: its v2 and v1 payloads.
+fn broadcast_payloads(out: &Outcome) -> (Rc<str>, Rc<str>) {
+    match out.actions.as_slice() {
+        [Action::Broadcast {
+            payload,
+            legacy_payload: Some(legacy),
+            ..
+        }] => (payload.clone(), legacy.clone()),
+        other => panic!("expected one broadcast with a legacy payload: {other:?}"),
+    }
+}
+
+#[test]
+fn legacy_chat_payload_escapes_markup_while_v2_keeps_raw_text() {
+    let mut h = Harness::new();
+    h.join(1, XSS, "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let out = h.say(1, &format!("{XSS} & \"q\" 'a'"));
+    let v2 = out.only(1);
+    assert_eq!(v2["from"], XSS);
+    assert_eq!(v2["content"], format!("{XSS} & \"q\" 'a'"));
+    let v1 = out.only(2);
+    assert_eq!(v1["from"], XSS_ESCAPED);
+    assert_eq!(
+        v1["content"],
+        format!("{XSS_ESCAPED} &amp; &quot;q&quot; &#39;a&#39;")
+    );
+    assert_eq!(
+        (v1["type"].clone(), v1["seq"].clone()),
+        ("chat".into(), 1.into())
+    );
+    let (payload, legacy) = broadcast_payloads(&out);
+    assert!(!Rc::ptr_eq(&payload, &legacy));
+}
+
+#[test]
+fn plain_chat_shares_one_payload_with_legacy_members() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let out = h.say(1, "héllo 😀 / \\ ; = `x` #1 %");
+    let (payload, legacy) = broadcast_payloads(&out);
+    assert!(Rc::ptr_eq(&payload, &legacy));
+}
+
+#[test]
+fn legacy_joiner_replays_the_escaped_history() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    h.say(1, XSS);
+    let since = json!({"epoch": epoch, "seq": 0});
+    let v1 = h.send(
+        2,
+        json!({"type": "join", "userId": "bob", "room": "lobby", "since": since}),
+    );
+    assert_eq!(contents(&v1.to(2)), [XSS_ESCAPED]);
+    let v2 = join_since(&mut h, 3, "cat", "lobby", since);
+    assert_eq!(contents(&v2), [XSS]);
+}
+
+#[test]
+fn legacy_dm_is_escaped_and_the_v2_copy_is_raw() {
+    let mut h = Harness::new();
+    h.join(1, XSS, "lobby");
+    h.join_v1(2, "bob", "other");
+    let out = h.send(1, json!({"type": "dm", "to": "bob", "content": XSS}));
+    assert_eq!(
+        out.only(2),
+        json!({"type": "chat", "from": XSS_ESCAPED, "content": XSS_ESCAPED, "timestamp": T0, "private": true})
+    );
+    let copy = out.only(1);
+    assert_eq!(
+        (copy["from"].clone(), copy["content"].clone()),
+        (XSS.into(), XSS.into())
+    );
+}
+
+#[test]
+fn legacy_system_lines_keep_the_raw_name() {
+    let mut h = Harness::new();
+    h.join_v1(1, "bob", "lobby");
+    let out = h.join(2, XSS, "lobby");
+    assert_eq!(
+        out.only(1),
+        system(&format!("User \"{XSS}\" joined the room"))
+    );
+}
+
+#[test]
+fn legacy_error_is_a_system_line_with_the_code() {
+    let mut h = Harness::new();
+    h.join_v1(1, "bob", "lobby");
+    assert_eq!(
+        h.say(1, "").only(1),
+        json!({
+            "type": "system",
+            "content": "Error: \"content\" must be a non-empty string",
+            "code": "invalid_field",
+            "error": true
+        })
+    );
+}
+
+#[test]
+fn v2_error_is_unchanged() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    assert_eq!(
+        h.say(1, "").only(1),
+        json!({"type": "error", "code": "invalid_field", "message": "\"content\" must be a non-empty string"})
+    );
+}
+
+#[test]
+fn a_failed_v2_join_gets_the_error_shape() {
+    let mut h = Harness::new();
+    h.join_v1(1, "ann", "lobby");
+    assert_eq!(
+        h.join(2, "ann", "lobby").only(2),
+        json!({"type": "error", "code": "name_taken", "message": "another connection holds this userId"})
+    );
+}
+
+#[test]
+fn a_failed_legacy_join_gets_a_system_line() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    assert_eq!(
+        h.join_v1(2, "ann", "lobby").legacy_error_code(2),
+        "name_taken"
+    );
+}
+
+#[test]
+fn a_v2_join_rejected_for_its_fields_gets_the_error_shape() {
+    let mut h = Harness::new();
+    let out = h.send(1, json!({"type": "join", "room": "lobby", "v": 2}));
+    assert_eq!(out.error_code(1), "invalid_field");
+}
+
+#[test]
+fn a_v2_connection_keeps_the_error_shape_after_leaving() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.send(1, json!({"type": "leave"}));
+    assert_eq!(h.say(1, "hi").error_code(1), "not_joined");
+}
+
+#[test]
+fn rate_limited_follows_the_connection_protocol() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    for _ in 0..39 {
+        h.send(1, json!({"type": "ping"}));
+        h.send(2, json!({"type": "ping"}));
+    }
+    assert_eq!(
+        h.send(1, json!({"type": "ping"})).error_code(1),
+        "rate_limited"
+    );
+    assert_eq!(
+        h.send(2, json!({"type": "ping"})).legacy_error_code(2),
+        "rate_limited"
+    );
+}
+
+// ---- rate limit ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_burst_passes_then_frames_are_rate_limited() {
+    let mut h = Harness::new();
+    for _ in 0..40 {
+        assert_eq!(h.send(1, json!({"type": "ping"})).only(1)["type"], "pong");
+    }
+    assert_eq!(
+        h.send(1, json!({"type": "ping"})).legacy_error_code(1),
+        "rate_limited"
+    );
+}
+
+#[test]
+fn the_rate_limit_is_charged_before_parsing() {
+    let mut h = Harness::new();
+    for _ in 0..40 {
+        h.text(1, "garbage");
+    }
+    assert_eq!(h.text(1, "garbage").legacy_error_code(1), "rate_limited");
+}
+
+#[test]
+fn the_bucket_refills_with_time() {
+    let mut h = Harness::new();
+    for _ in 0..41 {
+        h.send(1, json!({"type": "ping"}));
+    }
+    h.mono_ms += 50;
+    assert_eq!(h.send(1, json!({"type": "ping"})).only(1)["type"], "pong");
+    assert_eq!(
+        h.send(1, json!({"type": "ping"})).legacy_error_code(1),
+        "rate_limited"
+    );
+}
+
+#[test]
+fn flooding_far_past_the_limit_closes_with_1008() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    for _ in 0..39 + 100 {
+        h.send(1, json!({"type": "ping"}));
+    }
+    let out = h.send(1, json!({"type": "ping"}));
+    assert_eq!(out.closed, [(1, 1008, "rate limit abuse")]);
+    assert!(out.delivered.is_empty());
+    assert!(h.send(1, json!({"type": "ping"})).actions.is_empty());
+    let out = h.disconnect(1);
+    assert_eq!(out.to(2)[0], system("User \"ann\" left the room"));
+}
+
+#[test]
+fn rate_limits_are_per_connection() {
+    let mut h = Harness::new();
+    for _ in 0..41 {
+        h.send(1, json!({"type": "ping"}));
+    }
+    assert_eq!(h.send(2, json!({"type": "ping"})).only(2)["type"], "pong");
+}
+
+/// The room the first broadcast in an outcome went to.
+fn room_of(out: &Outcome) -> RoomId {
+    out.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Broadcast { room, .. } => Some(*room),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no broadcast in {:?}", out.actions))
+}

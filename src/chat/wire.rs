@@ -1,0 +1,480 @@
+//! The JSON shapes on the wire: what a client frame may hold, and every message the server sends.
+//!
+//! Owns decoding a frame into borrowed, loosely typed fields (so a field of the wrong type is reported as that,
+//! not as bad JSON) and encoding outgoing messages, each serialised once into an `Rc<str>`. It must not judge
+//! field values (that is `request.rs`) nor decide who gets what.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use super::room::Seat;
+
+/// The error codes of `docs/protocol.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ErrorCode {
+    InvalidJson,
+    UnknownType,
+    InvalidField,
+    TooLong,
+    NotJoined,
+    NameTaken,
+    NotOnline,
+    RateLimited,
+}
+
+impl ErrorCode {
+    /// The `code` on the wire.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::NotOnline => "not_online",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A JSON value as far as the chat cares: a string, a non-negative integer, or anything else.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Loose<'a> {
+    /// A string, borrowed from the frame unless it held escapes.
+    Str(Cow<'a, str>),
+    /// An integer from 0 to `u64::MAX`.
+    Uint(u64),
+    /// Any other value (`null` included when a field is not optional).
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LooseVisitor(PhantomData))
+    }
+}
+
+struct LooseVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
+    type Value = Loose<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(u64::try_from(v).map_or(Loose::Other, Loose::Uint))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Uint(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other)
+    }
+}
+
+/// The `since` field: an object's `epoch` and `seq` when it is an object, else `NotObject`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SinceField<'a> {
+    /// It was an object; its two fields as found.
+    Object {
+        epoch: Option<Loose<'a>>,
+        seq: Option<Loose<'a>>,
+    },
+    /// It was something other than an object.
+    NotObject,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for SinceField<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SinceVisitor(PhantomData))
+    }
+}
+
+/// A frame's fields, each as found. Unknown keys are skipped; a repeated key keeps its last value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Frame<'a> {
+    pub(super) kind: Option<Loose<'a>>,
+    pub(super) user_id: Option<Loose<'a>>,
+    pub(super) room: Option<Loose<'a>>,
+    pub(super) v: Option<Loose<'a>>,
+    pub(super) session: Option<Loose<'a>>,
+    pub(super) since: Option<SinceField<'a>>,
+    pub(super) content: Option<Loose<'a>>,
+    pub(super) to: Option<Loose<'a>>,
+}
+
+impl<'a> Frame<'a> {
+    /// Decode one frame; `None` unless it is exactly one JSON object.
+    pub(super) fn decode(text: &'a str) -> Option<Frame<'a>> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FrameVisitor(PhantomData))
+    }
+}
+
+struct FrameVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for FrameVisitor<'a> {
+    type Value = Frame<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut frame = Frame::default();
+        while let Some(key) = map.next_key::<Loose<'a>>()? {
+            let Loose::Str(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let slot = match key.as_ref() {
+                "type" => &mut frame.kind,
+                "userId" => &mut frame.user_id,
+                "room" => &mut frame.room,
+                "v" => &mut frame.v,
+                "session" => &mut frame.session,
+                "content" => &mut frame.content,
+                "to" => &mut frame.to,
+                "since" => {
+                    frame.since = map.next_value::<Option<SinceField<'a>>>()?;
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value::<Option<Loose<'a>>>()?;
+        }
+        Ok(frame)
+    }
+}
+
+struct SinceVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for SinceVisitor<'a> {
+    type Value = SinceField<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(SinceField::NotObject)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut epoch, mut seq) = (None, None);
+        while let Some(key) = map.next_key::<Loose<'a>>()? {
+            match key {
+                Loose::Str(k) if k == "epoch" => epoch = map.next_value::<Option<Loose<'a>>>()?,
+                Loose::Str(k) if k == "seq" => seq = map.next_value::<Option<Loose<'a>>>()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(SinceField::Object { epoch, seq })
+    }
+}
+
+/// The `replay` object of `joined`.
+#[derive(Serialize)]
+pub(super) struct ReplayOut {
+    pub(super) complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<&'static str>,
+    pub(super) count: usize,
+}
+
+/// The names of a room's members, serialised as a JSON array without collecting them first.
+pub(super) struct MemberNames<'a>(pub(super) &'a [Seat]);
+
+impl Serialize for MemberNames<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|seat| &*seat.user))
+    }
+}
+
+/// Every message the server sends; see `docs/protocol.md` for who gets which.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum Out<'a> {
+    /// A human-readable line.
+    System { content: &'a str },
+    /// The v2 joiner's welcome.
+    Joined {
+        room: &'a str,
+        #[serde(rename = "userId")]
+        user_id: &'a str,
+        members: MemberNames<'a>,
+        epoch: &'a str,
+        seq: u64,
+        session: &'a str,
+        replay: ReplayOut,
+    },
+    /// A message to a room.
+    Chat {
+        room: &'a str,
+        seq: u64,
+        from: &'a str,
+        content: &'a str,
+        timestamp: u64,
+    },
+    /// A private message, as v2 clients get it.
+    Dm {
+        from: &'a str,
+        to: &'a str,
+        content: &'a str,
+        timestamp: u64,
+    },
+    /// A private message, as v1 clients get it.
+    #[serde(rename = "chat")]
+    LegacyDm {
+        from: &'a str,
+        content: &'a str,
+        timestamp: u64,
+        private: bool,
+    },
+    /// Someone else joined or left the room.
+    Presence {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        joined: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        left: Option<&'a str>,
+    },
+    /// The answer to `ping`.
+    Pong,
+    /// A frame that could not be handled, as v2 clients get it.
+    Error {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// A frame that could not be handled, as v1 clients get it: a `system` line (`content` is
+    /// `Error: <message>`) that the articles' client shows as text, carrying the same `code`.
+    #[serde(rename = "system")]
+    LegacyError {
+        content: &'a str,
+        code: &'static str,
+        error: bool,
+    },
+}
+
+/// `text` with `< > & " '` replaced by their HTML character references, for the fields the articles' client
+/// puts into `innerHTML` unescaped. Borrowed (no allocation) when there is nothing to replace.
+pub(super) fn escape_html(text: &str) -> Cow<'_, str> {
+    let special = |b: &u8| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'');
+    let Some(first) = text.bytes().position(|b| special(&b)) else {
+        return Cow::Borrowed(text);
+    };
+    let mut escaped = String::with_capacity(text.len() + 16);
+    escaped.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// Serialise a message once, into the form every recipient shares.
+pub(super) fn encode(message: &Out<'_>) -> Rc<str> {
+    match serde_json::to_string(message) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise an outgoing message: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Option<Frame<'_>> {
+        Frame::decode(text)
+    }
+
+    #[test]
+    fn decodes_known_fields_borrowed() {
+        let f = frame(r#"{"type":"chat","content":"hi","extra":[1,{"a":2}]}"#).expect("object");
+        assert_eq!(f.kind, Some(Loose::Str(Cow::Borrowed("chat"))));
+        assert!(matches!(f.content, Some(Loose::Str(Cow::Borrowed("hi")))));
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let f = frame(r#"{"type":"chat","content":"a\"b\u00e9"}"#).expect("object");
+        assert_eq!(f.content, Some(Loose::Str(Cow::Owned("a\"bé".into()))));
+    }
+
+    #[test]
+    fn wrong_types_are_kept_as_such() {
+        let f =
+            frame(r#"{"type":3,"content":null,"v":-1,"to":{"x":1},"room":2.5}"#).expect("object");
+        assert_eq!(f.kind, Some(Loose::Uint(3)));
+        assert_eq!(f.content, None);
+        assert_eq!(f.v, Some(Loose::Other));
+        assert_eq!(f.to, Some(Loose::Other));
+        assert_eq!(f.room, Some(Loose::Other));
+    }
+
+    #[test]
+    fn non_objects_and_broken_json_are_rejected() {
+        for text in [
+            "",
+            "[]",
+            "[\"join\"]",
+            "\"join\"",
+            "3",
+            "null",
+            "{",
+            "{} {}",
+            "{\"type\":}",
+        ] {
+            assert_eq!(frame(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value() {
+        let f = frame(r#"{"type":"ping","type":"chat"}"#).expect("object");
+        assert_eq!(f.kind, Some(Loose::Str(Cow::Borrowed("chat"))));
+    }
+
+    #[test]
+    fn since_is_read_as_object_or_not() {
+        let f = frame(r#"{"since":{"epoch":"e","seq":4,"x":[]}}"#).expect("object");
+        assert_eq!(
+            f.since,
+            Some(SinceField::Object {
+                epoch: Some(Loose::Str(Cow::Borrowed("e"))),
+                seq: Some(Loose::Uint(4)),
+            })
+        );
+        let f = frame(r#"{"since":[1]}"#).expect("object");
+        assert_eq!(f.since, Some(SinceField::NotObject));
+        let f = frame(r#"{"since":null}"#).expect("object");
+        assert_eq!(f.since, None);
+    }
+
+    #[test]
+    fn outgoing_shapes() {
+        assert_eq!(&*encode(&Out::Pong), r#"{"type":"pong"}"#);
+        assert_eq!(
+            &*encode(&Out::LegacyDm {
+                from: "a",
+                content: "c",
+                timestamp: 5,
+                private: true
+            }),
+            r#"{"type":"chat","from":"a","content":"c","timestamp":5,"private":true}"#
+        );
+        assert_eq!(
+            &*encode(&Out::Presence {
+                room: "r",
+                joined: None,
+                left: Some("a")
+            }),
+            r#"{"type":"presence","room":"r","left":"a"}"#
+        );
+        assert_eq!(
+            &*encode(&Out::LegacyError {
+                content: "Error: m",
+                code: "c",
+                error: true
+            }),
+            r#"{"type":"system","content":"Error: m","code":"c","error":true}"#
+        );
+    }
+
+    #[test]
+    fn escape_html_replaces_the_five_specials_only() {
+        assert!(matches!(
+            escape_html("plain é 😀"),
+            Cow::Borrowed("plain é 😀")
+        ));
+        assert_eq!(
+            escape_html(r#"é<a href="x">'&'</a>"#),
+            "é&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
