@@ -7,3 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod protocol;
+
+pub mod chat;
+pub mod config;
+pub mod http;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

@@ -1,1 +1,169 @@
-fn main() {}
+//! The `roomcast` binary: command-line flags and environment variables into a `Config`, then the server loop.
+//!
+//! Owns the CLI surface and process concerns (logging, signals, exit codes) and nothing of the protocol.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use roomcast::chat::ChatConfig;
+use roomcast::http::origin::OriginPolicy;
+use roomcast::{Config, Server, ShutdownHandle};
+
+/// A real-time WebSocket chat server. Every flag can also be set with the environment variable shown.
+#[derive(Debug, Parser)]
+#[command(name = "roomcast", version, about, max_term_width = 110)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, env = "ROOMCAST_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+
+    /// Largest chat message in bytes; bigger ones close the connection with 1009
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    max_message_size: usize,
+
+    /// Largest message on /echo in bytes
+    #[arg(long, env = "ROOMCAST_ECHO_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
+    echo_max_message_size: usize,
+
+    /// Largest HTTP request head in bytes; bigger ones get 431
+    #[arg(long, env = "ROOMCAST_MAX_HEADER_BYTES", default_value_t = 8 * 1024)]
+    max_header_bytes: usize,
+
+    /// Most open connections; more get 503 [default: the open-file limit minus 64]
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+
+    /// Most bytes queued for one client: a chat client over it is closed with 1008, echo stops reading
+    #[arg(long, env = "ROOMCAST_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
+    max_queued_bytes: usize,
+
+    /// Seconds a client has to finish its HTTP request
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds)]
+    handshake_timeout: Duration,
+
+    /// Seconds of quiet after which a WebSocket is sent a Ping
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value = "20", value_parser = seconds)]
+    ping_interval: Duration,
+
+    /// Seconds without hearing from a WebSocket before it is dropped
+    #[arg(long, env = "ROOMCAST_IDLE_TIMEOUT", default_value = "60", value_parser = seconds)]
+    idle_timeout: Duration,
+
+    /// Seconds to wait for the peer to finish the closing handshake
+    #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT", default_value = "5", value_parser = seconds)]
+    close_timeout: Duration,
+
+    /// Seconds to wait for clients after SIGINT/SIGTERM before exiting
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds)]
+    shutdown_timeout: Duration,
+
+    /// A browser Origin allowed besides the server's own (repeatable; `*` allows all; env: comma-separated)
+    #[arg(
+        long = "allowed-origin",
+        env = "ROOMCAST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// Chat messages kept per room for replay after a reconnect
+    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = 100)]
+    history: usize,
+
+    /// Longest chat message in characters
+    #[arg(long, env = "ROOMCAST_MAX_CONTENT", default_value_t = 4000)]
+    max_content: usize,
+
+    /// Messages per second each client may send (token bucket rate)
+    #[arg(long, env = "ROOMCAST_RATE", default_value_t = 20.0)]
+    rate: f64,
+
+    /// Messages a client may send in a burst (token bucket size)
+    #[arg(long, env = "ROOMCAST_BURST", default_value_t = 40)]
+    burst: u32,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value).map_err(|e| format!("`{text}`: {e}"))
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        let defaults = Config::default();
+        Config {
+            addr: self.addr,
+            chat_max_message_size: self.max_message_size,
+            echo_max_message_size: self.echo_max_message_size,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_queued_bytes: self.max_queued_bytes,
+            handshake_timeout: self.handshake_timeout,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            close_timeout: self.close_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            origins: OriginPolicy {
+                allowed: self.allowed_origins,
+            },
+            chat: ChatConfig {
+                history_len: self.history,
+                max_content_chars: self.max_content,
+                rate_per_sec: self.rate,
+                rate_burst: self.burst,
+                ..ChatConfig::default()
+            },
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn watch_signals(handle: ShutdownHandle) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    log::info!("signal {signal}: shutting down gracefully (again to exit at once)");
+                    handle.shutdown();
+                } else {
+                    eprintln!("roomcast: second signal, exiting now");
+                    std::process::exit(1);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let config = Cli::parse().into_config();
+    let mut server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("roomcast: cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = watch_signals(server.shutdown_handle()) {
+        eprintln!("roomcast: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("roomcast listening on http://{}/", server.local_addr());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

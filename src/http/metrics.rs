@@ -1,0 +1,206 @@
+//! The server's counters and their rendering in the Prometheus text exposition format (version 0.0.4).
+//!
+//! Owns the numbers and the text; the server loop increments them and supplies the gauges it can read off its
+//! own state (open connections, rooms, queued bytes) at render time. No locks: the loop is single-threaded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::Refusal;
+
+/// Counters that only go up, kept by the server loop.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// TCP connections accepted.
+    pub accepted_total: u64,
+    /// WebSocket handshakes completed, by endpoint label.
+    pub upgrades_total: BTreeMap<&'static str, u64>,
+    /// Requests refused, by `Refusal::label`.
+    pub handshake_failures: BTreeMap<&'static str, u64>,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages queued for sending (a broadcast to N members counts N).
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// WebSocket connections ended, by the close code we sent or received (1006 for an abrupt end).
+    pub closes_by_code: BTreeMap<u16, u64>,
+    /// Connections dropped because they did not read what was sent to them.
+    pub slow_consumers_dropped: u64,
+    /// Connections that sent nothing for the idle timeout.
+    pub idle_timeouts: u64,
+    /// Connections that did not finish the handshake in time.
+    pub handshake_timeouts: u64,
+}
+
+/// Values read off the live server at render time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Open TCP connections, in any phase.
+    pub open_connections: usize,
+    /// Open WebSocket connections.
+    pub open_websockets: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Connections that are members of a room.
+    pub members: usize,
+    /// Bytes waiting in write queues.
+    pub queued_bytes: usize,
+}
+
+impl Metrics {
+    /// Counts a refused request.
+    pub fn count_refusal(&mut self, refusal: Refusal) {
+        *self.handshake_failures.entry(refusal.label()).or_default() += 1;
+    }
+
+    /// Counts a WebSocket connection's end.
+    pub fn count_close(&mut self, code: u16) {
+        *self.closes_by_code.entry(code).or_default() += 1;
+    }
+
+    /// Renders every metric as Prometheus text.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, value: usize| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "roomcast_open_connections",
+            "Open TCP connections in any phase.",
+            gauges.open_connections,
+        );
+        gauge(
+            "roomcast_open_websockets",
+            "Open WebSocket connections.",
+            gauges.open_websockets,
+        );
+        gauge(
+            "roomcast_rooms",
+            "Rooms with at least one member.",
+            gauges.rooms,
+        );
+        gauge(
+            "roomcast_room_members",
+            "Connections that are members of a room.",
+            gauges.members,
+        );
+        gauge(
+            "roomcast_queued_bytes",
+            "Bytes waiting in write queues.",
+            gauges.queued_bytes,
+        );
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "roomcast_accepted_total",
+            "TCP connections accepted.",
+            self.accepted_total,
+        );
+        counter(
+            "roomcast_messages_in_total",
+            "Data messages received.",
+            self.messages_in,
+        );
+        counter(
+            "roomcast_messages_out_total",
+            "Data messages queued for sending.",
+            self.messages_out,
+        );
+        counter(
+            "roomcast_bytes_in_total",
+            "Bytes read from sockets.",
+            self.bytes_in,
+        );
+        counter(
+            "roomcast_bytes_out_total",
+            "Bytes written to sockets.",
+            self.bytes_out,
+        );
+        counter(
+            "roomcast_slow_consumers_dropped_total",
+            "Connections closed for not reading what was sent to them.",
+            self.slow_consumers_dropped,
+        );
+        counter(
+            "roomcast_idle_timeouts_total",
+            "Connections dropped after sending nothing for the idle timeout.",
+            self.idle_timeouts,
+        );
+        counter(
+            "roomcast_handshake_timeouts_total",
+            "Connections that did not finish the HTTP handshake in time.",
+            self.handshake_timeouts,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_upgrades_total WebSocket handshakes completed.\n# TYPE roomcast_upgrades_total counter"
+        );
+        for endpoint in ["chat", "echo"] {
+            let value = self.upgrades_total.get(endpoint).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_upgrades_total{{endpoint=\"{endpoint}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_handshake_failures_total Requests refused, by reason.\n\
+             # TYPE roomcast_handshake_failures_total counter"
+        );
+        for reason in Refusal::LABELS {
+            let value = self.handshake_failures.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_handshake_failures_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_closes_total WebSocket connections ended, by close code (1006: no close frame).\n\
+             # TYPE roomcast_closes_total counter"
+        );
+        for (code, value) in &self.closes_by_code {
+            let _ = writeln!(out, "roomcast_closes_total{{code=\"{code}\"}} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_help_type_and_value_for_each_metric() {
+        let mut m = Metrics {
+            accepted_total: 3,
+            ..Metrics::default()
+        };
+        m.count_close(1000);
+        m.count_refusal(Refusal::NotFound);
+        let text = m.render(Gauges {
+            open_connections: 2,
+            ..Gauges::default()
+        });
+        assert!(
+            text.contains("# TYPE roomcast_accepted_total counter\nroomcast_accepted_total 3\n")
+        );
+        assert!(text.contains("roomcast_open_connections 2\n"));
+        assert!(text.contains("roomcast_closes_total{code=\"1000\"} 1\n"));
+        assert!(text.contains("roomcast_handshake_failures_total{reason=\"not_found\"} 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

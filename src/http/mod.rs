@@ -1,0 +1,342 @@
+//! Plain HTTP around the WebSocket routes: routing a request head, the origin check, and every non-101 response.
+//!
+//! Owns which paths exist and what each answers: the page at `/`, `/healthz`, `/metrics`, and the WebSocket
+//! endpoints `/ws` (also an Upgrade on `/`) and `/echo`. It holds no sockets: it turns a parsed request head into a
+//! decision, and decisions into response bytes. The WebSocket handshake rules themselves are in
+//! `crate::protocol::handshake`.
+
+pub mod metrics;
+pub mod origin;
+
+use std::fmt;
+
+use crate::protocol::handshake::{self, HeadError, RequestHead, UpgradeError};
+
+/// The browser client, embedded in the binary.
+pub const INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// A WebSocket service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The chat (`/ws`, or an Upgrade on `/`).
+    Chat,
+    /// Echoes every message back as received (`/echo`), for conformance tests.
+    Echo,
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: the chat page.
+    Page,
+    /// `GET /healthz`: liveness.
+    Healthz,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// A valid WebSocket upgrade for `endpoint`; `accept` is the `Sec-WebSocket-Accept` value.
+    Upgrade {
+        /// The service.
+        endpoint: Endpoint,
+        /// The value for `Sec-WebSocket-Accept`.
+        accept: String,
+    },
+}
+
+/// Why a request was refused; each has an HTTP status and a plain-text reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The head could not be read (400 or 431).
+    Head(HeadError),
+    /// No such path (404).
+    NotFound,
+    /// A method other than GET (405).
+    MethodNotAllowed,
+    /// A WebSocket request that breaks RFC 6455 4.2.1 (400 or 426).
+    Upgrade(UpgradeError),
+    /// A browser page from another site (403): cross-site WebSocket hijacking protection.
+    ForbiddenOrigin,
+    /// The server is at its connection limit (503).
+    Overloaded,
+}
+
+impl Refusal {
+    /// The HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Head(HeadError::TooLarge) => 431,
+            Refusal::Head(HeadError::Malformed) => 400,
+            Refusal::NotFound => 404,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::Upgrade(e) => e.status(),
+            Refusal::ForbiddenOrigin => 403,
+            Refusal::Overloaded => 503,
+        }
+    }
+
+    /// A short stable label, used as the `reason` label of the handshake-failure metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Head(HeadError::TooLarge) => "header_too_large",
+            Refusal::Head(HeadError::Malformed) => "malformed",
+            Refusal::NotFound => "not_found",
+            Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::Upgrade(UpgradeError::NotGet) => "method_not_allowed",
+            Refusal::Upgrade(UpgradeError::OldHttpVersion) => "http_version",
+            Refusal::Upgrade(UpgradeError::MissingHost) => "missing_host",
+            Refusal::Upgrade(UpgradeError::MissingUpgrade) => "missing_upgrade",
+            Refusal::Upgrade(UpgradeError::MissingConnection) => "missing_connection",
+            Refusal::Upgrade(UpgradeError::InvalidKey) => "invalid_key",
+            Refusal::Upgrade(UpgradeError::UnsupportedVersion) => "unsupported_version",
+            Refusal::ForbiddenOrigin => "forbidden_origin",
+            Refusal::Overloaded => "overloaded",
+        }
+    }
+
+    /// Every label `label` can return, so metrics can show zeros.
+    pub const LABELS: [&'static str; 12] = [
+        "header_too_large",
+        "malformed",
+        "not_found",
+        "method_not_allowed",
+        "http_version",
+        "missing_host",
+        "missing_upgrade",
+        "missing_connection",
+        "invalid_key",
+        "unsupported_version",
+        "forbidden_origin",
+        "overloaded",
+    ];
+
+    /// Appends the full response: status line, headers, and the reason as the body.
+    pub fn write_response(self, out: &mut Vec<u8>) {
+        let mut extra: &[(&str, &str)] = &[];
+        match self {
+            // 4.2.2: tell the client which version we speak.
+            Refusal::Upgrade(UpgradeError::UnsupportedVersion) => {
+                extra = &[("Sec-WebSocket-Version", handshake::WEBSOCKET_VERSION)]
+            }
+            Refusal::MethodNotAllowed | Refusal::Upgrade(UpgradeError::NotGet) => {
+                extra = &[("Allow", "GET")]
+            }
+            _ => {}
+        }
+        let body = format!("{self}\n");
+        write_response(
+            self.status(),
+            "text/plain; charset=utf-8",
+            extra,
+            body.as_bytes(),
+            out,
+        );
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Head(e) => e.fmt(f),
+            Refusal::NotFound => f.write_str("not found"),
+            Refusal::MethodNotAllowed => f.write_str("method not allowed: use GET"),
+            Refusal::Upgrade(e) => e.fmt(f),
+            Refusal::ForbiddenOrigin => f.write_str("origin not allowed"),
+            Refusal::Overloaded => f.write_str("server at its connection limit, try again later"),
+        }
+    }
+}
+
+/// Routes a request head. Method first (405), then path (404), then the WebSocket rules (400, 426), then the
+/// origin (403).
+pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route, Refusal> {
+    if head.method != "GET" {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let endpoint = match head.path() {
+        "/" if head.wants_websocket() => Endpoint::Chat,
+        "/" => return Ok(Route::Page),
+        "/healthz" => return Ok(Route::Healthz),
+        "/metrics" => return Ok(Route::Metrics),
+        "/ws" => Endpoint::Chat,
+        "/echo" => Endpoint::Echo,
+        _ => return Err(Refusal::NotFound),
+    };
+    let accept = handshake::validate_upgrade(head).map_err(Refusal::Upgrade)?;
+    if !origins.allows(head) {
+        return Err(Refusal::ForbiddenOrigin);
+    }
+    Ok(Route::Upgrade { endpoint, accept })
+}
+
+/// The text of a status code's reason phrase.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Appends a complete HTTP/1.1 response that closes the connection after the body.
+pub fn write_response(
+    status: u16,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\
+         Cache-Control: no-store\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Appends the chat page.
+pub fn write_page(out: &mut Vec<u8>) {
+    write_response(
+        200,
+        "text/html; charset=utf-8",
+        &[
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self' ws: wss:"),
+        ],
+        INDEX_HTML.as_bytes(),
+        out,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> RequestHead {
+        handshake::parse_request_head(text.as_bytes(), 8192)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn upgrade(path: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    }
+
+    fn any_origin() -> origin::OriginPolicy {
+        origin::OriginPolicy::default()
+    }
+
+    #[test]
+    fn plain_get_of_root_is_the_page_and_upgrade_of_root_is_the_chat() {
+        assert_eq!(
+            route(&head("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            Ok(Route::Page)
+        );
+        assert!(matches!(
+            route(&head(&upgrade("/")), &any_origin()),
+            Ok(Route::Upgrade {
+                endpoint: Endpoint::Chat,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ws_and_echo_paths_upgrade_with_query_strings_ignored() {
+        assert!(matches!(
+            route(&head(&upgrade("/ws?room=x")), &any_origin()),
+            Ok(Route::Upgrade {
+                endpoint: Endpoint::Chat,
+                ..
+            })
+        ));
+        assert!(matches!(
+            route(&head(&upgrade("/echo")), &any_origin()),
+            Ok(Route::Upgrade {
+                endpoint: Endpoint::Echo,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn method_is_checked_before_path() {
+        assert_eq!(
+            route(
+                &head("POST /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin()
+            ),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            route(
+                &head("GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin()
+            ),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    #[test]
+    fn plain_get_of_a_websocket_path_is_a_bad_upgrade() {
+        assert_eq!(
+            route(&head("GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            Err(Refusal::Upgrade(UpgradeError::MissingUpgrade))
+        );
+    }
+
+    #[test]
+    fn version_refusal_names_the_supported_version() {
+        let mut out = Vec::new();
+        Refusal::Upgrade(UpgradeError::UnsupportedVersion).write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+    }
+
+    #[test]
+    fn refusal_body_carries_the_reason() {
+        let mut out = Vec::new();
+        Refusal::Upgrade(UpgradeError::InvalidKey).write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(text.ends_with("\r\n\r\nSec-WebSocket-Key must be 16 bytes in base64\n"));
+    }
+
+    #[test]
+    fn every_label_is_listed() {
+        let all = [
+            Refusal::Head(HeadError::TooLarge),
+            Refusal::Head(HeadError::Malformed),
+            Refusal::NotFound,
+            Refusal::MethodNotAllowed,
+            Refusal::Upgrade(UpgradeError::OldHttpVersion),
+            Refusal::Upgrade(UpgradeError::MissingHost),
+            Refusal::Upgrade(UpgradeError::MissingUpgrade),
+            Refusal::Upgrade(UpgradeError::MissingConnection),
+            Refusal::Upgrade(UpgradeError::InvalidKey),
+            Refusal::Upgrade(UpgradeError::UnsupportedVersion),
+            Refusal::ForbiddenOrigin,
+            Refusal::Overloaded,
+        ];
+        for r in all {
+            assert!(Refusal::LABELS.contains(&r.label()), "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs the Autobahn|Testsuite fuzzingclient against roomcast's /echo route and fails unless every case of
+# sections 1-10 is OK (or INFORMATIONAL where the suite only informs) with behaviorClose OK/INFORMATIONAL.
+# Sections 12 and 13 (permessage-deflate) are excluded: roomcast negotiates no extension.
+#
+# Usage: tests/autobahn/run.sh [CASES]    e.g. CASES='1.*,2.*' for a quick subset (default: all).
+# Needs `wstest` (../shared/autobahn/install-wstest.sh installs it). Builds the release binary itself.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cases=${1:-*}
+report_dir="$here/reports"
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v wstest >/dev/null || { echo "wstest not found: run ../shared/autobahn/install-wstest.sh" >&2; exit 2; }
+(cd "$root" && cargo build --release --quiet)
+
+"$root/target/release/roomcast" --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
+server_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$work/server.out" 2>/dev/null && break
+  sleep 0.1
+done
+port=$(sed -n 's#.*listening on http://127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$work/server.out")
+[ -n "$port" ] || { echo "server did not start:"; cat "$work/server.err"; exit 1; }
+echo "roomcast (pid $server_pid) on port $port"
+
+rm -rf "$report_dir"
+mkdir -p "$report_dir"
+python3 - "$here/fuzzingclient.json" "$work/spec.json" "$port" "$report_dir" "$cases" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["outdir"] = sys.argv[4]
+spec["servers"][0]["url"] = spec["servers"][0]["url"].replace("PORT", sys.argv[3])
+spec["cases"] = sys.argv[5].split(",")
+json.dump(spec, open(sys.argv[2], "w"), indent=2)
+PY
+
+started=$(date +%s)
+(cd "$work" && wstest -m fuzzingclient -s "$work/spec.json" > "$work/wstest.log" 2>&1) || {
+  echo "wstest failed:"; tail -30 "$work/wstest.log"; exit 1;
+}
+echo "wstest finished in $(( $(date +%s) - started )) s"
+kill -0 "$server_pid" 2>/dev/null || { echo "the server died during the run"; cat "$work/server.err"; exit 1; }
+
+python3 - "$report_dir/index.json" <<'PY'
+import json, sys
+from collections import defaultdict
+index = json.load(open(sys.argv[1]))
+results = next(iter(index.values()))
+kinds = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+by_section = defaultdict(lambda: defaultdict(int))
+close_by_section = defaultdict(lambda: defaultdict(int))
+bad = []
+for case, r in results.items():
+    section = int(case.split(".")[0])
+    by_section[section][r["behavior"]] += 1
+    close_by_section[section][r["behaviorClose"]] += 1
+    if r["behavior"] not in ("OK", "INFORMATIONAL") or r["behaviorClose"] not in ("OK", "INFORMATIONAL"):
+        bad.append((case, r["behavior"], r["behaviorClose"]))
+print("%-8s %6s %10s %13s %13s %6s   behaviorClose" % ("section", "OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"))
+totals = defaultdict(int)
+for section in sorted(by_section):
+    row = by_section[section]
+    for k in kinds:
+        totals[k] += row[k]
+    closes = ", ".join("%s %d" % (k, v) for k, v in sorted(close_by_section[section].items()))
+    print("%-8d %6d %10d %13d %13d %6d   %s" % (section, row["OK"], row["NON-STRICT"], row["INFORMATIONAL"], row["UNIMPLEMENTED"], row["FAILED"], closes))
+print("%-8s %6d %10d %13d %13d %6d" % ("total", totals["OK"], totals["NON-STRICT"], totals["INFORMATIONAL"], totals["UNIMPLEMENTED"], totals["FAILED"]))
+print("%d cases" % len(results))
+if bad:
+    print("NOT OK:")
+    for case, behavior, close in sorted(bad, key=lambda c: [int(p) for p in c[0].split(".")]):
+        print("  %s behavior=%s behaviorClose=%s" % (case, behavior, close))
+    sys.exit(1)
+print("autobahn: every case OK or INFORMATIONAL")
+PY
