@@ -111,11 +111,15 @@ impl std::error::Error for HeadError {}
 
 /// Reads a request head from the start of `buf`, which may hold any prefix of the stream. `Ok(None)` means the
 /// head is not complete yet and `buf` is still within `max_len`.
+///
+/// Only the first `max_len` bytes are ever parsed, so the outcome depends on the bytes and not on how they were
+/// split into reads: a head must be complete and well-formed within the limit.
 pub fn parse_request_head(buf: &[u8], max_len: usize) -> Result<Option<RequestHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= max_len => Ok(Some(RequestHead {
+    let within_limit = &buf[..buf.len().min(max_len)];
+    match request.parse(within_limit) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(RequestHead {
             method: request.method.unwrap_or_default().to_owned(),
             target: request.path.unwrap_or_default().to_owned(),
             minor_version: request.version.unwrap_or_default(),
@@ -129,7 +133,6 @@ pub fn parse_request_head(buf: &[u8], max_len: usize) -> Result<Option<RequestHe
                 .collect(),
             len,
         })),
-        Ok(httparse::Status::Complete(_)) => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) if buf.len() > max_len => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
