@@ -40,7 +40,9 @@ impl TestServer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let mut server = Server::bind(config).expect("bind");
-            ready_tx.send((server.local_addr(), server.shutdown_handle())).unwrap();
+            ready_tx
+                .send((server.local_addr(), server.shutdown_handle()))
+                .unwrap();
             server.run().expect("server loop");
         });
         let (addr, handle) = ready_rx.recv().expect("server started");
@@ -66,7 +68,9 @@ impl TestServer {
     /// A raw TCP connection to the server.
     pub fn tcp(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         stream
     }
@@ -82,7 +86,8 @@ impl TestServer {
 
     /// An HTTP GET; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let response = self.raw_exchange(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).as_bytes());
+        let response = self
+            .raw_exchange(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).as_bytes());
         parse_http_response(&response)
     }
 
@@ -107,7 +112,10 @@ pub fn parse_http_response(response: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -139,7 +147,11 @@ impl TestClient {
     }
 
     /// Connects with extra header lines (each ending in "\r\n").
-    pub fn connect_with_headers(addr: SocketAddr, path: &str, extra: &str) -> io::Result<TestClient> {
+    pub fn connect_with_headers(
+        addr: SocketAddr,
+        path: &str,
+        extra: &str,
+    ) -> io::Result<TestClient> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -164,7 +176,10 @@ impl TestClient {
                 Ok(Some(len)) => break len,
                 Ok(None) => continue,
                 Err(e) => {
-                    return Err(io::Error::other(format!("{e}: {}", String::from_utf8_lossy(&buf))));
+                    return Err(io::Error::other(format!(
+                        "{e}: {}",
+                        String::from_utf8_lossy(&buf)
+                    )));
                 }
             }
         };
@@ -219,7 +234,14 @@ impl TestClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.absorb(&chunk[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
                 Err(_) => self.eof = true,
             }
         }
@@ -227,7 +249,8 @@ impl TestClient {
 
     /// The next thing received within 5 s; panics on timeout.
     pub fn recv(&mut self) -> Received {
-        self.recv_timeout(Duration::from_secs(5)).expect("nothing received within 5 s")
+        self.recv_timeout(Duration::from_secs(5))
+            .expect("nothing received within 5 s")
     }
 
     /// The next text message, skipping pings/pongs; panics on anything else.
