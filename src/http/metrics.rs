@@ -31,9 +31,12 @@ pub struct Metrics {
     pub slow_consumers_dropped: u64,
     /// Connections that sent nothing for the idle timeout.
     pub idle_timeouts: u64,
-    /// Connections that did not finish the handshake in time.
-    pub handshake_timeouts: u64,
+    /// Failed `accept` calls (EMFILE and the like); each pauses accepting briefly.
+    pub accept_errors: u64,
 }
+
+/// The `reason` label of a request head that did not arrive within the handshake timeout.
+pub const TIMEOUT_REASON: &str = "timeout";
 
 /// Values read off the live server at render time.
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,6 +57,11 @@ impl Metrics {
     /// Counts a refused request.
     pub fn count_refusal(&mut self, refusal: Refusal) {
         *self.handshake_failures.entry(refusal.label()).or_default() += 1;
+    }
+
+    /// Counts a request head that did not arrive in time (slowloris protection).
+    pub fn count_handshake_timeout(&mut self) {
+        *self.handshake_failures.entry(TIMEOUT_REASON).or_default() += 1;
     }
 
     /// Counts a WebSocket connection's end.
@@ -137,9 +145,9 @@ impl Metrics {
             self.idle_timeouts,
         );
         counter(
-            "roomcast_handshake_timeouts_total",
-            "Connections that did not finish the HTTP handshake in time.",
-            self.handshake_timeouts,
+            "roomcast_accept_errors_total",
+            "Failed accepts (such as running out of file descriptors); each pauses accepting briefly.",
+            self.accept_errors,
         );
         let _ = writeln!(
             out,
@@ -154,10 +162,10 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP roomcast_handshake_failures_total Requests refused, by reason.\n\
-             # TYPE roomcast_handshake_failures_total counter"
+            "# HELP roomcast_handshake_failures_total Requests refused, or unfinished at the handshake timeout, \
+             by reason.\n# TYPE roomcast_handshake_failures_total counter"
         );
-        for reason in Refusal::LABELS {
+        for reason in Refusal::LABELS.into_iter().chain([TIMEOUT_REASON]) {
             let value = self.handshake_failures.get(reason).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
@@ -188,6 +196,7 @@ mod tests {
         };
         m.count_close(1000);
         m.count_refusal(Refusal::NotFound);
+        m.count_handshake_timeout();
         let text = m.render(Gauges {
             open_connections: 2,
             ..Gauges::default()
@@ -198,6 +207,7 @@ mod tests {
         assert!(text.contains("roomcast_open_connections 2\n"));
         assert!(text.contains("roomcast_closes_total{code=\"1000\"} 1\n"));
         assert!(text.contains("roomcast_handshake_failures_total{reason=\"not_found\"} 1\n"));
+        assert!(text.contains("roomcast_handshake_failures_total{reason=\"timeout\"} 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -62,6 +62,8 @@ pub struct Conn {
     pub close_code: u16,
     /// The instant of this connection's earliest entry in the timer heap.
     pub timer_at: Option<Instant>,
+    /// The peer shut its side of TCP while we still owed it bytes; it ends once they are written.
+    pub peer_finished: bool,
 }
 
 /// What is due for a connection at a given instant.
@@ -96,6 +98,7 @@ impl Conn {
             closing_since: None,
             close_code: 1006,
             timer_at: None,
+            peer_finished: false,
         }
     }
 

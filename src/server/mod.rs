@@ -85,6 +85,8 @@ pub struct Server {
     read_again: Vec<usize>,
     next_serial: u64,
     accept_paused_until: Option<Instant>,
+    /// Accepting failed and has not succeeded since (logged once per episode).
+    accept_failing: bool,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
     draining: Option<Draining>,
@@ -116,6 +118,7 @@ impl Server {
             read_again: Vec::new(),
             next_serial: 0,
             accept_paused_until: None,
+            accept_failing: false,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
             draining: None,
@@ -166,7 +169,7 @@ impl Server {
                 self.begin_shutdown(now);
             }
             if let Some(draining) = self.draining {
-                if self.conns.is_empty() || Instant::now() >= draining.deadline {
+                if self.drained() || Instant::now() >= draining.deadline {
                     info!(
                         "shut down with {} connection(s) still open",
                         self.conns.len()
@@ -213,14 +216,21 @@ impl Server {
         }
         loop {
             match self.listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer, now),
+                Ok((socket, peer)) => {
+                    self.accept_failing = false;
+                    self.admit(socket, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: the pending connections stay in the backlog; retry after a pause
                     // instead of spinning on a listener that stays readable.
-                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.metrics.accept_errors += 1;
+                    if !self.accept_failing {
+                        warn!("accept failed: {e}; retrying every {ACCEPT_BACKOFF:?} until it succeeds");
+                    }
+                    self.accept_failing = true;
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -318,13 +328,25 @@ impl Server {
         })
     }
 
-    /// The peer shut its side of TCP (read returned 0).
+    /// The peer shut its side of TCP (read returned 0). A peer may half-close right after its request or its
+    /// Close (RFC 9293 3.6): what we owe it in answer still goes out, and `linger` then ends the connection.
     fn peer_finished(&mut self, key: usize, now: Instant) {
-        if let Some(conn) = self.conns.get(key) {
-            debug!(
-                "peer {key} closed TCP in phase {:?}",
-                phase_name(&conn.phase)
-            );
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        debug!(
+            "peer {key} closed TCP in phase {:?}",
+            phase_name(&conn.phase)
+        );
+        let owes_answer = match &conn.phase {
+            Phase::Responding => true,
+            Phase::Open { ws, .. } => ws.state() == State::Closed,
+            Phase::Handshake { .. } | Phase::Lingering => false,
+        };
+        if owes_answer && !conn.queue.is_empty() {
+            conn.peer_finished = true;
+            conn.read_pending = false;
+            return;
         }
         self.remove(key, now);
     }
@@ -452,8 +474,6 @@ impl Server {
             return;
         };
         let endpoint = *endpoint;
-        // Messages that arrive after our Close (a shutdown, an eviction) are read but not acted on (5.5.1).
-        let accepting = ws.can_send();
         let mut events = std::mem::take(&mut self.ws_events);
         let result = ws.feed(bytes, &mut events);
         for event in events.drain(..) {
@@ -469,8 +489,11 @@ impl Server {
                         // 7.4.1: 1003 for a type of data the endpoint cannot accept.
                         (Endpoint::Chat, MessageKind::Binary) => {
                             ws.close(close::UNSUPPORTED_DATA, "the chat speaks JSON text frames");
+                            conn.close_code = close::UNSUPPORTED_DATA;
                         }
-                        (Endpoint::Chat, MessageKind::Text) if accepting => {
+                        // Text after our Close (a shutdown, an eviction, a 1003 earlier in this read) is not acted on
+                        // (5.5.1); text before a Close we merely owe still is.
+                        (Endpoint::Chat, MessageKind::Text) if ws.can_send() => {
                             if let Some(text) = message.text() {
                                 self.chat
                                     .handle_text(key, text, chat_now(now), &mut self.actions);
@@ -508,8 +531,11 @@ impl Server {
             }
         }
         let output = ws.take_output();
-        if !output.is_empty() {
-            conn.queue.push(Chunk::Owned(output));
+        // Once the closing handshake is complete, the flush that follows also ends the connection (7.1.1: the
+        // server closes TCP first), even when the handshake was ours and nothing is left to send.
+        let owes_flush = !output.is_empty() || ws.state() == State::Closed;
+        conn.queue.push(Chunk::Owned(output));
+        if owes_flush {
             self.mark_dirty(key);
         }
         self.arm_timer(key, now);
@@ -699,6 +725,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.peer_finished {
+            return self.remove(key, now);
+        }
         if let Err(e) = conn.socket.shutdown(Shutdown::Write) {
             debug!("shutdown {key}: {e}");
             return self.remove(key, now);
@@ -791,7 +820,10 @@ impl Server {
                 }
                 Due::HandshakeTimeout => {
                     debug!("{key}: handshake timeout");
-                    self.metrics.handshake_timeouts += 1;
+                    // A response that the client does not read in time is not a failed handshake.
+                    if matches!(conn.phase, Phase::Handshake { .. }) {
+                        self.metrics.count_handshake_timeout();
+                    }
                     self.remove(key, now);
                     continue;
                 }
@@ -835,6 +867,14 @@ impl Server {
             }
         }
         self.flush_dirty(now);
+    }
+
+    /// True when every connection left has finished its closing handshake and been sent our FIN: nothing more is
+    /// owed to anyone, so a shutdown need not wait for their FINs.
+    fn drained(&self) -> bool {
+        self.conns
+            .iter()
+            .all(|(_, conn)| matches!(conn.phase, Phase::Lingering))
     }
 
     fn gauges(&self) -> Gauges {
