@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -95,6 +95,18 @@ fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 impl Cli {
+    /// Rejects settings that parse but cannot work together.
+    fn validate(&self) -> Result<(), String> {
+        if self.ping_interval >= self.idle_timeout {
+            return Err(format!(
+                "--ping-interval ({:?}) must be shorter than --idle-timeout ({:?}), or a quiet client is dropped \
+                 before it is ever pinged",
+                self.ping_interval, self.idle_timeout
+            ));
+        }
+        Ok(())
+    }
+
     fn into_config(self) -> Config {
         let defaults = Config::default();
         Config {
@@ -146,7 +158,13 @@ fn watch_signals(handle: ShutdownHandle) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let config = Cli::parse().into_config();
+    let cli = Cli::parse();
+    if let Err(message) = cli.validate() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
+    let config = cli.into_config();
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {

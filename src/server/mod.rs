@@ -242,7 +242,7 @@ impl Server {
         self.metrics.accepted_total += 1;
         if self.conns.len() >= self.config.max_connections {
             self.metrics.count_refusal(Refusal::Overloaded);
-            refuse_unregistered(&mut socket, Refusal::Overloaded);
+            self.metrics.bytes_out += refuse_unregistered(&mut socket, Refusal::Overloaded) as u64;
             return;
         }
         if let Err(e) = socket.set_nodelay(true) {
@@ -911,12 +911,14 @@ fn encode_text_frame(text: &str) -> Vec<u8> {
     frame
 }
 
-/// Refuses a connection that never made it into the slab: best-effort response, then close.
-fn refuse_unregistered(socket: &mut TcpStream, refusal: Refusal) {
+/// Refuses a connection that never made it into the slab: best-effort response, then close. Returns the bytes
+/// written.
+fn refuse_unregistered(socket: &mut TcpStream, refusal: Refusal) -> usize {
     let mut out = Vec::new();
     refusal.write_response(&mut out);
-    let _ = socket.write(&out);
+    let written = socket.write(&out).unwrap_or(0);
     let _ = socket.shutdown(Shutdown::Write);
+    written
 }
 
 /// The chat's view of the clock.
