@@ -15,20 +15,7 @@ use common::{Received, TestClient, TestServer};
 /// The header of a masked client frame declaring `len` payload bytes (64-bit form when needed); `len` may have
 /// its top bit set, which RFC 6455 5.2 forbids.
 fn declared_header(first_byte: u8, len: u64) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0x0f, 0x1e, 0x2d, 0x3c]);
-    out
+    common::masked_header(first_byte, len, [0x0f, 0x1e, 0x2d, 0x3c])
 }
 
 /// A masked binary frame (the payload is sent as is; the server unmasks it into other bytes, which is fine).

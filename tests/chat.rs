@@ -6,8 +6,11 @@
 mod common;
 
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::chat::{
+    chat_msg, join_expect, join_msg, now_ms, saw_join, saw_leave, system, welcome_line,
+};
 use common::{TestClient, TestServer};
 use serde_json::{json, Value};
 
@@ -16,46 +19,6 @@ const QUIET: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-fn join_msg(user: &str, room: &str) -> Value {
-    json!({"type": "join", "userId": user, "room": room, "v": 2})
-}
-
-fn chat_msg(content: &str) -> Value {
-    json!({"type": "chat", "content": content})
-}
-
-fn system(content: &str) -> Value {
-    json!({"type": "system", "content": content})
-}
-
-fn welcome_line(room: &str, online: usize) -> Value {
-    system(&format!("Joined room \"{room}\", {online} online"))
-}
-
-/// Joins `room` as `user` with v2; asserts the system line (with the room's count) and the `joined` right after
-/// it, and returns `joined`.
-fn join_expect(client: &mut TestClient, user: &str, room: &str, online: usize) -> Value {
-    client.send_json(&join_msg(user, room));
-    assert_eq!(client.recv_json(), welcome_line(room, online));
-    let joined = client.recv_json();
-    assert_eq!(joined["type"], "joined", "{joined}");
-    assert_eq!(joined["room"], room, "{joined}");
-    assert_eq!(joined["userId"], user, "{joined}");
-    assert_eq!(
-        joined["members"].as_array().map(Vec::len),
-        Some(online),
-        "{joined}"
-    );
-    joined
-}
 
 /// Joins without `v` (the articles' client): only the system line comes back.
 fn join_legacy(client: &mut TestClient, user: &str, room: &str, online: usize) {
@@ -99,30 +62,6 @@ fn assert_fresh_joined(joined: &Value, room: &str, user: &str, members: &[&str])
     let session = joined["session"].as_str().expect("session string");
     assert!(!session.is_empty());
     assert_eq!(joined["replay"], json!({"complete": true, "count": 0}));
-}
-
-/// The next two messages tell that `user` joined `room`: the system line, then (v2) presence.
-fn saw_join(client: &mut TestClient, user: &str, room: &str) {
-    assert_eq!(
-        client.recv_json(),
-        system(&format!("User \"{user}\" joined the room"))
-    );
-    assert_eq!(
-        client.recv_json(),
-        json!({"type": "presence", "room": room, "joined": user})
-    );
-}
-
-/// The next two messages tell that `user` left `room`.
-fn saw_leave(client: &mut TestClient, user: &str, room: &str) {
-    assert_eq!(
-        client.recv_json(),
-        system(&format!("User \"{user}\" left the room"))
-    );
-    assert_eq!(
-        client.recv_json(),
-        json!({"type": "presence", "room": room, "left": user})
-    );
 }
 
 fn assert_recent(timestamp: &Value) {

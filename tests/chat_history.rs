@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::chat::{chat_msg, join_expect, join_with, saw_join, saw_leave, welcome_line};
 use common::{Received, TestClient, TestServer};
 use serde_json::{json, Value};
 
@@ -13,44 +14,6 @@ const QUIET: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
-
-fn system(content: &str) -> Value {
-    json!({"type": "system", "content": content})
-}
-
-fn welcome_line(room: &str, online: usize) -> Value {
-    system(&format!("Joined room \"{room}\", {online} online"))
-}
-
-fn chat_msg(content: &str) -> Value {
-    json!({"type": "chat", "content": content})
-}
-
-/// Sends `join` (v2 plus `extra` fields), asserts the system line with the room's count, and returns the
-/// `joined` that must follow it at once.
-fn join_with(
-    client: &mut TestClient,
-    user: &str,
-    room: &str,
-    online: usize,
-    extra: Value,
-) -> Value {
-    let mut frame = json!({"type": "join", "userId": user, "room": room, "v": 2});
-    for (key, value) in extra.as_object().expect("extra fields").iter() {
-        frame[key] = value.clone();
-    }
-    client.send_json(&frame);
-    assert_eq!(client.recv_json(), welcome_line(room, online));
-    let joined = client.recv_json();
-    assert_eq!(joined["type"], "joined", "{joined}");
-    assert_eq!(joined["room"], room, "{joined}");
-    assert_eq!(joined["userId"], user, "{joined}");
-    joined
-}
-
-fn join_expect(client: &mut TestClient, user: &str, room: &str, online: usize) -> Value {
-    join_with(client, user, room, online, json!({}))
-}
 
 fn members(joined: &Value) -> Vec<String> {
     let mut names: Vec<String> = joined["members"]
@@ -61,28 +24,6 @@ fn members(joined: &Value) -> Vec<String> {
         .collect();
     names.sort_unstable();
     names
-}
-
-fn saw_join(client: &mut TestClient, user: &str, room: &str) {
-    assert_eq!(
-        client.recv_json(),
-        system(&format!("User \"{user}\" joined the room"))
-    );
-    assert_eq!(
-        client.recv_json(),
-        json!({"type": "presence", "room": room, "joined": user})
-    );
-}
-
-fn saw_leave(client: &mut TestClient, user: &str, room: &str) {
-    assert_eq!(
-        client.recv_json(),
-        system(&format!("User \"{user}\" left the room"))
-    );
-    assert_eq!(
-        client.recv_json(),
-        json!({"type": "presence", "room": room, "left": user})
-    );
 }
 
 fn parse(text: &str) -> Value {

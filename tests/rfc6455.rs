@@ -36,20 +36,7 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// Only the header of a masked client frame with an arbitrary first byte and declared length (the payload, if
 /// any, is up to the caller; `masked_payload` masks it consistently).
 fn header(first_byte: u8, len: u64) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0x5a, 0xc3, 0x17, 0x8e]);
-    out
+    common::masked_header(first_byte, len, [0x5a, 0xc3, 0x17, 0x8e])
 }
 
 /// The masking key at the end of a header made by `header`.

@@ -4,6 +4,8 @@
 //! Each test binary uses a subset of these helpers, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod chat;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
@@ -332,22 +334,29 @@ impl TestClient {
     }
 }
 
-/// A masked client frame with arbitrary header bits, for malformed-frame tests.
-pub fn raw_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+/// The header of a masked client frame with an arbitrary first byte, a declared payload length (minimal length
+/// form; the length may be one RFC 6455 5.2 forbids, such as one with the top bit set) and the masking key.
+pub fn masked_header(first_byte: u8, len: u64, key: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first_byte];
-    let key = [0x11, 0x22, 0x33, 0x44];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xFFFF => {
             out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
-        n => {
+        _ => {
             out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+            out.extend_from_slice(&len.to_be_bytes());
         }
     }
     out.extend_from_slice(&key);
+    out
+}
+
+/// A masked client frame with arbitrary header bits, for malformed-frame tests.
+pub fn raw_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut out = masked_header(first_byte, payload.len() as u64, key);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     out
 }

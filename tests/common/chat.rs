@@ -1,0 +1,92 @@
+//! The chat tests' shared vocabulary: the JSON shapes of docs/protocol.md and the join/leave exchanges that
+//! most chat tests begin with.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::TestClient;
+
+/// Milliseconds since the Unix epoch, as the server stamps messages.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// A `system` line.
+pub fn system(content: &str) -> Value {
+    json!({"type": "system", "content": content})
+}
+
+/// The line a joiner gets first, with the count of that room.
+pub fn welcome_line(room: &str, online: usize) -> Value {
+    system(&format!("Joined room \"{room}\", {online} online"))
+}
+
+/// A `chat` request.
+pub fn chat_msg(content: &str) -> Value {
+    json!({"type": "chat", "content": content})
+}
+
+/// A v2 `join` request.
+pub fn join_msg(user: &str, room: &str) -> Value {
+    json!({"type": "join", "userId": user, "room": room, "v": 2})
+}
+
+/// Sends a v2 `join` with `extra` fields merged in, asserts the welcome line (with the room's count) and a
+/// `joined` right after it naming `online` members, and returns `joined`.
+pub fn join_with(
+    client: &mut TestClient,
+    user: &str,
+    room: &str,
+    online: usize,
+    extra: Value,
+) -> Value {
+    let mut frame = join_msg(user, room);
+    for (key, value) in extra.as_object().expect("extra fields").iter() {
+        frame[key] = value.clone();
+    }
+    client.send_json(&frame);
+    assert_eq!(client.recv_json(), welcome_line(room, online));
+    let joined = client.recv_json();
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["room"], room, "{joined}");
+    assert_eq!(joined["userId"], user, "{joined}");
+    assert_eq!(
+        joined["members"].as_array().map(Vec::len),
+        Some(online),
+        "{joined}"
+    );
+    joined
+}
+
+/// `join_with` without extra fields.
+pub fn join_expect(client: &mut TestClient, user: &str, room: &str, online: usize) -> Value {
+    join_with(client, user, room, online, json!({}))
+}
+
+/// The next two messages tell that `user` joined `room`: the system line, then presence.
+pub fn saw_join(client: &mut TestClient, user: &str, room: &str) {
+    assert_eq!(
+        client.recv_json(),
+        system(&format!("User \"{user}\" joined the room"))
+    );
+    assert_eq!(
+        client.recv_json(),
+        json!({"type": "presence", "room": room, "joined": user})
+    );
+}
+
+/// The next two messages tell that `user` left `room`.
+pub fn saw_leave(client: &mut TestClient, user: &str, room: &str) {
+    assert_eq!(
+        client.recv_json(),
+        system(&format!("User \"{user}\" left the room"))
+    );
+    assert_eq!(
+        client.recv_json(),
+        json!({"type": "presence", "room": room, "left": user})
+    );
+}
