@@ -1,0 +1,524 @@
+// End-to-end browser tests for roomcast.
+//
+// How to run (from the repository root):
+//
+//     cargo build --release && cd tests/e2e && npm ci && npm test
+//
+// They drive Debian's chromium (`apt-get install chromium`; no browser is downloaded) through playwright-core
+// against the real release binary, started here with `--addr 127.0.0.1:0`. Environment:
+//   ROOMCAST_BIN     server binary (default ../../target/release/roomcast, relative to this directory)
+//   CHROMIUM_PATH    browser (default /usr/bin/chromium)
+//   ROOMCAST_SEED    the article holding the original index.html (default ../../../shared/seeds/000_78e6997f1411331a.txt,
+//                    i.e. shared/ beside the repository; /work/shared/seeds/... is tried too)
+//   E2E_SCREENSHOT   where test A saves the screenshot (default ../../docs/chat.png)
+//
+// Test A: our page (src/web/index.html) for two users, one of them behind a TCP proxy that can cut her connections.
+// Test B: the articles' original index.html, unchanged but for its server URL, chatting with our page.
+// Test C: heartbeat: a connection that silently stops carrying data is noticed and replaced (page clock sped up).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const BIN = path.resolve(HERE, process.env.ROOMCAST_BIN || '../../target/release/roomcast');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const SCREENSHOT = path.resolve(HERE, process.env.E2E_SCREENSHOT || '../../docs/chat.png');
+const SEED_CANDIDATES = [
+  process.env.ROOMCAST_SEED,
+  path.resolve(HERE, '../../../shared/seeds/000_78e6997f1411331a.txt'),
+  '/work/shared/seeds/000_78e6997f1411331a.txt',
+].filter(Boolean);
+const XSS = '<img src=x onerror=alert(1)>';
+
+// Hard stop for the whole file, whatever happens (node --test also bounds each test).
+const WATCHDOG = setTimeout(() => {
+  console.error('e2e: global watchdog fired after 170 s; killing the server and exiting');
+  stopServerSync();
+  process.exit(1);
+}, 170_000);
+WATCHDOG.unref();
+
+// ---------------------------------------------------------------------------------------------------------------
+// The server
+
+let server = null;        // { proc, port, base, log }
+let browser = null;
+const closers = [];       // extra things to close at the end (http servers, proxies)
+
+function startServer(extraArgs = []) {
+  return new Promise((resolve, reject) => {
+    if (!fs.existsSync(BIN)) {
+      reject(new Error(`server binary not found at ${BIN} (run cargo build --release, or set ROOMCAST_BIN)`));
+      return;
+    }
+    const proc = spawn(BIN, ['--addr', '127.0.0.1:0', ...extraArgs], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    });
+    const log = [];
+    const keep = (what) => (chunk) => {
+      log.push(`[${what}] ${chunk}`);
+      if (log.length > 400) log.splice(0, log.length - 400);
+    };
+    let out = '';
+    let done = false;
+    const timer = setTimeout(() => finish(new Error('server did not print its listening line within 15 s:\n' + log.join(''))), 15_000);
+    function finish(err, value) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) { try { proc.kill('SIGKILL'); } catch { /* gone */ } reject(err); } else resolve(value);
+    }
+    proc.stderr.on('data', keep('stderr'));
+    proc.stdout.on('data', (chunk) => {
+      keep('stdout')(chunk);
+      out += chunk;
+      const m = /roomcast listening on (http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(out);
+      if (m) finish(null, { proc, port: Number(m[2]), base: m[1], log });
+    });
+    proc.on('error', (e) => finish(e));
+    proc.on('exit', (code, sig) => finish(new Error(`server exited early (code ${code}, signal ${sig}):\n${log.join('')}`)));
+  });
+}
+
+function stopServerSync() {
+  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
+    try { server.proc.kill('SIGKILL'); } catch { /* gone */ }
+  }
+}
+process.on('exit', stopServerSync);
+
+async function stopServer() {
+  if (!server) return;
+  const { proc } = server;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+  await exited;
+  clearTimeout(t);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A TCP proxy between the browser and the server that can cut, refuse or silently stall connections.
+
+class Proxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.refuseUntil = 0;
+    this.refused = 0;
+    this.accepted = 0;
+    this.server = net.createServer((client) => this._accept(client));
+  }
+  listen() {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => {
+      this.port = this.server.address().port;
+      resolve(this);
+    }));
+  }
+  _accept(client) {
+    if (Date.now() < this.refuseUntil) {
+      this.refused++;
+      client.resetAndDestroy ? client.resetAndDestroy() : client.destroy();
+      return;
+    }
+    this.accepted++;
+    const upstream = net.connect(this.targetPort, '127.0.0.1');
+    const pair = { client, upstream, stalled: false };
+    this.pairs.add(pair);
+    client.on('data', (d) => { if (!pair.stalled) upstream.write(d); });
+    upstream.on('data', (d) => { if (!pair.stalled) client.write(d); });
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.on('error', end);
+    upstream.on('error', end);
+  }
+  /** Drop every current connection (both sides) and refuse new ones for `refuseMs`. */
+  cut(refuseMs = 0) {
+    this.refuseUntil = Date.now() + refuseMs;
+    for (const p of [...this.pairs]) {
+      p.client.destroy();
+      p.upstream.destroy();
+    }
+  }
+  /** Keep every current connection open but stop carrying bytes on it (a half-dead link). */
+  stall() {
+    for (const p of this.pairs) p.stalled = true;
+  }
+  close() {
+    this.cut(0);
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Browser helpers
+
+const LAUNCH_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+/** A fresh context + page that fails loudly on any dialog (alert) or uncaught page error. */
+async function openPage(url, { viewport = { width: 1100, height: 720 }, clock = false } = {}) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10_000);
+  page.dialogs = [];
+  page.errors = [];
+  page.on('dialog', async (d) => {
+    page.dialogs.push(`${d.type()}: ${d.message()}`);
+    await d.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (e) => page.errors.push(String(e && e.stack || e)));
+  if (clock) await page.clock.install();
+  await page.goto(url, { waitUntil: 'load' });
+  return page;
+}
+
+function assertClean(page, who) {
+  assert.deepEqual(page.dialogs, [], `${who}: a dialog (alert) fired: ${page.dialogs.join(' | ')}`);
+  assert.deepEqual(page.errors, [], `${who}: uncaught page errors: ${page.errors.join(' | ')}`);
+}
+
+async function joinOurs(page, name, room) {
+  await page.fill('#userId', name);
+  await page.fill('#room', room);
+  await page.click('#joinBtn');
+  await waitOnline(page, 10_000);
+}
+
+async function waitOnline(page, timeout) {
+  await page.waitForFunction(
+    () => document.getElementById('status').classList.contains('online') && !document.getElementById('msgInput').disabled,
+    null, { timeout });
+}
+
+async function sendOurs(page, text) {
+  await page.fill('#msgInput', text);
+  await page.press('#msgInput', 'Enter');
+}
+
+/** Our page: settled (not "sending…") bubbles of #messages. */
+async function bubbles(page) {
+  return page.$$eval('#messages .msg:not(.pending)', (els) => els.map((e) => ({
+    cls: e.className.split(/\s+/).filter(Boolean),
+    text: e.textContent,
+  })));
+}
+
+async function waitForText(page, text, selector = '#messages .msg:not(.pending)', timeout = 10_000) {
+  try {
+    await page.waitForFunction(
+      ({ text, selector }) => [...document.querySelectorAll(selector)].some((e) => e.textContent.includes(text)),
+      { text, selector }, { timeout });
+  } catch (e) {
+    const seen = await page.$$eval('#messages .msg', (els) => els.map((x) => `[${x.className}] ${x.textContent}`)).catch(() => []);
+    throw new Error(`"${text}" did not show up in ${selector} within ${timeout} ms; the page shows:\n  ${seen.join('\n  ')}`);
+  }
+}
+
+function occurrences(list, text) {
+  return list.filter((m) => m.text.includes(text)).length;
+}
+
+function serverLogTail() {
+  return server ? server.log.slice(-40).join('') : '(no server)';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+// The articles' original page, served from a site of its own (another origin), as a user of that article would.
+// Only its server URL changes; it is filled in per request, once the chat server's port is known.
+let legacySite = null;    // { server, port }
+function legacyHtml() {
+  const seedPath = SEED_CANDIDATES.find((p) => fs.existsSync(p));
+  assert.ok(seedPath, `seed article not found in ${SEED_CANDIDATES.join(', ')}`);
+  const seed = fs.readFileSync(seedPath, 'utf8');
+  const start = seed.indexOf('<!DOCTYPE html>');
+  const end = seed.indexOf('</html>', start);
+  assert.ok(start >= 0 && end > start, 'the seed holds an index.html');
+  const original = seed.slice(start, end + '</html>'.length);
+  assert.ok(original.includes("const SERVER_URL = 'ws://localhost:8080';"));
+  // The original connected to the server's root; roomcast serves the chat there too.
+  return original.replace('ws://localhost:8080', `ws://127.0.0.1:${server.port}`);
+}
+
+before(async () => {
+  const site = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(legacyHtml());
+  });
+  await new Promise((r) => site.listen(0, '127.0.0.1', r));
+  closers.push(() => new Promise((r) => site.close(() => r())));
+  legacySite = { server: site, port: site.address().port };
+  // A page from another origin may open a WebSocket only if the operator allows that origin (cross-site
+  // WebSocket hijacking protection; docs/operations.md).
+  server = await startServer(['--allowed-origin', `http://127.0.0.1:${legacySite.port}`]);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: LAUNCH_ARGS,
+    timeout: 30_000,
+  });
+});
+
+after(async () => {
+  try {
+    if (browser) await browser.close().catch(() => {});
+    for (const c of closers.reverse()) await c().catch(() => {});
+  } finally {
+    await stopServer();
+    clearTimeout(WATCHDOG);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+
+test('A: our page: two users chat, DM, XSS stays text, a cut connection recovers every missed message once', { timeout: 90_000 }, async (t) => {
+  const proxy = await new Proxy(server.port).listen();
+  closers.push(() => proxy.close());
+  const room = 'lobby';
+
+  const alice = await openPage(`http://127.0.0.1:${proxy.port}/`); // through the cuttable proxy
+  const bob = await openPage(server.base);                          // straight to the server
+
+  await joinOurs(alice, 'alice', room);
+  await joinOurs(bob, 'bob', room);
+
+  // Members: both, with a count, on both pages.
+  for (const p of [alice, bob]) {
+    await p.waitForFunction(() => {
+      const names = [...document.querySelectorAll('#members li')].map((li) => li.textContent);
+      return names.some((n) => n.includes('alice')) && names.some((n) => n.includes('bob')) && names.length === 2;
+    });
+  }
+
+  // XSS: a user whose name and message carry markup. Both must show it as literal text, and no <img> may appear.
+  const mallory = await openPage(server.base);
+  await joinOurs(mallory, XSS, room);
+  await sendOurs(mallory, `look: ${XSS} :)`);
+  for (const [who, p] of [['alice', alice], ['bob', bob]]) {
+    await waitForText(p, `look: ${XSS} :)`, '#messages .msg.other');
+    const text = await p.textContent('#messages');
+    assert.ok(text.includes(XSS), `${who}: the name/message should be shown literally`);
+    assert.equal(await p.locator('#messages img').count(), 0, `${who}: an <img> element was injected into #messages`);
+    assert.equal(await p.locator('#members img').count(), 0, `${who}: an <img> element was injected into #members`);
+    assert.ok((await p.textContent('#members')).includes(XSS), `${who}: the member list should show the name literally`);
+  }
+  assertClean(mallory, 'mallory');
+  await mallory.context().close();
+  await alice.waitForFunction(() => document.querySelectorAll('#members li').length === 2);
+
+  // A conversation.
+  const lines = [
+    [alice, 'Morning! Did the release build go through?'],
+    [bob, 'Yes, 0.1 is tagged. Binary is 2.1 MB.'],
+    [alice, 'Nice. Anyone tried it behind the nginx proxy yet?'],
+    [bob, 'Works with proxy_set_header Upgrade. I\'ll write it up.'],
+  ];
+  for (const [p, text] of lines) {
+    await sendOurs(p, text);
+    await waitForText(alice, text);
+    await waitForText(bob, text);
+  }
+  // Each sees both; own messages right-aligned, others' left.
+  for (const [who, p, me] of [['alice', alice, alice], ['bob', bob, bob]]) {
+    const list = await bubbles(p);
+    for (const [sender, text] of lines) {
+      const found = list.filter((m) => m.text.includes(text));
+      assert.equal(found.length, 1, `${who}: "${text}" shown ${found.length} times`);
+      assert.ok(found[0].cls.includes(sender === me ? 'self' : 'other'), `${who}: "${text}" has classes ${found[0].cls}`);
+    }
+    const geom = await p.evaluate(() => {
+      const box = document.getElementById('messages').getBoundingClientRect();
+      const self = [...document.querySelectorAll('#messages .msg.self')].pop().getBoundingClientRect();
+      const other = [...document.querySelectorAll('#messages .msg.other')].pop().getBoundingClientRect();
+      return { left: box.left, right: box.right, selfLeft: self.left, selfRight: self.right, otherLeft: other.left, otherRight: other.right };
+    });
+    assert.ok(geom.selfRight > geom.right - 40 && geom.selfLeft > geom.left + 40, `${who}: own message not right-aligned ${JSON.stringify(geom)}`);
+    assert.ok(geom.otherLeft < geom.left + 40 && geom.otherRight < geom.right - 40, `${who}: other's message not left-aligned ${JSON.stringify(geom)}`);
+  }
+
+  // DMs both ways, picked from the member list.
+  await alice.click('#members button:has-text("bob")');
+  await sendOurs(alice, 'psst, lunch at 12:30?');
+  await waitForText(alice, 'psst, lunch at 12:30?', '#messages .msg.dm.self');
+  await waitForText(bob, 'psst, lunch at 12:30?', '#messages .msg.dm.other');
+  assert.ok((await bob.locator('#messages .msg.dm.other').last().textContent()).includes('alice → you'));
+  assert.ok((await alice.locator('#messages .msg.dm.self').last().textContent()).includes('you → bob'));
+  await bob.click('#members button:has-text("alice")');
+  await sendOurs(bob, 'Sure, the usual place');
+  await waitForText(alice, 'Sure, the usual place', '#messages .msg.dm.other');
+  assert.ok((await alice.locator('#messages .msg.dm.other').last().textContent()).includes('bob → you'));
+  assert.ok((await bob.locator('#messages .msg.dm.self').last().textContent()).includes('you → alice'));
+  await alice.selectOption('#toSelect', '');
+  await bob.selectOption('#toSelect', '');
+
+  // Cut alice's connection; keep refusing her for 3 s; bob talks meanwhile.
+  await alice.fill('#msgInput', 'half-typed thought');
+  const before = await bubbles(alice);
+  proxy.cut(3000);
+  await alice.waitForFunction(() => !document.getElementById('status').classList.contains('online'), null, { timeout: 5000 });
+  assert.ok(await alice.isDisabled('#msgInput'), 'the input is disabled while not joined');
+  const missed = [
+    'missed 1/3: the CI run is green again',
+    'missed 2/3: I bumped the history buffer to 100',
+    'missed 3/3: ping me when you are back',
+  ];
+  for (const text of missed) {
+    await sendOurs(bob, text);
+    await waitForText(bob, text, '#messages .msg.self');
+  }
+  const cutAt = Date.now();
+  try {
+    await waitOnline(alice, 45_000);
+  } catch (e) {
+    const status = await alice.textContent('#status');
+    throw new Error(`alice did not come back online (status "${status}", proxy refused ${proxy.refused}): ${e.message}\n${serverLogTail()}`);
+  }
+  t.diagnostic(`alice reconnected ${Date.now() - cutAt} ms after bob's last message; the proxy refused ${proxy.refused} attempt(s)`);
+  assert.ok(proxy.refused >= 1, 'the page should have retried while the proxy was refusing');
+  for (const text of missed) await waitForText(alice, text);
+  await alice.waitForTimeout(700); // room for a late duplicate to show up
+  const afterList = await bubbles(alice);
+  const idx = missed.map((text) => afterList.findIndex((m) => m.text.includes(text)));
+  for (let i = 0; i < missed.length; i++) {
+    assert.equal(occurrences(afterList, missed[i]), 1, `alice shows "${missed[i]}" ${occurrences(afterList, missed[i])} times`);
+    assert.ok(afterList[idx[i]].cls.includes('other'));
+  }
+  assert.ok(idx[0] < idx[1] && idx[1] < idx[2], `missed messages out of order: ${idx}`);
+  assert.ok(idx[0] >= before.length - 1, 'missed messages come after what was already shown');
+  for (const [, text] of lines) assert.equal(occurrences(afterList, text), 1, `after the reconnect "${text}" is shown ${occurrences(afterList, text)} times`);
+  assert.equal(await alice.inputValue('#msgInput'), 'half-typed thought', 'text typed before the drop is kept');
+
+  // Back to normal: alice's next message reaches bob.
+  await alice.fill('#msgInput', '');
+  await sendOurs(alice, 'Back! My wifi dropped for a second. Thanks for the recap.');
+  await waitForText(bob, 'Back! My wifi dropped for a second.');
+  await sendOurs(bob, 'No worries, nothing was lost 🙂');
+  await waitForText(alice, 'No worries, nothing was lost');
+  await alice.waitForTimeout(300);
+
+  fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+  await alice.screenshot({ path: SCREENSHOT });
+  t.diagnostic(`screenshot saved to ${SCREENSHOT}`);
+
+  // 360 px wide: nothing overflows sideways, the chat input is visible.
+  await bob.setViewportSize({ width: 360, height: 740 });
+  const narrow = await bob.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    input: document.getElementById('msgInput').getBoundingClientRect().toJSON(),
+    sidebarBottom: document.getElementById('sidebar').getBoundingClientRect().bottom,
+    messagesTop: document.getElementById('messages').getBoundingClientRect().top,
+  }));
+  assert.ok(narrow.scrollWidth <= 360, `horizontal overflow at 360 px: ${narrow.scrollWidth}`);
+  assert.ok(narrow.input.right <= 360 && narrow.input.bottom <= 740 && narrow.input.width > 100, `input at 360 px: ${JSON.stringify(narrow.input)}`);
+  assert.ok(narrow.sidebarBottom <= narrow.messagesTop + 1, 'at 360 px the sidebar sits above the chat');
+
+  assertClean(alice, 'alice');
+  assertClean(bob, 'bob');
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test('B: the articles\' original index.html chats with our page', { timeout: 60_000 }, async (t) => {
+  const wsUrl = `ws://127.0.0.1:${server.port}`;
+  const legacyUrl = `http://127.0.0.1:${legacySite.port}/index.html`;
+
+  const room = 'retro';
+  const dave = await openPage(server.base);
+  await joinOurs(dave, 'dave', room);
+
+  const carol = await openPage(legacyUrl);
+  const cdp = await carol.context().newCDPSession(carol);
+  await cdp.send('Network.enable');
+  const handshakes = [];
+  cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => handshakes.push(e.request.headers));
+  await carol.fill('#userId', 'carol');
+  await carol.fill('#room', room);
+  await carol.click('#joinBtn');
+  await waitForText(carol, `Joined room "${room}"`, '#messages .msg.system');
+  const origin = handshakes.map((h) => h.Origin || h.origin).find(Boolean);
+  t.diagnostic(`the legacy page (${legacyUrl}) opened ${wsUrl} with Origin: ${origin}`);
+  assert.equal(origin, `http://127.0.0.1:${legacySite.port}`);
+
+  await waitForText(dave, 'User "carol" joined the room', '#messages .msg.system');
+  await dave.waitForFunction(() => [...document.querySelectorAll('#members li')].some((li) => li.textContent.includes('carol')));
+
+  // carol (legacy) -> everyone
+  await carol.fill('#msgInput', 'hello from the original client');
+  await carol.press('#msgInput', 'Enter');
+  await waitForText(dave, 'hello from the original client', '#messages .msg.other');
+  await waitForText(carol, 'hello from the original client', '#messages .msg.self');
+  // dave (ours) -> everyone
+  await sendOurs(dave, 'hi carol, this is the v2 page');
+  await waitForText(carol, 'hi carol, this is the v2 page', '#messages .msg.other');
+  // dave -> carol privately: a v1 client gets it as a chat bubble.
+  await dave.click('#members button:has-text("carol")');
+  await sendOurs(dave, 'a private word for carol');
+  await waitForText(carol, 'a private word for carol', '#messages .msg');
+  await waitForText(dave, 'a private word for carol', '#messages .msg.dm.self');
+  // A ping round trip must not produce a bubble either (the original hides pong).
+  await carol.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+
+  const legacy = await carol.$$eval('#messages .msg', (els) => els.map((e) => ({ cls: e.className, text: e.textContent, html: e.innerHTML })));
+  t.diagnostic('legacy page shows: ' + JSON.stringify(legacy.map((m) => `[${m.cls}] ${m.text}`)));
+  for (const m of legacy) {
+    assert.ok(!/undefined|Invalid Date|null|NaN|\[object Object\]/.test(m.text), `junk bubble on the legacy page: [${m.cls}] ${m.text}`);
+    assert.ok(m.text.trim().length > 0, `empty bubble on the legacy page: [${m.cls}]`);
+  }
+  const chats = legacy.filter((m) => !m.cls.includes('system'));
+  assert.equal(chats.length, 3, `the legacy page should show exactly 3 chat bubbles, got ${chats.length}`);
+  assert.ok(chats[1].text.includes('dave · '), 'the legacy bubble names the sender');
+  const ours = await bubbles(dave);
+  for (const m of ours) assert.ok(!/undefined|Invalid Date/.test(m.text), `junk bubble on our page: ${m.text}`);
+  assertClean(carol, 'carol (legacy page)');
+  assertClean(dave, 'dave');
+  await carol.context().close();
+  await dave.context().close();
+});
+
+test('C: a connection that silently stops carrying data is detected by the heartbeat and replaced', { timeout: 60_000 }, async (t) => {
+  const proxy = await new Proxy(server.port).listen();
+  closers.push(() => proxy.close());
+  const room = 'heartbeat';
+  const erin = await openPage(`http://127.0.0.1:${proxy.port}/`, { clock: true });
+  const frank = await openPage(server.base);
+  await joinOurs(erin, 'erin', room);
+  await joinOurs(frank, 'frank', room);
+  await waitForText(erin, 'User "frank" joined the room');
+
+  proxy.stall();                       // erin's TCP connection stays open but nothing gets through
+  await sendOurs(frank, 'sent while erin was stalled');
+  await waitForText(frank, 'sent while erin was stalled', '#messages .msg.self');
+  await erin.clock.fastForward(26_000); // the 25 s ping is due (and goes nowhere)
+  assert.ok(await erin.locator('#status.online').count() === 1, 'still online right after the ping');
+  await erin.clock.fastForward(11_000); // no pong within 10 s: dead
+  await erin.waitForFunction(() => !document.getElementById('status').classList.contains('online'), null, { timeout: 5000 });
+  // Let the (jittered, < 1 s) first reconnect delay pass on the page's clock.
+  await erin.clock.fastForward(1_100);
+  await waitOnline(erin, 15_000);
+  await waitForText(erin, 'sent while erin was stalled');
+  const list = await bubbles(erin);
+  assert.equal(occurrences(list, 'sent while erin was stalled'), 1);
+  t.diagnostic(`proxy accepted ${proxy.accepted} connection(s) for erin`);
+  assertClean(erin, 'erin');
+  assertClean(frank, 'frank');
+  await erin.context().close();
+  await frank.context().close();
+});
