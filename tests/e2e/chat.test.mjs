@@ -15,6 +15,9 @@
 // Test A: our page (src/web/index.html) for two users, one of them behind a TCP proxy that can cut her connections.
 // Test B: the articles' original index.html, unchanged but for its server URL, chatting with our page.
 // Test C: heartbeat: a connection that silently stops carrying data is noticed and replaced (page clock sped up).
+// Test E: a duplicated tab takes the session over: the old tab is closed with 4001, says so and stays offline.
+// Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
+//         new epoch's messages (seq starts again at 1, so the dedupe state must be reset).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,13 +56,13 @@ let server = null;        // { proc, port, base, log }
 let browser = null;
 const closers = [];       // extra things to close at the end (http servers, proxies)
 
-function startServer(extraArgs = []) {
+function startServer(extraArgs = [], addr = '127.0.0.1:0') {
   return new Promise((resolve, reject) => {
     if (!fs.existsSync(BIN)) {
       reject(new Error(`server binary not found at ${BIN} (run cargo build --release, or set ROOMCAST_BIN)`));
       return;
     }
-    const proc = spawn(BIN, ['--addr', '127.0.0.1:0', ...extraArgs], {
+    const proc = spawn(BIN, ['--addr', addr, ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
     });
@@ -82,7 +85,7 @@ function startServer(extraArgs = []) {
       keep('stdout')(chunk);
       out += chunk;
       const m = /roomcast listening on (http:\/\/127\.0\.0\.1:(\d+)\/)/.exec(out);
-      if (m) finish(null, { proc, port: Number(m[2]), base: m[1], log });
+      if (m) finish(null, { proc, port: Number(m[2]), base: m[1], log, extraArgs });
     });
     proc.on('error', (e) => finish(e));
     proc.on('exit', (code, sig) => finish(new Error(`server exited early (code ${code}, signal ${sig}):\n${log.join('')}`)));
@@ -410,7 +413,7 @@ test('A: our page: two users chat, DM, XSS stays text, a cut connection recovers
   await alice.fill('#msgInput', '');
   await sendOurs(alice, 'Back! My wifi dropped for a second. Thanks for the recap.');
   await waitForText(bob, 'Back! My wifi dropped for a second.');
-  await sendOurs(bob, 'No worries, nothing was lost 🙂');
+  await sendOurs(bob, 'No worries, nothing was lost :)');
   await waitForText(alice, 'No worries, nothing was lost');
   await alice.waitForTimeout(300);
 
@@ -506,19 +509,111 @@ test('C: a connection that silently stops carrying data is detected by the heart
   proxy.stall();                       // erin's TCP connection stays open but nothing gets through
   await sendOurs(frank, 'sent while erin was stalled');
   await waitForText(frank, 'sent while erin was stalled', '#messages .msg.self');
+  // erin writes into the dead link: the message waits ("sending…") and must arrive exactly once after the rejoin.
+  await sendOurs(erin, 'written into the void');
+  await erin.waitForSelector('#messages .msg.self.pending');
   await erin.clock.fastForward(26_000); // the 25 s ping is due (and goes nowhere)
   assert.ok(await erin.locator('#status.online').count() === 1, 'still online right after the ping');
   await erin.clock.fastForward(11_000); // no pong within 10 s: dead
   await erin.waitForFunction(() => !document.getElementById('status').classList.contains('online'), null, { timeout: 5000 });
-  // Let the (jittered, < 1 s) first reconnect delay pass on the page's clock.
+  // Let the first reconnect delay (1 s) pass on the page's clock.
   await erin.clock.fastForward(1_100);
   await waitOnline(erin, 15_000);
   await waitForText(erin, 'sent while erin was stalled');
+  await waitForText(frank, 'written into the void', '#messages .msg.other');
+  await waitForText(erin, 'written into the void', '#messages .msg.self');
+  await erin.waitForFunction(() => !document.querySelector('#messages .msg.pending'));
+  await frank.waitForTimeout(500); // room for a late duplicate
   const list = await bubbles(erin);
   assert.equal(occurrences(list, 'sent while erin was stalled'), 1);
+  assert.equal(occurrences(list, 'written into the void'), 1, 'erin shows her re-sent message once');
+  assert.equal(occurrences(await bubbles(frank), 'written into the void'), 1, 'frank gets the re-sent message once');
   t.diagnostic(`proxy accepted ${proxy.accepted} connection(s) for erin`);
   assertClean(erin, 'erin');
   assertClean(frank, 'frank');
   await erin.context().close();
   await frank.context().close();
+});
+
+test('E: a duplicated tab takes the session over; the old tab is told so and does not reconnect', { timeout: 60_000 }, async (t) => {
+  const proxy = await new Proxy(server.port).listen();
+  closers.push(() => proxy.close());
+  const room = 'tabs';
+  const first = await openPage(`http://127.0.0.1:${proxy.port}/`);   // counted by the proxy
+  await joinOurs(first, 'ivy', room);
+  const stored = await first.evaluate(() => sessionStorage.getItem('roomcast.session'));
+  assert.ok(stored && JSON.parse(stored).session, 'the session token is kept in sessionStorage');
+  assert.equal(await first.evaluate(() => localStorage.length), 0, 'nothing in localStorage (tabs must not share it)');
+
+  // "Duplicate tab" copies sessionStorage: a second page with the same token and name signs in.
+  const second = await openPage(server.base);
+  await second.evaluate((v) => sessionStorage.setItem('roomcast.session', v), stored);
+  await second.reload();
+  assert.equal(await second.inputValue('#userId'), 'ivy', 'the tab\'s last name is prefilled');
+  await second.fill('#room', room);
+  await second.click('#joinBtn');
+  await waitOnline(second, 10_000);
+
+  await first.waitForFunction(() => document.getElementById('status').classList.contains('offline'), null, { timeout: 5000 });
+  const status = await first.textContent('#status');
+  assert.match(status, /another tab\/window/, `status: ${status}`);
+  await waitForText(first, 'signed in from another tab or window', '#messages .msg.system');
+  const connections = proxy.accepted;
+  await first.waitForTimeout(3500); // longer than the first backoff steps
+  assert.equal(proxy.accepted, connections, 'the replaced tab must not reconnect');
+  assert.ok(await first.isDisabled('#msgInput'));
+  assert.ok((await first.textContent('#status')).includes('another tab'), 'still says why');
+  await second.waitForFunction(() => [...document.querySelectorAll('#members li')].some((li) => li.textContent.includes('ivy')));
+  assert.ok(await second.locator('#status.online').count() === 1, 'the new tab stays online');
+  t.diagnostic(`old tab status: "${status}"`);
+  assertClean(first, 'first tab');
+  assertClean(second, 'second tab');
+  await first.context().close();
+  await second.context().close();
+});
+
+test('D: the server restarts; pages reconnect by themselves and show the new epoch\'s messages', { timeout: 60_000 }, async (t) => {
+  const room = 'restart';
+  const gina = await openPage(server.base);
+  const hank = await openPage(server.base);
+  await joinOurs(gina, 'gina', room);
+  await joinOurs(hank, 'hank', room);
+  await sendOurs(hank, 'before restart one');
+  await sendOurs(gina, 'before restart two');
+  await waitForText(gina, 'before restart one');
+  await waitForText(hank, 'before restart two');
+
+  const { port, extraArgs } = server;
+  await stopServer();
+  for (const p of [gina, hank]) {
+    await p.waitForFunction(() => !document.getElementById('status').classList.contains('online'), null, { timeout: 10_000 });
+  }
+  await gina.waitForTimeout(1500); // a couple of refused reconnect attempts
+  server = await startServer(extraArgs, `127.0.0.1:${port}`);
+  const restartedAt = Date.now();
+  for (const p of [gina, hank]) {
+    try {
+      await waitOnline(p, 40_000);
+    } catch (e) {
+      throw new Error(`no reconnect after the restart (status "${await p.textContent('#status')}"): ${e.message}\n${serverLogTail()}`);
+    }
+  }
+  t.diagnostic(`both pages were back ${Date.now() - restartedAt} ms after the restart`);
+  for (const p of [gina, hank]) {
+    await waitForText(p, 'The server restarted; history may be incomplete.', '#messages .msg.system');
+  }
+  // The new epoch's seq 1 and 2 must not be taken for the old epoch's seq 1 and 2.
+  await sendOurs(hank, 'first after restart');
+  await sendOurs(hank, 'second after restart');
+  await waitForText(gina, 'first after restart', '#messages .msg.other');
+  await waitForText(gina, 'second after restart', '#messages .msg.other');
+  await gina.waitForTimeout(300);
+  const list = await bubbles(gina);
+  for (const text of ['before restart one', 'before restart two', 'first after restart', 'second after restart']) {
+    assert.equal(occurrences(list, text), 1, `gina shows "${text}" ${occurrences(list, text)} times`);
+  }
+  assertClean(gina, 'gina');
+  assertClean(hank, 'hank');
+  await gina.context().close();
+  await hank.context().close();
 });
