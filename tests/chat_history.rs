@@ -369,20 +369,35 @@ fn a_since_from_another_epoch_resends_the_whole_buffer() {
 }
 
 #[test]
-fn a_since_at_or_past_the_latest_seq_resends_nothing() {
+fn a_since_at_the_latest_seq_resends_nothing_and_live_traffic_follows() {
     let server = small_history();
     let mut alice = server.ws("/ws");
     let first = join_expect(&mut alice, "alice", "lobby", 1);
     say_many(&mut alice, "lobby", "alice", 3);
+    let mut client = server.ws("/ws");
+    let joined = join_with(
+        &mut client,
+        "carol",
+        "lobby",
+        2,
+        json!({"since": {"epoch": first["epoch"], "seq": 3}}),
+    );
+    assert_eq!(joined["seq"], 3);
+    assert_eq!(joined["replay"], json!({"complete": true, "count": 0}));
+    saw_join(&mut alice, "carol", "lobby");
+    // The next thing it gets is live.
+    alice.send_json(&chat_msg("live"));
+    assert_chat(&client.recv_json(), "lobby", 4, "alice", "live");
+    assert_chat(&alice.recv_json(), "lobby", 4, "alice", "live");
+}
 
-    // Each round sends one live message, so the room's latest seq is 3, then 4, then 5.
-    for i in 0..3u64 {
-        let latest = 3 + i;
-        let seen = match i {
-            0 => latest,
-            1 => latest + 1,
-            _ => u64::MAX,
-        };
+#[test]
+fn a_since_past_the_latest_seq_is_another_history_and_the_buffer_is_resent() {
+    let server = small_history();
+    let mut alice = server.ws("/ws");
+    let first = join_expect(&mut alice, "alice", "lobby", 1);
+    say_many(&mut alice, "lobby", "alice", 3);
+    for (i, seen) in [4, u64::MAX].into_iter().enumerate() {
         let mut client = server.ws("/ws");
         let name = format!("c{i}");
         let joined = join_with(
@@ -392,26 +407,15 @@ fn a_since_at_or_past_the_latest_seq_resends_nothing() {
             2,
             json!({"since": {"epoch": first["epoch"], "seq": seen}}),
         );
-        assert_eq!(joined["seq"], latest);
-        assert_eq!(joined["replay"], json!({"complete": true, "count": 0}));
+        assert_eq!(
+            joined["replay"],
+            json!({"complete": false, "reason": "epoch", "count": 3}),
+            "since seq {seen}"
+        );
+        for seq in 1..=3 {
+            assert_eq!(client.recv_json()["seq"], seq);
+        }
         saw_join(&mut alice, &name, "lobby");
-        // The next thing it gets is live.
-        alice.send_json(&chat_msg(&format!("live {i}")));
-        let seq = latest + 1;
-        assert_chat(
-            &client.recv_json(),
-            "lobby",
-            seq,
-            "alice",
-            &format!("live {i}"),
-        );
-        assert_chat(
-            &alice.recv_json(),
-            "lobby",
-            seq,
-            "alice",
-            &format!("live {i}"),
-        );
         client.send_json(&json!({"type": "leave"}));
         saw_leave(&mut alice, &name, "lobby");
     }

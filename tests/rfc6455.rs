@@ -445,19 +445,33 @@ fn rfc_sample_key_is_answered_with_the_rfc_accept_value() {
 }
 
 #[test]
-fn post_is_refused_with_405_and_allow_get_then_closed() {
+fn post_is_refused_with_405_and_allow_get_and_head_then_closed() {
     let server = TestServer::start();
     let response = http_exchange(
         server.addr,
         b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     );
     response.assert_refusal(405, "method not allowed: use GET");
-    assert_eq!(response.header("allow"), Some("GET"));
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
     // A WebSocket-looking request with another method gets the same answer.
     let request = upgrade_request("/ws", "a", "").replacen("GET", "PUT", 1);
     let response = http_exchange(server.addr, request.as_bytes());
     response.assert_refusal(405, "method not allowed: use GET");
-    assert_eq!(response.header("allow"), Some("GET"));
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn head_gets_the_get_headers_without_a_body() {
+    // RFC 9110 9.3.2: HEAD is GET without the content; Content-Length is what GET would send.
+    let server = TestServer::start();
+    let raw = server.raw_exchange(b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\nContent-Length: 3\r\n"), "{head}");
+    assert_eq!(body, "");
+    let page = server.raw_exchange(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.ends_with("\r\n\r\n"), "no body after the head");
 }
 
 #[test]

@@ -181,12 +181,13 @@ fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
     })
 }
 
-/// A name: a non-empty string of at most `rule.max_chars` scalar values, none of them a control character.
+/// A name: a string of at most `rule.max_chars` scalar values with at least one that is not white space (a blank
+/// name would be an invisible member), none of them a control character.
 fn name<'a>(field: Option<Loose<'a>>, rule: &NameRule) -> Result<Cow<'a, str>, Rejection> {
     let Some(Loose::Str(value)) = field else {
         return Err(rule.invalid);
     };
-    if value.is_empty() {
+    if value.trim().is_empty() {
         return Err(rule.invalid);
     }
     if over_chars(&value, rule.max_chars) {
@@ -279,6 +280,14 @@ mod tests {
         assert!(parse(&text, 10).is_ok());
         let text = format!(r#"{{"type":"join","userId":"a","room":"{room}x"}}"#);
         assert_eq!(code(&text), ErrorCode::TooLong);
+    }
+
+    #[test]
+    fn blank_names_are_invalid() {
+        for blank in [" ", "   ", "\u{3000}", "\u{2003} "] {
+            let frame = format!(r#"{{"type":"join","userId":"{blank}","room":"lobby"}}"#);
+            assert_eq!(code(&frame), ErrorCode::InvalidField, "{blank:?}");
+        }
     }
 
     #[test]

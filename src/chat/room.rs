@@ -133,7 +133,8 @@ impl Room {
                 count: 0,
             };
         };
-        if epoch != &*self.epoch {
+        // Another epoch, or a seq this history never reached: what the client saw is not this room's history.
+        if epoch != &*self.epoch || seen > self.seq {
             return whole(Gap::Epoch);
         }
         let oldest = self
@@ -399,13 +400,22 @@ mod tests {
     }
 
     #[test]
-    fn replay_at_or_beyond_latest_is_complete_and_empty() {
+    fn replay_at_latest_is_complete_and_empty() {
         let (rooms, id) = room_with_history(1..=5, 3);
-        for seen in [5, 6, u64::MAX] {
+        let (replay, msgs) = replayed(&rooms, id, Some(("E", 5)));
+        assert_eq!(replay.gap, None);
+        assert_eq!(replay.count, 0);
+        assert!(msgs.is_empty());
+    }
+
+    #[test]
+    fn replay_past_latest_is_another_history_and_resends_the_buffer() {
+        let (rooms, id) = room_with_history(1..=5, 3);
+        for seen in [6, u64::MAX] {
             let (replay, msgs) = replayed(&rooms, id, Some(("E", seen)));
-            assert_eq!(replay.gap, None);
-            assert_eq!(replay.count, 0);
-            assert!(msgs.is_empty());
+            assert_eq!(replay.gap, Some(Gap::Epoch));
+            assert_eq!(replay.count, 3);
+            assert_eq!(msgs, ["m3", "m4", "m5"]);
         }
     }
 

@@ -903,7 +903,7 @@ fn replay_from_another_epoch_sends_the_whole_buffer() {
 }
 
 #[test]
-fn replay_since_beyond_latest_is_complete_and_empty() {
+fn replay_since_beyond_latest_is_another_history_and_resends_the_buffer() {
     let mut h = Harness::new();
     let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
     h.say(1, "one");
@@ -914,8 +914,11 @@ fn replay_since_beyond_latest_is_complete_and_empty() {
         "lobby",
         json!({"epoch": epoch, "seq": 99}),
     );
-    assert_eq!(got[1]["replay"], json!({"complete": true, "count": 0}));
-    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[1]["replay"],
+        json!({"complete": false, "reason": "epoch", "count": 1})
+    );
+    assert_eq!(contents(&got), ["one"]);
 }
 
 #[test]

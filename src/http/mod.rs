@@ -49,7 +49,7 @@ pub enum Refusal {
     Head(HeadError),
     /// No such path (404).
     NotFound,
-    /// A method other than GET (405).
+    /// A method other than GET or HEAD (405).
     MethodNotAllowed,
     /// A WebSocket request that breaks RFC 6455 4.2.1 (400 or 426).
     Upgrade(UpgradeError),
@@ -116,9 +116,8 @@ impl Refusal {
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => {
                 extra = &[("Sec-WebSocket-Version", handshake::WEBSOCKET_VERSION)]
             }
-            Refusal::MethodNotAllowed | Refusal::Upgrade(UpgradeError::NotGet) => {
-                extra = &[("Allow", "GET")]
-            }
+            Refusal::MethodNotAllowed => extra = &[("Allow", "GET, HEAD")],
+            Refusal::Upgrade(UpgradeError::NotGet) => extra = &[("Allow", "GET")],
             _ => {}
         }
         let body = format!("{self}\n");
@@ -146,9 +145,9 @@ impl fmt::Display for Refusal {
 }
 
 /// Routes a request head. Method first (405), then path (404), then the WebSocket rules (400, 426), then the
-/// origin (403).
+/// origin (403). HEAD is answered like GET without the body (RFC 9110 9.3.2); a WebSocket handshake must be GET.
 pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route, Refusal> {
-    if head.method != "GET" {
+    if head.method != "GET" && head.method != "HEAD" {
         return Err(Refusal::MethodNotAllowed);
     }
     let endpoint = match head.path() {
@@ -205,6 +204,14 @@ pub fn write_response(
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body);
+}
+
+/// Cuts a complete response down to its head, for a HEAD request (RFC 9110 9.3.2): the headers, Content-Length
+/// included, stay as they would be for GET.
+pub fn drop_body(response: &mut Vec<u8>) {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
 }
 
 /// Appends the chat page.
@@ -272,6 +279,37 @@ mod tests {
                 endpoint: Endpoint::Echo,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn head_is_routed_like_get_but_cannot_upgrade() {
+        assert_eq!(
+            route(&head("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            Ok(Route::Page)
+        );
+        assert_eq!(
+            route(
+                &head("HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin()
+            ),
+            Ok(Route::Healthz)
+        );
+        let upgrade_by_head = upgrade("/ws").replacen("GET", "HEAD", 1);
+        assert_eq!(
+            route(&head(&upgrade_by_head), &any_origin()),
+            Err(Refusal::Upgrade(UpgradeError::NotGet))
+        );
+    }
+
+    #[test]
+    fn drop_body_keeps_the_head_and_its_content_length() {
+        let mut out = Vec::new();
+        write_response(200, "text/plain", &[], b"ok\n", &mut out);
+        drop_body(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with(
+            "Content-Length: 3\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
         ));
     }
 

@@ -112,6 +112,10 @@ mod tests {
             allowed: vec!["http://127.0.0.1:9999".into()],
         };
         assert!(policy.allows(&head(Some("http://127.0.0.1:9999"), "127.0.0.1:8080")));
+        let file_pages = OriginPolicy {
+            allowed: vec!["null".into()],
+        };
+        assert!(file_pages.allows(&head(Some("null"), "127.0.0.1:8080")));
         let star = OriginPolicy {
             allowed: vec!["*".into()],
         };

@@ -386,7 +386,7 @@ impl Server {
             Ok(Route::Upgrade { endpoint, accept }) => {
                 self.upgrade(key, &request, endpoint, &accept, leftover, now)
             }
-            Ok(route) => self.respond(key, route),
+            Ok(route) => self.respond(key, route, request.method == "HEAD"),
         }
     }
 
@@ -398,7 +398,7 @@ impl Server {
         self.send_http(key, out);
     }
 
-    fn respond(&mut self, key: usize, route: Route) {
+    fn respond(&mut self, key: usize, route: Route, head_only: bool) {
         let mut out = Vec::new();
         match route {
             Route::Page => http::write_page(&mut out),
@@ -416,6 +416,9 @@ impl Server {
                 );
             }
             Route::Upgrade { .. } => return,
+        }
+        if head_only {
+            http::drop_body(&mut out);
         }
         self.send_http(key, out);
     }
