@@ -227,7 +227,7 @@ fn run_connection(stream: &[u8], sizes: &[usize], limit: usize) -> Observed {
 proptest! {
     // Failures are not persisted to a file next to this one: each one found becomes a named regression test below.
     #![proptest_config(ProptestConfig {
-        cases: 128,
+        cases: 512,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -290,10 +290,21 @@ impl Connection {
     }
 
     /// Starts the closing handshake with `code` and `reason` (7.1.2). Does nothing if a Close was already sent.
+    /// A code no endpoint may send (7.4: 1005, 1006, 1015, unassigned ranges) is a caller's bug: it is replaced
+    /// by 1011 rather than put on the wire.
     pub fn close(&mut self, code: u16, reason: &str) {
         if self.state != State::Open {
             return;
         }
+        debug_assert!(
+            close::is_sendable(code),
+            "close code {code} may not be sent (RFC 6455 7.4)"
+        );
+        let code = if close::is_sendable(code) {
+            code
+        } else {
+            close::INTERNAL_ERROR
+        };
         let mut body = Vec::with_capacity(2 + reason.len());
         close::encode_close_body(code, reason, &mut body);
         self.write_frame(OpCode::Close, &body);
