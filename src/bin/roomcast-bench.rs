@@ -1,0 +1,1096 @@
+//! `roomcast-bench`: a single-threaded mio load generator for roomcast and the servers it is compared with.
+//!
+//! It speaks WebSocket through roomcast's own client-side codec (`roomcast::protocol::Connection` with
+//! `Role::Client`, and `handshake::{write_client_request, parse_server_response}`), or the raw length-prefixed
+//! framing of the `rawtcp` peer. Each scenario prints one JSON line with its figures, and with the CPU time the
+//! generator and (given `--server-pid`) the server spent, so a reader can see that the generator was not the
+//! bottleneck.
+//!
+//! - `fanout`: R rooms of M members; S members of each room send chat messages, at a fixed rate or as fast as a
+//!   window of W messages in flight per sender allows. Every delivery is timed from a send timestamp carried in
+//!   the message content.
+//! - `idle`: N joined connections held open; the server's resident memory per connection.
+//! - `echo`: C connections doing request/response on `/echo` with binary messages of S bytes.
+//! - `summarize`: medians and ratios to roomcast, as a markdown table, from the JSON lines of many runs.
+//!
+//! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer and the
+//! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
+//! expected number of deliveries is computed from it.
+
+#[path = "roomcast_bench/client.rs"]
+mod client;
+#[path = "roomcast_bench/stats.rs"]
+mod stats;
+#[path = "roomcast_bench/summary.rs"]
+mod summary;
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mio::{Events, Poll, Token};
+use serde_json::{json, Value};
+
+use client::{Client, Framing, Receive, Received};
+use stats::{cpu_percent, cpu_ticks, rss_kib, Histogram};
+
+/// Load generator for roomcast and its peers; prints one JSON line per run.
+#[derive(Debug, Parser)]
+#[command(name = "roomcast-bench", version, about, max_term_width = 110)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Room fan-out: throughput and delivery latency.
+    Fanout(FanoutArgs),
+    /// Joined connections held open: the server's memory per connection.
+    Idle(IdleArgs),
+    /// Request/response echo of binary messages on /echo.
+    Echo(EchoArgs),
+    /// Reads JSON lines of many runs and prints medians and ratios to roomcast as markdown.
+    Summarize(summary::SummarizeArgs),
+}
+
+/// The server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServerKind {
+    /// roomcast: chat goes to the whole room, the sender included.
+    Roomcast,
+    /// The Node.js + ws seed server: chat goes to the room except the sender; no /echo.
+    Seed,
+    /// The tokio + tokio-tungstenite peer: chat goes to the whole room, the sender included.
+    Tungstenite,
+    /// The raw TCP peer: length-prefixed frames, no WebSocket; the whole room, the sender included.
+    Rawtcp,
+}
+
+impl ServerKind {
+    /// The name used in the JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Roomcast => "roomcast",
+            ServerKind::Seed => "seed",
+            ServerKind::Tungstenite => "tungstenite",
+            ServerKind::Rawtcp => "rawtcp",
+        }
+    }
+
+    fn framing(self) -> Framing {
+        match self {
+            ServerKind::Rawtcp => Framing::Raw,
+            _ => Framing::WebSocket,
+        }
+    }
+
+    /// Whether the sender of a chat message receives it too.
+    fn echoes_to_sender(self) -> bool {
+        self != ServerKind::Seed
+    }
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Args)]
+struct Common {
+    /// The server's address
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// What the server does with chat messages and how it frames them
+    #[arg(long, value_enum, default_value_t = ServerKind::Roomcast)]
+    server_kind: ServerKind,
+    /// The server's process id, to report its CPU use and memory from /proc
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A name for this run, copied into the output (compare.sh names scenarios with it)
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Most connections in the middle of connecting and joining at once
+    #[arg(long, default_value_t = 200)]
+    connect_batch: usize,
+    /// Seconds allowed for connecting and joining everyone
+    #[arg(long, default_value_t = 60.0)]
+    setup_timeout: f64,
+    /// Receive through `roomcast::protocol::Connection` (message assembly, UTF-8 validation) instead of its
+    /// frame decoder alone: costs the generator more CPU per delivery
+    #[arg(long)]
+    full_codec: bool,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of rooms
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Members per room
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Senders per room (the first members of each room)
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Chat content size in bytes (at least 26: the marker, timestamp, sender and phase)
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages per second per sender; 0 sends as fast as the window allows
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Messages in flight per sender (sent, not yet delivered to every recipient)
+    #[arg(long, default_value_t = 32)]
+    window: u32,
+    /// Seconds of sending before measuring
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds to wait after the measurement for messages still on their way
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open and join
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// Rooms they are spread over
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Seconds to hold the connections after they settled, before reading the server's memory
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections, each with one message in flight
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Message size in bytes (at least 8: the send timestamp)
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Seconds of echoing before measuring
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// WebSocket request path of the echo service
+    #[arg(long, default_value = "/echo")]
+    path: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Fanout(args) => run_fanout(&args),
+        Scenario::Idle(args) => run_idle(&args),
+        Scenario::Echo(args) => run_echo(&args),
+        Scenario::Summarize(args) => return summary::run(&args),
+    };
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roomcast-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Nanoseconds on a monotonic clock since the generator started: what messages carry as their send time.
+#[derive(Clone, Copy, Debug)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+fn secs_to_ns(secs: f64) -> u64 {
+    (secs.max(0.0) * 1e9) as u64
+}
+
+/// CPU readings at the start of a measured interval.
+struct CpuMark {
+    at: u64,
+    generator: Option<u64>,
+    server: Option<u64>,
+}
+
+impl CpuMark {
+    fn take(clock: Clock, server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            at: clock.now(),
+            generator: cpu_ticks(None),
+            server: server_pid.and_then(|pid| cpu_ticks(Some(pid))),
+        }
+    }
+
+    /// (seconds, generator CPU %, server CPU %) from this mark to `end`.
+    fn until(&self, end: &CpuMark) -> (f64, Option<f64>, Option<f64>) {
+        let secs = end.at.saturating_sub(self.at) as f64 / 1e9;
+        (
+            secs,
+            cpu_percent(self.generator, end.generator, secs),
+            cpu_percent(self.server, end.server, secs),
+        )
+    }
+}
+
+/// Every connection of a run, on one poll.
+struct Pool {
+    poll: Poll,
+    events: Events,
+    clients: Vec<Client>,
+    read_buf: Vec<u8>,
+    to_flush: Vec<usize>,
+    flagged: Vec<bool>,
+    /// Connections that failed or were closed by the server.
+    errors: u64,
+    /// What the last error was, for the report.
+    last_error: Option<String>,
+}
+
+impl Pool {
+    fn new() -> io::Result<Pool> {
+        Ok(Pool {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            clients: Vec::new(),
+            read_buf: vec![0; 256 * 1024],
+            to_flush: Vec::new(),
+            flagged: Vec::new(),
+            errors: 0,
+            last_error: None,
+        })
+    }
+
+    /// Starts connecting one more client; its index is the previous count.
+    fn connect(&mut self, common: &Common, path: &'static str) -> io::Result<usize> {
+        let index = self.clients.len();
+        let client = Client::connect(
+            common.addr,
+            common.server_kind.framing(),
+            if common.full_codec {
+                Receive::Connection
+            } else {
+                Receive::Frames
+            },
+            path,
+            index as u64 + 1,
+            self.poll.registry(),
+            Token(index),
+        )?;
+        self.clients.push(client);
+        self.flagged.push(false);
+        Ok(index)
+    }
+
+    fn fail(&mut self, index: usize, error: String) {
+        self.errors += 1;
+        self.last_error = Some(format!("connection {index}: {error}"));
+        self.clients[index].close(self.poll.registry());
+    }
+
+    /// One poll and the handling of its events. Messages go to `on_message(client, message, now)`; clients whose
+    /// connection (and handshake) completed are appended to `opened`.
+    fn turn(
+        &mut self,
+        timeout: Duration,
+        clock: Clock,
+        opened: &mut Vec<usize>,
+        mut on_message: impl FnMut(usize, Received<'_>, u64),
+    ) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut failures = Vec::new();
+        for event in self.events.iter() {
+            let index = event.token().0;
+            let Some(client) = self.clients.get_mut(index) else {
+                continue;
+            };
+            if client.is_closed() {
+                continue;
+            }
+            let was_open = client.is_open();
+            if event.is_writable() {
+                if let Err(e) = client.on_writable() {
+                    failures.push((index, e.to_string()));
+                    continue;
+                }
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let now = clock.now();
+                let peer_closed = event.is_read_closed() || event.is_error();
+                match client.read(&mut self.read_buf, peer_closed, |m| {
+                    on_message(index, m, now)
+                }) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        failures.push((index, "closed by the server".into()));
+                        continue;
+                    }
+                    Err(e) => {
+                        failures.push((index, e.to_string()));
+                        continue;
+                    }
+                }
+                if client.has_output() {
+                    if let Err(e) = client.flush() {
+                        failures.push((index, e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            if !was_open && client.is_open() {
+                opened.push(index);
+            }
+        }
+        for (index, error) in failures {
+            self.fail(index, error);
+        }
+        Ok(())
+    }
+
+    /// Remembers that a client has new output, to write it at the end of the turn.
+    fn mark(&mut self, index: usize) {
+        if !self.flagged[index] {
+            self.flagged[index] = true;
+            self.to_flush.push(index);
+        }
+    }
+
+    /// Writes the output of every marked client.
+    fn flush_marked(&mut self) {
+        while let Some(index) = self.to_flush.pop() {
+            self.flagged[index] = false;
+            if let Err(e) = self.clients[index].flush() {
+                self.fail(index, e.to_string());
+            }
+        }
+    }
+
+    /// Closes every connection.
+    fn close_all(&mut self) {
+        for client in &mut self.clients {
+            client.close(self.poll.registry());
+        }
+    }
+}
+
+/// The chat content of a fan-out message: `@`, the send time (16 hex digits), the sender (8 hex digits), the
+/// sender's sequence number (8 hex digits), the phase (`w` warm-up, `m` measured), then `x` up to the size.
+/// Nothing in it needs JSON or HTML escaping.
+struct ContentWriter {
+    buf: Vec<u8>,
+}
+
+/// Bytes of the content before the padding.
+const CONTENT_HEAD: usize = 1 + 16 + 8 + 8 + 1;
+
+impl ContentWriter {
+    fn new(size: usize) -> ContentWriter {
+        ContentWriter {
+            buf: vec![b'x'; size.max(CONTENT_HEAD)],
+        }
+    }
+
+    fn write(&mut self, sent_at: u64, sender: u32, seq: u32, measured: bool) -> &[u8] {
+        self.buf[0] = b'@';
+        write_hex(&mut self.buf[1..17], sent_at);
+        write_hex(&mut self.buf[17..25], u64::from(sender));
+        write_hex(&mut self.buf[25..33], u64::from(seq));
+        self.buf[33] = if measured { b'm' } else { b'w' };
+        &self.buf
+    }
+}
+
+fn write_hex(out: &mut [u8], mut value: u64) {
+    for byte in out.iter_mut().rev() {
+        *byte = b"0123456789abcdef"[(value & 0xF) as usize];
+        value >>= 4;
+    }
+}
+
+/// Eight lowercase hex digits to their value, eight bytes at a time (SWAR); `None` if any byte is not one.
+fn hex8(digits: &[u8]) -> Option<u32> {
+    let word = u64::from_be_bytes(digits.try_into().ok()?);
+    // Each byte must be 0x30..=0x39 or 0x61..=0x66. Adding 0x46 to a byte pushes it past 0x7F exactly when it is
+    // over 0x39 (and adding 0x19 when over 0x66); the checks run on all eight bytes at once.
+    let high = 0x8080_8080_8080_8080u64;
+    let low_bits = word & 0x7F7F_7F7F_7F7F_7F7F;
+    let ascii = word & high == 0;
+    let ge_0 = (low_bits + 0x5050_5050_5050_5050) & high == high; // >= 0x30
+    let gt_9 = (low_bits + 0x4646_4646_4646_4646) & high; // > 0x39, per byte
+    let ge_a = (low_bits + 0x1F1F_1F1F_1F1F_1F1F) & high; // >= 0x61, per byte
+    let gt_f = (low_bits + 0x1919_1919_1919_1919) & high; // > 0x66, per byte
+    if !ascii || !ge_0 || gt_9 != ge_a || gt_f != 0 {
+        return None;
+    }
+    // Digits keep their low nibble; letters add 9 ('a' = 0x61 -> 1 + 9).
+    let nibbles = (word & 0x0F0F_0F0F_0F0F_0F0F) + (ge_a >> 7) * 9;
+    let pairs = (nibbles >> 4 | nibbles) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs >> 8 | pairs) & 0x0000_FFFF_0000_FFFF;
+    Some(((quads >> 16 | quads) & 0xFFFF_FFFF) as u32)
+}
+
+/// What a received fan-out message carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    sent_at: u64,
+    sender: u32,
+    seq: u32,
+    measured: bool,
+}
+
+/// The fan-out message in a received text. `hint` is where the marker was in this connection's last message,
+/// tried first, and updated.
+fn parse_content(text: &[u8], hint: &mut u32) -> Option<Stamp> {
+    let at = match text.get(*hint as usize) {
+        Some(b'@') => *hint as usize,
+        _ => {
+            let at = text.iter().position(|&b| b == b'@')?;
+            *hint = at as u32;
+            at
+        }
+    };
+    let head = text.get(at..at + CONTENT_HEAD)?;
+    Some(Stamp {
+        sent_at: u64::from(hex8(&head[1..9])?) << 32 | u64::from(hex8(&head[9..17])?),
+        sender: hex8(&head[17..25])?,
+        seq: hex8(&head[25..33])?,
+        measured: head[33] == b'm',
+    })
+}
+
+/// True for the server's answer to a join: roomcast's, the seed's and the tokio peer's `system` line.
+fn is_join_answer(text: &[u8]) -> bool {
+    text.windows(b"Joined room".len())
+        .any(|w| w == b"Joined room")
+}
+
+/// True for a message reporting an error (roomcast's `error`, or its v1 form with a `code`).
+fn is_error_message(text: &[u8]) -> bool {
+    text.windows(b"\"code\"".len()).any(|w| w == b"\"code\"")
+}
+
+/// Connects and joins clients `0..total` (client i joins `room_of(i)` as `u{i}`), at most `batch` in progress.
+/// Keeps going until all joined, calling `on_other` with every message that is not a join answer.
+fn connect_and_join(
+    pool: &mut Pool,
+    common: &Common,
+    clock: Clock,
+    total: usize,
+    room_of: impl Fn(usize) -> usize,
+    mut on_other: impl FnMut(usize, Received<'_>, u64),
+) -> io::Result<()> {
+    let deadline = clock.now() + secs_to_ns(common.setup_timeout);
+    let mut joined = vec![false; total];
+    let mut joined_count = 0;
+    let mut opened = Vec::new();
+    while joined_count < total {
+        while pool.clients.len() < total
+            && pool.clients.len() - joined_count < common.connect_batch.max(1)
+        {
+            if let Err(e) = pool.connect(common, "/ws") {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("connect #{}: {e}", pool.clients.len()),
+                ));
+            }
+        }
+        pool.turn(
+            Duration::from_millis(10),
+            clock,
+            &mut opened,
+            |index, message, now| match message {
+                Received::JoinAck => {
+                    if !std::mem::replace(&mut joined[index], true) {
+                        joined_count += 1;
+                    }
+                }
+                Received::Text(text) if !joined[index] && is_join_answer(text) => {
+                    joined[index] = true;
+                    joined_count += 1;
+                }
+                other => on_other(index, other, now),
+            },
+        )?;
+        for index in opened.drain(..) {
+            pool.clients[index].send_join(&format!("u{index}"), &format!("r{}", room_of(index)));
+            pool.mark(index);
+        }
+        pool.flush_marked();
+        if pool.errors > 0 {
+            return Err(io::Error::other(format!(
+                "{} connection(s) failed while joining; last: {}",
+                pool.errors,
+                pool.last_error.as_deref().unwrap_or("?")
+            )));
+        }
+        if clock.now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("only {joined_count} of {total} joined in time"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps handling events until no message arrived for `quiet`, or `limit` passed.
+fn settle(
+    pool: &mut Pool,
+    clock: Clock,
+    quiet: Duration,
+    limit: Duration,
+    mut on_message: impl FnMut(usize, Received<'_>, u64),
+) -> io::Result<()> {
+    let start = clock.now();
+    let mut last = start;
+    let mut opened = Vec::new();
+    loop {
+        let mut any = false;
+        pool.turn(
+            Duration::from_millis(20),
+            clock,
+            &mut opened,
+            |index, message, now| {
+                any = true;
+                on_message(index, message, now);
+            },
+        )?;
+        let now = clock.now();
+        if any {
+            last = now;
+        }
+        if now - last >= quiet.as_nanos() as u64 || now - start >= limit.as_nanos() as u64 {
+            return Ok(());
+        }
+    }
+}
+
+/// One sender of the fan-out.
+struct Sender {
+    /// Its client.
+    client: usize,
+    /// The sequence number of its next message.
+    seq: u32,
+    /// Messages sent and not yet delivered to every recipient.
+    in_flight: u32,
+    /// Deliveries so far of each message in flight, by sequence number modulo the window.
+    deliveries: Vec<u32>,
+    /// With a rate: when the next message is due (generator clock, ns).
+    next_at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Warmup,
+    Measure,
+    Drain,
+}
+
+/// Counters of a fan-out run, updated as messages arrive.
+#[derive(Default)]
+struct FanoutTally {
+    /// Measured messages sent.
+    sent: u64,
+    /// Messages sent, warm-up included.
+    sent_total: u64,
+    /// Deliveries of any fan-out message, warm-up and drain included.
+    delivered_total: u64,
+    /// Deliveries of measured messages, whenever they arrived.
+    delivered: u64,
+    /// Deliveries of any message that arrived during the measurement.
+    delivered_in_window: u64,
+    /// Delivery latencies of messages that arrived during the measurement.
+    latency: Histogram,
+    /// Messages that reported an error (e.g. roomcast's rate limit).
+    error_messages: u64,
+    /// Texts that were neither fan-out messages nor expected notices.
+    unexpected: u64,
+}
+
+fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
+    let common = &args.common;
+    let kind = common.server_kind;
+    let (rooms, members) = (args.rooms.max(1), args.members.max(1));
+    let senders_per_room = args.senders.clamp(1, members);
+    if !kind.echoes_to_sender() && members < 2 {
+        return Err(io::Error::other(
+            "a server that skips the sender needs 2+ members per room",
+        ));
+    }
+    let total = rooms * members;
+    let clock = Clock(Instant::now());
+    let mut pool = Pool::new()?;
+    let setup_start = clock.now();
+    connect_and_join(
+        &mut pool,
+        common,
+        clock,
+        total,
+        |i| i / members,
+        |_, _, _| {},
+    )?;
+    settle(
+        &mut pool,
+        clock,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+        |_, _, _| {},
+    )?;
+    let setup_secs = (clock.now() - setup_start) as f64 / 1e9;
+
+    let window = args.window.max(1);
+    let mut senders: Vec<Sender> = Vec::with_capacity(rooms * senders_per_room);
+    for room in 0..rooms {
+        for member in 0..senders_per_room {
+            senders.push(Sender {
+                client: room * members + member,
+                seq: 0,
+                in_flight: 0,
+                deliveries: vec![0; window as usize],
+                next_at: 0,
+            });
+        }
+    }
+    let recipients = if kind.echoes_to_sender() {
+        members
+    } else {
+        members - 1
+    } as u64;
+    let per_message = recipients as u32;
+    let interval = if args.rate > 0.0 {
+        (1e9 / args.rate) as u64
+    } else {
+        0
+    };
+    let start = clock.now();
+    let sender_count = senders.len() as u64;
+    for (s, sender) in senders.iter_mut().enumerate() {
+        sender.next_at = start + interval * s as u64 / sender_count;
+    }
+    let measure_at = start + secs_to_ns(args.warmup);
+    let measure_end = measure_at + secs_to_ns(args.duration);
+    let drain_end = measure_end + secs_to_ns(args.drain);
+
+    let mut stage = Stage::Warmup;
+    let mut tally = FanoutTally::default();
+    let mut hints = vec![0u32; total];
+    let mut ready: Vec<usize> = (0..senders.len()).collect();
+    let mut writer = ContentWriter::new(args.size);
+    let mut opened = Vec::new();
+    let mut mark_start = None;
+    let mut mark_end = None;
+    loop {
+        let now = clock.now();
+        if stage == Stage::Warmup && now >= measure_at {
+            stage = Stage::Measure;
+            mark_start = Some(CpuMark::take(clock, common.server_pid));
+        }
+        if stage == Stage::Measure && now >= measure_end {
+            stage = Stage::Drain;
+            mark_end = Some(CpuMark::take(clock, common.server_pid));
+        }
+        if stage == Stage::Drain && (now >= drain_end || tally.delivered >= tally.sent * recipients)
+        {
+            break;
+        }
+        if stage < Stage::Drain {
+            let measured = stage == Stage::Measure;
+            if interval > 0 {
+                ready.clear();
+                for (s, sender) in senders.iter_mut().enumerate() {
+                    while sender.next_at <= now {
+                        sender.next_at += interval;
+                        if sender.in_flight < window {
+                            send_fanout(&mut pool, &mut writer, &clock, sender, s, measured);
+                            tally.sent += u64::from(measured);
+                            tally.sent_total += 1;
+                        }
+                    }
+                }
+            } else {
+                for s in ready.drain(..) {
+                    let sender = &mut senders[s];
+                    while sender.in_flight < window {
+                        send_fanout(&mut pool, &mut writer, &clock, sender, s, measured);
+                        tally.sent += u64::from(measured);
+                        tally.sent_total += 1;
+                    }
+                }
+            }
+            pool.flush_marked();
+        }
+        let next_event = match stage {
+            Stage::Warmup => measure_at,
+            Stage::Measure => measure_end,
+            Stage::Drain => drain_end,
+        };
+        let next_send = if interval > 0 && stage < Stage::Drain {
+            senders
+                .iter()
+                .map(|s| s.next_at)
+                .min()
+                .unwrap_or(next_event)
+        } else {
+            next_event
+        };
+        let wake = next_event.min(next_send).saturating_sub(clock.now());
+        let in_window = stage == Stage::Measure;
+        pool.turn(
+            Duration::from_nanos(wake.min(50_000_000)),
+            clock,
+            &mut opened,
+            |index, message, now| {
+                let Received::Text(text) = message else {
+                    tally.unexpected += 1;
+                    return;
+                };
+                let Some(stamp) = parse_content(text, &mut hints[index]) else {
+                    if is_error_message(text) {
+                        tally.error_messages += 1;
+                    } else if !is_join_answer(text) {
+                        tally.unexpected += 1;
+                    }
+                    return;
+                };
+                if in_window {
+                    tally.delivered_in_window += 1;
+                    tally.latency.record(now.saturating_sub(stamp.sent_at));
+                }
+                tally.delivered += u64::from(stamp.measured);
+                tally.delivered_total += 1;
+                let Some(sender) = senders.get_mut(stamp.sender as usize) else {
+                    tally.unexpected += 1;
+                    return;
+                };
+                let slot = &mut sender.deliveries[(stamp.seq % window) as usize];
+                *slot += 1;
+                if *slot == per_message {
+                    *slot = 0;
+                    sender.in_flight = sender.in_flight.saturating_sub(1);
+                    ready.push(stamp.sender as usize);
+                }
+            },
+        )?;
+    }
+    let generator_end = CpuMark::take(clock, common.server_pid);
+    let mark_start = mark_start.unwrap_or_else(|| CpuMark::take(clock, common.server_pid));
+    let mark_end = mark_end.unwrap_or(generator_end);
+    let (secs, generator_cpu, server_cpu) = mark_start.until(&mark_end);
+    pool.close_all();
+    let expected = tally.sent * recipients;
+    let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+    Ok(json!({
+        "scenario": "fanout",
+        "label": common.label,
+        "server_kind": kind.name(),
+        "rooms": rooms,
+        "members": members,
+        "senders_per_room": senders_per_room,
+        "size": args.size.max(CONTENT_HEAD),
+        "rate": args.rate,
+        "window": args.window,
+        "connections": total,
+        "duration_s": round3(secs),
+        "setup_s": round3(setup_secs),
+        "sent": tally.sent,
+        "expected": expected,
+        "delivered": tally.delivered,
+        "lost": expected.saturating_sub(tally.delivered),
+        "sent_total": tally.sent_total,
+        "delivered_total": tally.delivered_total,
+        "messages_per_sec": round3(tally.sent as f64 / secs),
+        "deliveries_per_sec": round3(tally.delivered_in_window as f64 / secs),
+        "latency_us": {
+            "p50": us(tally.latency.quantile(0.50)),
+            "p90": us(tally.latency.quantile(0.90)),
+            "p99": us(tally.latency.quantile(0.99)),
+            "max": us(tally.latency.max()),
+            "samples": tally.latency.count(),
+        },
+        "errors": pool.errors + tally.error_messages + tally.unexpected,
+        "error_detail": {
+            "connections": pool.errors,
+            "error_messages": tally.error_messages,
+            "unexpected_messages": tally.unexpected,
+            "last": pool.last_error,
+        },
+        "generator_cpu_pct": generator_cpu.map(round1),
+        "server_cpu_pct": server_cpu.map(round1),
+        "full_codec": common.full_codec,
+    }))
+}
+
+fn send_fanout(
+    pool: &mut Pool,
+    writer: &mut ContentWriter,
+    clock: &Clock,
+    sender: &mut Sender,
+    index: usize,
+    measured: bool,
+) {
+    let content = writer.write(clock.now(), index as u32, sender.seq, measured);
+    pool.clients[sender.client].send_chat(content);
+    pool.mark(sender.client);
+    sender.seq = sender.seq.wrapping_add(1);
+    sender.in_flight += 1;
+}
+
+fn run_idle(args: &IdleArgs) -> io::Result<Value> {
+    let common = &args.common;
+    let Some(pid) = common.server_pid else {
+        return Err(io::Error::other(
+            "idle needs --server-pid to read the server's memory",
+        ));
+    };
+    let rooms = args.rooms.max(1);
+    let clock = Clock(Instant::now());
+    let rss_before = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let mut pool = Pool::new()?;
+    let mut other_messages = 0u64;
+    connect_and_join(
+        &mut pool,
+        common,
+        clock,
+        args.conns,
+        |i| i % rooms,
+        |_, _, _| other_messages += 1,
+    )?;
+    let setup_secs = clock.now() as f64 / 1e9;
+    settle(
+        &mut pool,
+        clock,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        |_, _, _| other_messages += 1,
+    )?;
+    let hold_end = clock.now() + secs_to_ns(args.hold);
+    let mut opened = Vec::new();
+    while clock.now() < hold_end {
+        pool.turn(Duration::from_millis(50), clock, &mut opened, |_, _, _| {
+            other_messages += 1
+        })?;
+    }
+    let rss_after = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let open = pool.clients.iter().filter(|c| c.is_open()).count();
+    pool.close_all();
+    let per_conn = (rss_after.saturating_sub(rss_before) * 1024) as f64 / args.conns.max(1) as f64;
+    Ok(json!({
+        "scenario": "idle",
+        "label": common.label,
+        "server_kind": common.server_kind.name(),
+        "connections": args.conns,
+        "open_at_end": open,
+        "rooms": rooms,
+        "setup_s": round3(setup_secs),
+        "notices_received": other_messages,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_per_conn_bytes": per_conn.round(),
+        "rss_per_million_conns_gib": round3(per_conn * 1e6 / (1u64 << 30) as f64),
+        "errors": pool.errors,
+        "last_error": pool.last_error,
+    }))
+}
+
+fn run_echo(args: &EchoArgs) -> io::Result<Value> {
+    let common = &args.common;
+    if common.server_kind == ServerKind::Seed {
+        return Err(io::Error::other("the seed server has no echo service"));
+    }
+    let size = args.size.max(8);
+    let path: &'static str = Box::leak(args.path.clone().into_boxed_str());
+    let clock = Clock(Instant::now());
+    let mut pool = Pool::new()?;
+    let mut template = vec![b'e'; size];
+    let mut opened = Vec::new();
+    let mut ready: Vec<usize> = Vec::new();
+    let mut open_count = 0;
+    let setup_deadline = clock.now() + secs_to_ns(common.setup_timeout);
+    for _ in 0..args.conns {
+        pool.connect(common, path)?;
+    }
+    while open_count < args.conns {
+        pool.turn(Duration::from_millis(10), clock, &mut opened, |_, _, _| {})?;
+        open_count += opened.len();
+        ready.append(&mut opened);
+        if pool.errors > 0 || clock.now() > setup_deadline {
+            return Err(io::Error::other(format!(
+                "{open_count} of {} echo connections opened; last error: {}",
+                args.conns,
+                pool.last_error.as_deref().unwrap_or("none")
+            )));
+        }
+    }
+    let start = clock.now();
+    let measure_at = start + secs_to_ns(args.warmup);
+    let measure_end = measure_at + secs_to_ns(args.duration);
+    let mut measuring = false;
+    let mut round_trips = 0u64;
+    let mut bad_replies = 0u64;
+    let mut latency = Histogram::default();
+    let mut mark_start = None;
+    loop {
+        let now = clock.now();
+        if !measuring && now >= measure_at {
+            measuring = true;
+            mark_start = Some(CpuMark::take(clock, common.server_pid));
+        }
+        if now >= measure_end {
+            break;
+        }
+        for index in ready.drain(..) {
+            template[..8].copy_from_slice(&clock.now().to_le_bytes());
+            pool.clients[index].send_echo(&template);
+            pool.mark(index);
+        }
+        pool.flush_marked();
+        let wake = if measuring { measure_end } else { measure_at }.saturating_sub(clock.now());
+        pool.turn(
+            Duration::from_nanos(wake.min(50_000_000)),
+            clock,
+            &mut opened,
+            |index, message, now| {
+                let Received::Binary(payload) = message else {
+                    bad_replies += 1;
+                    return;
+                };
+                let Some(stamp) = payload.get(..8).filter(|_| payload.len() == size) else {
+                    bad_replies += 1;
+                    return;
+                };
+                let sent_at = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
+                if measuring {
+                    round_trips += 1;
+                    latency.record(now.saturating_sub(sent_at));
+                }
+                ready.push(index);
+            },
+        )?;
+    }
+    let mark_end = CpuMark::take(clock, common.server_pid);
+    let mark_start = mark_start.unwrap_or_else(|| CpuMark::take(clock, common.server_pid));
+    let (secs, generator_cpu, server_cpu) = mark_start.until(&mark_end);
+    pool.close_all();
+    let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+    Ok(json!({
+        "scenario": "echo",
+        "label": common.label,
+        "server_kind": common.server_kind.name(),
+        "connections": args.conns,
+        "size": size,
+        "duration_s": round3(secs),
+        "round_trips": round_trips,
+        "round_trips_per_sec": round3(round_trips as f64 / secs),
+        "mib_per_sec_each_way": round3(round_trips as f64 * size as f64 / secs / (1u64 << 20) as f64),
+        "latency_us": {
+            "p50": us(latency.quantile(0.50)),
+            "p90": us(latency.quantile(0.90)),
+            "p99": us(latency.quantile(0.99)),
+            "max": us(latency.max()),
+            "samples": latency.count(),
+        },
+        "errors": pool.errors + bad_replies,
+        "last_error": pool.last_error,
+        "generator_cpu_pct": generator_cpu.map(round1),
+        "server_cpu_pct": server_cpu.map(round1),
+    }))
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_round_trips_through_a_chat_payload() {
+        let mut writer = ContentWriter::new(64);
+        let content = writer.write(0x1234_5678_9abc, 42, 7, true).to_vec();
+        assert_eq!(content.len(), 64);
+        let mut json = br#"{"type":"chat","room":"r0","seq":7,"from":"u3","content":""#.to_vec();
+        json.extend_from_slice(&content);
+        json.extend_from_slice(br#"","timestamp":1}"#);
+        let stamp = Stamp {
+            sent_at: 0x1234_5678_9abc,
+            sender: 42,
+            seq: 7,
+            measured: true,
+        };
+        let mut hint = 0;
+        assert_eq!(parse_content(&json, &mut hint), Some(stamp));
+        assert_ne!(hint, 0);
+        assert_eq!(parse_content(&json, &mut hint), Some(stamp));
+        assert_eq!(parse_content(&content, &mut hint), Some(stamp));
+    }
+
+    #[test]
+    fn hex8_agrees_with_the_standard_parser() {
+        for value in [
+            0u32,
+            1,
+            9,
+            10,
+            15,
+            0xdead_beef,
+            0x0123_4567,
+            0x89ab_cdef,
+            u32::MAX,
+        ] {
+            let text = format!("{value:08x}");
+            assert_eq!(hex8(text.as_bytes()), Some(value), "{text}");
+        }
+        for bad in [
+            "0000000g",
+            "/0000000",
+            ":0000000",
+            "`0000000",
+            "A0000000",
+            "0000 000",
+            "000000\u{e9}",
+        ] {
+            let bytes: Vec<u8> = bad.bytes().chain(std::iter::repeat(b'0')).take(8).collect();
+            assert_eq!(hex8(&bytes), None, "{bad}");
+        }
+        assert_eq!(hex8(b"0123"), None);
+    }
+
+    #[test]
+    fn notices_are_recognised() {
+        assert!(is_join_answer(
+            br#"{"type":"system","content":"Joined room \"r\", 3 online"}"#
+        ));
+        assert!(!is_join_answer(
+            br#"{"type":"system","content":"User \"u\" joined the room"}"#
+        ));
+        assert!(is_error_message(
+            br#"{"type":"system","content":"Error: x","code":"rate_limited","error":true}"#
+        ));
+    }
+}

@@ -1,0 +1,536 @@
+//! One load-generator connection: a non-blocking TCP socket that speaks WebSocket through roomcast's own client
+//! codec (`Role::Client`), or the raw length-prefixed framing of the `rawtcp` peer.
+//!
+//! Owns connecting, the opening handshake, framing in both directions and the output buffer. It knows the two
+//! wire protocols' shapes (the chat JSON and the raw frame kinds) but nothing of scenarios: what to send and what
+//! a message means is decided by the caller, which receives each message as a borrowed slice.
+//!
+//! Sending always goes through `roomcast::protocol::Connection` (masking with `Role::Client`). Receiving does too
+//! with `Receive::Connection`; the default, `Receive::Frames`, runs roomcast's `FrameDecoder` (the decoder inside
+//! `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
+//! per-message allocation, copy and UTF-8 check of message assembly, which otherwise cost the generator more CPU
+//! per delivery than roomcast spends producing it (see docs/benchmarks.md).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use roomcast::protocol::frame::{
+    encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
+};
+use roomcast::protocol::handshake::{parse_server_response, write_client_request};
+use roomcast::protocol::{Connection, Event, MessageKind, Role};
+
+/// The largest message the generator accepts from a server (the 16 MiB echo fits).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// How a server frames its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// RFC 6455, through `roomcast::protocol`.
+    WebSocket,
+    /// `[u32 big-endian length][kind byte][rest]`, the `rawtcp` peer's framing.
+    Raw,
+}
+
+/// How WebSocket input is decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// `FrameDecoder` directly, whole frames handed over without a copy.
+    Frames,
+    /// `Connection::feed`, with message assembly and UTF-8 validation.
+    Connection,
+}
+
+/// A message received from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// A WebSocket text message, or a raw `M` (room message) frame's content.
+    Text(&'a [u8]),
+    /// A WebSocket binary message, or a raw `E` (echo) frame's content.
+    Binary(&'a [u8]),
+    /// The raw server's `A`: the join was accepted.
+    JoinAck,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// The TCP connect is in progress.
+    Connecting,
+    /// The upgrade request was sent; `response` holds what came back so far.
+    Handshake { key: String, response: Vec<u8> },
+    /// Messages flow.
+    Open,
+    /// The server closed, or an error ended the connection.
+    Closed,
+}
+
+/// What the connection decodes with.
+#[derive(Debug)]
+enum Codec {
+    WebSocket {
+        ws: Box<Connection>,
+        events: Vec<Event>,
+        frames: Option<Box<FrameReceiver>>,
+    },
+    Raw {
+        input: Vec<u8>,
+    },
+}
+
+/// One client connection of the load generator.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    phase: Phase,
+    codec: Codec,
+    path: &'static str,
+    host: String,
+    seed: u64,
+    out: Vec<u8>,
+    out_sent: usize,
+}
+
+impl Client {
+    /// Starts a non-blocking connect to `addr` and registers it for reading and writing (edge-triggered) under
+    /// `token`. `path` is the WebSocket request target; `seed` feeds the masking keys and the handshake key.
+    pub fn connect(
+        addr: SocketAddr,
+        framing: Framing,
+        receive: Receive,
+        path: &'static str,
+        seed: u64,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Client> {
+        let mut stream = TcpStream::connect(addr)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let codec = match framing {
+            Framing::WebSocket => Codec::WebSocket {
+                ws: Box::new(Connection::new(
+                    Role::Client {
+                        mask_seed: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                    },
+                    MAX_MESSAGE,
+                )),
+                events: Vec::new(),
+                frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(seed))),
+            },
+            Framing::Raw => Codec::Raw { input: Vec::new() },
+        };
+        Ok(Client {
+            stream,
+            phase: Phase::Connecting,
+            codec,
+            path,
+            host: addr.to_string(),
+            seed,
+            out: Vec::new(),
+            out_sent: 0,
+        })
+    }
+
+    /// True once messages can be sent: the TCP connect (and for WebSocket, the handshake) completed.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// True once the connection ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Deregisters and ends the connection.
+    pub fn close(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.phase = Phase::Closed;
+    }
+
+    /// Handles a writable event: completes the connect (sending the upgrade request, for WebSocket), then
+    /// writes what is queued.
+    pub fn on_writable(&mut self) -> io::Result<()> {
+        if matches!(self.phase, Phase::Connecting) {
+            if let Some(e) = self.stream.take_error()? {
+                return Err(e);
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            self.stream.set_nodelay(true)?;
+            match self.codec {
+                Codec::WebSocket { .. } => {
+                    let key = BASE64.encode(self.seed.to_le_bytes().repeat(2));
+                    let mut request = Vec::with_capacity(200);
+                    write_client_request(&self.host, self.path, &key, &mut request);
+                    self.queue(request);
+                    self.phase = Phase::Handshake {
+                        key,
+                        response: Vec::new(),
+                    };
+                }
+                Codec::Raw { .. } => self.phase = Phase::Open,
+            }
+        }
+        self.flush()
+    }
+
+    /// Reads what the socket holds, handing every complete message to `on_message` in order. Returns false when
+    /// the server closed the connection. `buf` is scratch space for reads.
+    ///
+    /// A read that returns less than `buf` holds means the socket was drained at that moment; stopping there
+    /// instead of reading again for `WouldBlock` saves a system call per event, and is safe with edge-triggered
+    /// epoll on TCP: bytes or a FIN arriving later raise a new readiness edge. A FIN that had already arrived
+    /// raises none, so when the event said the peer closed (`peer_closed`), reading goes on until the end.
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        peer_closed: bool,
+        mut on_message: impl FnMut(Received<'_>),
+    ) -> io::Result<bool> {
+        loop {
+            let n = match self.stream.read(buf) {
+                Ok(0) => {
+                    self.phase = Phase::Closed;
+                    return Ok(false);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.on_bytes(&buf[..n], &mut on_message)?;
+            if self.is_closed() {
+                return Ok(false);
+            }
+            if n < buf.len() && !peer_closed {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn on_bytes(
+        &mut self,
+        mut bytes: &[u8],
+        on_message: &mut impl FnMut(Received<'_>),
+    ) -> io::Result<()> {
+        if let Phase::Handshake { key, response } = &mut self.phase {
+            response.extend_from_slice(bytes);
+            let head_len = parse_server_response(response, key)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let Some(head_len) = head_len else {
+                return Ok(());
+            };
+            let response = std::mem::take(response);
+            self.phase = Phase::Open;
+            return self.on_bytes(&response[head_len..], on_message);
+        }
+        match &mut self.codec {
+            Codec::WebSocket {
+                frames: Some(frames),
+                ..
+            } => {
+                let mut pong = Vec::new();
+                let result = frames.feed(bytes, on_message, &mut pong);
+                if !pong.is_empty() {
+                    self.queue(pong);
+                }
+                match result {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.phase = Phase::Closed;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Codec::WebSocket { ws, events, .. } => {
+                let result = ws.feed(bytes, events);
+                for event in events.drain(..) {
+                    match event {
+                        Event::Message(message) => match message.kind {
+                            MessageKind::Text => on_message(Received::Text(&message.payload)),
+                            MessageKind::Binary => on_message(Received::Binary(&message.payload)),
+                        },
+                        Event::Close(_) => self.phase = Phase::Closed,
+                        Event::Ping(_) | Event::Pong(_) => {}
+                    }
+                }
+                if ws.has_output() {
+                    let output = ws.take_output();
+                    self.queue(output);
+                }
+                result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            }
+            Codec::Raw { input } => {
+                if input.is_empty() {
+                    // The common case: whole frames straight from the read buffer, no copy.
+                    let used = raw_frames(bytes, on_message)?;
+                    bytes = &bytes[used..];
+                    input.extend_from_slice(bytes);
+                } else {
+                    input.extend_from_slice(bytes);
+                    let used = raw_frames(input, on_message)?;
+                    input.drain(..used);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a `join` for `user` to `room`.
+    pub fn send_join(&mut self, user: &str, room: &str) {
+        match self.codec {
+            Codec::WebSocket { .. } => {
+                let json = format!(r#"{{"type":"join","userId":"{user}","room":"{room}"}}"#);
+                self.send_ws(MessageKind::Text, json.as_bytes());
+            }
+            Codec::Raw { .. } => self.send_raw(b'J', room.as_bytes()),
+        }
+    }
+
+    /// Queues a chat message. `content` must need no JSON escaping.
+    pub fn send_chat(&mut self, content: &[u8]) {
+        match self.codec {
+            Codec::WebSocket { .. } => {
+                let mut json = Vec::with_capacity(content.len() + 32);
+                json.extend_from_slice(br#"{"type":"chat","content":""#);
+                json.extend_from_slice(content);
+                json.extend_from_slice(br#""}"#);
+                self.send_ws(MessageKind::Text, &json);
+            }
+            Codec::Raw { .. } => self.send_raw(b'C', content),
+        }
+    }
+
+    /// Queues a binary message for the echo service.
+    pub fn send_echo(&mut self, payload: &[u8]) {
+        match self.codec {
+            Codec::WebSocket { .. } => self.send_ws(MessageKind::Binary, payload),
+            Codec::Raw { .. } => self.send_raw(b'E', payload),
+        }
+    }
+
+    fn send_ws(&mut self, kind: MessageKind, payload: &[u8]) {
+        if let Codec::WebSocket { ws, .. } = &mut self.codec {
+            if ws.send(kind, payload).is_ok() {
+                let output = ws.take_output();
+                self.queue(output);
+            }
+        }
+    }
+
+    fn send_raw(&mut self, kind: u8, rest: &[u8]) {
+        let len = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.push(kind);
+        self.out.extend_from_slice(rest);
+    }
+
+    /// Appends bytes to the output, taking the buffer over without a copy when nothing else waits.
+    fn queue(&mut self, bytes: Vec<u8>) {
+        if self.out_sent == self.out.len() {
+            self.out = bytes;
+            self.out_sent = 0;
+        } else {
+            self.out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// True when queued bytes wait to be written.
+    pub fn has_output(&self) -> bool {
+        self.out_sent < self.out.len()
+    }
+
+    /// Writes queued bytes until done or the socket would block (the next writable event resumes).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if matches!(self.phase, Phase::Connecting | Phase::Closed) {
+            return Ok(());
+        }
+        while self.out_sent < self.out.len() {
+            match self.stream.write(&self.out[self.out_sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_sent = 0;
+        Ok(())
+    }
+}
+
+/// The fast receive path: roomcast's frame decoder, with messages handed over as slices when they arrived whole.
+#[derive(Debug)]
+struct FrameReceiver {
+    decoder: FrameDecoder,
+    /// The header of the frame whose payload is arriving.
+    frame: Option<FrameHeader>,
+    /// The kind of a data message still being received (fragmented, or split across reads).
+    message: Option<OpCode>,
+    /// Its payload so far.
+    assembly: Vec<u8>,
+    /// The payload of a control frame so far.
+    control: Vec<u8>,
+    /// State of the masking-key generator for Pongs (xorshift64).
+    mask_state: u64,
+}
+
+impl FrameReceiver {
+    fn new(seed: u64) -> FrameReceiver {
+        FrameReceiver {
+            decoder: FrameDecoder::new(IncomingMask::Forbidden),
+            frame: None,
+            message: None,
+            assembly: Vec::new(),
+            control: Vec::new(),
+            mask_state: seed | 1,
+        }
+    }
+
+    /// Decodes `input`, handing each data message to `on_message`. A Ping is answered by appending a masked Pong
+    /// to `pong`. Returns false after the server's Close.
+    fn feed(
+        &mut self,
+        mut input: &[u8],
+        on_message: &mut impl FnMut(Received<'_>),
+        pong: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        loop {
+            let (used, event) = self
+                .decoder
+                .decode(input)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            input = &input[used..];
+            let (header, data, last) = match event {
+                None => return Ok(true),
+                Some(FrameEvent::Header(header)) => {
+                    self.frame = Some(header);
+                    if header.payload_len > 0 {
+                        continue;
+                    }
+                    (header, &[][..], true)
+                }
+                Some(FrameEvent::Payload(chunk)) => {
+                    let Some(header) = self.frame else {
+                        continue;
+                    };
+                    (header, chunk.data, chunk.last)
+                }
+            };
+            if header.opcode.is_control() {
+                self.control.extend_from_slice(data);
+                if !last {
+                    continue;
+                }
+                match header.opcode {
+                    OpCode::Ping => {
+                        let mask = self.next_mask();
+                        encode_frame(true, OpCode::Pong, &self.control, Some(mask), pong);
+                    }
+                    OpCode::Close => return Ok(false),
+                    _ => {}
+                }
+                self.control.clear();
+                continue;
+            }
+            let kind = match header.opcode {
+                OpCode::Continuation => self.message,
+                opcode => Some(opcode),
+            };
+            let Some(kind) = kind else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stray continuation",
+                ));
+            };
+            let complete = last && header.fin;
+            if complete && self.assembly.is_empty() {
+                deliver(kind, data, on_message);
+                self.message = None;
+                continue;
+            }
+            self.assembly.extend_from_slice(data);
+            self.message = Some(kind);
+            if complete {
+                deliver(kind, &self.assembly, on_message);
+                self.assembly.clear();
+                self.message = None;
+            }
+        }
+    }
+
+    /// xorshift64: masking keys need not be unpredictable between a load generator and its own server.
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.mask_state = x;
+        let bytes = x.to_le_bytes();
+        [bytes[0], bytes[1], bytes[2], bytes[3]]
+    }
+}
+
+fn deliver(kind: OpCode, data: &[u8], on_message: &mut impl FnMut(Received<'_>)) {
+    match kind {
+        OpCode::Text => on_message(Received::Text(data)),
+        OpCode::Binary => on_message(Received::Binary(data)),
+        _ => {}
+    }
+}
+
+/// Hands every whole raw frame at the front of `input` to `on_message`; returns the bytes they took.
+fn raw_frames(input: &[u8], on_message: &mut impl FnMut(Received<'_>)) -> io::Result<usize> {
+    let mut used = 0;
+    while let Some(header) = input.get(used..used + 4) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len == 0 || len > MAX_MESSAGE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad raw frame"));
+        }
+        let Some(body) = input.get(used + 4..used + 4 + len) else {
+            break;
+        };
+        match body[0] {
+            b'M' => on_message(Received::Text(&body[1..])),
+            b'E' => on_message(Received::Binary(&body[1..])),
+            b'A' => on_message(Received::JoinAck),
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad raw kind")),
+        }
+        used += 4 + len;
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frames_split_anywhere_are_reassembled() {
+        let mut stream = Vec::new();
+        for (kind, rest) in [(b'A', &b""[..]), (b'M', b"@hello"), (b'E', b"\x00\x01")] {
+            stream.extend_from_slice(&(rest.len() as u32 + 1).to_be_bytes());
+            stream.push(kind);
+            stream.extend_from_slice(rest);
+        }
+        for split in 0..stream.len() {
+            let mut seen = Vec::new();
+            let mut record = |m: Received<'_>| seen.push(format!("{m:?}"));
+            let used = raw_frames(&stream[..split], &mut record).unwrap();
+            let mut rest = stream[used..split].to_vec();
+            rest.extend_from_slice(&stream[split..]);
+            let used2 = raw_frames(&rest, &mut record).unwrap();
+            assert_eq!(used2, rest.len());
+            assert_eq!(seen.len(), 3, "split at {split}");
+        }
+    }
+}
