@@ -201,13 +201,7 @@ impl Chat {
         };
         let seq = room.next_seq();
         let message = |from: &str, content: &str| {
-            wire::encode(&Out::Chat {
-                room: room.name(),
-                seq,
-                from,
-                content,
-                timestamp: now.unix_ms,
-            })
+            wire::encode_chat(room.name(), seq, from, content, now.unix_ms)
         };
         let payload = message(&joined.user, content);
         let legacy = match (wire::escape_html(&joined.user), wire::escape_html(content)) {

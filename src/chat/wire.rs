@@ -284,14 +284,6 @@ pub(super) enum Out<'a> {
         session: &'a str,
         replay: ReplayOut,
     },
-    /// A message to a room.
-    Chat {
-        room: &'a str,
-        seq: u64,
-        from: &'a str,
-        content: &'a str,
-        timestamp: u64,
-    },
     /// A private message, as v2 clients get it.
     Dm {
         from: &'a str,
@@ -354,6 +346,40 @@ pub(super) fn escape_html(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// Appends `text` as a JSON string, quoted and escaped exactly as serde_json does.
+fn push_json_str(out: &mut String, text: &str) {
+    let plain = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(text) {
+        out.push_str(&quoted);
+    }
+}
+
+/// The `chat` message written by hand: the hottest serialisation (one per chat message), byte for byte what serde
+/// would give for `{type, room, seq, from, content, timestamp}`, at a third of the cost of serde's tagged-enum
+/// serializer.
+pub(super) fn encode_chat(
+    room: &str,
+    seq: u64,
+    from: &str,
+    content: &str,
+    timestamp: u64,
+) -> Rc<str> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(80 + room.len() + from.len() + content.len());
+    out.push_str(r#"{"type":"chat","room":"#);
+    push_json_str(&mut out, room);
+    let _ = write!(out, r#","seq":{seq},"from":"#);
+    push_json_str(&mut out, from);
+    out.push_str(r#","content":"#);
+    push_json_str(&mut out, content);
+    let _ = write!(out, r#","timestamp":{timestamp}}}"#);
+    Rc::from(out)
+}
+
 /// Serialise a message once, into the form every recipient shares.
 pub(super) fn encode(message: &Out<'_>) -> Rc<str> {
     match serde_json::to_string(message) {
@@ -371,6 +397,48 @@ mod tests {
 
     fn frame(text: &str) -> Option<Frame<'_>> {
         Frame::decode(text)
+    }
+
+    #[test]
+    fn hand_written_chat_is_byte_identical_to_serde() {
+        #[derive(serde::Serialize)]
+        struct Reference<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            room: &'a str,
+            seq: u64,
+            from: &'a str,
+            content: &'a str,
+            timestamp: u64,
+        }
+        let samples = [
+            "plain",
+            "",
+            "quote \" and backslash \\",
+            "line\nbreak\ttab\u{0}nul\u{1f}",
+            "<img src=x onerror=alert(1)>",
+            "émoji 😀 \u{7f} \u{2028}",
+        ];
+        for (i, text) in samples.iter().enumerate() {
+            let seq = [0, 1, 42, u64::MAX][i % 4];
+            let reference = serde_json::to_string(&Reference {
+                kind: "chat",
+                room: text,
+                seq,
+                from: samples[(i + 1) % samples.len()],
+                content: text,
+                timestamp: 1_795_307_457_209,
+            })
+            .unwrap();
+            let ours = encode_chat(
+                text,
+                seq,
+                samples[(i + 1) % samples.len()],
+                text,
+                1_795_307_457_209,
+            );
+            assert_eq!(&*ours, reference.as_str());
+        }
     }
 
     #[test]

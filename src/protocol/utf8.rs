@@ -2,7 +2,8 @@
 //!
 //! Owns only the validation state between pieces: at most three bytes of a code point cut by a frame or read
 //! boundary. It fails at the first byte that can no longer begin or continue valid UTF-8, so a connection can be
-//! failed fast (1007) without waiting for the rest of the message. The work is done by `std::str::from_utf8`.
+//! failed fast (1007) without waiting for the rest of the message. The work is done by `simdutf8`,
+//! whose `compat` API reports errors exactly as `std::str::from_utf8` does (`valid_up_to`, `error_len`), at SIMD speed.
 
 use std::fmt;
 
@@ -40,13 +41,13 @@ impl Utf8Validator {
             self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&bytes[..take]);
             self.partial_len += take;
             bytes = &bytes[take..];
-            match std::str::from_utf8(&self.partial[..self.partial_len]) {
+            match simdutf8::compat::from_utf8(&self.partial[..self.partial_len]) {
                 Ok(_) => self.partial_len = 0,
                 Err(e) if e.error_len().is_none() => return Ok(()),
                 Err(_) => return Err(InvalidUtf8),
             }
         }
-        match std::str::from_utf8(bytes) {
+        match simdutf8::compat::from_utf8(bytes) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {
                 // The stream ends inside a code point whose bytes so far are valid: keep them for the next piece.

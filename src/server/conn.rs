@@ -50,6 +50,8 @@ pub struct Conn {
     pub read_pending: bool,
     /// Waiting in the loop's list of connections to flush this turn.
     pub dirty: bool,
+    /// Readiness said the peer shut its side (or the socket failed): read until 0, not just to a short read.
+    pub peer_closed: bool,
     /// When the connection was accepted.
     pub accepted_at: Instant,
     /// When the peer last sent anything.
@@ -92,6 +94,7 @@ impl Conn {
             wants_writable: false,
             read_pending: false,
             dirty: false,
+            peer_closed: false,
             accepted_at: now,
             last_heard: now,
             ping_sent_at: None,

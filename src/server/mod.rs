@@ -155,6 +155,11 @@ impl Server {
                     LISTENER => self.accept_all(now),
                     WAKER => {}
                     Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.peer_closed = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_ready(key, now);
                         }
@@ -288,10 +293,17 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
+                    // A short read drained the socket: with edge-triggered readiness on TCP, more bytes raise a
+                    // new edge, so reading again only to see WouldBlock would be a wasted system call. A FIN that
+                    // came with the data raises no new edge, hence `peer_closed`.
+                    let drained = n < buf.len() && !conn.peer_closed;
                     self.metrics.bytes_in += n as u64;
                     self.on_input(key, &buf[..n], now);
                     if let Some(conn) = self.conns.get_mut(key) {
-                        conn.read_pending = true;
+                        conn.read_pending = !drained;
+                    }
+                    if drained {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
