@@ -9,13 +9,11 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::chat::{
-    chat_msg, join_expect, join_msg, now_ms, saw_join, saw_leave, system, welcome_line,
+    assert_alive, assert_quiet, chat_msg, join_expect, join_msg, now_ms, saw_join, saw_leave,
+    system, welcome_line,
 };
 use common::{TestClient, TestServer};
 use serde_json::{json, Value};
-
-/// How long a client must hear nothing to count as not having been sent anything.
-const QUIET: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -124,20 +122,6 @@ fn assert_error_in(form: Form, msg: &Value, code: &str) {
         Form::V2 => assert_error(msg, code),
         Form::Legacy => assert_legacy_error(msg, code),
     }
-}
-
-/// The connection is open and served: a ping gets exactly a pong.
-fn assert_alive(client: &mut TestClient) {
-    client.send_json(&json!({"type": "ping"}));
-    assert_eq!(client.recv_text(), r#"{"type":"pong"}"#);
-}
-
-fn assert_quiet(client: &mut TestClient, who: &str) {
-    let got = client.recv_timeout(QUIET);
-    assert!(
-        got.is_none(),
-        "{who} should have received nothing, got {got:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -5,12 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::chat::{chat_msg, join_expect, join_with, saw_join, saw_leave, welcome_line};
+use common::chat::{
+    assert_alive, assert_quiet, chat_msg, join_expect, join_with, saw_join, saw_leave,
+    welcome_line, QUIET,
+};
 use common::{Received, TestClient, TestServer};
 use serde_json::{json, Value};
-
-/// How long a client must hear nothing to count as not having been sent anything.
-const QUIET: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -63,19 +63,6 @@ fn assert_error(msg: &Value, code: &str) {
     assert_eq!(msg["type"], "error", "{msg}");
     assert_eq!(msg["code"], code, "{msg}");
     assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()));
-}
-
-fn assert_alive(client: &mut TestClient) {
-    client.send_json(&json!({"type": "ping"}));
-    assert_eq!(client.recv_text(), r#"{"type":"pong"}"#);
-}
-
-fn assert_quiet(client: &mut TestClient, who: &str) {
-    let got = client.recv_timeout(QUIET);
-    assert!(
-        got.is_none(),
-        "{who} should have received nothing, got {got:?}"
-    );
 }
 
 /// An epoch certainly different from `epoch`.

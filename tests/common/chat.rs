@@ -1,11 +1,14 @@
 //! The chat tests' shared vocabulary: the JSON shapes of docs/protocol.md and the join/leave exchanges that
 //! most chat tests begin with.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
 use super::TestClient;
+
+/// How long a test waits to be sure nothing arrives.
+pub const QUIET: Duration = Duration::from_millis(150);
 
 /// Milliseconds since the Unix epoch, as the server stamps messages.
 pub fn now_ms() -> u64 {
@@ -88,5 +91,20 @@ pub fn saw_leave(client: &mut TestClient, user: &str, room: &str) {
     assert_eq!(
         client.recv_json(),
         json!({"type": "presence", "room": room, "left": user})
+    );
+}
+
+/// The connection is open and served: a ping gets exactly a pong.
+pub fn assert_alive(client: &mut TestClient) {
+    client.send_json(&json!({"type": "ping"}));
+    assert_eq!(client.recv_text(), r#"{"type":"pong"}"#);
+}
+
+/// Nothing arrives at `who` within `QUIET`.
+pub fn assert_quiet(client: &mut TestClient, who: &str) {
+    let got = client.recv_timeout(QUIET);
+    assert!(
+        got.is_none(),
+        "{who} should have received nothing, got {got:?}"
     );
 }
