@@ -878,8 +878,9 @@ fn rate_limited_is_a_system_line_for_a_connection_that_has_not_joined() {
     assert_quiet(&mut client, "client");
 }
 
-#[test]
-fn a_flood_far_over_the_limit_is_closed_with_1008_and_leaves_the_room() {
+/// bob and flood in "lobby" on a server with a tight rate limit (1/s, burst 3, abuse after 5 drops), and flood
+/// has just sent 20 chats at once. Returns the server too, which must outlive the clients.
+fn flooded_lobby() -> (TestServer, TestClient, TestClient) {
     let server = TestServer::with_config(|c| {
         c.chat.rate_per_sec = 1.0;
         c.chat.rate_burst = 3;
@@ -889,10 +890,15 @@ fn a_flood_far_over_the_limit_is_closed_with_1008_and_leaves_the_room() {
     join_expect(&mut bob, "bob", "lobby", 1);
     join_expect(&mut flood, "flood", "lobby", 2);
     saw_join(&mut bob, "flood", "lobby");
-
     for i in 0..20 {
         flood.send_json(&chat_msg(&format!("spam {i}")));
     }
+    (server, bob, flood)
+}
+
+#[test]
+fn a_flood_far_over_the_limit_is_closed_with_1008_and_leaves_the_room() {
+    let (_server, mut bob, mut flood) = flooded_lobby();
     // One token went to the join: two chats pass, five are dropped, the sixth drop closes.
     let mut chats = 0;
     let mut limited = 0;
@@ -928,18 +934,7 @@ fn a_flood_far_over_the_limit_is_closed_with_1008_and_leaves_the_room() {
 
 #[test]
 fn a_flooder_closed_with_1008_leaves_its_room_and_name_promptly() {
-    let server = TestServer::with_config(|c| {
-        c.chat.rate_per_sec = 1.0;
-        c.chat.rate_burst = 3;
-        c.chat.abuse_drops = 5;
-    });
-    let (mut bob, mut flood) = (server.ws("/ws"), server.ws("/ws"));
-    join_expect(&mut bob, "bob", "lobby", 1);
-    join_expect(&mut flood, "flood", "lobby", 2);
-    saw_join(&mut bob, "flood", "lobby");
-    for i in 0..20 {
-        flood.send_json(&chat_msg(&format!("spam {i}")));
-    }
+    let (server, mut bob, mut flood) = flooded_lobby();
     assert_eq!(flood.recv_close(), Some(1008));
     for seq in 1..=2 {
         assert_chat(
