@@ -1059,6 +1059,68 @@ fn html_in_from_and_content_is_escaped_for_legacy_clients_only() {
     assert_quiet(&mut old, "old");
 }
 
+#[test]
+fn a_burst_handled_in_one_turn_reaches_every_member_in_order_and_in_its_own_form() {
+    // The broadcasts of one loop turn share one buffer per room and form (src/server/batch.rs): the personal
+    // messages queued between them must keep their places, and a v1 member must get each message's escaped form.
+    let server = TestServer::start();
+    let (mut sender, mut old, mut other) = (server.ws("/ws"), server.ws("/ws"), server.ws("/ws"));
+    join_expect(&mut sender, "sender", "lobby", 1);
+    join_legacy(&mut old, "old", "lobby", 2);
+    saw_join(&mut sender, "old", "lobby");
+    join_expect(&mut other, "other", "lobby", 3);
+    assert_eq!(old.recv_json(), system("User \"other\" joined the room"));
+    saw_join(&mut sender, "other", "lobby");
+
+    let burst = [
+        chat_msg("one"),
+        chat_msg("<b>two</b>"),
+        json!({"type": "dm", "to": "nobody", "content": "lost"}),
+        chat_msg("three"),
+        json!({"type": "dm", "to": "old", "content": "psst & co"}),
+        chat_msg("four & more"),
+    ];
+    sender.send_texts_in_one_write(&burst.iter().map(Value::to_string).collect::<Vec<_>>());
+
+    assert_chat(&sender.recv_json(), "lobby", 1, "sender", "one");
+    assert_chat(&sender.recv_json(), "lobby", 2, "sender", "<b>two</b>");
+    assert_error(&sender.recv_json(), "not_online");
+    assert_chat(&sender.recv_json(), "lobby", 3, "sender", "three");
+    assert_eq!(
+        without_timestamp(&sender.recv_json()),
+        json!({"type": "dm", "from": "sender", "to": "old", "content": "psst & co"})
+    );
+    assert_chat(&sender.recv_json(), "lobby", 4, "sender", "four & more");
+
+    for (seq, content) in [
+        (1, "one"),
+        (2, "<b>two</b>"),
+        (3, "three"),
+        (4, "four & more"),
+    ] {
+        assert_chat(&other.recv_json(), "lobby", seq, "sender", content);
+    }
+
+    assert_chat(&old.recv_json(), "lobby", 1, "sender", "one");
+    assert_chat(
+        &old.recv_json(),
+        "lobby",
+        2,
+        "sender",
+        "&lt;b&gt;two&lt;/b&gt;",
+    );
+    assert_chat(&old.recv_json(), "lobby", 3, "sender", "three");
+    assert_eq!(
+        without_timestamp(&old.recv_json()),
+        json!({"type": "chat", "from": "sender", "content": "psst &amp; co", "private": true})
+    );
+    assert_chat(&old.recv_json(), "lobby", 4, "sender", "four &amp; more");
+
+    assert_quiet(&mut sender, "sender");
+    assert_quiet(&mut old, "old");
+    assert_quiet(&mut other, "other");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // presence cost
 

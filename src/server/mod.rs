@@ -6,13 +6,13 @@
 //! queued, and every connection owed bytes in a loop turn is flushed once, with one vectored write, at the end of
 //! the turn. A connection ends in exactly one place, `Server::remove`.
 
+mod batch;
 mod conn;
 mod queue;
 mod timers;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +29,7 @@ use crate::http::{self, Endpoint, Refusal, Route};
 use crate::protocol::frame::{encode_frame, OpCode};
 use crate::protocol::handshake::{self, RequestHead};
 use crate::protocol::{self, close, Event, MessageKind, Role, State};
+use batch::Batches;
 use conn::{timeout_until, Conn, Due, Phase};
 use queue::Chunk;
 use timers::{Deadline, Timers};
@@ -62,6 +63,14 @@ impl ShutdownHandle {
     }
 }
 
+/// Who reads a broadcast batch: the members of a room that take one form of its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Audience {
+    room: chat::RoomId,
+    /// The v1 form (the articles' client), where it differs from the v2 one.
+    legacy: bool,
+}
+
 /// The state of a graceful shutdown.
 #[derive(Clone, Copy, Debug)]
 struct Draining {
@@ -82,6 +91,8 @@ pub struct Server {
     ws_events: Vec<Event>,
     actions: Vec<Action>,
     dirty: Vec<usize>,
+    /// This turn's broadcast frames, one buffer per room and form, sliced by the members' queues.
+    batches: Batches<Audience>,
     read_again: Vec<usize>,
     next_serial: u64,
     accept_paused_until: Option<Instant>,
@@ -115,6 +126,7 @@ impl Server {
             ws_events: Vec::new(),
             actions: Vec::new(),
             dirty: Vec::new(),
+            batches: Batches::default(),
             read_again: Vec::new(),
             next_serial: 0,
             accept_paused_until: None,
@@ -588,7 +600,8 @@ impl Server {
         }
     }
 
-    /// Encodes the frame once (twice when legacy members get another shape) and shares it among the members.
+    /// Encodes the frame once (twice when legacy members get another shape) into the room's batch for this turn,
+    /// and queues its span for every member: consecutive broadcasts to a member merge into one queue entry.
     fn broadcast(
         &mut self,
         room: chat::RoomId,
@@ -596,10 +609,19 @@ impl Server {
         payload: &str,
         legacy: Option<&str>,
     ) {
-        let frame: Rc<[u8]> = Rc::from(encode_text_frame(payload));
-        let legacy_frame: Option<Rc<[u8]>> = match legacy {
-            Some(text) if std::ptr::eq(text, payload) => Some(frame.clone()),
-            Some(text) => Some(Rc::from(encode_text_frame(text))),
+        let frame = self.batches.append(
+            Audience {
+                room,
+                legacy: false,
+            },
+            text_frame(payload),
+        );
+        let legacy_frame = match legacy {
+            Some(text) if std::ptr::eq(text, payload) => Some(frame),
+            Some(text) => Some(
+                self.batches
+                    .append(Audience { room, legacy: true }, text_frame(text)),
+            ),
             None => None,
         };
         let Server {
@@ -613,14 +635,14 @@ impl Server {
             if Some(member.conn) == except {
                 continue;
             }
-            let chunk = match (member.legacy, &legacy_frame) {
-                (false, _) => frame.clone(),
-                (true, Some(legacy)) => legacy.clone(),
+            let span = match (member.legacy, legacy_frame) {
+                (false, _) => frame,
+                (true, Some(legacy)) => legacy,
                 (true, None) => continue,
             };
             if let Some(conn) = conns.get_mut(member.conn) {
                 if conn.can_send_on(Endpoint::Chat) {
-                    conn.queue.push(Chunk::Shared(chunk));
+                    conn.queue.push_span(span);
                     metrics.messages_out += 1;
                     if !conn.dirty {
                         conn.dirty = true;
@@ -652,6 +674,8 @@ impl Server {
         }
     }
 
+    /// Flushes every connection owed bytes, then ends the turn's broadcast batches: every span queued this turn
+    /// was pushed to a connection marked dirty, so all of them are resolved by now.
     fn flush_dirty(&mut self, now: Instant) {
         while let Some(key) = self.dirty.pop() {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -659,6 +683,7 @@ impl Server {
                 self.flush(key, now);
             }
         }
+        self.batches.end_turn();
     }
 
     /// Writes a connection's queue until it is empty or the socket is full, then settles what follows: WRITABLE
@@ -667,7 +692,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.queue.write_to(&mut conn.socket) {
+        // A flush can itself broadcast (an eviction announces a departure), so seal here, not once per turn.
+        self.batches.seal();
+        match conn.queue.write_to(&mut conn.socket, &self.batches) {
             Ok(written) => self.metrics.bytes_out += written as u64,
             Err(e) => {
                 debug!("write to {key}: {e}");
@@ -920,9 +947,15 @@ fn phase_name(phase: &Phase) -> &'static str {
 }
 
 /// A server frame carrying `text`, unmasked (5.1).
+/// Writes `text` as one unmasked, unfragmented text frame (the server's frames are never masked, 5.1).
+fn text_frame(text: &str) -> impl FnOnce(&mut Vec<u8>) + '_ {
+    move |out| encode_frame(true, OpCode::Text, text.as_bytes(), None, out)
+}
+
+/// One text frame in a buffer of its own, for a single recipient.
 fn encode_text_frame(text: &str) -> Vec<u8> {
     let mut frame = Vec::with_capacity(text.len() + 10);
-    encode_frame(true, OpCode::Text, text.as_bytes(), None, &mut frame);
+    text_frame(text)(&mut frame);
     frame
 }
 

@@ -1,13 +1,16 @@
 //! A connection's outbound bytes: a queue of owned or shared chunks flushed with vectored writes.
 //!
-//! Owns the order of outgoing bytes and how much of the front chunk the kernel has taken. A broadcast frame is
-//! one `Rc<[u8]>` shared by every recipient's queue, so fan-out costs a reference count per recipient, not a copy.
-//! An empty queue holds no allocation.
+//! Owns the order of outgoing bytes and how much of the front chunk the kernel has taken. Broadcast frames arrive
+//! as spans of the turn's [`Batches`]: consecutive frames of one batch merge into one entry, so a member owed a
+//! turn's worth of a room's messages is sent them from one slice of one shared buffer. Spans are resolved into
+//! `Rc<[u8]>` slices when the queue is written, after the batches are sealed. An empty queue holds no allocation.
 
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::io::{self, IoSlice, Write};
-use std::ops::Deref;
 use std::rc::Rc;
+
+use super::batch::{Batches, Span};
 
 /// The most slices handed to one `write_vectored` call (Linux's IOV_MAX is 1024; a few dozen fill a socket
 /// buffer).
@@ -16,19 +19,37 @@ const MAX_IOVECS: usize = 64;
 /// A piece of outgoing data.
 #[derive(Clone, Debug)]
 pub enum Chunk {
-    /// Bytes for this connection only (handshake responses, control frames, echoes).
+    /// Bytes for this connection only (handshake responses, control frames, echoes, personal messages).
     Owned(Vec<u8>),
-    /// A frame shared with other connections (broadcasts).
-    Shared(Rc<[u8]>),
+    /// Part of a buffer shared with other connections: `bytes[start..end]` of a sealed broadcast batch.
+    Shared {
+        /// The whole batch.
+        bytes: Rc<[u8]>,
+        /// Offset of the first byte owed.
+        start: usize,
+        /// Offset just past the last byte owed.
+        end: usize,
+    },
+    /// Frames of a broadcast batch of this turn, not yet sealed.
+    Pending(Span),
 }
 
-impl Deref for Chunk {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
+impl Chunk {
+    /// Bytes in the chunk.
+    pub fn len(&self) -> usize {
         match self {
-            Chunk::Owned(bytes) => bytes,
-            Chunk::Shared(bytes) => bytes,
+            Chunk::Owned(bytes) => bytes.len(),
+            Chunk::Shared { start, end, .. } => end - start,
+            Chunk::Pending(span) => span.len(),
+        }
+    }
+
+    /// The bytes, once they exist in memory of their own (`None` for a pending span).
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Chunk::Owned(bytes) => Some(bytes),
+            Chunk::Shared { bytes, start, end } => bytes.get(*start..*end),
+            Chunk::Pending(_) => None,
         }
     }
 }
@@ -41,16 +62,34 @@ pub struct WriteQueue {
     front_written: usize,
     /// Bytes not yet written, over all chunks.
     queued: usize,
+    /// Position of the first `Pending` chunk, if any.
+    first_pending: Option<usize>,
 }
 
 impl WriteQueue {
     /// Appends a chunk; empty ones are skipped.
     pub fn push(&mut self, chunk: Chunk) {
-        if chunk.is_empty() {
+        let len = chunk.len();
+        if len == 0 {
             return;
         }
-        self.queued += chunk.len();
+        if matches!(chunk, Chunk::Pending(_)) && self.first_pending.is_none() {
+            self.first_pending = Some(self.chunks.len());
+        }
+        self.queued += len;
         self.chunks.push_back(chunk);
+    }
+
+    /// Appends a broadcast frame, merged into the last entry when it directly follows it in the same batch.
+    pub fn push_span(&mut self, span: Span) {
+        if let Some(Chunk::Pending(last)) = self.chunks.back_mut() {
+            if last.batch == span.batch && last.end == span.start {
+                last.end = span.end;
+                self.queued += span.len();
+                return;
+            }
+        }
+        self.push(Chunk::Pending(span));
     }
 
     /// Bytes waiting to be written.
@@ -63,17 +102,26 @@ impl WriteQueue {
         self.queued == 0
     }
 
-    /// Writes until the queue is empty or the writer would block; returns the bytes written. A `WouldBlock` is not
-    /// an error here: the caller sees it as a non-empty queue.
-    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<usize> {
+    /// Resolves pending spans through `batches` (sealed by the caller), then writes until the queue is empty or
+    /// the writer would block; returns the bytes written. A `WouldBlock` is not an error here: the caller sees it
+    /// as a non-empty queue. A span whose batch is not sealed is an error, never a silent gap in the stream.
+    pub fn write_to<W: Write, K: Hash + Eq>(
+        &mut self,
+        writer: &mut W,
+        batches: &Batches<K>,
+    ) -> io::Result<usize> {
+        self.resolve(batches)?;
         let mut total = 0;
         while !self.is_empty() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
                 for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                    let Some(bytes) = chunk.bytes() else {
+                        break;
+                    };
                     let start = if i == 0 { self.front_written } else { 0 };
-                    slices[i] = IoSlice::new(&chunk[start..]);
+                    slices[i] = IoSlice::new(bytes.get(start..).unwrap_or_default());
                     count += 1;
                 }
                 match writer.write_vectored(&slices[..count]) {
@@ -99,10 +147,34 @@ impl WriteQueue {
     /// Used before a last Close to a peer that stopped reading. Returns the bytes dropped.
     pub fn truncate_to_started_frame(&mut self) -> usize {
         let keep = if self.front_written > 0 { 1 } else { 0 };
-        let dropped: usize = self.chunks.iter().skip(keep).map(|c| c.len()).sum();
+        let dropped: usize = self.chunks.iter().skip(keep).map(Chunk::len).sum();
         self.chunks.truncate(keep);
+        if self.first_pending.is_some_and(|first| first >= keep) {
+            self.first_pending = None;
+        }
         self.queued -= dropped;
         dropped
+    }
+
+    fn resolve<K: Hash + Eq>(&mut self, batches: &Batches<K>) -> io::Result<()> {
+        let Some(first) = self.first_pending.take() else {
+            return Ok(());
+        };
+        for chunk in self.chunks.range_mut(first..) {
+            if let Chunk::Pending(span) = *chunk {
+                let Some(bytes) = batches.sealed(span.batch) else {
+                    return Err(io::Error::other(
+                        "a broadcast batch was not sealed before the write",
+                    ));
+                };
+                *chunk = Chunk::Shared {
+                    bytes: bytes.clone(),
+                    start: span.start,
+                    end: span.end,
+                };
+            }
+        }
+        Ok(())
     }
 
     fn consume(&mut self, mut written: usize) {
@@ -127,6 +199,18 @@ impl WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_batches() -> Batches<&'static str> {
+        Batches::default()
+    }
+
+    fn sink(budget: usize) -> Trickle {
+        Trickle {
+            taken: Vec::new(),
+            budget,
+            calls: 0,
+        }
+    }
 
     /// Accepts at most `budget` bytes per call, then blocks.
     struct Trickle {
@@ -165,20 +249,20 @@ mod tests {
 
     #[test]
     fn partial_writes_resume_where_they_stopped_in_order() {
-        let shared: Rc<[u8]> = Rc::from(&b"shared"[..]);
+        let shared: Rc<[u8]> = Rc::from(&b"unshared!"[..]);
         let mut q = WriteQueue::default();
         q.push(Chunk::Owned(b"abc".to_vec()));
-        q.push(Chunk::Shared(shared.clone()));
+        q.push(Chunk::Shared {
+            bytes: shared.clone(),
+            start: 2,
+            end: 8,
+        });
         q.push(Chunk::Owned(b"xyz".to_vec()));
-        let mut sink = Trickle {
-            taken: Vec::new(),
-            budget: 4,
-            calls: 0,
-        };
-        assert_eq!(q.write_to(&mut sink).unwrap(), 4);
+        let mut sink = sink(4);
+        assert_eq!(q.write_to(&mut sink, &no_batches()).unwrap(), 4);
         assert_eq!(q.queued_bytes(), 8);
         sink.budget = 100;
-        assert_eq!(q.write_to(&mut sink).unwrap(), 8);
+        assert_eq!(q.write_to(&mut sink, &no_batches()).unwrap(), 8);
         assert_eq!(sink.taken, b"abcsharedxyz");
         assert!(q.is_empty());
     }
@@ -189,12 +273,8 @@ mod tests {
         for _ in 0..10 {
             q.push(Chunk::Owned(vec![1; 10]));
         }
-        let mut sink = Trickle {
-            taken: Vec::new(),
-            budget: 1000,
-            calls: 0,
-        };
-        q.write_to(&mut sink).unwrap();
+        let mut sink = sink(1000);
+        q.write_to(&mut sink, &no_batches()).unwrap();
         assert_eq!(sink.calls, 1);
     }
 
@@ -203,15 +283,11 @@ mod tests {
         let mut q = WriteQueue::default();
         q.push(Chunk::Owned(b"frame-one".to_vec()));
         q.push(Chunk::Owned(b"frame-two".to_vec()));
-        let mut sink = Trickle {
-            taken: Vec::new(),
-            budget: 3,
-            calls: 0,
-        };
-        q.write_to(&mut sink).unwrap();
+        let mut sink = sink(3);
+        q.write_to(&mut sink, &no_batches()).unwrap();
         assert_eq!(q.truncate_to_started_frame(), 9);
         sink.budget = 100;
-        q.write_to(&mut sink).unwrap();
+        q.write_to(&mut sink, &no_batches()).unwrap();
         assert_eq!(sink.taken, b"frame-one");
     }
 
@@ -221,5 +297,82 @@ mod tests {
         q.push(Chunk::Owned(b"a".to_vec()));
         assert_eq!(q.truncate_to_started_frame(), 1);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn consecutive_spans_of_a_batch_merge_into_one_write() {
+        let mut batches = Batches::default();
+        let mut q = WriteQueue::default();
+        for frame in [&b"one"[..], b"two", b"three"] {
+            q.push_span(batches.append("room", |out| out.extend_from_slice(frame)));
+        }
+        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(q.queued_bytes(), 11);
+        batches.seal();
+        let mut sink = sink(100);
+        q.write_to(&mut sink, &batches).unwrap();
+        assert_eq!(sink.taken, b"onetwothree");
+        assert_eq!(sink.calls, 1);
+    }
+
+    #[test]
+    fn a_skipped_frame_or_a_personal_chunk_keeps_its_place() {
+        let mut batches = Batches::default();
+        let mut q = WriteQueue::default();
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[1]")));
+        batches.append("room", |out| out.extend_from_slice(b"[not for us]"));
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[2]")));
+        q.push(Chunk::Owned(b"<personal>".to_vec()));
+        q.push_span(batches.append("other", |out| out.extend_from_slice(b"(a)")));
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[3]")));
+        assert_eq!(q.chunks.len(), 5);
+        batches.seal();
+        let mut sink = sink(100);
+        q.write_to(&mut sink, &batches).unwrap();
+        assert_eq!(sink.taken, b"[1][2]<personal>(a)[3]");
+    }
+
+    #[test]
+    fn spans_resolved_in_one_turn_survive_into_the_next() {
+        let mut batches = Batches::default();
+        let mut q = WriteQueue::default();
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"0123456789")));
+        batches.seal();
+        let mut sink = sink(4);
+        assert_eq!(q.write_to(&mut sink, &batches).unwrap(), 4);
+        batches.end_turn();
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"AB")));
+        batches.seal();
+        sink.budget = 100;
+        q.write_to(&mut sink, &batches).unwrap();
+        assert_eq!(sink.taken, b"0123456789AB");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_span_of_an_unsealed_batch_fails_the_write_instead_of_leaving_a_gap() {
+        let mut batches = Batches::default();
+        let mut q = WriteQueue::default();
+        q.push(Chunk::Owned(b"before".to_vec()));
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"open")));
+        let mut sink = sink(100);
+        assert!(q.write_to(&mut sink, &batches).is_err());
+        assert!(sink.taken.is_empty());
+    }
+
+    #[test]
+    fn truncation_drops_pending_spans_too() {
+        let mut batches = Batches::default();
+        let mut q = WriteQueue::default();
+        q.push(Chunk::Owned(b"frame-one".to_vec()));
+        q.push_span(batches.append("room", |out| out.extend_from_slice(b"frame-two")));
+        let mut sink = sink(3);
+        batches.seal();
+        q.write_to(&mut sink, &batches).unwrap();
+        assert_eq!(q.truncate_to_started_frame(), 9);
+        batches.end_turn();
+        sink.budget = 100;
+        q.write_to(&mut sink, &batches).unwrap();
+        assert_eq!(sink.taken, b"frame-one");
     }
 }

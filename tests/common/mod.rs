@@ -303,6 +303,15 @@ impl TestClient {
         self.flush();
     }
 
+    /// Sends several text frames with one TCP write, so that the server reads them, and answers them, in one turn
+    /// of its loop.
+    pub fn send_texts_in_one_write(&mut self, texts: &[String]) {
+        for text in texts {
+            self.conn.send(MessageKind::Text, text.as_bytes()).unwrap();
+        }
+        self.flush();
+    }
+
     pub fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string());
     }
