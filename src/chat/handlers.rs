@@ -200,8 +200,9 @@ impl Chat {
             return;
         };
         let seq = room.next_seq();
-        let message = |from: &str, content: &str| {
-            wire::encode_chat(room.name(), seq, from, content, now.unix_ms)
+        let scratch = &mut self.scratch;
+        let mut message = |from: &str, content: &str| {
+            wire::encode_chat(scratch, room.name(), seq, from, content, now.unix_ms)
         };
         let payload = message(&joined.user, content);
         let legacy = match (wire::escape_html(&joined.user), wire::escape_html(content)) {

@@ -177,6 +177,8 @@ pub struct Chat {
     conns: HashMap<ConnId, Conn>,
     users: HashMap<Rc<str>, ConnId>,
     canned: Canned,
+    /// Where chat messages are serialised before they get their shared `Rc<str>`.
+    scratch: String,
 }
 
 impl Chat {
@@ -194,6 +196,7 @@ impl Chat {
             conns: HashMap::new(),
             users: HashMap::new(),
             canned,
+            scratch: String::new(),
         }
     }
 
