@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod chat;
 pub mod config;
 pub mod http;
+pub mod id_hash;
 pub mod server;
 
 pub use config::Config;

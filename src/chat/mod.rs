@@ -20,6 +20,7 @@ mod tests;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::id_hash::IdMap;
 use rate::{TokenBucket, Verdict};
 use request::Request;
 use room::Rooms;
@@ -174,7 +175,7 @@ pub struct Chat {
     config: ChatConfig,
     ids: IdSource,
     rooms: Rooms,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     users: HashMap<Rc<str>, ConnId>,
     canned: Canned,
     /// Where chat messages are serialised before they get their shared `Rc<str>`.
@@ -193,7 +194,7 @@ impl Chat {
             config,
             ids: IdSource::new(secret),
             rooms: Rooms::new(),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             users: HashMap::new(),
             canned,
             scratch: String::new(),

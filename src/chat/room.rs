@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use super::{ConnId, RoomId};
+use crate::id_hash::IdMap;
 
 /// One connection's place in a room.
 #[derive(Clone, Debug)]
@@ -177,7 +178,7 @@ impl Room {
 /// Every room the chat remembers, by id and by name.
 pub(super) struct Rooms {
     by_name: HashMap<Rc<str>, RoomId>,
-    rooms: HashMap<RoomId, Room>,
+    rooms: IdMap<RoomId, Room>,
     /// Empty rooms by the stamp taken when they emptied: the first is the longest-empty.
     empty: BTreeMap<u64, RoomId>,
     next_id: u64,
@@ -190,7 +191,7 @@ impl Rooms {
     pub(super) fn new() -> Self {
         Rooms {
             by_name: HashMap::new(),
-            rooms: HashMap::new(),
+            rooms: IdMap::default(),
             empty: BTreeMap::new(),
             next_id: 0,
             next_stamp: 0,

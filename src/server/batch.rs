@@ -6,9 +6,10 @@
 //! `Rc<[u8]>` before anything is written, and the ids that queue entries name batches by until then. It knows
 //! nothing of members or sockets: `WriteQueue` turns a [`Span`] into bytes through [`Batches::sealed`].
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
+
+use crate::id_hash::IdMap;
 
 /// A batch grows no further than this: the next frame for its audience starts a new one. Bounds the buffers kept
 /// for reuse; a single larger frame still gets a batch of its own.
@@ -50,7 +51,7 @@ pub struct Batches<K> {
     /// Every batch of this turn by index: `None` while it is still open.
     sealed: Vec<Option<Rc<[u8]>>>,
     /// The open batch of each audience: its index and its bytes so far.
-    open: HashMap<K, (u32, Vec<u8>)>,
+    open: IdMap<K, (u32, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
 }
 
@@ -59,7 +60,7 @@ impl<K: Hash + Eq> Default for Batches<K> {
         Batches {
             turn: 0,
             sealed: Vec::new(),
-            open: HashMap::new(),
+            open: IdMap::default(),
             spare: Vec::new(),
         }
     }

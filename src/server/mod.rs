@@ -503,6 +503,8 @@ impl Server {
         let endpoint = *endpoint;
         let mut events = std::mem::take(&mut self.ws_events);
         let result = ws.feed(bytes, &mut events);
+        // One reading of the wall clock serves every message of this input.
+        let mut chat_time = None;
         for event in events.drain(..) {
             match event {
                 Event::Message(message) => {
@@ -522,8 +524,9 @@ impl Server {
                         // (5.5.1); text before a Close we merely owe still is.
                         (Endpoint::Chat, MessageKind::Text) if ws.can_send() => {
                             if let Some(text) = message.text() {
+                                let chat_time = *chat_time.get_or_insert_with(|| chat_now(now));
                                 self.chat
-                                    .handle_text(key, text, chat_now(now), &mut self.actions);
+                                    .handle_text(key, text, chat_time, &mut self.actions);
                             }
                         }
                         (Endpoint::Chat, MessageKind::Text) => {}
