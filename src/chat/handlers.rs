@@ -144,10 +144,7 @@ impl Chat {
             });
         }
         for payload in room.history_from(replay.start, !req.v2) {
-            out.push(Action::Send {
-                to: conn,
-                payload: payload.clone(),
-            });
+            out.push(Action::Send { to: conn, payload });
         }
     }
 
@@ -209,10 +206,11 @@ impl Chat {
             (Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
             (from, content) => message(&from, &content),
         };
+        let differs = !Rc::ptr_eq(&payload, &legacy);
         room.remember(
             seq,
-            payload.clone(),
-            legacy.clone(),
+            &payload,
+            differs.then_some(&*legacy),
             self.config.history_len,
         );
         out.push(Action::Broadcast {

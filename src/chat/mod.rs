@@ -8,6 +8,7 @@
 //! The wire protocol it implements is `docs/protocol.md`.
 
 mod handlers;
+mod history;
 mod rate;
 mod request;
 mod room;

@@ -1,12 +1,13 @@
 //! Rooms: who sits in each, its chat history ring and epoch, and the bound on rooms kept while empty.
 //!
-//! Owns the member lists (a `Vec` with swap-remove, handing positions back to the caller to store), the history
-//! buffer and the replay decision for `since`, and forgetting the longest-empty room. It must not build protocol
+//! Owns the member lists (a `Vec` with swap-remove, handing positions back to the caller to store), the replay
+//! decision for `since` (the messages themselves are kept by `history.rs`), and forgetting the longest-empty room. It must not build protocol
 //! messages, hold per-connection state beyond a seat, or make ids of its own (epochs come from the caller).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use super::history::History;
 use super::{ConnId, RoomId};
 use crate::id_hash::IdMap;
 
@@ -51,21 +52,12 @@ pub(super) struct Replay {
     pub(super) count: usize,
 }
 
-/// One chat message kept for replay, in both forms as first sent.
-struct Kept {
-    seq: u64,
-    /// What v2 members got (raw text).
-    payload: Rc<str>,
-    /// What v1 members got: the same Rc as `payload` unless its text needed HTML-escaping.
-    legacy: Rc<str>,
-}
-
 /// One room: its members, its epoch, and its last chat messages.
 pub(super) struct Room {
     name: Rc<str>,
     epoch: Rc<str>,
     seq: u64,
-    history: VecDeque<Kept>,
+    history: History,
     seats: Vec<Seat>,
     empty_stamp: Option<u64>,
 }
@@ -97,26 +89,10 @@ impl Room {
         self.seq
     }
 
-    /// Keep a sent chat message (its v2 and v1 forms), dropping the oldest beyond `capacity`.
-    pub(super) fn remember(
-        &mut self,
-        seq: u64,
-        payload: Rc<str>,
-        legacy: Rc<str>,
-        capacity: usize,
-    ) {
-        if capacity == 0 {
-            self.history.clear();
-            return;
-        }
-        while self.history.len() >= capacity {
-            self.history.pop_front();
-        }
-        self.history.push_back(Kept {
-            seq,
-            payload,
-            legacy,
-        });
+    /// Keep a sent chat message (its v2 form, and its v1 form when that differs), dropping the oldest beyond
+    /// `capacity`.
+    pub(super) fn remember(&mut self, seq: u64, text: &str, legacy: Option<&str>, capacity: usize) {
+        self.history.push(seq, text, legacy, capacity);
     }
 
     /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing.
@@ -140,12 +116,12 @@ impl Room {
         }
         let oldest = self
             .history
-            .front()
-            .map_or(self.seq.saturating_add(1), |kept| kept.seq);
+            .oldest_seq()
+            .unwrap_or(self.seq.saturating_add(1));
         if seen < self.seq && seen.saturating_add(1) < oldest {
             return whole(Gap::Gap);
         }
-        let start = self.history.partition_point(|kept| kept.seq <= seen);
+        let start = self.history.position_after(seen);
         Replay {
             gap: None,
             start,
@@ -158,10 +134,8 @@ impl Room {
         &self,
         start: usize,
         legacy: bool,
-    ) -> impl Iterator<Item = &Rc<str>> + '_ {
-        self.history
-            .range(start.min(self.history.len())..)
-            .map(move |kept| if legacy { &kept.legacy } else { &kept.payload })
+    ) -> impl Iterator<Item = Rc<str>> + '_ {
+        self.history.texts_from(start, legacy)
     }
 
     /// Remove `conn`, expected at `index`. Returns the connection moved into `index` and that position.
@@ -236,7 +210,7 @@ impl Rooms {
                 name,
                 epoch: epoch(),
                 seq: 0,
-                history: VecDeque::new(),
+                history: History::default(),
                 seats: Vec::new(),
                 empty_stamp: None,
             },
@@ -335,8 +309,7 @@ mod tests {
         }
         for _ in seqs {
             let seq = room.next_seq();
-            let payload: Rc<str> = Rc::from(format!("m{seq}"));
-            room.remember(seq, payload, Rc::from(format!("l{seq}")), capacity);
+            room.remember(seq, &format!("m{seq}"), Some(&format!("l{seq}")), capacity);
         }
         (rooms, id)
     }
