@@ -26,21 +26,22 @@ pub struct BatchId {
     index: u32,
 }
 
-/// Where one appended frame lies in its batch.
+/// Where one appended frame lies in its batch. Offsets are `u32` to keep queue entries small: a batch starts
+/// below `MAX_BATCH_BYTES` and a broadcast frame is bounded by the chat's message size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     /// The batch holding the frame.
     pub batch: BatchId,
     /// Offset of the frame's first byte.
-    pub start: usize,
+    pub start: u32,
     /// Offset just past its last byte.
-    pub end: usize,
+    pub end: u32,
 }
 
 impl Span {
     /// Bytes in the span.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 }
 
@@ -67,8 +68,9 @@ impl<K: Hash + Eq> Default for Batches<K> {
 }
 
 impl<K: Hash + Eq> Batches<K> {
-    /// Appends one frame for `audience`, written into the batch by `encode`, and returns where it lies.
-    pub fn append(&mut self, audience: K, encode: impl FnOnce(&mut Vec<u8>)) -> Span {
+    /// Appends one frame for `audience`, written into the batch by `encode`, and returns where it lies; `None`
+    /// (and nothing appended) for a frame too large for `u32` offsets, over 4 GiB.
+    pub fn append(&mut self, audience: K, encode: impl FnOnce(&mut Vec<u8>)) -> Option<Span> {
         let Batches {
             sealed,
             open,
@@ -86,14 +88,20 @@ impl<K: Hash + Eq> Batches<K> {
         }
         let start = bytes.len();
         encode(bytes);
-        Span {
+        let offsets =
+            u32::try_from(start).and_then(|start| Ok((start, u32::try_from(bytes.len())?)));
+        let Ok((start, end)) = offsets else {
+            bytes.truncate(start);
+            return None;
+        };
+        Some(Span {
             batch: BatchId {
                 turn: *turn,
                 index: *index,
             },
             start,
-            end: bytes.len(),
-        }
+            end,
+        })
     }
 
     /// Closes every open batch to further frames and makes its bytes shareable. Cheap when nothing is open; call
@@ -154,8 +162,8 @@ mod tests {
     #[test]
     fn frames_for_one_audience_lie_end_to_end_in_one_batch() {
         let mut batches = Batches::default();
-        let a = batches.append("room", push(b"one"));
-        let b = batches.append("room", push(b"two!"));
+        let a = batches.append("room", push(b"one")).unwrap();
+        let b = batches.append("room", push(b"two!")).unwrap();
         assert_eq!(a.batch, b.batch);
         assert_eq!((a.start, a.end, b.start, b.end), (0, 3, 3, 7));
         batches.seal();
@@ -165,8 +173,8 @@ mod tests {
     #[test]
     fn audiences_get_separate_batches() {
         let mut batches = Batches::default();
-        let a = batches.append(1, push(b"aa"));
-        let b = batches.append(2, push(b"b"));
+        let a = batches.append(1, push(b"aa")).unwrap();
+        let b = batches.append(2, push(b"b")).unwrap();
         assert_ne!(a.batch, b.batch);
         batches.seal();
         assert_eq!(&batches.sealed(a.batch).unwrap()[..], b"aa");
@@ -176,7 +184,7 @@ mod tests {
     #[test]
     fn an_open_batch_does_not_resolve_until_sealed() {
         let mut batches = Batches::default();
-        let a = batches.append("room", push(b"x"));
+        let a = batches.append("room", push(b"x")).unwrap();
         assert!(batches.sealed(a.batch).is_none());
         batches.seal();
         assert!(batches.sealed(a.batch).is_some());
@@ -185,9 +193,9 @@ mod tests {
     #[test]
     fn frames_after_a_seal_start_a_new_batch() {
         let mut batches = Batches::default();
-        let a = batches.append("room", push(b"before"));
+        let a = batches.append("room", push(b"before")).unwrap();
         batches.seal();
-        let b = batches.append("room", push(b"after"));
+        let b = batches.append("room", push(b"after")).unwrap();
         assert_ne!(a.batch, b.batch);
         assert_eq!(b.start, 0);
         batches.seal();
@@ -199,8 +207,8 @@ mod tests {
     fn a_full_batch_is_sealed_and_the_next_frame_starts_another() {
         let mut batches = Batches::default();
         let big = vec![7u8; MAX_BATCH_BYTES];
-        let a = batches.append("room", push(&big));
-        let b = batches.append("room", push(b"next"));
+        let a = batches.append("room", push(&big)).unwrap();
+        let b = batches.append("room", push(b"next")).unwrap();
         assert_ne!(a.batch, b.batch);
         assert_eq!(batches.sealed(a.batch).unwrap().len(), MAX_BATCH_BYTES);
         batches.seal();
@@ -210,11 +218,11 @@ mod tests {
     #[test]
     fn ids_of_an_ended_turn_no_longer_resolve() {
         let mut batches = Batches::default();
-        let a = batches.append("room", push(b"old"));
+        let a = batches.append("room", push(b"old")).unwrap();
         batches.seal();
         batches.end_turn();
         assert!(batches.sealed(a.batch).is_none());
-        let b = batches.append("room", push(b"new"));
+        let b = batches.append("room", push(b"new")).unwrap();
         assert_eq!(b.batch.index, a.batch.index);
         batches.seal();
         assert!(batches.sealed(a.batch).is_none());

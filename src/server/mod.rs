@@ -612,19 +612,22 @@ impl Server {
         payload: &str,
         legacy: Option<&str>,
     ) {
-        let frame = self.batches.append(
-            Audience {
-                room,
-                legacy: false,
-            },
-            text_frame(payload),
-        );
+        let audience = Audience {
+            room,
+            legacy: false,
+        };
+        let Some(frame) = self.batches.append(audience, text_frame(payload)) else {
+            warn!(
+                "a broadcast of {} bytes is too large to share; dropped",
+                payload.len()
+            );
+            return;
+        };
         let legacy_frame = match legacy {
             Some(text) if std::ptr::eq(text, payload) => Some(frame),
-            Some(text) => Some(
-                self.batches
-                    .append(Audience { room, legacy: true }, text_frame(text)),
-            ),
+            Some(text) => self
+                .batches
+                .append(Audience { room, legacy: true }, text_frame(text)),
             None => None,
         };
         let Server {

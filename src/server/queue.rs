@@ -26,9 +26,9 @@ pub enum Chunk {
         /// The whole batch.
         bytes: Rc<[u8]>,
         /// Offset of the first byte owed.
-        start: usize,
+        start: u32,
         /// Offset just past the last byte owed.
-        end: usize,
+        end: u32,
     },
     /// Frames of a broadcast batch of this turn, not yet sealed.
     Pending(Span),
@@ -39,7 +39,7 @@ impl Chunk {
     pub fn len(&self) -> usize {
         match self {
             Chunk::Owned(bytes) => bytes.len(),
-            Chunk::Shared { start, end, .. } => end - start,
+            Chunk::Shared { start, end, .. } => (end - start) as usize,
             Chunk::Pending(span) => span.len(),
         }
     }
@@ -48,22 +48,37 @@ impl Chunk {
     fn bytes(&self) -> Option<&[u8]> {
         match self {
             Chunk::Owned(bytes) => Some(bytes),
-            Chunk::Shared { bytes, start, end } => bytes.get(*start..*end),
+            Chunk::Shared { bytes, start, end } => bytes.get(*start as usize..*end as usize),
             Chunk::Pending(_) => None,
         }
     }
 }
 
+/// `WriteQueue::first_pending` when no chunk is pending.
+const NO_PENDING: u32 = u32::MAX;
+
 /// Outgoing bytes in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteQueue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_written: usize,
     /// Bytes not yet written, over all chunks.
     queued: usize,
-    /// Position of the first `Pending` chunk, if any.
-    first_pending: Option<usize>,
+    /// Position of the first `Pending` chunk; `NO_PENDING` when there is none. (A queue is cut off at 1 MiB by
+    /// default, far from 2^32 entries.)
+    first_pending: u32,
+}
+
+impl Default for WriteQueue {
+    fn default() -> Self {
+        WriteQueue {
+            chunks: VecDeque::new(),
+            front_written: 0,
+            queued: 0,
+            first_pending: NO_PENDING,
+        }
+    }
 }
 
 impl WriteQueue {
@@ -73,8 +88,8 @@ impl WriteQueue {
         if len == 0 {
             return;
         }
-        if matches!(chunk, Chunk::Pending(_)) && self.first_pending.is_none() {
-            self.first_pending = Some(self.chunks.len());
+        if matches!(chunk, Chunk::Pending(_)) && self.first_pending == NO_PENDING {
+            self.first_pending = u32::try_from(self.chunks.len()).unwrap_or(0);
         }
         self.queued += len;
         self.chunks.push_back(chunk);
@@ -149,18 +164,22 @@ impl WriteQueue {
         let keep = if self.front_written > 0 { 1 } else { 0 };
         let dropped: usize = self.chunks.iter().skip(keep).map(Chunk::len).sum();
         self.chunks.truncate(keep);
-        if self.first_pending.is_some_and(|first| first >= keep) {
-            self.first_pending = None;
+        if self.first_pending as usize >= keep {
+            self.first_pending = NO_PENDING;
         }
         self.queued -= dropped;
         dropped
     }
 
     fn resolve<K: Hash + Eq>(&mut self, batches: &Batches<K>) -> io::Result<()> {
-        let Some(first) = self.first_pending.take() else {
+        let first = std::mem::replace(&mut self.first_pending, NO_PENDING);
+        if first == NO_PENDING {
             return Ok(());
-        };
-        for chunk in self.chunks.range_mut(first..) {
+        }
+        for chunk in self
+            .chunks
+            .range_mut((first as usize).min(self.chunks.len())..)
+        {
             if let Chunk::Pending(span) = *chunk {
                 let Some(bytes) = batches.sealed(span.batch) else {
                     return Err(io::Error::other(
@@ -304,7 +323,11 @@ mod tests {
         let mut batches = Batches::default();
         let mut q = WriteQueue::default();
         for frame in [&b"one"[..], b"two", b"three"] {
-            q.push_span(batches.append("room", |out| out.extend_from_slice(frame)));
+            q.push_span(
+                batches
+                    .append("room", |out| out.extend_from_slice(frame))
+                    .unwrap(),
+            );
         }
         assert_eq!(q.chunks.len(), 1);
         assert_eq!(q.queued_bytes(), 11);
@@ -319,12 +342,28 @@ mod tests {
     fn a_skipped_frame_or_a_personal_chunk_keeps_its_place() {
         let mut batches = Batches::default();
         let mut q = WriteQueue::default();
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[1]")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"[1]"))
+                .unwrap(),
+        );
         batches.append("room", |out| out.extend_from_slice(b"[not for us]"));
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[2]")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"[2]"))
+                .unwrap(),
+        );
         q.push(Chunk::Owned(b"<personal>".to_vec()));
-        q.push_span(batches.append("other", |out| out.extend_from_slice(b"(a)")));
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"[3]")));
+        q.push_span(
+            batches
+                .append("other", |out| out.extend_from_slice(b"(a)"))
+                .unwrap(),
+        );
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"[3]"))
+                .unwrap(),
+        );
         assert_eq!(q.chunks.len(), 5);
         batches.seal();
         let mut sink = sink(100);
@@ -336,12 +375,20 @@ mod tests {
     fn spans_resolved_in_one_turn_survive_into_the_next() {
         let mut batches = Batches::default();
         let mut q = WriteQueue::default();
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"0123456789")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"0123456789"))
+                .unwrap(),
+        );
         batches.seal();
         let mut sink = sink(4);
         assert_eq!(q.write_to(&mut sink, &batches).unwrap(), 4);
         batches.end_turn();
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"AB")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"AB"))
+                .unwrap(),
+        );
         batches.seal();
         sink.budget = 100;
         q.write_to(&mut sink, &batches).unwrap();
@@ -354,7 +401,11 @@ mod tests {
         let mut batches = Batches::default();
         let mut q = WriteQueue::default();
         q.push(Chunk::Owned(b"before".to_vec()));
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"open")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"open"))
+                .unwrap(),
+        );
         let mut sink = sink(100);
         assert!(q.write_to(&mut sink, &batches).is_err());
         assert!(sink.taken.is_empty());
@@ -365,7 +416,11 @@ mod tests {
         let mut batches = Batches::default();
         let mut q = WriteQueue::default();
         q.push(Chunk::Owned(b"frame-one".to_vec()));
-        q.push_span(batches.append("room", |out| out.extend_from_slice(b"frame-two")));
+        q.push_span(
+            batches
+                .append("room", |out| out.extend_from_slice(b"frame-two"))
+                .unwrap(),
+        );
         let mut sink = sink(3);
         batches.seal();
         q.write_to(&mut sink, &batches).unwrap();
