@@ -6,12 +6,14 @@
 //! touches a socket or a clock: the caller decides when bytes move and when a peer has been quiet too long.
 
 use std::fmt;
+use std::num::NonZeroU64;
 
 use super::close::{self, CloseBodyError, CloseFrame};
 use super::frame::{
     encode_frame, FrameDecoder, FrameError, FrameEvent, FrameHeader, IncomingMask, OpCode,
     PayloadChunk,
 };
+use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
 
 /// Which end of the connection this is: it decides the masking direction (5.1).
@@ -186,37 +188,47 @@ enum Receiving {
 /// message and stalls costs us what it sent, not what it promised.
 const MAX_PREALLOCATION: u64 = 64 * 1024;
 
+/// A payload at least this long, given to `send_owned`, is queued as it is instead of being copied into the output
+/// buffer: past a few KiB the copy costs more than the write segment of its own that it saves.
+const HAND_OVER_MIN: usize = 4 * 1024;
+
 /// One WebSocket connection after the opening handshake.
 #[derive(Debug)]
 pub struct Connection {
-    role: Role,
     state: State,
     max_message_size: usize,
     decoder: FrameDecoder,
     receiving: Option<Receiving>,
     assembly: Option<Assembly>,
     output: Vec<u8>,
+    /// Output that precedes `output`, oldest first: the buffers finished when a payload was handed over by
+    /// `send_owned`, and those payloads themselves.
+    handed_over: Vec<Vec<u8>>,
     /// The body of a Close we owe the peer (a reply to theirs, or a failure). It is written at the next
     /// `take_output`, after whatever the caller sends in answer to the messages that came before it.
     owed_close: Option<Vec<u8>>,
-    mask_state: u64,
+    /// A client's masking-key generator (5.3); `None` for a server, which masks nothing (5.1).
+    mask_state: Option<NonZeroU64>,
 }
 
 impl Connection {
     /// A connection in the Open state whose messages may be at most `max_message_size` bytes.
     pub fn new(role: Role, max_message_size: usize) -> Self {
         let (incoming, mask_state) = match role {
-            Role::Server => (IncomingMask::Required, 0),
-            Role::Client { mask_seed } => (IncomingMask::Forbidden, mask_seed.max(1)),
+            Role::Server => (IncomingMask::Required, None),
+            Role::Client { mask_seed } => (
+                IncomingMask::Forbidden,
+                Some(NonZeroU64::new(mask_seed).unwrap_or(NonZeroU64::MIN)),
+            ),
         };
         Connection {
-            role,
             state: State::Open,
             max_message_size,
             decoder: FrameDecoder::new(incoming),
             receiving: None,
             assembly: None,
             output: Vec::new(),
+            handed_over: Vec::new(),
             owed_close: None,
             mask_state,
         }
@@ -241,15 +253,38 @@ impl Connection {
     /// Bytes the connection owes the peer, oldest first, ending with any Close it owes; the caller must write
     /// them before anything it adds later. Taking them leaves the buffer empty and unallocated.
     pub fn take_output(&mut self) -> Vec<u8> {
-        if let Some(body) = self.owed_close.take() {
-            self.write_frame(OpCode::Close, &body);
+        if self.handed_over.is_empty() {
+            self.write_owed_close();
+            return std::mem::take(&mut self.output);
         }
-        std::mem::take(&mut self.output)
+        let mut pieces = self.take_output_pieces();
+        let mut all = pieces.next().unwrap_or_default();
+        for piece in pieces {
+            all.extend_from_slice(&piece);
+        }
+        all
+    }
+
+    /// The same bytes as `take_output`, in pieces that are written in order: payloads handed over with
+    /// `send_owned` come back as the buffers they were instead of being copied into one. No piece is empty.
+    pub fn take_output_pieces(&mut self) -> impl Iterator<Item = Vec<u8>> {
+        self.write_owed_close();
+        let last = std::mem::take(&mut self.output);
+        std::mem::take(&mut self.handed_over)
+            .into_iter()
+            .chain(std::iter::once(last))
+            .filter(|piece| !piece.is_empty())
     }
 
     /// True when `take_output` would return bytes.
     pub fn has_output(&self) -> bool {
-        !self.output.is_empty() || self.owed_close.is_some()
+        !self.output.is_empty() || !self.handed_over.is_empty() || self.owed_close.is_some()
+    }
+
+    fn write_owed_close(&mut self) {
+        if let Some(body) = self.owed_close.take() {
+            self.write_frame(OpCode::Close, &body);
+        }
     }
 
     /// Feeds bytes received from the peer. Events are appended to `events` in order. On a protocol violation the
@@ -279,6 +314,32 @@ impl Connection {
     /// Queues a data message.
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), SendError> {
         self.send_frame(kind.opcode(), payload)
+    }
+
+    /// Queues a data message whose payload the caller gives up, e.g. an echo or a relay of a received message. A
+    /// large payload is queued as it is, without a copy (a client's is masked in place, 5.3); a small one is
+    /// copied as `send` would. `take_output_pieces` hands the payload back untouched.
+    pub fn send_owned(&mut self, kind: MessageKind, mut payload: Vec<u8>) -> Result<(), SendError> {
+        if payload.len() < HAND_OVER_MIN {
+            return self.send(kind, &payload);
+        }
+        if !self.can_send() {
+            return Err(SendError::Closing);
+        }
+        let mask = self.mask_for_next_frame();
+        let header = FrameHeader {
+            fin: true,
+            opcode: kind.opcode(),
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        header.encode(&mut self.output);
+        if let Some(key) = mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        self.handed_over.push(std::mem::take(&mut self.output));
+        self.handed_over.push(payload);
+        Ok(())
     }
 
     /// Queues a Ping, e.g. a heartbeat (5.5.2).
@@ -320,23 +381,13 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) {
-        let mask = match self.role {
-            Role::Server => None,
-            Role::Client { .. } => Some(self.next_mask()),
-        };
+        let mask = self.mask_for_next_frame();
         encode_frame(true, opcode, payload, mask, &mut self.output);
     }
 
-    /// xorshift64*: cheap and well spread; see `Role::Client` for what it does not promise.
-    fn next_mask(&mut self) -> [u8; 4] {
-        let mut x = self.mask_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.mask_state = x;
-        let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let bytes = word.to_be_bytes();
-        [bytes[0], bytes[1], bytes[2], bytes[3]]
+    /// 5.1: a client masks every frame with a fresh key; a server masks none.
+    fn mask_for_next_frame(&mut self) -> Option<[u8; 4]> {
+        self.mask_state.as_mut().map(next_mask)
     }
 
     /// Fails the connection (7.1.7): owe a Close with the error's code unless one was sent, and stop.
@@ -487,6 +538,19 @@ impl Connection {
     }
 }
 
+/// xorshift64*: cheap and well spread; see `Role::Client` for what it does not promise. A non-zero state stays
+/// non-zero.
+fn next_mask(state: &mut NonZeroU64) -> [u8; 4] {
+    let mut x = state.get();
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = NonZeroU64::new(x).unwrap_or(NonZeroU64::MIN);
+    let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let bytes = word.to_be_bytes();
+    [bytes[0], bytes[1], bytes[2], bytes[3]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +608,87 @@ mod tests {
             .into_iter()
             .find(|(op, _)| *op == OpCode::Close)
             .map(|(_, body)| u16::from_be_bytes([body[0], body[1]]))
+    }
+
+    #[test]
+    fn a_large_owned_payload_goes_out_as_the_same_buffer_in_its_place() {
+        let mut conn = server();
+        let payload = vec![7u8; HAND_OVER_MIN];
+        let address = payload.as_ptr();
+        conn.send(MessageKind::Text, b"before").unwrap();
+        conn.send_owned(MessageKind::Binary, payload).unwrap();
+        conn.send(MessageKind::Text, b"after").unwrap();
+        conn.close(close::NORMAL, "");
+        let pieces: Vec<Vec<u8>> = conn.take_output_pieces().collect();
+        assert!(
+            pieces.iter().any(|piece| piece.as_ptr() == address),
+            "copied"
+        );
+        assert!(!conn.has_output());
+
+        let mut reference = server();
+        reference.send(MessageKind::Text, b"before").unwrap();
+        reference
+            .send(MessageKind::Binary, &[7u8; HAND_OVER_MIN])
+            .unwrap();
+        reference.send(MessageKind::Text, b"after").unwrap();
+        reference.close(close::NORMAL, "");
+        assert_eq!(pieces.concat(), reference.take_output());
+    }
+
+    #[test]
+    fn take_output_joins_the_pieces_and_the_owed_close_stays_last() {
+        let mut conn = server();
+        let mut events = Vec::new();
+        // A message and a violation in one input: the answer to the message goes before the owed Close.
+        let mut input = client_frame(true, OpCode::Binary, &[1u8; HAND_OVER_MIN + 1]);
+        input.extend(client_frame(
+            true,
+            OpCode::Continuation,
+            b"no message to continue",
+        ));
+        assert!(conn.feed(&input, &mut events).is_err());
+        let Some(Event::Message(message)) = events.pop() else {
+            panic!("no message before the violation")
+        };
+        conn.send_owned(message.kind, message.payload).unwrap();
+        assert!(conn.has_output());
+        let frames = server_frames(&conn.take_output());
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], (OpCode::Binary, vec![1u8; HAND_OVER_MIN + 1]));
+        assert_eq!(frames[1].0, OpCode::Close);
+        assert_eq!(
+            conn.send_owned(MessageKind::Binary, vec![0; HAND_OVER_MIN]),
+            Err(SendError::Closing)
+        );
+    }
+
+    #[test]
+    fn a_client_masks_an_owned_payload_in_place_and_a_server_reads_it_back() {
+        let mut client = Connection::new(Role::Client { mask_seed: 42 }, 1 << 20);
+        let payload: Vec<u8> = (0..HAND_OVER_MIN * 2).map(|i| i as u8).collect();
+        client
+            .send_owned(MessageKind::Binary, payload.clone())
+            .unwrap();
+        client
+            .send_owned(MessageKind::Text, b"small".to_vec())
+            .unwrap();
+        let wire = client.take_output();
+        let mut events = Vec::new();
+        server().feed(&wire, &mut events).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Message(Message {
+                    kind: MessageKind::Binary,
+                    payload
+                }),
+                Event::Message(Message {
+                    kind: MessageKind::Text,
+                    payload: b"small".to_vec()
+                }),
+            ]
+        );
     }
 
     #[test]

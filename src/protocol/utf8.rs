@@ -24,7 +24,9 @@ impl std::error::Error for InvalidUtf8 {}
 pub struct Utf8Validator {
     /// The start of a code point whose remaining bytes have not arrived yet.
     partial: [u8; 4],
-    partial_len: usize,
+    /// How many bytes of `partial` are held (at most 3): a `u8` keeps the validator, and so every message being
+    /// assembled, small.
+    partial_len: u8,
 }
 
 impl Utf8Validator {
@@ -36,12 +38,13 @@ impl Utf8Validator {
     /// Validates the next piece. Errors as soon as the stream so far cannot be the prefix of valid UTF-8.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), InvalidUtf8> {
         if self.partial_len > 0 {
+            let held = usize::from(self.partial_len);
             let needed = sequence_len(self.partial[0]);
-            let take = (needed - self.partial_len).min(bytes.len());
-            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&bytes[..take]);
-            self.partial_len += take;
+            let take = (needed - held).min(bytes.len());
+            self.partial[held..held + take].copy_from_slice(&bytes[..take]);
+            self.partial_len += take as u8;
             bytes = &bytes[take..];
-            match simdutf8::compat::from_utf8(&self.partial[..self.partial_len]) {
+            match simdutf8::compat::from_utf8(&self.partial[..held + take]) {
                 Ok(_) => self.partial_len = 0,
                 Err(e) if e.error_len().is_none() => return Ok(()),
                 Err(_) => return Err(InvalidUtf8),
@@ -53,7 +56,7 @@ impl Utf8Validator {
                 // The stream ends inside a code point whose bytes so far are valid: keep them for the next piece.
                 let tail = &bytes[e.valid_up_to()..];
                 self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len();
+                self.partial_len = tail.len() as u8;
                 Ok(())
             }
             Err(_) => Err(InvalidUtf8),

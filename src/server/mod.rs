@@ -511,7 +511,7 @@ impl Server {
                     self.metrics.messages_in += 1;
                     match (endpoint, message.kind) {
                         (Endpoint::Echo, kind) => {
-                            if ws.send(kind, &message.payload).is_ok() {
+                            if ws.send_owned(kind, message.payload).is_ok() {
                                 self.metrics.messages_out += 1;
                             }
                         }
@@ -560,11 +560,12 @@ impl Server {
                 conn.close_code = close::NORMAL;
             }
         }
-        let output = ws.take_output();
         // Once the closing handshake is complete, the flush that follows also ends the connection (7.1.1: the
         // server closes TCP first), even when the handshake was ours and nothing is left to send.
-        let owes_flush = !output.is_empty() || ws.state() == State::Closed;
-        conn.queue.push(Chunk::Owned(output));
+        let owes_flush = ws.has_output() || ws.state() == State::Closed;
+        for piece in ws.take_output_pieces() {
+            conn.queue.push(Chunk::Owned(piece));
+        }
         if owes_flush {
             self.mark_dirty(key);
         }
