@@ -828,6 +828,13 @@ fn sigterm_with_clients_that_never_answer_exits_0_at_the_shutdown_timeout() {
             .any(|(op, p)| *op == OpCode::Close && close_code(p) == Some(1001)),
         "{frames:?}"
     );
+    // Draining the clients it has, the server no longer listens: a newcomer is refused at once, not queued.
+    let newcomer = std::net::TcpStream::connect(server.addr).map_err(|e| e.kind());
+    assert_eq!(
+        newcomer.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "connect during the drain"
+    );
     let status = server.wait_exit(Duration::from_secs(5)).expect("exit");
     let took = start.elapsed();
     assert!(status.success(), "{status:?}");

@@ -80,7 +80,8 @@ struct Draining {
 /// A roomcast server: bind it, read its address, run it.
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once a shutdown began: the socket is closed, so new connections are refused, not left waiting.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     config: Config,
     conns: Slab<Conn>,
@@ -115,7 +116,7 @@ impl Server {
         let chat = Chat::new(config.chat.clone(), random_secret());
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
             config,
             conns: Slab::new(),
@@ -232,7 +233,10 @@ impl Server {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((socket, peer)) => {
                     self.accept_failing = false;
                     self.admit(socket, peer, now);
@@ -894,8 +898,10 @@ impl Server {
 
     fn begin_shutdown(&mut self, now: Instant) {
         info!("shutting down: closing {} connection(s)", self.conns.len());
-        if let Err(e) = self.poll.registry().deregister(&mut self.listener) {
-            debug!("deregister listener: {e}");
+        if let Some(mut listener) = self.listener.take() {
+            if let Err(e) = self.poll.registry().deregister(&mut listener) {
+                debug!("deregister listener: {e}");
+            }
         }
         self.draining = Some(Draining {
             deadline: now + self.config.shutdown_timeout,
