@@ -2,8 +2,9 @@
 //!
 //! Owns message assembly from fragments (5.4), control frames in the middle of a message (5.5), incremental UTF-8
 //! validation of text (5.6, 8.1), the message size limit (10.4), answering Pings (5.5.2) and the closing handshake
-//! (5.5.1, 7). It writes every frame it owes the peer into an output buffer that the caller drains. It never
-//! touches a socket or a clock: the caller decides when bytes move and when a peer has been quiet too long.
+//! (5.5.1, 7). It writes every frame it owes the peer into an output buffer that the caller drains, in order;
+//! a large payload given up with `send_owned` stays a buffer of its own in that order instead of being copied. It
+//! never touches a socket or a clock: the caller decides when bytes move and when a peer has been quiet too long.
 
 use std::fmt;
 use std::num::NonZeroU64;
