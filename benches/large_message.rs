@@ -103,7 +103,7 @@ fn main() {
             }
             let elapsed = start.elapsed();
             match events.pop() {
-                Some(Event::Message(message)) => assert_eq!(message.payload.len(), SIZE),
+                Some(Event::Message(message)) => assert_eq!(message.as_bytes().len(), SIZE),
                 other => panic!("expected one message, got {other:?}"),
             }
             elapsed

@@ -3,8 +3,8 @@
 //! The layers, top to bottom: `server` (the only code that touches sockets: a single-threaded mio loop),
 //! `http` (routing and plain HTTP responses), `protocol` (sans-IO RFC 6455) and `chat` (the pure chat state
 //! machine). Data flows down and back up, never sideways.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod protocol;
 

@@ -7,7 +7,7 @@
 //! tests for what the fuzzers found. Case counts are kept low enough that the file runs in a few seconds.
 
 use proptest::prelude::*;
-use roomcast::protocol::close::{is_sendable, parse_close_body};
+use roomcast::protocol::close::parse_close_body;
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameError, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
@@ -211,7 +211,7 @@ fn run_connection(stream: &[u8], sizes: &[usize], limit: usize) -> Observed {
     let mut error = None;
     for piece in chunks(stream, sizes) {
         if let Err(e) = conn.feed(piece, &mut events) {
-            assert_eq!(conn.state(), State::Closed);
+            assert_eq!(conn.state(), State::Failed);
             assert!(error.is_none(), "two errors");
             error = Some(e);
         }
@@ -292,13 +292,13 @@ proptest! {
         if let Some((_, body)) = closes.first() {
             prop_assert_eq!(written.last().map(|(h, _)| h.opcode), Some(OpCode::Close));
             let body = parse_close_body(body).expect("a valid Close body");
-            prop_assert!(body.code.is_none_or(is_sendable));
+            prop_assert!(body.code.is_none_or(|code| code.is_valid_on_wire()));
             if let Some(e) = &a.error {
                 prop_assert_eq!(body.code, Some(e.close_code()));
             }
         }
         if a.error.is_some() {
-            prop_assert_eq!(a.state, State::Closed);
+            prop_assert_eq!(a.state, State::Failed);
             prop_assert_eq!(closes.len(), 1);
         }
     }

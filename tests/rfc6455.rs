@@ -1099,13 +1099,16 @@ fn binary_frame_on_the_chat_route_is_closed_with_1003() {
     wire.send(&frame(true, OP_BINARY, b"\x00\x01"));
     let close = wire.read_frame();
     assert_eq!(close.close_code(), Some(1003));
-    // The server started the closing handshake: it sends nothing more, even when spoken to.
+    // The server started the closing handshake: it sends no more data, even when spoken to (5.5.1), but a Ping
+    // still gets its Pong (5.5.2: only a Ping after the peer's Close goes unanswered).
     wire.send(&frame(
         true,
         OP_TEXT,
         br#"{"type":"join","userId":"late","room":"r","v":2}"#,
     ));
     wire.send(&frame(true, OP_PING, b"p"));
+    let pong = wire.read_frame();
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (OP_PONG, &b"p"[..]));
     wire.expect_quiet(Duration::from_millis(200));
     wire.send(&close_frame(1003, b""));
     wire.expect_eof(Duration::from_secs(1));

@@ -95,7 +95,7 @@ impl Run {
             ChatOp::Disconnect { conn } => {
                 let conn = usize::from(conn % CONNS);
                 let mut out = Vec::new();
-                self.chat.disconnect(conn, self.now, &mut out);
+                self.chat.disconnect(conn, &mut out);
                 self.live.remove(&conn);
                 self.closing.remove(&conn);
                 self.check(&out);
@@ -166,21 +166,24 @@ impl Run {
                 Action::Broadcast {
                     room,
                     payload,
-                    legacy_payload,
+                    v1_payload,
                     ..
                 } => {
                     self.check_payload(payload);
-                    if let Some(legacy) = legacy_payload {
-                        self.check_payload(legacy);
+                    if let Some(v1) = v1_payload {
+                        self.check_payload(v1);
                     }
                     if !self.rooms.contains(room) {
                         self.rooms.push(*room);
                     }
                 }
-                Action::Close { conn, code, .. } => {
-                    assert!(matches!(code, 1008 | 4001), "close code {code}");
-                    assert!(self.live.contains(conn), "close of dead connection {conn}");
-                    self.closing.insert(*conn);
+                Action::Close { client, code, .. } => {
+                    assert!(matches!(code.get(), 1008 | 4001), "close code {code}");
+                    assert!(
+                        self.live.contains(client),
+                        "close of dead connection {client}"
+                    );
+                    self.closing.insert(*client);
                 }
             }
         }
@@ -188,14 +191,14 @@ impl Run {
             let mut seen = HashMap::new();
             for member in self.chat.members(*room) {
                 assert!(
-                    self.live.contains(&member.conn),
+                    self.live.contains(&member.client),
                     "dead connection {} in {room:?}",
-                    member.conn
+                    member.client
                 );
                 assert!(
-                    seen.insert(member.conn, ()).is_none(),
+                    seen.insert(member.client, ()).is_none(),
                     "connection {} twice in {room:?}",
-                    member.conn
+                    member.client
                 );
             }
         }

@@ -8,7 +8,7 @@
 //! reports them in the order `roomcast` documents: RSV bits, opcode, control-frame rules, masking, length
 //! encoding, then message rules (continuation, size), then the payload (UTF-8, Close body).
 
-use roomcast::protocol::close::{CloseBodyError, CloseFrame};
+use roomcast::protocol::close::{CloseBodyError, CloseCode, CloseFrame};
 use roomcast::protocol::frame::FrameError;
 use roomcast::protocol::{Event, Message, MessageKind, ProtocolError};
 
@@ -77,10 +77,13 @@ impl Reference {
                 }
             } else if fin {
                 let (kind, payload) = self.message.take().expect("checked above");
-                if kind == MessageKind::Text && std::str::from_utf8(&payload).is_err() {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
-                self.events.push(Event::Message(Message { kind, payload }));
+                let message = match kind {
+                    MessageKind::Text => Message::Text(
+                        String::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
+                    ),
+                    MessageKind::Binary => Message::Binary(payload),
+                };
+                self.events.push(Event::Message(message));
             }
         }
     }
@@ -193,7 +196,7 @@ fn close_body(body: &[u8]) -> Result<CloseFrame, CloseBodyError> {
             let reason =
                 String::from_utf8(reason.to_vec()).map_err(|_| CloseBodyError::InvalidReason)?;
             Ok(CloseFrame {
-                code: Some(code),
+                code: Some(CloseCode::new(code)),
                 reason,
             })
         }
@@ -224,10 +227,7 @@ mod tests {
             events,
             vec![
                 Event::Ping(b"p".to_vec()),
-                Event::Message(Message {
-                    kind: MessageKind::Text,
-                    payload: "héllo".as_bytes().to_vec()
-                })
+                Event::Message(Message::Text("héllo".into()))
             ]
         );
     }

@@ -11,7 +11,7 @@ use super::request::JoinRequest;
 use super::room::Seat;
 use super::session::same_token;
 use super::wire::{self, ErrorCode, MemberNames, Out, ReplayOut};
-use super::{Action, Chat, Conn, ConnId, Joined, Now, RoomId, CLOSE_REPLACED};
+use super::{Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, CLOSE_REPLACED};
 
 const NOT_JOINED: &str = "join a room first";
 const NAME_TAKEN: &str = "another connection holds this userId";
@@ -21,39 +21,43 @@ impl Chat {
     /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
     pub(super) fn join(
         &mut self,
-        conn: ConnId,
+        client: ClientId,
         req: JoinRequest<'_>,
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let holder = self.users.get(&*req.user).copied().filter(|&h| h != conn);
+        let holder = self.users.get(&*req.user).copied().filter(|&h| h != client);
         let mut token = None;
         if let Some(holder) = holder {
             let held = self.joined(holder).map(|j| &j.token);
             match (held, req.session.as_deref()) {
                 (Some(held), Some(shown)) if same_token(held, shown) => token = Some(held.clone()),
                 _ => {
-                    self.send_error(conn, ErrorCode::NameTaken, NAME_TAKEN, req.v2, out);
+                    self.send_error(client, ErrorCode::NameTaken, NAME_TAKEN, req.dialect, out);
                     return;
                 }
             }
         }
 
-        if let Some(previous) = self.conns.get_mut(&conn).and_then(|c| c.joined.take()) {
+        if let Some(previous) = self
+            .participants
+            .get_mut(&client)
+            .and_then(|c| c.joined.take())
+        {
             if token.is_none() && *previous.user == *req.user {
                 token = Some(previous.token.clone());
             }
-            self.depart(conn, previous, true, out);
+            self.depart(client, previous, true, out);
         }
 
         let mut silent = false;
         if let Some(holder) = holder {
             out.push(Action::Close {
-                conn: holder,
+                client: holder,
                 code: CLOSE_REPLACED,
                 reason: "replaced",
             });
-            let stale = self.conns.get_mut(&holder).and_then(|c| {
+            let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;
                 c.joined.take()
             });
@@ -61,7 +65,7 @@ impl Chat {
                 silent = self.rooms.lookup(&req.room) == Some(stale.room);
                 self.depart(holder, stale, !silent, out);
             }
-            log::debug!("connection {holder} replaced by {conn}");
+            log::debug!("connection {holder} replaced by {client}");
         }
 
         let token = match token {
@@ -71,40 +75,40 @@ impl Chat {
         let ids = &mut self.ids;
         let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
         let user: Rc<str> = Rc::from(&*req.user);
-        let legacy = !req.v2;
+        let dialect = req.dialect;
         let seat = Seat {
-            conn,
-            legacy,
+            client,
+            dialect,
             user: user.clone(),
         };
         let Some(index) = self.rooms.seat(room_id, seat) else {
             return;
         };
-        self.users.insert(user.clone(), conn);
+        self.users.insert(user.clone(), client);
         let burst = self.config.rate_burst;
         let state = self
-            .conns
-            .entry(conn)
-            .or_insert_with(|| Conn::new(burst, now));
+            .participants
+            .entry(client)
+            .or_insert_with(|| Participant::new(burst, now));
         state.joined = Some(Joined {
             user: user.clone(),
             room: room_id,
             index,
-            legacy,
+            dialect,
             token: token.clone(),
         });
-        state.v2 = req.v2;
+        state.dialect = dialect;
 
-        self.welcome(conn, room_id, &token, &req, out);
+        self.welcome(client, room_id, &token, &req, out);
         if !silent {
-            self.announce(room_id, conn, &user, true, out);
+            self.announce(room_id, client, &user, true, out);
         }
     }
 
     /// The joiner's `system` line, its `joined` (v2 only), then the replayed history.
     fn welcome(
         &self,
-        conn: ConnId,
+        client: ClientId,
         room_id: RoomId,
         token: &str,
         req: &JoinRequest<'_>,
@@ -119,12 +123,12 @@ impl Chat {
             room.seats().len()
         );
         out.push(Action::Send {
-            to: conn,
+            to: client,
             payload: wire::encode(&Out::System { content: &line }),
         });
         let since = req.since.as_ref().map(|s| (&*s.epoch, s.seq));
         let replay = room.replay(since);
-        if req.v2 {
+        if req.dialect == Dialect::V2 {
             let joined = Out::Joined {
                 room: room.name(),
                 user_id: &req.user,
@@ -139,12 +143,15 @@ impl Chat {
                 },
             };
             out.push(Action::Send {
-                to: conn,
+                to: client,
                 payload: wire::encode(&joined),
             });
         }
-        for payload in room.history_from(replay.start, !req.v2) {
-            out.push(Action::Send { to: conn, payload });
+        for payload in room.history_from(replay.start, req.dialect) {
+            out.push(Action::Send {
+                to: client,
+                payload,
+            });
         }
     }
 
@@ -152,7 +159,7 @@ impl Chat {
     fn announce(
         &self,
         room_id: RoomId,
-        conn: ConnId,
+        client: ClientId,
         user: &str,
         joined: bool,
         out: &mut Vec<Action>,
@@ -160,7 +167,7 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| seat.conn == conn) {
+        if room.seats().iter().all(|seat| seat.client == client) {
             return;
         }
         let verb = if joined { "joined" } else { "left" };
@@ -168,9 +175,9 @@ impl Chat {
         let system = wire::encode(&Out::System { content: &line });
         out.push(Action::Broadcast {
             room: room_id,
-            except: Some(conn),
+            except: Some(client),
             payload: system.clone(),
-            legacy_payload: Some(system),
+            v1_payload: Some(system),
         });
         let presence = Out::Presence {
             room: room.name(),
@@ -179,21 +186,31 @@ impl Chat {
         };
         out.push(Action::Broadcast {
             room: room_id,
-            except: Some(conn),
+            except: Some(client),
             payload: wire::encode(&presence),
-            legacy_payload: None,
+            v1_payload: None,
         });
     }
 
     /// `chat`: one message to the whole room, the sender included, kept in the room's history. v1 members get the
     /// same Rc unless `from` or `content` needs HTML-escaping for them; then a second serialisation, escaped.
-    pub(super) fn chat(&mut self, conn: ConnId, content: &str, now: Now, out: &mut Vec<Action>) {
-        let Some(joined) = self.conns.get(&conn).and_then(|c| c.joined.as_ref()) else {
-            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+    pub(super) fn chat(
+        &mut self,
+        client: ClientId,
+        content: &str,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(joined) = self
+            .participants
+            .get(&client)
+            .and_then(|c| c.joined.as_ref())
+        else {
+            self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
         let Some(room) = self.rooms.get_mut(joined.room) else {
-            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+            self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
         let seq = room.next_seq();
@@ -202,22 +219,22 @@ impl Chat {
             wire::encode_chat(scratch, room.name(), seq, from, content, now.unix_ms)
         };
         let payload = message(&joined.user, content);
-        let legacy = match (wire::escape_html(&joined.user), wire::escape_html(content)) {
+        let v1_form = match (wire::escape_html(&joined.user), wire::escape_html(content)) {
             (Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
             (from, content) => message(&from, &content),
         };
-        let differs = !Rc::ptr_eq(&payload, &legacy);
+        let differs = !Rc::ptr_eq(&payload, &v1_form);
         room.remember(
             seq,
             &payload,
-            differs.then_some(&*legacy),
+            differs.then_some(&*v1_form),
             self.config.history_len,
         );
         out.push(Action::Broadcast {
             room: joined.room,
             except: None,
             payload,
-            legacy_payload: Some(legacy),
+            v1_payload: Some(v1_form),
         });
     }
 
@@ -225,14 +242,14 @@ impl Chat {
     /// a private `chat` with `from` and `content` HTML-escaped).
     pub(super) fn dm(
         &mut self,
-        conn: ConnId,
+        client: ClientId,
         to: &str,
         content: &str,
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let Some(sender) = self.joined(conn) else {
-            self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out);
+        let Some(sender) = self.joined(client) else {
+            self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
         let Some((recipient, target)) = self
@@ -240,12 +257,12 @@ impl Chat {
             .get(to)
             .and_then(|&r| self.joined(r).map(|j| (r, j)))
         else {
-            self.send_error(conn, ErrorCode::NotOnline, NOT_ONLINE, false, out);
+            self.send_error(client, ErrorCode::NotOnline, NOT_ONLINE, Dialect::V1, out);
             return;
         };
-        let encode_for = |legacy: bool| {
-            if legacy {
-                wire::encode(&Out::LegacyDm {
+        let encode_for = |dialect: Dialect| {
+            if dialect == Dialect::V1 {
+                wire::encode(&Out::DmV1 {
                     from: &wire::escape_html(&sender.user),
                     content: &wire::escape_html(content),
                     timestamp: now.unix_ms,
@@ -260,15 +277,15 @@ impl Chat {
                 })
             }
         };
-        let delivered = encode_for(target.legacy);
-        if recipient != conn {
-            let copy = if sender.legacy == target.legacy {
+        let delivered = encode_for(target.dialect);
+        if recipient != client {
+            let copy = if sender.dialect == target.dialect {
                 delivered.clone()
             } else {
-                encode_for(sender.legacy)
+                encode_for(sender.dialect)
             };
             out.push(Action::Send {
-                to: conn,
+                to: client,
                 payload: copy,
             });
         }
@@ -279,36 +296,46 @@ impl Chat {
     }
 
     /// `leave`: out of the room, the others told; the connection stays open and its name is released.
-    pub(super) fn leave(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        match self.conns.get_mut(&conn).and_then(|c| c.joined.take()) {
-            Some(joined) => self.depart(conn, joined, true, out),
-            None => self.send_error(conn, ErrorCode::NotJoined, NOT_JOINED, false, out),
+    pub(super) fn leave(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        match self
+            .participants
+            .get_mut(&client)
+            .and_then(|c| c.joined.take())
+        {
+            Some(joined) => self.depart(client, joined, true, out),
+            None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
     }
 
-    /// Take `conn` out of its room and release its name; when `notify`, tell those still in the room.
+    /// Take `client` out of its room and release its name; when `notify`, tell those still in the room.
     pub(super) fn depart(
         &mut self,
-        conn: ConnId,
+        client: ClientId,
         joined: Joined,
         notify: bool,
         out: &mut Vec<Action>,
     ) {
-        if self.users.get(&*joined.user) == Some(&conn) {
+        if self.users.get(&*joined.user) == Some(&client) {
             self.users.remove(&*joined.user);
         }
-        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, conn) {
-            if let Some(j) = self.conns.get_mut(&moved).and_then(|c| c.joined.as_mut()) {
+        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, client) {
+            if let Some(j) = self
+                .participants
+                .get_mut(&moved)
+                .and_then(|c| c.joined.as_mut())
+            {
                 j.index = index;
             }
         }
         if notify {
-            self.announce(joined.room, conn, &joined.user, false, out);
+            self.announce(joined.room, client, &joined.user, false, out);
         }
     }
 
-    /// The room and name `conn` holds, if it has joined.
-    fn joined(&self, conn: ConnId) -> Option<&Joined> {
-        self.conns.get(&conn).and_then(|c| c.joined.as_ref())
+    /// The room and name `client` holds, if it has joined.
+    fn joined(&self, client: ClientId) -> Option<&Joined> {
+        self.participants
+            .get(&client)
+            .and_then(|c| c.joined.as_ref())
     }
 }

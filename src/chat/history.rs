@@ -1,4 +1,4 @@
-//! A room's chat history: its last messages as first sent, in both forms, end to end in one byte ring.
+//! A room's chat history: its last messages as first sent, in both dialects' forms, end to end in one byte ring.
 //!
 //! Owns how messages are kept (their text appended to one `VecDeque<u8>`, with a small index of seqs and lengths)
 //! and dropped (oldest first, beyond a capacity). Keeping a message copies its text once and, once the ring has
@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 
+use super::Dialect;
+
 /// A ring that grew past this and is three-quarters empty gives memory back.
 const SHRINK_ABOVE: usize = 64 * 1024;
 
@@ -17,15 +19,15 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug)]
 struct Kept {
     seq: u64,
-    /// Bytes of the v2 form.
+    /// Bytes of the V2 form.
     len: usize,
-    /// Bytes of the v1 form, stored after the v2 form; `None` when the v1 form is the same text.
-    legacy_len: Option<NonZeroUsize>,
+    /// Bytes of the V1 form, stored after the V2 form; `None` when the V1 form is the same text.
+    v1_len: Option<NonZeroUsize>,
 }
 
 impl Kept {
     fn bytes(&self) -> usize {
-        self.len + self.legacy_len.map_or(0, NonZeroUsize::get)
+        self.len + self.v1_len.map_or(0, NonZeroUsize::get)
     }
 }
 
@@ -37,8 +39,8 @@ pub(super) struct History {
 }
 
 impl History {
-    /// Keeps a message (`legacy`: its v1 form, when that differs), dropping the oldest beyond `capacity`.
-    pub(super) fn push(&mut self, seq: u64, text: &str, legacy: Option<&str>, capacity: usize) {
+    /// Keeps a message (`v1`: its V1 form, when that differs), dropping the oldest beyond `capacity`.
+    pub(super) fn push(&mut self, seq: u64, text: &str, v1: Option<&str>, capacity: usize) {
         if capacity == 0 {
             self.text = VecDeque::new();
             self.index = VecDeque::new();
@@ -51,14 +53,14 @@ impl History {
             self.text.drain(..oldest.bytes().min(self.text.len()));
         }
         self.text.extend(text.as_bytes());
-        let legacy_len = legacy.and_then(|legacy| {
-            self.text.extend(legacy.as_bytes());
-            NonZeroUsize::new(legacy.len())
+        let v1_len = v1.and_then(|v1| {
+            self.text.extend(v1.as_bytes());
+            NonZeroUsize::new(v1.len())
         });
         self.index.push_back(Kept {
             seq,
             len: text.len(),
-            legacy_len,
+            v1_len,
         });
         if self.text.capacity() > SHRINK_ABOVE && self.text.len() < self.text.capacity() / 4 {
             self.text.shrink_to(self.text.len() * 2);
@@ -80,19 +82,19 @@ impl History {
         self.index.partition_point(|kept| kept.seq <= seen)
     }
 
-    /// The messages from position `start` on, in their v1 (`legacy`) or v2 form, each copied into its own `Rc`.
+    /// The messages from position `start` on, in the form of `dialect`, each copied into its own `Rc`.
     pub(super) fn texts_from(
         &self,
         start: usize,
-        legacy: bool,
+        dialect: Dialect,
     ) -> impl Iterator<Item = Rc<str>> + '_ {
         let start = start.min(self.index.len());
         let mut offset: usize = self.index.range(..start).map(Kept::bytes).sum();
         self.index.range(start..).filter_map(move |kept| {
             let at = offset;
             offset += kept.bytes();
-            let (from, len) = match (legacy, kept.legacy_len) {
-                (true, Some(legacy_len)) => (at + kept.len, legacy_len.get()),
+            let (from, len) = match (dialect, kept.v1_len) {
+                (Dialect::V1, Some(v1_len)) => (at + kept.len, v1_len.get()),
                 _ => (at, kept.len),
             };
             let end = from
@@ -108,9 +110,9 @@ impl History {
 mod tests {
     use super::*;
 
-    fn texts(history: &History, start: usize, legacy: bool) -> Vec<String> {
+    fn texts(history: &History, start: usize, dialect: Dialect) -> Vec<String> {
         history
-            .texts_from(start, legacy)
+            .texts_from(start, dialect)
             .map(|text| text.to_string())
             .collect()
     }
@@ -119,16 +121,16 @@ mod tests {
     fn keeps_the_last_capacity_messages_in_both_forms() {
         let mut history = History::default();
         for seq in 1..=5 {
-            let legacy = format!("l{seq}");
-            let legacy = (seq % 2 == 0).then_some(legacy.as_str());
-            history.push(seq, &format!("m{seq}"), legacy, 3);
+            let v1_form = format!("l{seq}");
+            let v1_form = (seq % 2 == 0).then_some(v1_form.as_str());
+            history.push(seq, &format!("m{seq}"), v1_form, 3);
         }
         assert_eq!(history.len(), 3);
         assert_eq!(history.oldest_seq(), Some(3));
-        assert_eq!(texts(&history, 0, false), ["m3", "m4", "m5"]);
-        assert_eq!(texts(&history, 0, true), ["m3", "l4", "m5"]);
-        assert_eq!(texts(&history, 1, true), ["l4", "m5"]);
-        assert_eq!(texts(&history, 9, true), Vec::<String>::new());
+        assert_eq!(texts(&history, 0, Dialect::V2), ["m3", "m4", "m5"]);
+        assert_eq!(texts(&history, 0, Dialect::V1), ["m3", "l4", "m5"]);
+        assert_eq!(texts(&history, 1, Dialect::V1), ["l4", "m5"]);
+        assert_eq!(texts(&history, 9, Dialect::V1), Vec::<String>::new());
     }
 
     #[test]
@@ -150,7 +152,7 @@ mod tests {
         history.push(2, "b", None, 0);
         assert_eq!(history.len(), 0);
         assert_eq!(history.oldest_seq(), None);
-        assert!(texts(&history, 0, false).is_empty());
+        assert!(texts(&history, 0, Dialect::V2).is_empty());
     }
 
     #[test]
@@ -166,10 +168,10 @@ mod tests {
                 .wrapping_add(1);
             let len = (state >> 33) as usize % 300;
             let text: String = "é<x".chars().cycle().take(len).collect();
-            let legacy = (state >> 20 & 1 == 1).then(|| text.replace('<', "&lt;"));
+            let v1_form = (state >> 20 & 1 == 1).then(|| text.replace('<', "&lt;"));
             let capacity = 1 + (state >> 40) as usize % 7;
-            history.push(seq, &text, legacy.as_deref(), capacity);
-            model.push_back((seq, text, legacy));
+            history.push(seq, &text, v1_form.as_deref(), capacity);
+            model.push_back((seq, text, v1_form));
             while model.len() > capacity {
                 model.pop_front();
             }
@@ -178,8 +180,8 @@ mod tests {
                 .iter()
                 .map(|(_, t, l)| l.clone().unwrap_or_else(|| t.clone()))
                 .collect();
-            assert_eq!(texts(&history, 0, false), v2, "seq {seq}");
-            assert_eq!(texts(&history, 0, true), v1, "seq {seq}");
+            assert_eq!(texts(&history, 0, Dialect::V2), v2, "seq {seq}");
+            assert_eq!(texts(&history, 0, Dialect::V1), v1, "seq {seq}");
             assert_eq!(history.oldest_seq(), model.front().map(|m| m.0));
         }
     }
@@ -196,6 +198,6 @@ mod tests {
             "{}",
             history.text.capacity()
         );
-        assert_eq!(texts(&history, 0, false), ["small"]);
+        assert_eq!(texts(&history, 0, Dialect::V2), ["small"]);
     }
 }

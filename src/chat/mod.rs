@@ -22,14 +22,29 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::id_hash::IdMap;
+use crate::protocol::CloseCode;
 use rate::{TokenBucket, Verdict};
 use request::Request;
 use room::Rooms;
 use session::IdSource;
 use wire::{ErrorCode, Out};
 
-/// The server's key for one connection. The server calls [`Chat::disconnect`] before it reuses one.
-pub type ConnId = usize;
+/// The server's key for one client (a WebSocket on the chat route). The server calls [`Chat::disconnect`] before it
+/// reuses one.
+pub type ClientId = usize;
+
+/// Which of the two JSON dialects a client speaks, decided by its last `join`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// The original page's dialect: the seed articles' `index.html`, whose `join` has no `v`. It is sent only the
+    /// shapes that page renders, with user-controlled fields HTML-escaped (it puts them into `innerHTML`), and
+    /// errors as `system` lines. A client counts as V1 until it joins with `v: 2`.
+    #[default]
+    V1,
+    /// roomcast's own dialect, announced by `"v": 2` (or more) in `join`: structured errors, `joined`, `presence`,
+    /// `dm`, and replay.
+    V2,
+}
 
 /// Names one room for the lifetime of the process. Ids are never reused, so an action aimed at a room that has
 /// since been forgotten reaches nobody rather than a newer room.
@@ -81,29 +96,28 @@ pub enum Action {
     /// Send this JSON text to one connection.
     Send {
         /// The recipient.
-        to: ConnId,
+        to: ClientId,
         /// One JSON object, ready to go in a text frame.
         payload: Rc<str>,
     },
-    /// Send to every current member of `room` except `except`. Members that joined with v2 get `payload`;
-    /// v1 (legacy, the articles' client) members get `legacy_payload` when it is Some (often the same Rc),
-    /// nothing when None.
+    /// Send to every current member of `room` except `except`. V2 members get `payload`; V1 members get
+    /// `v1_payload` when it is Some (often the same Rc), nothing when None.
     Broadcast {
         /// The room whose membership, at the end of the call, receives this.
         room: RoomId,
         /// A member to skip, usually the one the message is about.
-        except: Option<ConnId>,
+        except: Option<ClientId>,
         /// What v2 members get.
         payload: Rc<str>,
-        /// What v1 members get, if anything.
-        legacy_payload: Option<Rc<str>>,
+        /// What V1 members get, if anything.
+        v1_payload: Option<Rc<str>>,
     },
-    /// Close this connection with a WebSocket close code (1008 abuse, 4001 replaced).
+    /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
     Close {
-        /// The connection to close.
-        conn: ConnId,
+        /// The client to close.
+        client: ClientId,
         /// The close code for the Close frame.
-        code: u16,
+        code: CloseCode,
         /// The close reason for the Close frame.
         reason: &'static str,
     },
@@ -112,20 +126,20 @@ pub enum Action {
 /// One member of a room, as the server needs it to deliver a [`Action::Broadcast`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// The member's connection.
-    pub conn: ConnId,
-    /// True when it joined without `v: 2` and so speaks only the articles' protocol.
-    pub legacy: bool,
+    /// The member.
+    pub client: ClientId,
+    /// The dialect it joined with, which picks the form of a broadcast it gets.
+    pub dialect: Dialect,
 }
 
-/// Close code for a connection flooding far past its rate limit (policy violation).
-const CLOSE_ABUSE: u16 = 1008;
-/// Close code for a connection whose name a newer connection reclaimed with its session token.
-const CLOSE_REPLACED: u16 = 4001;
+/// Close code for a client flooding far past its rate limit (policy violation).
+const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
+/// Close code for a client whose name a newer connection reclaimed with its session token.
+const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
 /// The message of every `rate_limited` error.
 const RATE_LIMITED: &str = "over the rate limit; the message was dropped";
 
-/// What a connection holds while it is in a room.
+/// What a client holds while it is in a room.
 struct Joined {
     /// The name it holds.
     user: Rc<str>,
@@ -133,33 +147,33 @@ struct Joined {
     room: RoomId,
     /// Its position in the room's member list, kept current as others leave.
     index: usize,
-    /// Whether it speaks only the v1 protocol.
-    legacy: bool,
+    /// The dialect it joined with.
+    dialect: Dialect,
     /// The session token that lets a newer connection reclaim the name.
     token: Rc<str>,
 }
 
-/// Everything known about one connection that has sent at least one frame.
-struct Conn {
+/// Everything the chat knows about one client that has sent at least one frame.
+struct Participant {
     /// Its rate limiter.
     bucket: TokenBucket,
     /// Its room and name, once it has joined.
     joined: Option<Joined>,
     /// Set once a close was asked for: later frames are ignored until [`Chat::disconnect`].
     closing: bool,
-    /// Whether its last successful join announced v2; kept after it leaves. Until then it is taken for v1, so
-    /// errors are sent in the form the articles' client can show.
-    v2: bool,
+    /// The dialect of its last successful join, kept after it leaves; V1 until then, so that errors are sent in
+    /// the form the original page can show.
+    dialect: Dialect,
 }
 
-impl Conn {
-    /// A connection seen for the first time: full bucket, not in a room.
+impl Participant {
+    /// A client seen for the first time: full bucket, not in a room.
     fn new(burst: u32, now: Now) -> Self {
-        Conn {
+        Participant {
             bucket: TokenBucket::new(burst, now.mono_ms),
             joined: None,
             closing: false,
-            v2: false,
+            dialect: Dialect::V1,
         }
     }
 }
@@ -168,7 +182,7 @@ impl Conn {
 struct Canned {
     pong: Rc<str>,
     rate_limited: Rc<str>,
-    rate_limited_legacy: Rc<str>,
+    rate_limited_v1: Rc<str>,
 }
 
 /// The whole chat: every room, every joined name, every connection's limiter.
@@ -176,8 +190,8 @@ pub struct Chat {
     config: ChatConfig,
     ids: IdSource,
     rooms: Rooms,
-    conns: IdMap<ConnId, Conn>,
-    users: HashMap<Rc<str>, ConnId>,
+    participants: IdMap<ClientId, Participant>,
+    users: HashMap<Rc<str>, ClientId>,
     canned: Canned,
     /// Where chat messages are serialised before they get their shared `Rc<str>`.
     scratch: String,
@@ -188,28 +202,28 @@ impl Chat {
     pub fn new(config: ChatConfig, secret: [u8; 32]) -> Chat {
         let canned = Canned {
             pong: wire::encode(&Out::Pong),
-            rate_limited: encode_error(ErrorCode::RateLimited, RATE_LIMITED, true),
-            rate_limited_legacy: encode_error(ErrorCode::RateLimited, RATE_LIMITED, false),
+            rate_limited: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V2),
+            rate_limited_v1: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V1),
         };
         Chat {
             config,
             ids: IdSource::new(secret),
             rooms: Rooms::new(),
-            conns: IdMap::default(),
+            participants: IdMap::default(),
             users: HashMap::new(),
             canned,
             scratch: String::new(),
         }
     }
 
-    /// A text frame arrived from `conn` (a WebSocket on the chat route). Push what must happen into `out`, in
+    /// A text message arrived from `client` (a WebSocket on the chat route). Push what must happen into `out`, in
     /// order.
-    pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Now, out: &mut Vec<Action>) {
+    pub fn handle_text(&mut self, client: ClientId, text: &str, now: Now, out: &mut Vec<Action>) {
         let config = &self.config;
         let state = self
-            .conns
-            .entry(conn)
-            .or_insert_with(|| Conn::new(config.rate_burst, now));
+            .participants
+            .entry(client)
+            .or_insert_with(|| Participant::new(config.rate_burst, now));
         if state.closing {
             return;
         }
@@ -222,22 +236,22 @@ impl Chat {
         match verdict {
             Verdict::Pass => {}
             Verdict::Drop => {
-                let canned = if state.v2 {
+                let canned = if state.dialect == Dialect::V2 {
                     &self.canned.rate_limited
                 } else {
-                    &self.canned.rate_limited_legacy
+                    &self.canned.rate_limited_v1
                 };
                 out.push(Action::Send {
-                    to: conn,
+                    to: client,
                     payload: canned.clone(),
                 });
                 return;
             }
             Verdict::Abuse => {
                 state.closing = true;
-                log::debug!("closing connection {conn}: rate limit abuse");
+                log::debug!("closing connection {client}: rate limit abuse");
                 out.push(Action::Close {
-                    conn,
+                    client,
                     code: CLOSE_ABUSE,
                     reason: "rate limit abuse",
                 });
@@ -245,28 +259,32 @@ impl Chat {
             }
         }
         match request::parse(text, self.config.max_content_chars) {
-            Ok(Request::Join(join)) => self.join(conn, join, now, out),
-            Ok(Request::Chat { content }) => self.chat(conn, &content, now, out),
-            Ok(Request::Dm { to, content }) => self.dm(conn, &to, &content, now, out),
-            Ok(Request::Leave) => self.leave(conn, out),
+            Ok(Request::Join(join)) => self.join(client, join, now, out),
+            Ok(Request::Chat { content }) => self.chat(client, &content, now, out),
+            Ok(Request::Dm { to, content }) => self.dm(client, &to, &content, now, out),
+            Ok(Request::Leave) => self.leave(client, out),
             Ok(Request::Ping) => out.push(Action::Send {
-                to: conn,
+                to: client,
                 payload: self.canned.pong.clone(),
             }),
-            Err(rejection) => {
-                self.send_error(conn, rejection.code, rejection.message, rejection.v2, out)
-            }
+            Err(rejection) => self.send_error(
+                client,
+                rejection.code,
+                rejection.message,
+                rejection.dialect,
+                out,
+            ),
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
 
-    /// `conn` is gone (closed for any reason). Leaves its room (others told), frees its name.
-    pub fn disconnect(&mut self, conn: ConnId, _now: Now, out: &mut Vec<Action>) {
-        let Some(state) = self.conns.remove(&conn) else {
+    /// `client` is gone (closed for any reason). Leaves its room (others told), frees its name.
+    pub fn disconnect(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        let Some(state) = self.participants.remove(&client) else {
             return;
         };
         if let Some(joined) = state.joined {
-            self.depart(conn, joined, true, out);
+            self.depart(client, joined, true, out);
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
@@ -274,8 +292,8 @@ impl Chat {
     /// The current members of a room, for the server to resolve Broadcast; O(1) to start, no allocation.
     pub fn members(&self, room: RoomId) -> impl Iterator<Item = Member> + '_ {
         self.rooms.seats(room).iter().map(|seat| Member {
-            conn: seat.conn,
-            legacy: seat.legacy,
+            client: seat.client,
+            dialect: seat.dialect,
         })
     }
 
@@ -289,31 +307,39 @@ impl Chat {
         self.rooms.seated()
     }
 
-    /// Tell `conn` its frame could not be handled, and why: as an `error` if the frame was a join announcing v2
-    /// (`announced_v2`) or the connection's last join was v2, else as a `system` line the articles' client shows.
+    /// Tell `client` its frame could not be handled, and why: as an `error` if the frame was a join announcing V2
+    /// (`announced`) or the client's last join was V2, else as a `system` line the original page shows.
     fn send_error(
         &self,
-        conn: ConnId,
+        client: ClientId,
         code: ErrorCode,
         message: &'static str,
-        announced_v2: bool,
+        announced: Dialect,
         out: &mut Vec<Action>,
     ) {
-        let v2 = announced_v2 || self.conns.get(&conn).is_some_and(|c| c.v2);
-        let payload = encode_error(code, message, v2);
-        out.push(Action::Send { to: conn, payload });
+        let v2 = announced == Dialect::V2
+            || self
+                .participants
+                .get(&client)
+                .is_some_and(|p| p.dialect == Dialect::V2);
+        let dialect = if v2 { Dialect::V2 } else { Dialect::V1 };
+        let payload = encode_error(code, message, dialect);
+        out.push(Action::Send {
+            to: client,
+            payload,
+        });
     }
 }
 
-/// An error in the form a v2 client (`error`) or a v1 client (a `system` line with the code) gets.
-fn encode_error(code: ErrorCode, message: &'static str, v2: bool) -> Rc<str> {
-    if v2 {
+/// An error in the form a V2 client (`error`) or a V1 client (a `system` line with the code) gets.
+fn encode_error(code: ErrorCode, message: &'static str, dialect: Dialect) -> Rc<str> {
+    if dialect == Dialect::V2 {
         wire::encode(&Out::Error {
             code: code.as_str(),
             message,
         })
     } else {
-        wire::encode(&Out::LegacyError {
+        wire::encode(&Out::ErrorV1 {
             content: &format!("Error: {message}"),
             code: code.as_str(),
             error: true,

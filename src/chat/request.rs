@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use super::wire::{ErrorCode, Frame, Loose, SinceField};
+use super::Dialect;
 
 /// Longest `userId` (and `to`), in Unicode scalar values.
 pub(super) const MAX_USER_CHARS: usize = 32;
@@ -18,9 +19,9 @@ pub(super) const MAX_ROOM_CHARS: usize = 64;
 pub(super) struct Rejection {
     pub(super) code: ErrorCode,
     pub(super) message: &'static str,
-    /// True when the frame was a `join` announcing protocol version 2 (or later) in a valid `v`, so that the
-    /// error can be sent in the v2 form even before the connection has joined.
-    pub(super) v2: bool,
+    /// V2 when the frame was a `join` announcing protocol version 2 (or later) in a valid `v`, so that the error
+    /// can be sent in the V2 form even before the client has joined.
+    pub(super) dialect: Dialect,
 }
 
 impl Rejection {
@@ -28,7 +29,7 @@ impl Rejection {
         Rejection {
             code,
             message,
-            v2: false,
+            dialect: Dialect::V1,
         }
     }
 }
@@ -45,8 +46,8 @@ pub(super) struct Since<'a> {
 pub(super) struct JoinRequest<'a> {
     pub(super) user: Cow<'a, str>,
     pub(super) room: Cow<'a, str>,
-    /// True when the client announced protocol version 2 (or later).
-    pub(super) v2: bool,
+    /// V2 when the client announced protocol version 2 (or later).
+    pub(super) dialect: Dialect,
     pub(super) session: Option<Cow<'a, str>>,
     pub(super) since: Option<Since<'a>>,
 }
@@ -146,17 +147,27 @@ pub(super) fn parse(text: &str, max_content_chars: usize) -> Result<Request<'_>,
 }
 
 fn join(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
-    let v2 = matches!(frame.v, Some(Loose::Uint(v)) if v >= 2);
-    join_fields(frame).map_err(|rejection| Rejection { v2, ..rejection })
+    let dialect = announced_dialect(frame.v.as_ref());
+    join_fields(frame).map_err(|rejection| Rejection {
+        dialect,
+        ..rejection
+    })
+}
+
+/// The dialect a `v` field announces: V2 for a non-negative integer of 2 or more, V1 otherwise.
+fn announced_dialect(v: Option<&Loose<'_>>) -> Dialect {
+    match v {
+        Some(Loose::Uint(v)) if *v >= 2 => Dialect::V2,
+        _ => Dialect::V1,
+    }
 }
 
 /// The fields of a `join`, checked in order.
 fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
     let user = name(frame.user_id, &USER_RULE)?;
     let room = name(frame.room, &ROOM_RULE)?;
-    let v2 = match frame.v {
-        None => false,
-        Some(Loose::Uint(v)) => v >= 2,
+    let dialect = match &frame.v {
+        None | Some(Loose::Uint(_)) => announced_dialect(frame.v.as_ref()),
         Some(_) => return Err(BAD_V),
     };
     let session = match frame.session {
@@ -175,7 +186,7 @@ fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
     Ok(JoinRequest {
         user,
         room,
-        v2,
+        dialect,
         session,
         since,
     })
@@ -240,7 +251,7 @@ mod tests {
             Ok(Request::Join(JoinRequest {
                 user: "ann".into(),
                 room: "lobby".into(),
-                v2: true,
+                dialect: Dialect::V2,
                 session: Some("t".into()),
                 since: Some(Since {
                     epoch: "e".into(),
@@ -251,17 +262,17 @@ mod tests {
     }
 
     #[test]
-    fn join_without_v_is_legacy() {
+    fn join_without_v_is_v1() {
         let Ok(Request::Join(join)) = parse(r#"{"type":"join","userId":"a","room":"r"}"#, 10)
         else {
             panic!("rejected");
         };
-        assert!(!join.v2);
+        assert_eq!(join.dialect, Dialect::V1);
         let Ok(Request::Join(join)) = parse(r#"{"type":"join","userId":"a","room":"r","v":1}"#, 10)
         else {
             panic!("rejected");
         };
-        assert!(!join.v2);
+        assert_eq!(join.dialect, Dialect::V1);
     }
 
     #[test]
@@ -320,7 +331,11 @@ mod tests {
 
     #[test]
     fn a_rejected_join_tells_whether_it_announced_v2() {
-        let v2 = |text: &str| parse(text, 10).map(|_| ()).map_err(|r| r.v2);
+        let v2 = |text: &str| {
+            parse(text, 10)
+                .map(|_| ())
+                .map_err(|r| r.dialect == Dialect::V2)
+        };
         assert_eq!(v2(r#"{"type":"join","room":"r","v":2}"#), Err(true));
         assert_eq!(
             v2(r#"{"type":"join","userId":"a","v":3,"since":1}"#),

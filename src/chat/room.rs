@@ -8,16 +8,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::history::History;
-use super::{ConnId, RoomId};
+use super::{ClientId, Dialect, RoomId};
 use crate::id_hash::IdMap;
 
 /// One connection's place in a room.
 #[derive(Clone, Debug)]
 pub(super) struct Seat {
     /// The connection sitting here.
-    pub(super) conn: ConnId,
-    /// Whether it speaks only the v1 protocol.
-    pub(super) legacy: bool,
+    pub(super) client: ClientId,
+    /// The dialect it joined with.
+    pub(super) dialect: Dialect,
     /// The name it joined with.
     pub(super) user: Rc<str>,
 }
@@ -89,10 +89,10 @@ impl Room {
         self.seq
     }
 
-    /// Keep a sent chat message (its v2 form, and its v1 form when that differs), dropping the oldest beyond
+    /// Keep a sent chat message (its V2 form, and its V1 form when that differs), dropping the oldest beyond
     /// `capacity`.
-    pub(super) fn remember(&mut self, seq: u64, text: &str, legacy: Option<&str>, capacity: usize) {
-        self.history.push(seq, text, legacy, capacity);
+    pub(super) fn remember(&mut self, seq: u64, text: &str, v1: Option<&str>, capacity: usize) {
+        self.history.push(seq, text, v1, capacity);
     }
 
     /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing.
@@ -129,23 +129,23 @@ impl Room {
         }
     }
 
-    /// The kept messages from position `start` on, as first sent to v1 (`legacy`) or v2 members.
+    /// The kept messages from position `start` on, as first sent to members of `dialect`.
     pub(super) fn history_from(
         &self,
         start: usize,
-        legacy: bool,
+        dialect: Dialect,
     ) -> impl Iterator<Item = Rc<str>> + '_ {
-        self.history.texts_from(start, legacy)
+        self.history.texts_from(start, dialect)
     }
 
-    /// Remove `conn`, expected at `index`. Returns the connection moved into `index` and that position.
-    fn unseat(&mut self, index: usize, conn: ConnId) -> Option<(ConnId, usize)> {
+    /// Remove `client`, expected at `index`. Returns the connection moved into `index` and that position.
+    fn unseat(&mut self, index: usize, client: ClientId) -> Option<(ClientId, usize)> {
         let index = match self.seats.get(index) {
-            Some(seat) if seat.conn == conn => index,
-            _ => self.seats.iter().position(|seat| seat.conn == conn)?,
+            Some(seat) if seat.client == client => index,
+            _ => self.seats.iter().position(|seat| seat.client == client)?,
         };
         self.seats.swap_remove(index);
-        self.seats.get(index).map(|moved| (moved.conn, index))
+        self.seats.get(index).map(|moved| (moved.client, index))
     }
 }
 
@@ -230,18 +230,18 @@ impl Rooms {
         Some(room.seats.len() - 1)
     }
 
-    /// Remove `conn`, expected at `index`. Returns the connection moved into `index` and that position, for the
+    /// Remove `client`, expected at `index`. Returns the connection moved into `index` and that position, for the
     /// caller to record. A room left empty starts counting as empty; it is forgotten only by
     /// [`Rooms::evict_excess`], so that a leave and a join in one step keep its history.
     pub(super) fn unseat(
         &mut self,
         id: RoomId,
         index: usize,
-        conn: ConnId,
-    ) -> Option<(ConnId, usize)> {
+        client: ClientId,
+    ) -> Option<(ClientId, usize)> {
         let room = self.rooms.get_mut(&id)?;
         let before = room.seats.len();
-        let moved = room.unseat(index, conn);
+        let moved = room.unseat(index, client);
         let now_empty = room.seats.is_empty();
         if room.seats.len() < before {
             self.seated = self.seated.saturating_sub(1);
@@ -292,11 +292,11 @@ impl Rooms {
 mod tests {
     use super::*;
 
-    fn seat(conn: ConnId) -> Seat {
+    fn seat(client: ClientId) -> Seat {
         Seat {
-            conn,
-            legacy: false,
-            user: Rc::from(format!("u{conn}")),
+            client,
+            dialect: Dialect::V2,
+            user: Rc::from(format!("u{client}")),
         }
     }
 
@@ -318,7 +318,7 @@ mod tests {
         let room = rooms.get(id).expect("room");
         let replay = room.replay(since);
         let msgs = room
-            .history_from(replay.start, false)
+            .history_from(replay.start, Dialect::V2)
             .map(|p| p.to_string())
             .collect();
         (replay, msgs)
@@ -332,10 +332,13 @@ mod tests {
     }
 
     #[test]
-    fn history_replays_the_legacy_form_to_legacy_joiners() {
+    fn history_replays_the_v1_form_to_v1_joiners() {
         let (rooms, id) = room_with_history(1..=2, 3);
         let room = rooms.get(id).expect("room");
-        let msgs: Vec<_> = room.history_from(0, true).map(|p| p.to_string()).collect();
+        let msgs: Vec<_> = room
+            .history_from(0, Dialect::V1)
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(msgs, ["l1", "l2"]);
     }
 
@@ -414,12 +417,12 @@ mod tests {
     fn unseat_moves_the_last_member_into_the_gap() {
         let mut rooms = Rooms::new();
         let id = rooms.open("r", || Rc::from("E"));
-        for conn in 0..3 {
-            rooms.seat(id, seat(conn));
+        for client in 0..3 {
+            rooms.seat(id, seat(client));
         }
         assert_eq!(rooms.unseat(id, 0, 0), Some((2, 0)));
         assert_eq!(rooms.unseat(id, 1, 1), None);
-        let left: Vec<_> = rooms.seats(id).iter().map(|s| s.conn).collect();
+        let left: Vec<_> = rooms.seats(id).iter().map(|s| s.client).collect();
         assert_eq!(left, [2]);
         assert_eq!(rooms.seated(), 1);
     }
@@ -428,8 +431,8 @@ mod tests {
     fn unseat_with_a_stale_index_still_finds_the_member() {
         let mut rooms = Rooms::new();
         let id = rooms.open("r", || Rc::from("E"));
-        for conn in 0..3 {
-            rooms.seat(id, seat(conn));
+        for client in 0..3 {
+            rooms.seat(id, seat(client));
         }
         assert_eq!(rooms.unseat(id, 2, 0), Some((2, 0)));
         assert_eq!(rooms.seats(id).len(), 2);
@@ -442,8 +445,8 @@ mod tests {
             .iter()
             .map(|name| rooms.open(name, || Rc::from("E")))
             .collect();
-        for (conn, id) in ids.iter().enumerate() {
-            rooms.seat(*id, seat(conn));
+        for (client, id) in ids.iter().enumerate() {
+            rooms.seat(*id, seat(client));
         }
         rooms.unseat(ids[1], 0, 1);
         rooms.unseat(ids[0], 0, 0);

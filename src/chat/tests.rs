@@ -20,38 +20,42 @@ struct Harness {
 /// What one call made happen.
 struct Outcome {
     actions: Vec<Action>,
-    delivered: Vec<(ConnId, Value)>,
-    closed: Vec<(ConnId, u16, &'static str)>,
+    delivered: Vec<(ClientId, Value)>,
+    closed: Vec<(ClientId, u16, &'static str)>,
 }
 
 impl Outcome {
-    /// Everything delivered to `conn`, in order.
-    fn to(&self, conn: ConnId) -> Vec<Value> {
+    /// Everything delivered to `client`, in order.
+    fn to(&self, client: ClientId) -> Vec<Value> {
         self.delivered
             .iter()
-            .filter(|(to, _)| *to == conn)
+            .filter(|(to, _)| *to == client)
             .map(|(_, v)| v.clone())
             .collect()
     }
 
-    /// The one message delivered to `conn`.
-    fn only(&self, conn: ConnId) -> Value {
-        let got = self.to(conn);
-        assert_eq!(got.len(), 1, "expected one message to {conn}, got {got:?}");
+    /// The one message delivered to `client`.
+    fn only(&self, client: ClientId) -> Value {
+        let got = self.to(client);
+        assert_eq!(
+            got.len(),
+            1,
+            "expected one message to {client}, got {got:?}"
+        );
         got.into_iter().next().unwrap_or(Value::Null)
     }
 
-    /// The error code of the one message delivered to `conn`, an `error` (the v2 form).
-    fn error_code(&self, conn: ConnId) -> Value {
-        let msg = self.only(conn);
+    /// The error code of the one message delivered to `client`, an `error` (the v2 form).
+    fn error_code(&self, client: ClientId) -> Value {
+        let msg = self.only(client);
         assert_eq!(msg["type"], "error", "{msg}");
         assert!(msg["message"].is_string(), "{msg}");
         msg["code"].clone()
     }
 
-    /// The error code of the one message delivered to `conn`, a `system` line (the v1 form).
-    fn legacy_error_code(&self, conn: ConnId) -> Value {
-        let msg = self.only(conn);
+    /// The error code of the one message delivered to `client`, a `system` line (the v1 form).
+    fn legacy_error_code(&self, client: ClientId) -> Value {
+        let msg = self.only(client);
         assert_eq!(msg["type"], "system", "{msg}");
         assert_eq!(msg["error"], true, "{msg}");
         let content = msg["content"].as_str().unwrap_or_default();
@@ -79,40 +83,43 @@ impl Harness {
         }
     }
 
-    fn text(&mut self, conn: ConnId, text: &str) -> Outcome {
+    fn text(&mut self, client: ClientId, text: &str) -> Outcome {
         let mut out = Vec::new();
-        self.chat.handle_text(conn, text, self.now(), &mut out);
+        self.chat.handle_text(client, text, self.now(), &mut out);
         self.resolve(out)
     }
 
-    fn send(&mut self, conn: ConnId, message: Value) -> Outcome {
-        self.text(conn, &message.to_string())
+    fn send(&mut self, client: ClientId, message: Value) -> Outcome {
+        self.text(client, &message.to_string())
     }
 
-    fn disconnect(&mut self, conn: ConnId) -> Outcome {
+    fn disconnect(&mut self, client: ClientId) -> Outcome {
         let mut out = Vec::new();
-        self.chat.disconnect(conn, self.now(), &mut out);
+        self.chat.disconnect(client, &mut out);
         self.resolve(out)
     }
 
-    fn join(&mut self, conn: ConnId, user: &str, room: &str) -> Outcome {
+    fn join(&mut self, client: ClientId, user: &str, room: &str) -> Outcome {
         self.send(
-            conn,
+            client,
             json!({"type": "join", "userId": user, "room": room, "v": 2}),
         )
     }
 
-    fn join_v1(&mut self, conn: ConnId, user: &str, room: &str) -> Outcome {
-        self.send(conn, json!({"type": "join", "userId": user, "room": room}))
+    fn join_v1(&mut self, client: ClientId, user: &str, room: &str) -> Outcome {
+        self.send(
+            client,
+            json!({"type": "join", "userId": user, "room": room}),
+        )
     }
 
-    fn say(&mut self, conn: ConnId, content: &str) -> Outcome {
-        self.send(conn, json!({"type": "chat", "content": content}))
+    fn say(&mut self, client: ClientId, content: &str) -> Outcome {
+        self.send(client, json!({"type": "chat", "content": content}))
     }
 
-    /// The `joined` message `conn` gets for a v2 join.
-    fn joined(&mut self, conn: ConnId, user: &str, room: &str) -> Value {
-        let got = self.join(conn, user, room).to(conn);
+    /// The `joined` message `client` gets for a v2 join.
+    fn joined(&mut self, client: ClientId, user: &str, room: &str) -> Value {
+        let got = self.join(client, user, room).to(client);
         got.into_iter()
             .find(|m| m["type"] == "joined")
             .unwrap_or(Value::Null)
@@ -128,23 +135,27 @@ impl Harness {
                     room,
                     except,
                     payload,
-                    legacy_payload,
+                    v1_payload,
                 } => {
                     for member in self.chat.members(*room) {
-                        if Some(member.conn) == *except {
+                        if Some(member.client) == *except {
                             continue;
                         }
-                        let form = if member.legacy {
-                            legacy_payload.as_ref()
+                        let form = if member.dialect == Dialect::V1 {
+                            v1_payload.as_ref()
                         } else {
                             Some(payload)
                         };
                         if let Some(form) = form {
-                            delivered.push((member.conn, parse(form)));
+                            delivered.push((member.client, parse(form)));
                         }
                     }
                 }
-                Action::Close { conn, code, reason } => closed.push((*conn, *code, *reason)),
+                Action::Close {
+                    client,
+                    code,
+                    reason,
+                } => closed.push((*client, code.get(), *reason)),
             }
         }
         Outcome {
@@ -483,7 +494,7 @@ fn session_reclaim_replaces_the_old_connection() {
     );
     assert!(out.to(1).is_empty());
     let lobby = room_of(&h.say(3, "after"));
-    let mut members: Vec<_> = h.chat.members(lobby).map(|m| m.conn).collect();
+    let mut members: Vec<_> = h.chat.members(lobby).map(|m| m.client).collect();
     members.sort();
     assert_eq!(members, [2, 3]);
     assert_eq!(h.chat.member_count(), 2);
@@ -577,7 +588,7 @@ fn chat_is_serialised_once_shared_by_both_forms_and_replayed_byte_for_byte() {
     let out = h.say(1, "hi");
     let [Action::Broadcast {
         payload,
-        legacy_payload: Some(legacy),
+        v1_payload: Some(legacy),
         except: None,
         ..
     }] = out.actions.as_slice()
@@ -795,23 +806,23 @@ fn disconnect_of_an_unknown_connection_does_nothing() {
 }
 
 #[test]
-fn members_carry_the_legacy_flag() {
+fn members_carry_their_dialect() {
     let mut h = Harness::new();
     h.join(1, "ann", "lobby");
     h.join_v1(2, "bob", "lobby");
     let out = h.say(1, "x");
     let mut members: Vec<_> = h.chat.members(room_of(&out)).collect();
-    members.sort_by_key(|m| m.conn);
+    members.sort_by_key(|m| m.client);
     assert_eq!(
         members,
         [
             Member {
-                conn: 1,
-                legacy: false
+                client: 1,
+                dialect: Dialect::V2
             },
             Member {
-                conn: 2,
-                legacy: true
+                client: 2,
+                dialect: Dialect::V1
             }
         ]
     );
@@ -832,13 +843,19 @@ fn room_and_member_counts_follow_joins_and_leaves() {
 
 // ---- history ------------------------------------------------------------------------------------------------
 
-/// Joins `user` on `conn` into `room` with `since`, returning what it got.
-fn join_since(h: &mut Harness, conn: ConnId, user: &str, room: &str, since: Value) -> Vec<Value> {
+/// Joins `user` on `client` into `room` with `since`, returning what it got.
+fn join_since(
+    h: &mut Harness,
+    client: ClientId,
+    user: &str,
+    room: &str,
+    since: Value,
+) -> Vec<Value> {
     h.send(
-        conn,
+        client,
         json!({"type": "join", "userId": user, "room": room, "v": 2, "since": since}),
     )
-    .to(conn)
+    .to(client)
 }
 
 fn contents(messages: &[Value]) -> Vec<String> {
@@ -968,10 +985,10 @@ fn empty_rooms_beyond_the_bound_are_forgotten_oldest_first() {
         ..ChatConfig::default()
     });
     let mut epochs = Vec::new();
-    for (conn, room) in ["a", "b", "c"].iter().enumerate() {
-        epochs.push(h.joined(conn, "u", room)["epoch"].clone());
-        h.say(conn, "kept?");
-        h.disconnect(conn);
+    for (client, room) in ["a", "b", "c"].iter().enumerate() {
+        epochs.push(h.joined(client, "u", room)["epoch"].clone());
+        h.say(client, "kept?");
+        h.disconnect(client);
     }
     assert_ne!(h.joined(10, "x", "a")["epoch"], epochs[0]);
     assert_eq!(h.joined(11, "y", "c")["epoch"], epochs[2]);
@@ -1004,7 +1021,7 @@ fn broadcast_payloads(out: &Outcome) -> (Rc<str>, Rc<str>) {
     match out.actions.as_slice() {
         [Action::Broadcast {
             payload,
-            legacy_payload: Some(legacy),
+            v1_payload: Some(legacy),
             ..
         }] => (payload.clone(), legacy.clone()),
         other => panic!("expected one broadcast with a legacy payload: {other:?}"),

@@ -293,7 +293,7 @@ pub(super) enum Out<'a> {
     },
     /// A private message, as v1 clients get it.
     #[serde(rename = "chat")]
-    LegacyDm {
+    DmV1 {
         from: &'a str,
         content: &'a str,
         timestamp: u64,
@@ -317,7 +317,7 @@ pub(super) enum Out<'a> {
     /// A frame that could not be handled, as v1 clients get it: a `system` line (`content` is
     /// `Error: <message>`) that the articles' client shows as text, carrying the same `code`.
     #[serde(rename = "system")]
-    LegacyError {
+    ErrorV1 {
         content: &'a str,
         code: &'static str,
         error: bool,
@@ -562,7 +562,7 @@ mod tests {
     fn outgoing_shapes() {
         assert_eq!(&*encode(&Out::Pong), r#"{"type":"pong"}"#);
         assert_eq!(
-            &*encode(&Out::LegacyDm {
+            &*encode(&Out::DmV1 {
                 from: "a",
                 content: "c",
                 timestamp: 5,
@@ -579,7 +579,7 @@ mod tests {
             r#"{"type":"presence","room":"r","left":"a"}"#
         );
         assert_eq!(
-            &*encode(&Out::LegacyError {
+            &*encode(&Out::ErrorV1 {
                 content: "Error: m",
                 code: "c",
                 error: true

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::Refusal;
+use crate::protocol::CloseCode;
 
 /// Counters that only go up, kept by the server loop.
 #[derive(Clone, Debug, Default)]
@@ -65,8 +66,8 @@ impl Metrics {
     }
 
     /// Counts a WebSocket connection's end.
-    pub fn count_close(&mut self, code: u16) {
-        *self.closes_by_code.entry(code).or_default() += 1;
+    pub fn count_close(&mut self, code: CloseCode) {
+        *self.closes_by_code.entry(code.get()).or_default() += 1;
     }
 
     /// Renders every metric as Prometheus text.
@@ -194,7 +195,7 @@ mod tests {
             accepted_total: 3,
             ..Metrics::default()
         };
-        m.count_close(1000);
+        m.count_close(CloseCode::NORMAL);
         m.count_refusal(Refusal::NotFound);
         m.count_handshake_timeout();
         let text = m.render(Gauges {

@@ -24,6 +24,16 @@ pub enum Endpoint {
     Echo,
 }
 
+impl Endpoint {
+    /// A short stable name, used in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Echo => "echo",
+        }
+    }
+}
+
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {

@@ -11,6 +11,8 @@ pub mod handshake;
 pub mod mask;
 pub mod utf8;
 
+pub use close::{CloseCode, CloseFrame};
 pub use connection::{
-    Connection, Event, Message, MessageKind, ProtocolError, Role, SendError, State,
+    encode_server_message, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
+    State,
 };

@@ -1,24 +1,28 @@
-//! One timer structure for every deadline of every connection: handshake, heartbeat, idle, close handshake.
+//! One timer structure for every deadline of every connection, and the loop's handling of the ones that come due.
 //!
-//! A min-heap of (when, connection key, connection serial). Each connection keeps the instant of its earliest
-//! entry; a connection whose deadline moves later is not touched here (the entry fires, the connection finds
-//! nothing due and re-arms), and one whose deadline moves earlier adds an entry. So a loop turn costs O(log n) per
-//! deadline that actually fires, never a scan of idle connections. Entries of closed connections are recognised
-//! by their serial and skipped.
+//! A min-heap of (when, client key, client serial). Each client keeps the point of its earliest entry; a client
+//! whose deadline moves later is not touched here (the entry fires, `timeouts` finds nothing due, and it re-arms),
+//! and one whose deadline moves earlier adds an entry. So a loop turn costs O(log n) per deadline that actually
+//! fires, never a scan of idle connections. Entries of closed connections are recognised by their serial and
+//! skipped. What is due is decided by the pure rules of `timeouts.rs`; this file only schedules and acts.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+
+use log::debug;
+
+use super::timeouts::{Due, Millis};
+use super::Server;
 
 /// A pending deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline {
     /// When it is due.
-    pub at: Instant,
-    /// The connection's slab key.
-    pub key: usize,
-    /// The connection's serial, so a reused key is not mistaken for the old connection.
-    pub serial: u64,
+    pub at: Millis,
+    /// The client's slab key.
+    pub key: u32,
+    /// The client's serial, so a reused key is not mistaken for the old connection.
+    pub serial: u32,
 }
 
 /// Deadlines ordered by time.
@@ -34,12 +38,12 @@ impl Timers {
     }
 
     /// The earliest deadline, if any.
-    pub fn next_at(&self) -> Option<Instant> {
+    pub fn next_at(&self) -> Option<Millis> {
         self.heap.peek().map(|Reverse(d)| d.at)
     }
 
     /// Removes and returns the earliest deadline if it is due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Deadline> {
+    pub fn pop_due(&mut self, now: Millis) -> Option<Deadline> {
         match self.heap.peek() {
             Some(Reverse(d)) if d.at <= now => self.heap.pop().map(|Reverse(d)| d),
             _ => None,
@@ -47,28 +51,93 @@ impl Timers {
     }
 }
 
+impl Server {
+    /// Makes sure the client has a heap entry no later than its next deadline.
+    pub(super) fn arm_timer(&mut self, key: usize) {
+        let now = self.now;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let at = match client.due(now, &self.timeouts) {
+            Due::Later(at) => at,
+            _ => now,
+        };
+        if client.timer_at.is_none_or(|current| at < current) {
+            client.timer_at = Some(at);
+            self.timers.schedule(Deadline {
+                at,
+                key: key as u32,
+                serial: client.serial,
+            });
+        }
+    }
+
+    /// Acts on every deadline due at `now`: heartbeat Pings, and the timeouts that end a connection.
+    pub(super) fn fire_timers(&mut self, now: Millis) {
+        while let Some(deadline) = self.timers.pop_due(now) {
+            let key = deadline.key as usize;
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if client.serial != deadline.serial || client.timer_at != Some(deadline.at) {
+                continue;
+            }
+            client.timer_at = None;
+            match client.due(now, &self.timeouts) {
+                Due::Later(_) => {}
+                Due::Ping => {
+                    if let Some(ws) = client.websocket_mut() {
+                        // 5.5.2: a Ping as a keepalive; any frame from the peer, the Pong included, counts as life.
+                        let _ = ws.send_ping(b"");
+                    }
+                    client.times.pinged();
+                    self.queue_protocol_output(key);
+                }
+                Due::HandshakeTimeout => {
+                    debug!("{key}: handshake timeout");
+                    // A response that the client does not read in time is not a failed handshake.
+                    if client.is_reading_request() {
+                        self.metrics.count_handshake_timeout();
+                    }
+                    self.remove(key);
+                    continue;
+                }
+                Due::IdleTimeout => {
+                    debug!("{key}: idle timeout");
+                    self.metrics.idle_timeouts += 1;
+                    self.remove(key);
+                    continue;
+                }
+                Due::CloseTimeout => {
+                    debug!("{key}: close timeout");
+                    self.remove(key);
+                    continue;
+                }
+            }
+            self.arm_timer(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn pops_only_due_deadlines_in_time_order() {
-        let t0 = Instant::now();
         let mut timers = Timers::default();
-        for (secs, key) in [(3, 3), (1, 1), (2, 2)] {
+        for (at, key) in [(3, 3), (1, 1), (2, 2)] {
             timers.schedule(Deadline {
-                at: t0 + Duration::from_secs(secs),
+                at: Millis(at),
                 key,
                 serial: 0,
             });
         }
-        assert_eq!(timers.next_at(), Some(t0 + Duration::from_secs(1)));
-        let now = t0 + Duration::from_secs(2);
-        let keys: Vec<usize> = std::iter::from_fn(|| timers.pop_due(now))
+        assert_eq!(timers.next_at(), Some(Millis(1)));
+        let keys: Vec<u32> = std::iter::from_fn(|| timers.pop_due(Millis(2)))
             .map(|d| d.key)
             .collect();
         assert_eq!(keys, vec![1, 2]);
-        assert!(timers.pop_due(t0 + Duration::from_secs(3)).is_some());
+        assert!(timers.pop_due(Millis(3)).is_some());
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use roomcast::protocol::frame::{FrameDecoder, FrameEvent, IncomingMask, OpCode};
 use roomcast::protocol::handshake;
-use roomcast::protocol::{Connection, Event, MessageKind, Role};
+use roomcast::protocol::{CloseCode, Connection, Event, Message, MessageKind, Role};
 use roomcast::{Config, Server, ShutdownHandle};
 use serde_json::Value;
 
@@ -185,10 +185,9 @@ impl TestClient {
                 }
             }
         };
-        let seed = Instant::now().elapsed().as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15;
         let mut client = TestClient {
             stream,
-            conn: Connection::new(Role::Client { mask_seed: seed }, 64 << 20),
+            conn: Connection::new(Role::Client, 64 << 20),
             pending: Default::default(),
             eof: false,
         };
@@ -202,13 +201,11 @@ impl TestClient {
         let _ = self.conn.feed(bytes, &mut events);
         for event in events {
             self.pending.push_back(match event {
-                Event::Message(m) => match m.kind {
-                    MessageKind::Text => Received::Text(String::from_utf8(m.payload).unwrap()),
-                    MessageKind::Binary => Received::Binary(m.payload),
-                },
+                Event::Message(Message::Text(text)) => Received::Text(text),
+                Event::Message(Message::Binary(bytes)) => Received::Binary(bytes),
                 Event::Ping(p) => Received::Ping(p),
                 Event::Pong(p) => Received::Pong(p),
-                Event::Close(frame) => Received::Close(frame.code),
+                Event::Close(frame) => Received::Close(frame.code.map(CloseCode::get)),
             });
         }
         let out = self.conn.take_output();
@@ -328,7 +325,7 @@ impl TestClient {
 
     /// Starts the closing handshake.
     pub fn close(&mut self, code: u16) {
-        self.conn.close(code, "");
+        self.conn.close(CloseCode::new(code), "");
         self.flush();
     }
 

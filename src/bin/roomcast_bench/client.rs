@@ -22,7 +22,7 @@ use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
 use roomcast::protocol::handshake::{parse_server_response, write_client_request};
-use roomcast::protocol::{Connection, Event, MessageKind, Role};
+use roomcast::protocol::{Connection, Event, Message, MessageKind, Role};
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -111,12 +111,11 @@ impl Client {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let codec = match framing {
             Framing::WebSocket => Codec::WebSocket {
-                ws: Box::new(Connection::new(
-                    Role::Client {
-                        mask_seed: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-                    },
-                    MAX_MESSAGE,
-                )),
+                ws: Box::new({
+                    let mut ws = Connection::new(Role::Client, MAX_MESSAGE);
+                    ws.use_predictable_masks(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+                    ws
+                }),
                 events: Vec::new(),
                 frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(seed))),
             },
@@ -254,10 +253,12 @@ impl Client {
                 let result = ws.feed(bytes, events);
                 for event in events.drain(..) {
                     match event {
-                        Event::Message(message) => match message.kind {
-                            MessageKind::Text => on_message(Received::Text(&message.payload)),
-                            MessageKind::Binary => on_message(Received::Binary(&message.payload)),
-                        },
+                        Event::Message(Message::Text(text)) => {
+                            on_message(Received::Text(text.as_bytes()))
+                        }
+                        Event::Message(Message::Binary(bytes)) => {
+                            on_message(Received::Binary(&bytes))
+                        }
                         Event::Close(_) => self.phase = Phase::Closed,
                         Event::Ping(_) | Event::Pong(_) => {}
                     }

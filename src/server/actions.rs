@@ -1,0 +1,51 @@
+//! Carrying out what the chat asked for: a message to one client, a broadcast to a room, a close.
+//!
+//! Owns the translation of `chat::Action`s into frames and queue entries, in the order the chat pushed them. It
+//! must not decide anything itself: who gets what is the chat's decision, and frames come from
+//! `protocol::encode_server_message`.
+
+use super::queue::Chunk;
+use super::Server;
+use crate::chat::Action;
+use crate::http::Endpoint;
+use crate::protocol::{encode_server_message, MessageKind};
+
+impl Server {
+    /// Applies every pending chat action, including those that applying pushes (a close makes the chat announce
+    /// a departure).
+    pub(super) fn apply_actions(&mut self) {
+        while !self.actions.is_empty() {
+            for action in std::mem::take(&mut self.actions) {
+                match action {
+                    Action::Send { to, payload } => self.send_to(to, &payload),
+                    Action::Broadcast {
+                        room,
+                        except,
+                        payload,
+                        v1_payload,
+                    } => self.broadcast(room, except, &payload, v1_payload.as_deref()),
+                    Action::Close {
+                        client,
+                        code,
+                        reason,
+                    } => self.close_websocket(client, code, reason),
+                }
+            }
+        }
+    }
+
+    /// Queues one text message for one chat client, in a frame of its own.
+    fn send_to(&mut self, key: usize, text: &str) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !client.can_send_on(Endpoint::Chat) {
+            return;
+        }
+        let mut frame = Vec::with_capacity(text.len() + 10);
+        encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
+        client.queue.push(Chunk::Owned(frame));
+        self.metrics.messages_out += 1;
+        self.mark_dirty(key);
+    }
+}

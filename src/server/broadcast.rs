@@ -1,0 +1,87 @@
+//! Broadcast: one message to every member of a room, encoded once into the room's batch for this turn.
+//!
+//! Owns who reads which form of a broadcast (an [`Audience`]: a room and a dialect) and the hand-out of one span
+//! of the shared batch to each member's queue. It must not build frames by hand (`protocol::encode_server_message`
+//! does) nor choose the members (the chat's room does).
+
+use log::warn;
+
+use super::Server;
+use crate::chat::{self, Dialect};
+use crate::http::Endpoint;
+use crate::protocol::{encode_server_message, MessageKind};
+
+/// Writes `text` as the one frame every member shares.
+fn text_frame(text: &str) -> impl FnOnce(&mut Vec<u8>) + '_ {
+    move |out| encode_server_message(MessageKind::Text, text.as_bytes(), out)
+}
+
+/// Who reads a broadcast batch: the members of a room that take one form of its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Audience {
+    room: chat::RoomId,
+    /// The form: v2, or the original page's v1 where its text differs.
+    dialect: Dialect,
+}
+
+impl Server {
+    /// Encodes the frame once (twice when v1 members get another form) into the room's batch for this turn, and
+    /// queues its span for every member: consecutive broadcasts to a member merge into one queue entry.
+    pub(super) fn broadcast(
+        &mut self,
+        room: chat::RoomId,
+        except: Option<usize>,
+        payload: &str,
+        v1_payload: Option<&str>,
+    ) {
+        let v2 = Audience {
+            room,
+            dialect: Dialect::V2,
+        };
+        let Some(frame) = self.batches.append(v2, text_frame(payload)) else {
+            warn!(
+                "a broadcast of {} bytes is too large to share; dropped",
+                payload.len()
+            );
+            return;
+        };
+        let v1_frame = match v1_payload {
+            Some(text) if std::ptr::eq(text, payload) => Some(frame),
+            Some(text) => self.batches.append(
+                Audience {
+                    room,
+                    dialect: Dialect::V1,
+                },
+                text_frame(text),
+            ),
+            None => None,
+        };
+        let Server {
+            chat,
+            clients,
+            dirty,
+            metrics,
+            ..
+        } = self;
+        for member in chat.members(room) {
+            if Some(member.client) == except {
+                continue;
+            }
+            let span = match (member.dialect, v1_frame) {
+                (Dialect::V2, _) => frame,
+                (Dialect::V1, Some(v1)) => v1,
+                (Dialect::V1, None) => continue,
+            };
+            if let Some(client) = clients.get_mut(member.client) {
+                if client.can_send_on(Endpoint::Chat) {
+                    client.queue.push_span(span);
+                    metrics.messages_out += 1;
+                    if !client.dirty {
+                        client.dirty = true;
+                        dirty.push(member.client);
+                    }
+                }
+            }
+        }
+    }
+}

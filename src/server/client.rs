@@ -1,0 +1,132 @@
+//! One accepted TCP client as the server loop sees it: its socket, where it is in its life, what it owes the peer
+//! and the times its deadlines are computed from.
+//!
+//! Owns the per-client state and which timeout rule applies in each phase. It does no I/O of its own beyond what
+//! the loop asks, and never decides on its own that it is dead: the loop does, in `ending.rs`.
+
+use mio::net::TcpStream;
+
+use super::queue::WriteQueue;
+use super::timeouts::{Due, Millis, Timeouts, Times, Waiting};
+use crate::http::Endpoint;
+use crate::protocol::{self, State};
+
+/// Where a client is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading the HTTP request head; `head` holds what arrived so far.
+    ReadingRequest {
+        /// The bytes of the unfinished head.
+        head: Vec<u8>,
+    },
+    /// A plain HTTP response is queued; the connection closes once it is sent.
+    Responding,
+    /// The handshake succeeded: a WebSocket.
+    WebSocket {
+        /// The RFC 6455 state machine.
+        ws: protocol::Connection,
+        /// Which service it talks to.
+        endpoint: Endpoint,
+    },
+    /// Everything was sent and our side of TCP is shut: waiting for the peer's FIN, discarding what it sends.
+    Lingering,
+}
+
+/// A client in the slab.
+#[derive(Debug)]
+pub struct Client {
+    /// The socket, registered with the poll under the slab key.
+    pub socket: TcpStream,
+    /// Unique among the clients alive at once, unlike slab keys (it wraps after 2^32 connections).
+    pub serial: u32,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// Bytes owed to the peer.
+    pub queue: WriteQueue,
+    /// The times its deadlines are computed from.
+    pub times: Times,
+    /// The point of this client's earliest entry in the timer heap.
+    pub timer_at: Option<Millis>,
+    /// WRITABLE interest is registered (only while bytes are queued).
+    pub wants_writable: bool,
+    /// Reading stopped before the socket said WouldBlock, so readable data may be waiting without an event.
+    pub more_to_read: bool,
+    /// Waiting in the loop's list of clients to flush this turn.
+    pub dirty: bool,
+    /// Readiness reported that the peer shut its side (or the socket failed): read until 0, not just to a short
+    /// read, because no new edge will come.
+    pub read_closed: bool,
+    /// We read the peer's FIN while still owing it bytes: the connection ends once they are written.
+    pub fin_received: bool,
+}
+
+impl Client {
+    /// A client accepted at `now`, about to send its request head.
+    pub fn new(socket: TcpStream, serial: u32, now: Millis) -> Self {
+        Client {
+            socket,
+            serial,
+            phase: Phase::ReadingRequest { head: Vec::new() },
+            queue: WriteQueue::default(),
+            times: Times::accepted(now),
+            timer_at: None,
+            wants_writable: false,
+            more_to_read: false,
+            dirty: false,
+            read_closed: false,
+            fin_received: false,
+        }
+    }
+
+    /// The WebSocket state machine, if the client is one.
+    pub fn websocket_mut(&mut self) -> Option<&mut protocol::Connection> {
+        match &mut self.phase {
+            Phase::WebSocket { ws, .. } => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// True while the request head is still arriving.
+    pub fn is_reading_request(&self) -> bool {
+        matches!(self.phase, Phase::ReadingRequest { .. })
+    }
+
+    /// True if this is a WebSocket on `endpoint` that may still be sent data.
+    pub fn can_send_on(&self, endpoint: Endpoint) -> bool {
+        matches!(&self.phase, Phase::WebSocket { ws, endpoint: e } if *e == endpoint && ws.can_send())
+    }
+
+    /// True when all that is left is to send what is queued and close TCP: a response, or a WebSocket whose
+    /// closing handshake is over (7.1.1).
+    pub fn is_finished(&self) -> bool {
+        match &self.phase {
+            Phase::Responding => true,
+            Phase::WebSocket { ws, .. } => ws.state().is_finished(),
+            Phase::ReadingRequest { .. } | Phase::Lingering => false,
+        }
+    }
+
+    /// What the client waits for, which picks the timeout rule.
+    fn waiting(&self) -> Waiting {
+        match &self.phase {
+            Phase::ReadingRequest { .. } | Phase::Responding => Waiting::Request,
+            Phase::WebSocket { ws, .. } if ws.state() == State::Open => Waiting::Peer,
+            Phase::WebSocket { .. } | Phase::Lingering => Waiting::Close,
+        }
+    }
+
+    /// What is due for this client at `now`.
+    pub fn due(&self, now: Millis, timeouts: &Timeouts) -> Due {
+        self.times.due(self.waiting(), now, timeouts)
+    }
+
+    /// A name for the phase, for logs.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::ReadingRequest { .. } => "reading request",
+            Phase::Responding => "responding",
+            Phase::WebSocket { .. } => "websocket",
+            Phase::Lingering => "lingering",
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The end of a connection: the one close path for a WebSocket, slow consumers, lingering for the peer's FIN,
+//! removal, and a graceful shutdown of all of them.
+//!
+//! Owns every way a client stops: [`Server::close_websocket`] is how the server closes a WebSocket (with a code
+//! and a reason, for any cause), and [`Server::remove`] is the one place a client leaves the slab. The close code a
+//! WebSocket ended with is read from `protocol::Connection`, never kept here.
+
+use std::net::Shutdown;
+
+use log::{debug, info};
+
+use super::client::Phase;
+use super::Server;
+use crate::http::Endpoint;
+use crate::protocol::{CloseCode, State};
+
+impl Server {
+    /// Closes a WebSocket: starts the closing handshake with `code` and `reason` (7.1.2) and queues the Close
+    /// behind what the client is already owed. Then the close timeout runs; the peer's Close or our FIN after it
+    /// ends the connection. Does nothing to a client that is not an open WebSocket.
+    pub(super) fn close_websocket(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Some(ws) = self.clients.get_mut(key).and_then(|c| c.websocket_mut()) {
+            ws.close(code, reason);
+        }
+        self.queue_protocol_output(key);
+    }
+
+    /// A chat client whose queue grew past the bound is not reading: drop what it has not started to receive,
+    /// close with 1008, and give it the close timeout to go. Its room mates are not held up: broadcasts skip it.
+    pub(super) fn evict_slow_consumer(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket {
+            ws,
+            endpoint: Endpoint::Chat,
+        } = &client.phase
+        else {
+            return;
+        };
+        if ws.state() != State::Open {
+            return;
+        }
+        let dropped = client.queue.truncate_to_started_frame();
+        self.metrics.slow_consumers_dropped += 1;
+        debug!("{key} is a slow consumer; dropped {dropped} queued bytes");
+        self.close_websocket(
+            key,
+            CloseCode::POLICY_VIOLATION,
+            "too slow: not reading messages",
+        );
+        self.leave_chat(key);
+    }
+
+    /// Everything is sent: shut our side of TCP (the server closes first, 7.1.1) and wait briefly for the peer's
+    /// FIN, reading and discarding what it still sends.
+    pub(super) fn linger(&mut self, key: usize) {
+        self.leave_chat(key);
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.fin_received {
+            return self.remove(key);
+        }
+        if let Err(e) = client.socket.shutdown(Shutdown::Write) {
+            debug!("shutdown {key}: {e}");
+            return self.remove(key);
+        }
+        if let Phase::WebSocket { ws, .. } = &client.phase {
+            self.metrics.count_close(ended_with(ws.close_code()));
+        }
+        client.phase = Phase::Lingering;
+        client.times.closing_began(self.now, true);
+        let more_to_read = client.more_to_read;
+        self.arm_timer(key);
+        if more_to_read {
+            self.unfinished_reads.push(key);
+        }
+    }
+
+    /// Takes a chat client out of its room now, so the others hear of it at once rather than when TCP ends.
+    fn leave_chat(&mut self, key: usize) {
+        let in_chat = self.clients.get(key).is_some_and(|client| {
+            matches!(
+                client.phase,
+                Phase::WebSocket {
+                    endpoint: Endpoint::Chat,
+                    ..
+                }
+            )
+        });
+        if in_chat {
+            self.chat.disconnect(key, &mut self.actions);
+            self.apply_actions();
+        }
+    }
+
+    /// The one place a client ends: out of the slab, the poll and the chat.
+    pub(super) fn remove(&mut self, key: usize) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        let mut client = self.clients.remove(key);
+        if let Err(e) = self.poll.registry().deregister(&mut client.socket) {
+            debug!("deregister {key}: {e}");
+        }
+        if let Phase::WebSocket { ws, endpoint } = &client.phase {
+            self.metrics.count_close(ended_with(ws.close_code()));
+            if *endpoint == Endpoint::Chat {
+                self.chat.disconnect(key, &mut self.actions);
+                self.apply_actions();
+            }
+        }
+        debug!("removed {key}");
+    }
+
+    /// Starts a graceful shutdown: close the listener, send every WebSocket Close 1001, drop clients still reading
+    /// their request, and give the rest the shutdown timeout.
+    pub(super) fn begin_shutdown(&mut self) {
+        info!(
+            "shutting down: closing {} connection(s)",
+            self.clients.len()
+        );
+        if let Some(mut listener) = self.listener.take() {
+            if let Err(e) = self.poll.registry().deregister(&mut listener) {
+                debug!("deregister listener: {e}");
+            }
+        }
+        let timeout = self.config.shutdown_timeout.as_millis();
+        self.draining_until = Some(self.now.plus(u32::try_from(timeout).unwrap_or(u32::MAX)));
+        let keys: Vec<usize> = self.clients.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            match self.clients.get(key).map(|client| &client.phase) {
+                Some(Phase::WebSocket { .. }) => {
+                    self.close_websocket(key, CloseCode::GOING_AWAY, "server shutting down")
+                }
+                Some(Phase::ReadingRequest { .. }) => self.remove(key),
+                Some(Phase::Responding | Phase::Lingering) | None => {}
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// True when every client left has finished its closing handshake and been sent our FIN: nothing more is owed
+    /// to anyone, so a shutdown need not wait for their FINs.
+    pub(super) fn drained(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|(_, client)| matches!(client.phase, Phase::Lingering))
+    }
+}
+
+/// The code to count for a WebSocket that ended: that of its closing handshake, or 1006 when there was none
+/// (7.1.5: the connection was closed without a Close frame).
+fn ended_with(code: Option<CloseCode>) -> CloseCode {
+    code.unwrap_or(CloseCode::ABNORMAL_CLOSURE)
+}

@@ -1,0 +1,117 @@
+//! The HTTP phase: a request head becomes a plain response, a refusal, or the WebSocket upgrade.
+//!
+//! Owns the moment a client stops being HTTP: it parses the head (`protocol::handshake`), routes it (`http`), and
+//! either queues a response that ends the connection or writes the 101 and hands the client to `websocket.rs`,
+//! with any bytes that came after the head. It must not judge the request itself: the rules are in
+//! `protocol::handshake` and `http`.
+
+use log::debug;
+
+use super::client::Phase;
+use super::queue::Chunk;
+use super::Server;
+use crate::http::{self, Endpoint, Refusal, Route};
+use crate::protocol::handshake::{self, RequestHead};
+use crate::protocol::{self, Role};
+
+impl Server {
+    /// More of the request head arrived: act once it is complete.
+    pub(super) fn on_request_bytes(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Phase::ReadingRequest { head } = &mut client.phase else {
+            return;
+        };
+        let request = match handshake::parse_request_head(head, self.config.max_header_bytes) {
+            Ok(None) => return,
+            Ok(Some(request)) => request,
+            Err(e) => return self.refuse(key, Refusal::Head(e)),
+        };
+        let leftover = head.split_off(request.len);
+        match http::route(&request, &self.config.origins) {
+            Err(refusal) => self.refuse(key, refusal),
+            Ok(Route::Upgrade { endpoint, accept }) => {
+                self.upgrade(key, &request, endpoint, &accept, leftover)
+            }
+            Ok(route) => self.respond(key, route, request.method == "HEAD"),
+        }
+    }
+
+    fn refuse(&mut self, key: usize, refusal: Refusal) {
+        debug!("refusing {key}: {} {refusal}", refusal.status());
+        self.metrics.count_refusal(refusal);
+        let mut out = Vec::new();
+        refusal.write_response(&mut out);
+        self.queue_response(key, out);
+    }
+
+    fn respond(&mut self, key: usize, route: Route, head_only: bool) {
+        let mut out = Vec::new();
+        match route {
+            Route::Page => http::write_page(&mut out),
+            Route::Healthz => {
+                http::write_response(200, "text/plain; charset=utf-8", &[], b"ok\n", &mut out)
+            }
+            Route::Metrics => {
+                let text = self.metrics.render(self.gauges());
+                http::write_response(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &[],
+                    text.as_bytes(),
+                    &mut out,
+                );
+            }
+            Route::Upgrade { .. } => return,
+        }
+        if head_only {
+            http::drop_body(&mut out);
+        }
+        self.queue_response(key, out);
+    }
+
+    /// Queues a complete HTTP response; the connection closes once it is written.
+    fn queue_response(&mut self, key: usize, response: Vec<u8>) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        client.phase = Phase::Responding;
+        client.queue.push(Chunk::Owned(response));
+        self.mark_dirty(key);
+    }
+
+    /// Writes the 101 (4.2.2) and turns the client into a WebSocket on `endpoint`.
+    fn upgrade(
+        &mut self,
+        key: usize,
+        request: &RequestHead,
+        endpoint: Endpoint,
+        accept: &str,
+        leftover: Vec<u8>,
+    ) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let max_message_size = match endpoint {
+            Endpoint::Chat => self.config.chat_max_message_size,
+            Endpoint::Echo => self.config.echo_max_message_size,
+        };
+        let mut response = Vec::with_capacity(160);
+        handshake::write_accept_response(accept, &mut response);
+        client.queue.push(Chunk::Owned(response));
+        client.phase = Phase::WebSocket {
+            ws: protocol::Connection::new(Role::Server, max_message_size),
+            endpoint,
+        };
+        let label = endpoint.label();
+        *self.metrics.upgrades_total.entry(label).or_default() += 1;
+        debug!("{key} upgraded to {label} ({})", request.target);
+        self.mark_dirty(key);
+        self.arm_timer(key);
+        // 4.2.1 allows a client to send frames right behind its request: bytes after the head are the first frames.
+        if !leftover.is_empty() {
+            self.on_frames(key, &leftover);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The WebSocket phase, input side: bytes through `protocol::Connection`, messages to the chat or back to an echo
+//! client, and whatever the protocol owes the peer into the write queue.
+//!
+//! Owns what each endpoint does with a message: `/echo` sends it back as it came, the chat route hands text to the
+//! chat state machine and refuses binary (1003). It must not parse frames (`protocol`) or decide chat outcomes
+//! (`chat`); the chat's answers are carried out by `actions.rs`.
+
+use log::debug;
+
+use super::client::Phase;
+use super::queue::Chunk;
+use super::Server;
+use crate::http::Endpoint;
+use crate::protocol::{CloseCode, Event, Message, State};
+
+impl Server {
+    /// Frames arrived for a WebSocket: feed them to its protocol state machine and act on the events in order.
+    pub(super) fn on_frames(&mut self, key: usize, bytes: &[u8]) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket { ws, endpoint } = &mut client.phase else {
+            return;
+        };
+        let endpoint = *endpoint;
+        let mut events = std::mem::take(&mut self.ws_events);
+        let result = ws.feed(bytes, &mut events);
+        // One reading of the wall clock serves every message of this input.
+        let mut chat_time = None;
+        let mut refusal = None;
+        for event in events.drain(..) {
+            let Event::Message(message) = event else {
+                // Pings were answered by the protocol, Pongs need nothing, and a Close is the protocol's to answer.
+                continue;
+            };
+            self.metrics.messages_in += 1;
+            match (endpoint, message) {
+                (Endpoint::Echo, message) => {
+                    if ws
+                        .send_owned(message.kind(), message.into_payload())
+                        .is_ok()
+                    {
+                        self.metrics.messages_out += 1;
+                    }
+                }
+                // 7.4.1: 1003 for a type of data the endpoint cannot accept. Nothing after it is acted on.
+                (Endpoint::Chat, Message::Binary(_)) => {
+                    refusal = Some((
+                        CloseCode::UNSUPPORTED_DATA,
+                        "the chat speaks JSON text frames",
+                    ));
+                    break;
+                }
+                // Text after our Close (a shutdown, an eviction) is not acted on (5.5.1); text before a Close we
+                // merely owe still is.
+                (Endpoint::Chat, Message::Text(text)) if ws.can_send() => {
+                    let now = *chat_time.get_or_insert_with(|| crate::chat::Now {
+                        unix_ms: super::wall_clock_ms(),
+                        mono_ms: self.now.0,
+                    });
+                    self.chat.handle_text(key, &text, now, &mut self.actions);
+                }
+                (Endpoint::Chat, Message::Text(_)) => {}
+            }
+        }
+        self.ws_events = events;
+        if let Err(e) = result {
+            debug!("{key} failed the WebSocket connection: {e}");
+        }
+        // The chat's answers first: they answer messages that came before any Close this input caused.
+        self.apply_actions();
+        match refusal {
+            Some((code, reason)) => self.close_websocket(key, code, reason),
+            None => self.queue_protocol_output(key),
+        }
+    }
+
+    /// Moves the bytes the protocol owes the peer (pongs, closes, echoes) into the write queue, notes when closing
+    /// began, and re-arms the client's deadline.
+    pub(super) fn queue_protocol_output(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket { ws, .. } = &mut client.phase else {
+            return;
+        };
+        // Once the closing handshake is complete, the flush that follows also ends the connection (7.1.1: the
+        // server closes TCP first), even when nothing is left to send.
+        let owes_flush = ws.has_output() || ws.state().is_finished();
+        for piece in ws.take_output_pieces() {
+            client.queue.push(Chunk::Owned(piece));
+        }
+        if ws.state() != State::Open {
+            client.times.closing_began(self.now, false);
+        }
+        if owes_flush {
+            self.mark_dirty(key);
+        }
+        self.arm_timer(key);
+    }
+}
