@@ -14,14 +14,12 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
-use roomcast::protocol::handshake::{parse_server_response, write_client_request};
+use roomcast::protocol::handshake::{parse_server_response, write_client_request, ClientRequest};
 use roomcast::protocol::{Connection, Event, MessageKind, Role};
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
@@ -62,7 +60,10 @@ enum Phase {
     /// The TCP connect is in progress.
     Connecting,
     /// The upgrade request was sent; `response` holds what came back so far.
-    Handshake { key: String, response: Vec<u8> },
+    Handshake {
+        request: ClientRequest,
+        response: Vec<u8>,
+    },
     /// Messages flow.
     Open,
     /// The server closed, or an error ended the connection.
@@ -90,14 +91,14 @@ pub struct Client {
     codec: Codec,
     path: &'static str,
     host: String,
-    seed: u64,
     out: Vec<u8>,
     out_sent: usize,
 }
 
 impl Client {
     /// Starts a non-blocking connect to `addr` and registers it for reading and writing (edge-triggered) under
-    /// `token`. `path` is the WebSocket request target; `seed` feeds the masking keys and the handshake key.
+    /// `token`. `path` is the WebSocket request target; `seed` feeds the masking keys; the handshake key is
+    /// random (`ClientRequest::with_random_key`).
     pub fn connect(
         addr: SocketAddr,
         framing: Framing,
@@ -128,7 +129,6 @@ impl Client {
             codec,
             path,
             host: addr.to_string(),
-            seed,
             out: Vec::new(),
             out_sent: 0,
         })
@@ -166,12 +166,12 @@ impl Client {
             self.stream.set_nodelay(true)?;
             match self.codec {
                 Codec::WebSocket { .. } => {
-                    let key = BASE64.encode(self.seed.to_le_bytes().repeat(2));
-                    let mut request = Vec::with_capacity(200);
-                    write_client_request(&self.host, self.path, &key, &mut request);
-                    self.queue(request);
+                    let request = ClientRequest::with_random_key();
+                    let mut bytes = Vec::with_capacity(200);
+                    write_client_request(&self.host, self.path, &request, &mut bytes);
+                    self.queue(bytes);
                     self.phase = Phase::Handshake {
-                        key,
+                        request,
                         response: Vec::new(),
                     };
                 }
@@ -220,13 +220,14 @@ impl Client {
         mut bytes: &[u8],
         on_message: &mut impl FnMut(Received<'_>),
     ) -> io::Result<()> {
-        if let Phase::Handshake { key, response } = &mut self.phase {
+        if let Phase::Handshake { request, response } = &mut self.phase {
             response.extend_from_slice(bytes);
-            let head_len = parse_server_response(response, key)
+            let answer = parse_server_response(response, request)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let Some(head_len) = head_len else {
+            let Some(answer) = answer else {
                 return Ok(());
             };
+            let head_len = answer.head_len;
             let response = std::mem::take(response);
             self.phase = Phase::Open;
             return self.on_bytes(&response[head_len..], on_message);
