@@ -17,11 +17,8 @@
 //! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
 //! expected number of deliveries is computed from it.
 
-#[path = "roomcast_bench/client.rs"]
 mod client;
-#[path = "roomcast_bench/stats.rs"]
 mod stats;
-#[path = "roomcast_bench/summary.rs"]
 mod summary;
 
 use std::io;
