@@ -5,6 +5,10 @@
 //! wire protocols' shapes (the chat JSON and the raw frame kinds) but nothing of scenarios: what to send and what
 //! a message means is decided by the caller, which receives each message as a borrowed slice.
 //!
+//! Masking keys (RFC 6455 5.3) are unpredictable unless the caller asks for `Masks::Fast`: 10.3 wants a client's
+//! keys beyond the guess of whoever chooses its payloads, which costs little here, but a generator aimed at its
+//! own server may choose the cheap predictable kind.
+//!
 //! Sending always goes through `roomcast::protocol::Connection` (masking with `Role::Client`). Receiving does too
 //! with `Receive::Connection`; the default, `Receive::Frames`, runs roomcast's `FrameDecoder` (the decoder inside
 //! `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
@@ -41,6 +45,30 @@ pub enum Receive {
     Frames,
     /// `Connection::feed`, with message assembly and UTF-8 validation.
     Connection,
+}
+
+/// Where a connection's masking keys come from (RFC 6455 5.3, 10.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Masks {
+    /// Unpredictable: the key generator is seeded from the operating system's random source, and Pongs are masked
+    /// with fresh random keys.
+    Random,
+    /// Predictable and cheap: keys from a fast generator seeded with `seed`. Only for a generator aimed at a
+    /// server it trusts.
+    Fast {
+        /// Any number; connections given different seeds draw different keys.
+        seed: u64,
+    },
+}
+
+impl Masks {
+    /// The `mask_seed` of `Role::Client`.
+    fn connection_seed(self) -> io::Result<u64> {
+        match self {
+            Masks::Random => getrandom::u64().map_err(io::Error::other),
+            Masks::Fast { seed } => Ok(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+        }
+    }
 }
 
 /// A message received from the server.
@@ -97,14 +125,14 @@ pub struct Client {
 
 impl Client {
     /// Starts a non-blocking connect to `addr` and registers it for reading and writing (edge-triggered) under
-    /// `token`. `path` is the WebSocket request target; `seed` feeds the masking keys; the handshake key is
-    /// random (`ClientRequest::with_random_key`).
+    /// `token`. `path` is the WebSocket request target; `masks` says where the masking keys come from. The
+    /// handshake key is always random (`ClientRequest::with_random_key`).
     pub fn connect(
         addr: SocketAddr,
         framing: Framing,
         receive: Receive,
         path: &'static str,
-        seed: u64,
+        masks: Masks,
         registry: &Registry,
         token: Token,
     ) -> io::Result<Client> {
@@ -114,12 +142,12 @@ impl Client {
             Framing::WebSocket => Codec::WebSocket {
                 ws: Box::new(Connection::new(
                     Role::Client {
-                        mask_seed: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                        mask_seed: masks.connection_seed()?,
                     },
                     MAX_MESSAGE,
                 )),
                 events: Vec::new(),
-                frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(seed))),
+                frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(masks))),
             },
             Framing::Raw => Codec::Raw { input: Vec::new() },
         };
@@ -381,19 +409,31 @@ struct FrameReceiver {
     assembly: Vec<u8>,
     /// The payload of a control frame so far.
     control: Vec<u8>,
-    /// State of the masking-key generator for Pongs (xorshift64).
-    mask_state: u64,
+    /// Where the masking keys of Pongs come from.
+    pong_masks: PongMasks,
+}
+
+/// The masking keys of the Pongs `FrameReceiver` sends.
+#[derive(Debug)]
+enum PongMasks {
+    /// Fresh from the operating system's random source for each Pong (they are rare).
+    Random,
+    /// xorshift64 with this state: predictable, for `Masks::Fast`.
+    Fast(u64),
 }
 
 impl FrameReceiver {
-    fn new(seed: u64) -> FrameReceiver {
+    fn new(masks: Masks) -> FrameReceiver {
         FrameReceiver {
             decoder: FrameDecoder::new(IncomingMask::Forbidden),
             frame: None,
             message: None,
             assembly: Vec::new(),
             control: Vec::new(),
-            mask_state: seed | 1,
+            pong_masks: match masks {
+                Masks::Random => PongMasks::Random,
+                Masks::Fast { seed } => PongMasks::Fast(seed | 1),
+            },
         }
     }
 
@@ -434,7 +474,7 @@ impl FrameReceiver {
                 }
                 match header.opcode {
                     OpCode::Ping => {
-                        let mask = self.next_mask();
+                        let mask = self.next_mask()?;
                         encode_frame(true, OpCode::Pong, &self.control, Some(mask), pong);
                     }
                     OpCode::Close => return Ok(false),
@@ -469,15 +509,24 @@ impl FrameReceiver {
         }
     }
 
-    /// xorshift64: masking keys need not be unpredictable between a load generator and its own server.
-    fn next_mask(&mut self) -> [u8; 4] {
-        let mut x = self.mask_state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.mask_state = x;
-        let bytes = x.to_le_bytes();
-        [bytes[0], bytes[1], bytes[2], bytes[3]]
+    /// The masking key of the next Pong.
+    fn next_mask(&mut self) -> io::Result<[u8; 4]> {
+        match &mut self.pong_masks {
+            PongMasks::Random => {
+                let mut key = [0u8; 4];
+                getrandom::fill(&mut key).map_err(io::Error::other)?;
+                Ok(key)
+            }
+            PongMasks::Fast(state) => {
+                let mut x = *state;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *state = x;
+                let bytes = x.to_le_bytes();
+                Ok([bytes[0], bytes[1], bytes[2], bytes[3]])
+            }
+        }
     }
 }
 
@@ -514,6 +563,58 @@ fn raw_frames(input: &[u8], on_message: &mut impl FnMut(Received<'_>)) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_mask_seeds_repeat_and_random_ones_do_not() {
+        let fast = Masks::Fast { seed: 7 };
+        assert_eq!(
+            fast.connection_seed().unwrap(),
+            fast.connection_seed().unwrap()
+        );
+        assert_ne!(
+            Masks::Random.connection_seed().unwrap(),
+            Masks::Random.connection_seed().unwrap()
+        );
+    }
+
+    /// The Pong a `FrameReceiver` with `masks` sends for a Ping carrying `payload`: (masking key, unmasked payload).
+    fn pong_for(masks: Masks, payload: &[u8]) -> ([u8; 4], Vec<u8>) {
+        let mut receiver = FrameReceiver::new(masks);
+        let mut ping = vec![0x89, payload.len() as u8];
+        ping.extend_from_slice(payload);
+        let mut pong = Vec::new();
+        let open = receiver
+            .feed(&ping, &mut |_: Received<'_>| {}, &mut pong)
+            .unwrap();
+        assert!(open);
+        assert_eq!(
+            pong[..2],
+            [0x8A, 0x80 | payload.len() as u8],
+            "a masked Pong"
+        );
+        let key = [pong[2], pong[3], pong[4], pong[5]];
+        let unmasked = pong[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        (key, unmasked)
+    }
+
+    #[test]
+    fn pings_are_answered_with_masked_pongs_whatever_the_mask_source() {
+        for masks in [Masks::Random, Masks::Fast { seed: 3 }] {
+            assert_eq!(pong_for(masks, b"hello").1, b"hello", "{masks:?}");
+        }
+        assert_eq!(
+            pong_for(Masks::Fast { seed: 3 }, b"x").0,
+            pong_for(Masks::Fast { seed: 3 }, b"x").0
+        );
+        assert_ne!(
+            pong_for(Masks::Random, b"hello world").0,
+            pong_for(Masks::Random, b"hello world").0
+        );
+    }
 
     #[test]
     fn raw_frames_split_anywhere_are_reassembled() {
