@@ -9,7 +9,9 @@
 #   SCENARIO="echo --conns 1 --size 16777216" bench/ab.sh old new
 #   SCENARIO="idle --conns 10000 --rooms 100 --hold 2" bench/ab.sh old new
 #
-# Build a "before" binary with `git worktree add /tmp/before <commit> && cargo build --release` there.
+# Build a "before" binary with `git worktree add /tmp/before <commit> && cargo build --release -p roomcast` there.
+# The generator is the workspace member bench/loadgen (`cargo build --release -p roomcast-bench`), built here if
+# missing; like every path here it lives in the workspace's target directory ($CARGO_TARGET_DIR, else target/).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,8 +21,8 @@ SCENARIO=${SCENARIO:-"fanout --rooms 100 --members 10 --senders 1 --size 64 --wi
 PORT=${PORT:-18190}
 SERVER_CPU=${SERVER_CPU:-0}
 GENERATOR_CPU=${GENERATOR_CPU:-1}
-BENCH=${BENCH:-target/release/roomcast-bench}
-[ -x "$BENCH" ] || cargo build --release --quiet --bin roomcast-bench
+BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/roomcast-bench}
+[ -x "$BENCH" ] || cargo build --release --quiet -p roomcast-bench
 ulimit -n 20000
 
 case "$SCENARIO" in

@@ -7,13 +7,15 @@
 #   ROOMCAST=/tmp/variant/target/release/roomcast bench/callgrind.sh --rooms 100 --members 10
 #
 # Any arguments are passed to `roomcast-bench fanout`. Startup and connection setup are included in the total;
-# they are well under 1% of it for runs of a few seconds.
+# they are well under 1% of it for runs of a few seconds. Build both first: `cargo build --release -p roomcast
+# -p roomcast-bench` (the generator is the workspace member bench/loadgen).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-ROOMCAST=${ROOMCAST:-$ROOT/target/release/roomcast}
-BENCH=${BENCH:-$ROOT/target/release/roomcast-bench}
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+ROOMCAST=${ROOMCAST:-$TARGET_DIR/release/roomcast}
+BENCH=${BENCH:-$TARGET_DIR/release/roomcast-bench}
 OUT=${OUT:-$(mktemp -d /tmp/roomcast-callgrind.XXXXXX)}
 mkdir -p "$OUT"
 PORT=${PORT:-18190}

@@ -26,8 +26,10 @@ PORT_BASE=${PORT_BASE:-18080}
 # on a shared machine; it applies to every server alike.
 NICE=${NICE:-0}
 
-BENCH=${BENCH:-$ROOT/target/release/roomcast-bench}
-ROOMCAST=${ROOMCAST:-$ROOT/target/release/roomcast}
+# The workspace's target directory: roomcast and the generator (bench/loadgen) are both built into it.
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+BENCH=${BENCH:-$TARGET_DIR/release/roomcast-bench}
+ROOMCAST=${ROOMCAST:-$TARGET_DIR/release/roomcast}
 TOKIO_CHAT=$ROOT/bench/peers/tokio-chat/target/release/tokio-chat
 RAWTCP=$ROOT/bench/peers/rawtcp/target/release/rawtcp
 NODE_SEED=$ROOT/bench/peers/node-seed/server.js
@@ -53,7 +55,7 @@ log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2
 
 build() {
   log "building roomcast, roomcast-bench and the peers"
-  cargo build --release --quiet --bin roomcast --bin roomcast-bench
+  cargo build --release --quiet -p roomcast -p roomcast-bench
   (cd bench/peers/tokio-chat && cargo build --release --quiet)
   (cd bench/peers/rawtcp && cargo build --release --quiet)
   if [ ! -d bench/peers/node-seed/node_modules/ws ]; then

@@ -113,6 +113,13 @@ fn has_token(head: &RequestHead, name: &str, token: &str) -> bool {
     })
 }
 
+/// True if every value of `name` is tabs, spaces and visible ASCII: no obs-text, no control bytes.
+fn all_ascii_text(head: &RequestHead, name: &str) -> bool {
+    values(head, name)
+        .iter()
+        .all(|v| v.iter().all(|&b| b == b'\t' || b == b' ' || b.is_ascii_graphic()))
+}
+
 /// RFC 6455 4.2.1, checked in the order `UpgradeError` lists the requirements.
 fn expected_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
     if head.method != "GET" {
@@ -121,16 +128,34 @@ fn expected_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
     if head.minor_version < 1 {
         return Err(UpgradeError::OldHttpVersion);
     }
-    if !matches!(values(head, "host").as_slice(), [host] if !host.is_empty()) {
+    let [host] = values(head, "host")[..] else {
+        return Err(UpgradeError::MissingHost);
+    };
+    if host.is_empty() {
         return Err(UpgradeError::MissingHost);
     }
-    if !has_token(head, "upgrade", "websocket") {
+    if !host.iter().all(u8::is_ascii_graphic) {
+        return Err(UpgradeError::InvalidHost);
+    }
+    if !all_ascii_text(head, "upgrade") || !has_token(head, "upgrade", "websocket") {
         return Err(UpgradeError::MissingUpgrade);
     }
-    if !has_token(head, "connection", "upgrade") {
+    if !all_ascii_text(head, "connection") || !has_token(head, "connection", "upgrade") {
         return Err(UpgradeError::MissingConnection);
     }
-    if values(head, "sec-websocket-version").as_slice() != [b"13"] {
+    let versions = values(head, "sec-websocket-version");
+    if let [version] = versions[..] {
+        // RFC 6455 4.3: 0 to 255 in decimal, without leading zeros.
+        let number = std::str::from_utf8(version)
+            .ok()
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|v| *v == "0" || !v.starts_with('0'))
+            .and_then(|v| v.parse::<u32>().ok());
+        if !number.is_some_and(|n| n <= 255) {
+            return Err(UpgradeError::MalformedVersion);
+        }
+    }
+    if versions.as_slice() != [b"13"] {
         return Err(UpgradeError::UnsupportedVersion);
     }
     let [key] = values(head, "sec-websocket-key")[..] else {

@@ -93,9 +93,11 @@ impl Refusal {
             Refusal::Upgrade(UpgradeError::NotGet) => "method_not_allowed",
             Refusal::Upgrade(UpgradeError::OldHttpVersion) => "http_version",
             Refusal::Upgrade(UpgradeError::MissingHost) => "missing_host",
+            Refusal::Upgrade(UpgradeError::InvalidHost) => "invalid_host",
             Refusal::Upgrade(UpgradeError::MissingUpgrade) => "missing_upgrade",
             Refusal::Upgrade(UpgradeError::MissingConnection) => "missing_connection",
             Refusal::Upgrade(UpgradeError::InvalidKey) => "invalid_key",
+            Refusal::Upgrade(UpgradeError::MalformedVersion) => "malformed_version",
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => "unsupported_version",
             Refusal::ForbiddenOrigin => "forbidden_origin",
             Refusal::Overloaded => "overloaded",
@@ -103,16 +105,18 @@ impl Refusal {
     }
 
     /// Every label `label` can return, so metrics can show zeros.
-    pub const LABELS: [&'static str; 12] = [
+    pub const LABELS: [&'static str; 14] = [
         "header_too_large",
         "malformed",
         "not_found",
         "method_not_allowed",
         "http_version",
         "missing_host",
+        "invalid_host",
         "missing_upgrade",
         "missing_connection",
         "invalid_key",
+        "malformed_version",
         "unsupported_version",
         "forbidden_origin",
         "overloaded",
@@ -126,7 +130,9 @@ impl Refusal {
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => {
                 extra = &[("Sec-WebSocket-Version", handshake::WEBSOCKET_VERSION)]
             }
+            // RFC 9110 15.5.6: a 405 lists the methods the server answers: GET and HEAD for any path...
             Refusal::MethodNotAllowed => extra = &[("Allow", "GET, HEAD")],
+            // ...and only GET for a WebSocket handshake (RFC 6455 4.2.1 item 1).
             Refusal::Upgrade(UpgradeError::NotGet) => extra = &[("Allow", "GET")],
             _ => {}
         }
@@ -376,15 +382,183 @@ mod tests {
             Refusal::MethodNotAllowed,
             Refusal::Upgrade(UpgradeError::OldHttpVersion),
             Refusal::Upgrade(UpgradeError::MissingHost),
+            Refusal::Upgrade(UpgradeError::InvalidHost),
             Refusal::Upgrade(UpgradeError::MissingUpgrade),
             Refusal::Upgrade(UpgradeError::MissingConnection),
             Refusal::Upgrade(UpgradeError::InvalidKey),
+            Refusal::Upgrade(UpgradeError::MalformedVersion),
             Refusal::Upgrade(UpgradeError::UnsupportedVersion),
             Refusal::ForbiddenOrigin,
             Refusal::Overloaded,
         ];
         for r in all {
             assert!(Refusal::LABELS.contains(&r.label()), "{r:?}");
+        }
+        assert_eq!(all.len(), Refusal::LABELS.len());
+    }
+
+    /// The value of header `name` in a response, if present once.
+    fn response_header(response: &str, name: &str) -> Option<String> {
+        let head = response.split("\r\n\r\n").next().unwrap_or_default();
+        let mut values = head.split("\r\n").filter_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        });
+        let first = values.next();
+        assert_eq!(values.next(), None, "{name} is repeated");
+        first
+    }
+
+    #[test]
+    fn rfc_9110_405_for_another_method_allows_get_and_head() {
+        let refusal = route(
+            &head("DELETE /healthz HTTP/1.1\r\nHost: a\r\n\r\n"),
+            &any_origin(),
+        )
+        .unwrap_err();
+        let mut out = Vec::new();
+        refusal.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            response_header(&text, "allow").as_deref(),
+            Some("GET, HEAD")
+        );
+    }
+
+    #[test]
+    fn rfc_6455_4_2_1_405_for_a_handshake_by_head_allows_only_get() {
+        let refusal = route(
+            &head(&upgrade("/echo").replacen("GET", "HEAD", 1)),
+            &any_origin(),
+        )
+        .unwrap_err();
+        let mut out = Vec::new();
+        refusal.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert_eq!(response_header(&text, "allow").as_deref(), Some("GET"));
+    }
+
+    #[test]
+    fn only_405_responses_carry_allow() {
+        for refusal in [
+            Refusal::NotFound,
+            Refusal::Upgrade(UpgradeError::InvalidKey),
+            Refusal::Upgrade(UpgradeError::UnsupportedVersion),
+        ] {
+            let mut out = Vec::new();
+            refusal.write_response(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(response_header(&text, "allow"), None, "{refusal:?}");
+        }
+    }
+
+    #[test]
+    fn rfc_7230_5_3_2_absolute_form_targets_route_like_their_paths() {
+        let cases = [
+            ("http://a:8080/ws?room=x", Endpoint::Chat),
+            ("http://a/echo", Endpoint::Echo),
+            ("http://a:8080", Endpoint::Chat),
+            ("http://a/", Endpoint::Chat),
+        ];
+        for (target, endpoint) in cases {
+            assert!(
+                matches!(
+                    route(&head(&upgrade(target)), &any_origin()),
+                    Ok(Route::Upgrade { endpoint: e, .. }) if e == endpoint
+                ),
+                "{target}"
+            );
+        }
+        assert_eq!(
+            route(
+                &head("GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin()
+            ),
+            Ok(Route::Page)
+        );
+        assert_eq!(
+            route(
+                &head("GET http://a/nope HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin()
+            ),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    /// Reads `request` the way the server does and routes it: the refusal, if any.
+    fn refusal_for(request: &[u8]) -> Option<Refusal> {
+        match handshake::parse_request_head(request, 8192) {
+            Ok(Some(head)) => route(&head, &any_origin()).err(),
+            Ok(None) => panic!("incomplete request {request:?}"),
+            Err(e) => Some(Refusal::Head(e)),
+        }
+    }
+
+    /// The header lines of a valid upgrade request, in order.
+    const UPGRADE_HEADERS: [(&str, &str); 5] = [
+        ("Host", "a"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+
+    /// An upgrade request for `/ws` whose header `replaced` has the raw value `value`.
+    fn upgrade_with_raw_value(replaced: &str, value: &[u8]) -> Vec<u8> {
+        let mut request = b"GET /ws HTTP/1.1\r\n".to_vec();
+        for (name, good) in UPGRADE_HEADERS {
+            request.extend_from_slice(name.as_bytes());
+            request.extend_from_slice(b": ");
+            if name == replaced {
+                request.extend_from_slice(value);
+            } else {
+                request.extend_from_slice(good.as_bytes());
+            }
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        request
+    }
+
+    #[test]
+    fn rfc_6455_4_2_1_non_ascii_bytes_in_handshake_tokens_are_refused_with_400() {
+        let bad_bytes: [&[u8]; 6] = [
+            b"\xff",
+            b"\xc3\x28",
+            b"\x80",
+            b"\xc3\xa9",
+            b"\xfe\xff\xfd",
+            b"\xa0",
+        ];
+        for (name, good) in UPGRADE_HEADERS {
+            assert_eq!(
+                refusal_for(&upgrade_with_raw_value(name, good.as_bytes())),
+                None,
+                "the unaltered request is accepted"
+            );
+            for bad in bad_bytes {
+                // The bad bytes alone, after the good value and before it.
+                for value in [
+                    bad.to_vec(),
+                    [good.as_bytes(), bad].concat(),
+                    [bad, good.as_bytes()].concat(),
+                ] {
+                    let refusal = refusal_for(&upgrade_with_raw_value(name, &value));
+                    assert_eq!(
+                        refusal.map(Refusal::status),
+                        Some(400),
+                        "{name}: {value:?} gave {refusal:?}"
+                    );
+                }
+            }
         }
     }
 }

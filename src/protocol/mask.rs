@@ -77,7 +77,7 @@ struct EntropyPool {
 impl EntropyPool {
     fn next_key(&mut self) -> [u8; 4] {
         if self.used + 4 > self.bytes.len() {
-            refill(&mut self.bytes);
+            fill_random(&mut self.bytes);
             self.used = 0;
         }
         let mut key = [0u8; 4];
@@ -93,9 +93,10 @@ thread_local! {
     };
 }
 
-/// Fills `bytes` from the operating system. Should that ever fail, the bytes come from std's randomly keyed
-/// SipHash over a counter and the clock: still unknown to a page, though not a cryptographic generator.
-fn refill(bytes: &mut [u8]) {
+/// Fills `bytes` from the operating system's random generator. Should that ever fail, the bytes come from std's
+/// randomly keyed SipHash over a counter and the clock: still unknown to a page, though not a cryptographic
+/// generator. The one source of randomness of the crate: masking keys, handshake nonces, the server's secret.
+pub fn fill_random(bytes: &mut [u8]) {
     if getrandom::fill(bytes).is_ok() {
         return;
     }

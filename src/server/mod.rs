@@ -280,19 +280,6 @@ fn wall_clock_ms() -> u64 {
 /// 32 unpredictable bytes for session tokens and room epochs, from the operating system.
 fn random_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
-    if let Err(e) = getrandom::fill(&mut secret) {
-        warn!("no operating-system randomness ({e}); deriving the secret from the clock and the hasher's keys");
-        use std::hash::{BuildHasher, Hasher};
-        for (i, chunk) in secret.chunks_mut(8).enumerate() {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_usize(i);
-            hasher.write_u128(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-    }
+    crate::protocol::mask::fill_random(&mut secret);
     secret
 }

@@ -157,12 +157,14 @@ impl TestClient {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        );
-        stream.write_all(request.as_bytes())?;
+        let request = handshake::ClientRequest::with_random_key();
+        let mut bytes = Vec::new();
+        handshake::write_client_request(&addr.to_string(), path, &request, &mut bytes);
+        // The extra lines go before the blank line that ends the head.
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(extra.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        stream.write_all(&bytes)?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let head_len = loop {
@@ -174,8 +176,8 @@ impl TestClient {
                 ));
             }
             buf.extend_from_slice(&chunk[..n]);
-            match handshake::parse_server_response(&buf, key) {
-                Ok(Some(len)) => break len,
+            match handshake::parse_server_response(&buf, &request) {
+                Ok(Some(answer)) => break answer.head_len,
                 Ok(None) => continue,
                 Err(e) => {
                     return Err(io::Error::other(format!(

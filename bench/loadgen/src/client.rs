@@ -5,6 +5,10 @@
 //! wire protocols' shapes (the chat JSON and the raw frame kinds) but nothing of scenarios: what to send and what
 //! a message means is decided by the caller, which receives each message as a borrowed slice.
 //!
+//! Masking keys (RFC 6455 5.3) are unpredictable unless the caller asks for `Masks::Fast`: 10.3 wants a client's
+//! keys beyond the guess of whoever chooses its payloads, which costs little here, but a generator aimed at its
+//! own server may choose the cheap predictable kind.
+//!
 //! Sending always goes through `roomcast::protocol::Connection` (masking with `Role::Client`). Receiving does too
 //! with `Receive::Connection`; the default, `Receive::Frames`, runs roomcast's `FrameDecoder` (the decoder inside
 //! `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
@@ -14,14 +18,12 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
-use roomcast::protocol::handshake::{parse_server_response, write_client_request};
+use roomcast::protocol::handshake::{parse_server_response, write_client_request, ClientRequest};
 use roomcast::protocol::{Connection, Event, Message, MessageKind, Role};
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
@@ -45,6 +47,30 @@ pub enum Receive {
     Connection,
 }
 
+/// Where a connection's masking keys come from (RFC 6455 5.3, 10.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Masks {
+    /// Unpredictable: every key comes from the operating system's random source.
+    Random,
+    /// Predictable and cheap: keys from a fast generator seeded with `seed`. Only for a generator aimed at a
+    /// server it trusts.
+    Fast {
+        /// Any number; connections given different seeds draw different keys.
+        seed: u64,
+    },
+}
+
+impl Masks {
+    /// A client connection whose keys come from this source.
+    fn client_connection(self) -> Connection {
+        let mut ws = Connection::new(Role::Client, MAX_MESSAGE);
+        if let Masks::Fast { seed } = self {
+            ws.use_predictable_masks(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        }
+        ws
+    }
+}
+
 /// A message received from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received<'a> {
@@ -62,7 +88,10 @@ enum Phase {
     /// The TCP connect is in progress.
     Connecting,
     /// The upgrade request was sent; `response` holds what came back so far.
-    Handshake { key: String, response: Vec<u8> },
+    Handshake {
+        request: ClientRequest,
+        response: Vec<u8>,
+    },
     /// Messages flow.
     Open,
     /// The server closed, or an error ended the connection.
@@ -90,20 +119,20 @@ pub struct Client {
     codec: Codec,
     path: &'static str,
     host: String,
-    seed: u64,
     out: Vec<u8>,
     out_sent: usize,
 }
 
 impl Client {
     /// Starts a non-blocking connect to `addr` and registers it for reading and writing (edge-triggered) under
-    /// `token`. `path` is the WebSocket request target; `seed` feeds the masking keys and the handshake key.
+    /// `token`. `path` is the WebSocket request target; `masks` says where the masking keys come from. The
+    /// handshake key is always random (`ClientRequest::with_random_key`).
     pub fn connect(
         addr: SocketAddr,
         framing: Framing,
         receive: Receive,
         path: &'static str,
-        seed: u64,
+        masks: Masks,
         registry: &Registry,
         token: Token,
     ) -> io::Result<Client> {
@@ -111,13 +140,9 @@ impl Client {
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let codec = match framing {
             Framing::WebSocket => Codec::WebSocket {
-                ws: Box::new({
-                    let mut ws = Connection::new(Role::Client, MAX_MESSAGE);
-                    ws.use_predictable_masks(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-                    ws
-                }),
+                ws: Box::new(masks.client_connection()),
                 events: Vec::new(),
-                frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(seed))),
+                frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(masks))),
             },
             Framing::Raw => Codec::Raw { input: Vec::new() },
         };
@@ -127,7 +152,6 @@ impl Client {
             codec,
             path,
             host: addr.to_string(),
-            seed,
             out: Vec::new(),
             out_sent: 0,
         })
@@ -165,12 +189,12 @@ impl Client {
             self.stream.set_nodelay(true)?;
             match self.codec {
                 Codec::WebSocket { .. } => {
-                    let key = BASE64.encode(self.seed.to_le_bytes().repeat(2));
-                    let mut request = Vec::with_capacity(200);
-                    write_client_request(&self.host, self.path, &key, &mut request);
-                    self.queue(request);
+                    let request = ClientRequest::with_random_key();
+                    let mut bytes = Vec::with_capacity(200);
+                    write_client_request(&self.host, self.path, &request, &mut bytes);
+                    self.queue(bytes);
                     self.phase = Phase::Handshake {
-                        key,
+                        request,
                         response: Vec::new(),
                     };
                 }
@@ -219,13 +243,14 @@ impl Client {
         mut bytes: &[u8],
         on_message: &mut impl FnMut(Received<'_>),
     ) -> io::Result<()> {
-        if let Phase::Handshake { key, response } = &mut self.phase {
+        if let Phase::Handshake { request, response } = &mut self.phase {
             response.extend_from_slice(bytes);
-            let head_len = parse_server_response(response, key)
+            let answer = parse_server_response(response, request)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let Some(head_len) = head_len else {
+            let Some(answer) = answer else {
                 return Ok(());
             };
+            let head_len = answer.head_len;
             let response = std::mem::take(response);
             self.phase = Phase::Open;
             return self.on_bytes(&response[head_len..], on_message);
@@ -381,19 +406,31 @@ struct FrameReceiver {
     assembly: Vec<u8>,
     /// The payload of a control frame so far.
     control: Vec<u8>,
-    /// State of the masking-key generator for Pongs (xorshift64).
-    mask_state: u64,
+    /// Where the masking keys of Pongs come from.
+    pong_masks: PongMasks,
+}
+
+/// The masking keys of the Pongs `FrameReceiver` sends.
+#[derive(Debug)]
+enum PongMasks {
+    /// Fresh from the operating system's random source for each Pong (they are rare).
+    Random,
+    /// xorshift64 with this state: predictable, for `Masks::Fast`.
+    Fast(u64),
 }
 
 impl FrameReceiver {
-    fn new(seed: u64) -> FrameReceiver {
+    fn new(masks: Masks) -> FrameReceiver {
         FrameReceiver {
             decoder: FrameDecoder::new(IncomingMask::Forbidden),
             frame: None,
             message: None,
             assembly: Vec::new(),
             control: Vec::new(),
-            mask_state: seed | 1,
+            pong_masks: match masks {
+                Masks::Random => PongMasks::Random,
+                Masks::Fast { seed } => PongMasks::Fast(seed | 1),
+            },
         }
     }
 
@@ -434,7 +471,7 @@ impl FrameReceiver {
                 }
                 match header.opcode {
                     OpCode::Ping => {
-                        let mask = self.next_mask();
+                        let mask = self.next_mask()?;
                         encode_frame(true, OpCode::Pong, &self.control, Some(mask), pong);
                     }
                     OpCode::Close => return Ok(false),
@@ -469,15 +506,24 @@ impl FrameReceiver {
         }
     }
 
-    /// xorshift64: masking keys need not be unpredictable between a load generator and its own server.
-    fn next_mask(&mut self) -> [u8; 4] {
-        let mut x = self.mask_state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.mask_state = x;
-        let bytes = x.to_le_bytes();
-        [bytes[0], bytes[1], bytes[2], bytes[3]]
+    /// The masking key of the next Pong.
+    fn next_mask(&mut self) -> io::Result<[u8; 4]> {
+        match &mut self.pong_masks {
+            PongMasks::Random => {
+                let mut key = [0u8; 4];
+                getrandom::fill(&mut key).map_err(io::Error::other)?;
+                Ok(key)
+            }
+            PongMasks::Fast(state) => {
+                let mut x = *state;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *state = x;
+                let bytes = x.to_le_bytes();
+                Ok([bytes[0], bytes[1], bytes[2], bytes[3]])
+            }
+        }
     }
 }
 
@@ -514,6 +560,60 @@ fn raw_frames(input: &[u8], on_message: &mut impl FnMut(Received<'_>)) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The masking key of the first frame a client connection with `masks` sends.
+    fn first_key(masks: Masks) -> [u8; 4] {
+        let mut ws = masks.client_connection();
+        ws.send(MessageKind::Text, b"x").unwrap();
+        let out = ws.take_output();
+        [out[2], out[3], out[4], out[5]]
+    }
+
+    #[test]
+    fn fast_mask_keys_repeat_and_random_ones_do_not() {
+        let fast = Masks::Fast { seed: 7 };
+        assert_eq!(first_key(fast), first_key(fast));
+        assert_ne!(first_key(Masks::Random), first_key(Masks::Random));
+    }
+
+    /// The Pong a `FrameReceiver` with `masks` sends for a Ping carrying `payload`: (masking key, unmasked payload).
+    fn pong_for(masks: Masks, payload: &[u8]) -> ([u8; 4], Vec<u8>) {
+        let mut receiver = FrameReceiver::new(masks);
+        let mut ping = vec![0x89, payload.len() as u8];
+        ping.extend_from_slice(payload);
+        let mut pong = Vec::new();
+        let open = receiver
+            .feed(&ping, &mut |_: Received<'_>| {}, &mut pong)
+            .unwrap();
+        assert!(open);
+        assert_eq!(
+            pong[..2],
+            [0x8A, 0x80 | payload.len() as u8],
+            "a masked Pong"
+        );
+        let key = [pong[2], pong[3], pong[4], pong[5]];
+        let unmasked = pong[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        (key, unmasked)
+    }
+
+    #[test]
+    fn pings_are_answered_with_masked_pongs_whatever_the_mask_source() {
+        for masks in [Masks::Random, Masks::Fast { seed: 3 }] {
+            assert_eq!(pong_for(masks, b"hello").1, b"hello", "{masks:?}");
+        }
+        assert_eq!(
+            pong_for(Masks::Fast { seed: 3 }, b"x").0,
+            pong_for(Masks::Fast { seed: 3 }, b"x").0
+        );
+        assert_ne!(
+            pong_for(Masks::Random, b"hello world").0,
+            pong_for(Masks::Random, b"hello world").0
+        );
+    }
 
     #[test]
     fn raw_frames_split_anywhere_are_reassembled() {

@@ -17,11 +17,8 @@
 //! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
 //! expected number of deliveries is computed from it.
 
-#[path = "roomcast_bench/client.rs"]
 mod client;
-#[path = "roomcast_bench/stats.rs"]
 mod stats;
-#[path = "roomcast_bench/summary.rs"]
 mod summary;
 
 use std::io;
@@ -33,7 +30,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
-use client::{Client, Framing, Receive, Received};
+use client::{Client, Framing, Masks, Receive, Received};
 use stats::{cpu_percent, cpu_ticks, rss_kib, Histogram};
 
 /// Load generator for roomcast and its peers; prints one JSON line per run.
@@ -118,6 +115,10 @@ struct Common {
     /// frame decoder alone: costs the generator more CPU per delivery
     #[arg(long)]
     full_codec: bool,
+    /// Mask with keys from a fast generator seeded with the connection's index instead of the operating system's
+    /// random source: predictable (RFC 6455 10.3 asks for unpredictable keys), for a server that is trusted
+    #[arg(long)]
+    fast_masks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -290,7 +291,13 @@ impl Pool {
                 Receive::Frames
             },
             path,
-            index as u64 + 1,
+            if common.fast_masks {
+                Masks::Fast {
+                    seed: index as u64 + 1,
+                }
+            } else {
+                Masks::Random
+            },
             self.poll.registry(),
             Token(index),
         )?;
