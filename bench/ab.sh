@@ -48,7 +48,7 @@ for rep in $(seq "$REPS"); do
     SERVER_PID=$!
     until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.05; done
     # shellcheck disable=SC2086 # SCENARIO and TIMING are word lists on purpose
-    line=$(taskset -c "$GENERATOR_CPU" "$BENCH" $SCENARIO $TIMING --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID")
+    line=$(taskset -c "$GENERATOR_CPU" "$BENCH" $SCENARIO $TIMING --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" --fast-masks)
     cleanup
     SERVER_PID=
     figure=$(grep -o "\"$FIELD\":[0-9.]*" <<<"$line" | cut -d: -f2)

@@ -41,7 +41,7 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
   sleep 0.1
 done
 
-"$BENCH" fanout --addr "127.0.0.1:$PORT" --server-pid "$VALGRIND_PID" --warmup 0 --setup-timeout 120 "$@" \
+"$BENCH" fanout --fast-masks --addr "127.0.0.1:$PORT" --server-pid "$VALGRIND_PID" --warmup 0 --setup-timeout 120 "$@" \
   >"$OUT/run.json"
 kill -INT "$VALGRIND_PID"
 wait "$VALGRIND_PID" || true

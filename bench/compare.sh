@@ -171,7 +171,7 @@ for rep in $(seq 1 "$REPS"); do
       log "rep $rep/$REPS $scenario $kind (load $(cut -d' ' -f1 /proc/loadavg))"
       # shellcheck disable=SC2046
       if ! timeout 300 nice -n "$NICE" taskset -c "$GENERATOR_CPU" "$BENCH" $(scenario_args "$scenario") --addr "127.0.0.1:$(port_of "$kind")" \
-        --server-kind "$kind" --server-pid "$SERVER_PID" --label "$scenario" >>"$OUT/results.jsonl" 2>>"$OUT/run.log"; then
+        --fast-masks --server-kind "$kind" --server-pid "$SERVER_PID" --label "$scenario" >>"$OUT/results.jsonl" 2>>"$OUT/run.log"; then
         log "rep $rep $scenario $kind FAILED (see run.log)"
       fi
       stop_server
