@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::chat::ChatConfig;
 use crate::http::origin::OriginPolicy;
 
+/// The longest timeout accepted: the loop keeps a connection's times as 32-bit millisecond stamps, which stay
+/// exact for any timeout well under 49 days.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Server configuration.
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -2,8 +2,11 @@
 //!
 //! Owns the CLI surface and process concerns (logging, signals, exit codes) and nothing of the protocol.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
@@ -11,6 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use roomcast::chat::ChatConfig;
+use roomcast::config::MAX_TIMEOUT;
 use roomcast::http::origin::OriginPolicy;
 use roomcast::{Config, Server, ShutdownHandle};
 
@@ -19,19 +23,19 @@ use roomcast::{Config, Server, ShutdownHandle};
 #[command(name = "roomcast", version, about, max_term_width = 110)]
 struct Cli {
     /// Address to listen on (port 0 picks a free port)
-    #[arg(long, env = "ROOMCAST_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "ROOMCAST_ADDR", default_value_t = DEFAULTS.addr)]
     addr: SocketAddr,
 
     /// Largest chat message in bytes; bigger ones close the connection with 1009
-    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value_t = DEFAULTS.chat_max_message_size)]
     max_message_size: usize,
 
     /// Largest message on /echo in bytes
-    #[arg(long, env = "ROOMCAST_ECHO_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "ROOMCAST_ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULTS.echo_max_message_size)]
     echo_max_message_size: usize,
 
     /// Largest HTTP request head in bytes; bigger ones get 431
-    #[arg(long, env = "ROOMCAST_MAX_HEADER_BYTES", default_value_t = 8 * 1024)]
+    #[arg(long, env = "ROOMCAST_MAX_HEADER_BYTES", default_value_t = DEFAULTS.max_header_bytes)]
     max_header_bytes: usize,
 
     /// Most open connections; more get 503 [default: the open-file limit minus 64]
@@ -39,28 +43,28 @@ struct Cli {
     max_connections: Option<usize>,
 
     /// Most bytes queued for one client: a chat client over it is closed with 1008, echo stops reading
-    #[arg(long, env = "ROOMCAST_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "ROOMCAST_MAX_QUEUED_BYTES", default_value_t = DEFAULTS.max_queued_bytes)]
     max_queued_bytes: usize,
 
     /// Seconds a client has to finish its HTTP request
-    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = seconds)]
-    handshake_timeout: Duration,
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_TIMEOUT", default_value_t = Seconds(DEFAULTS.handshake_timeout))]
+    handshake_timeout: Seconds,
 
     /// Seconds of quiet after which a WebSocket is sent a Ping
-    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value = "20", value_parser = seconds)]
-    ping_interval: Duration,
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL", default_value_t = Seconds(DEFAULTS.ping_interval))]
+    ping_interval: Seconds,
 
     /// Seconds without hearing from a WebSocket before it is dropped
-    #[arg(long, env = "ROOMCAST_IDLE_TIMEOUT", default_value = "60", value_parser = seconds)]
-    idle_timeout: Duration,
+    #[arg(long, env = "ROOMCAST_IDLE_TIMEOUT", default_value_t = Seconds(DEFAULTS.idle_timeout))]
+    idle_timeout: Seconds,
 
     /// Seconds to wait for the peer to finish the closing handshake
-    #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT", default_value = "5", value_parser = seconds)]
-    close_timeout: Duration,
+    #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT", default_value_t = Seconds(DEFAULTS.close_timeout))]
+    close_timeout: Seconds,
 
     /// Seconds to wait for clients after SIGINT/SIGTERM before exiting
-    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "5", value_parser = seconds)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value_t = Seconds(DEFAULTS.shutdown_timeout))]
+    shutdown_timeout: Seconds,
 
     /// A browser Origin allowed besides the server's own (repeatable; `*` allows all; env: comma-separated)
     #[arg(
@@ -71,27 +75,48 @@ struct Cli {
     allowed_origins: Vec<String>,
 
     /// Chat messages kept per room for replay after a reconnect
-    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = 100)]
+    #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = DEFAULTS.chat.history_len)]
     history: usize,
 
     /// Longest chat message in characters
-    #[arg(long, env = "ROOMCAST_MAX_CONTENT", default_value_t = 4000)]
+    #[arg(long, env = "ROOMCAST_MAX_CONTENT", default_value_t = DEFAULTS.chat.max_content_chars)]
     max_content: usize,
 
     /// Messages per second each client may send (token bucket rate)
-    #[arg(long, env = "ROOMCAST_RATE", default_value_t = 20.0)]
+    #[arg(long, env = "ROOMCAST_RATE", default_value_t = DEFAULTS.chat.rate_per_sec)]
     rate: f64,
 
     /// Messages a client may send in a burst (token bucket size)
-    #[arg(long, env = "ROOMCAST_BURST", default_value_t = 40)]
+    #[arg(long, env = "ROOMCAST_BURST", default_value_t = DEFAULTS.chat.rate_burst)]
     burst: u32,
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(value).map_err(|e| format!("`{text}`: {e}"))
+/// The defaults, from the one place they are defined.
+static DEFAULTS: LazyLock<Config> = LazyLock::new(Config::default);
+
+/// A duration given on the command line as a number of seconds (fractions allowed).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+struct Seconds(Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let value: f64 = text
+            .parse()
+            .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+        let duration = Duration::try_from_secs_f64(value).map_err(|e| format!("`{text}`: {e}"))?;
+        if duration >= MAX_TIMEOUT {
+            return Err(format!("`{text}`: timeouts must be shorter than a day"));
+        }
+        Ok(Seconds(duration))
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
 }
 
 impl Cli {
@@ -101,7 +126,7 @@ impl Cli {
             return Err(format!(
                 "--ping-interval ({:?}) must be shorter than --idle-timeout ({:?}), or a quiet client is dropped \
                  before it is ever pinged",
-                self.ping_interval, self.idle_timeout
+                self.ping_interval.0, self.idle_timeout.0
             ));
         }
         Ok(())
@@ -116,11 +141,11 @@ impl Cli {
             max_header_bytes: self.max_header_bytes,
             max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             max_queued_bytes: self.max_queued_bytes,
-            handshake_timeout: self.handshake_timeout,
-            ping_interval: self.ping_interval,
-            idle_timeout: self.idle_timeout,
-            close_timeout: self.close_timeout,
-            shutdown_timeout: self.shutdown_timeout,
+            handshake_timeout: self.handshake_timeout.0,
+            ping_interval: self.ping_interval.0,
+            idle_timeout: self.idle_timeout.0,
+            close_timeout: self.close_timeout.0,
+            shutdown_timeout: self.shutdown_timeout.0,
             origins: OriginPolicy {
                 allowed: self.allowed_origins,
             },
@@ -183,5 +208,26 @@ fn main() -> ExitCode {
             eprintln!("roomcast: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_library_defaults() {
+        let cli = Cli::try_parse_from(["roomcast"]).expect("no flags parse");
+        assert_eq!(
+            format!("{:?}", cli.into_config()),
+            format!("{:?}", Config::default())
+        );
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_a_day() {
+        assert_eq!("0.25".parse(), Ok(Seconds(Duration::from_millis(250))));
+        assert!("86400".parse::<Seconds>().is_err());
+        assert!("soon".parse::<Seconds>().is_err());
     }
 }

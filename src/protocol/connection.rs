@@ -221,6 +221,16 @@ struct Assembly {
     utf8: Utf8Validator,
 }
 
+/// What a connection holds while a frame or a fragmented message is arriving. Boxed, and dropped as soon as a frame
+/// ends with no message unfinished: an idle connection holds none of it.
+#[derive(Debug, Default)]
+struct Incoming {
+    /// The frame whose payload is arriving.
+    frame: Option<Receiving>,
+    /// The data message being assembled, across frames.
+    assembly: Option<Assembly>,
+}
+
 /// The frame whose payload is arriving.
 #[derive(Debug)]
 enum Receiving {
@@ -278,8 +288,8 @@ pub struct Connection {
     role: Role,
     max_message_size: usize,
     decoder: FrameDecoder,
-    receiving: Option<Receiving>,
-    assembly: Option<Assembly>,
+    /// A frame or message in progress; `None` at a message boundary.
+    incoming: Option<Box<Incoming>>,
     output: Vec<u8>,
     /// Output that precedes `output`, oldest first: the buffers finished when a payload was handed over by
     /// `send_owned`, and those payloads themselves.
@@ -306,8 +316,7 @@ impl Connection {
             role,
             max_message_size,
             decoder: FrameDecoder::new(incoming),
-            receiving: None,
-            assembly: None,
+            incoming: None,
             output: Vec::new(),
             handed_over: Vec::new(),
             owed_close: None,
@@ -489,6 +498,11 @@ impl Connection {
         self.mask_keys.as_mut().map(MaskKeys::next_key)
     }
 
+    /// The frame and message in progress, allocated when the first frame of a message (or a control frame) starts.
+    fn incoming_mut(&mut self) -> &mut Incoming {
+        self.incoming.get_or_insert_with(Box::default)
+    }
+
     /// Fails the connection (7.1.7): owe a Close with the error's code unless one was sent, and stop reading.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         if self.state == State::Open {
@@ -498,8 +512,7 @@ impl Connection {
         }
         self.close_code.get_or_insert(error.close_code());
         self.state = State::Failed;
-        self.receiving = None;
-        self.assembly = None;
+        self.incoming = None;
         error
     }
 
@@ -510,7 +523,7 @@ impl Connection {
     ) -> Result<(), ProtocolError> {
         if header.opcode.is_control() {
             let payload = Vec::with_capacity(header.payload_len as usize);
-            self.receiving = Some(Receiving::Control {
+            self.incoming_mut().frame = Some(Receiving::Control {
                 opcode: header.opcode,
                 payload,
             });
@@ -519,7 +532,8 @@ impl Connection {
             }
             return Ok(());
         }
-        let assembled = match (&self.assembly, header.opcode) {
+        let assembly = self.incoming.as_ref().and_then(|i| i.assembly.as_ref());
+        let assembled = match (assembly, header.opcode) {
             // 5.4: a continuation continues something, and a new message waits for the last to finish.
             (None, OpCode::Continuation) => return Err(ProtocolError::UnexpectedContinuation),
             (Some(_), OpCode::Text | OpCode::Binary) => {
@@ -533,7 +547,8 @@ impl Connection {
         if assembled.saturating_add(header.payload_len) > limit as u64 {
             return Err(ProtocolError::MessageTooBig { limit });
         }
-        let assembly = self.assembly.get_or_insert_with(|| Assembly {
+        let incoming = self.incoming_mut();
+        let assembly = incoming.assembly.get_or_insert_with(|| Assembly {
             kind: if header.opcode == OpCode::Text {
                 MessageKind::Text
             } else {
@@ -545,7 +560,7 @@ impl Connection {
         assembly
             .payload
             .reserve(header.payload_len.min(MAX_PREALLOCATION) as usize);
-        self.receiving = Some(Receiving::Data { fin: header.fin });
+        incoming.frame = Some(Receiving::Data { fin: header.fin });
         if header.payload_len == 0 {
             self.finish_data_frame(events)?;
         }
@@ -557,7 +572,10 @@ impl Connection {
         chunk: PayloadChunk<'_>,
         events: &mut Vec<Event>,
     ) -> Result<(), ProtocolError> {
-        match &mut self.receiving {
+        let Some(incoming) = self.incoming.as_deref_mut() else {
+            return Ok(());
+        };
+        match &mut incoming.frame {
             Some(Receiving::Control { payload, .. }) => {
                 chunk.unmask_into(payload);
                 if chunk.last {
@@ -565,7 +583,7 @@ impl Connection {
                 }
             }
             Some(Receiving::Data { .. }) => {
-                if let Some(assembly) = &mut self.assembly {
+                if let Some(assembly) = &mut incoming.assembly {
                     let start = assembly.payload.len();
                     chunk.unmask_into(&mut assembly.payload);
                     // 8.1: fail fast, at the first byte that cannot be UTF-8.
@@ -586,11 +604,16 @@ impl Connection {
     }
 
     fn finish_data_frame(&mut self, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
-        let fin = matches!(self.receiving.take(), Some(Receiving::Data { fin: true }));
+        let Some(incoming) = self.incoming.as_deref_mut() else {
+            return Ok(());
+        };
+        let fin = matches!(incoming.frame.take(), Some(Receiving::Data { fin: true }));
         if !fin {
             return Ok(());
         }
-        if let Some(mut assembly) = self.assembly.take() {
+        let assembly = incoming.assembly.take();
+        self.incoming = None;
+        if let Some(mut assembly) = assembly {
             let message = match assembly.kind {
                 MessageKind::Text => {
                     assembly
@@ -607,9 +630,15 @@ impl Connection {
     }
 
     fn finish_control(&mut self, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
-        let Some(Receiving::Control { opcode, payload }) = self.receiving.take() else {
+        let Some(incoming) = self.incoming.as_deref_mut() else {
             return Ok(());
         };
+        let Some(Receiving::Control { opcode, payload }) = incoming.frame.take() else {
+            return Ok(());
+        };
+        if incoming.assembly.is_none() {
+            self.incoming = None;
+        }
         match opcode {
             OpCode::Ping => {
                 // 5.5.2: answer with a Pong carrying the same payload, unless the peer's Close came first; ours
@@ -632,7 +661,7 @@ impl Connection {
                 } else {
                     self.state = State::Closed;
                 }
-                self.assembly = None;
+                self.incoming = None;
                 events.push(Event::Close(frame));
             }
             OpCode::Continuation | OpCode::Text | OpCode::Binary => {}

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::MAX_TIMEOUT;
+
 /// A point in the server's life: milliseconds since it started. 64 bits never wrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Millis(pub u64);
@@ -73,9 +75,6 @@ impl std::fmt::Display for TimeoutTooLong {
 impl std::error::Error for TimeoutTooLong {}
 
 impl Timeouts {
-    /// The longest timeout accepted.
-    pub const MAX: Duration = Duration::from_secs(24 * 60 * 60);
-
     /// The limits: time to send a request head, quiet before a heartbeat Ping, quiet before the peer is dropped,
     /// and time for the peer to finish closing.
     pub fn new(
@@ -85,7 +84,7 @@ impl Timeouts {
         close: Duration,
     ) -> Result<Timeouts, TimeoutTooLong> {
         let ms = |d: Duration| {
-            if d >= Self::MAX {
+            if d >= MAX_TIMEOUT {
                 return Err(TimeoutTooLong);
             }
             u32::try_from(d.as_millis()).map_err(|_| TimeoutTooLong)
