@@ -9,6 +9,9 @@
 
 mod handlers;
 mod history;
+// Not called yet: request.rs and the handlers take it up when the chat types are renamed.
+#[allow(dead_code)]
+mod names;
 mod rate;
 mod request;
 mod room;
