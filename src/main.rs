@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long, env = "ROOMCAST_MAX_MESSAGE_SIZE", default_value_t = DEFAULTS.chat_max_message_size)]
     max_message_size: usize,
 
-    /// Largest message on /echo in bytes
+    /// Largest message on /echo (a test route) in bytes; the Autobahn suite needs 16777216
     #[arg(long, env = "ROOMCAST_ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULTS.echo_max_message_size)]
     echo_max_message_size: usize,
 

@@ -22,7 +22,10 @@ trap cleanup EXIT
 command -v wstest >/dev/null || { echo "wstest not found: run ../shared/autobahn/install-wstest.sh" >&2; exit 2; }
 (cd "$root" && cargo build --release --quiet)
 
-"$root/target/release/roomcast" --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
+# /echo is a test route: it accepts what the chat route accepts unless told otherwise, and Autobahn sends messages
+# of up to 16 MiB (sections 9 and 10).
+"$root/target/release/roomcast" --addr 127.0.0.1:0 --echo-max-message-size 16777216 \
+  > "$work/server.out" 2> "$work/server.err" &
 server_pid=$!
 for _ in $(seq 1 100); do
   grep -q "listening on" "$work/server.out" 2>/dev/null && break
