@@ -141,7 +141,8 @@ fn a_replaced_connection_is_disconnected_promptly_after_the_closing_handshake() 
 
 #[test]
 fn a_wrong_session_is_name_taken_and_the_holder_keeps_its_name() {
-    let server = TestServer::start();
+    // Six joins in a row from one connection: more than the join burst allows by default.
+    let server = TestServer::with_config(|c| c.chat.join_burst = 10);
     let (mut ann, mut bob, mut intruder) = (server.ws("/ws"), server.ws("/ws"), server.ws("/ws"));
     let a = join_expect(&mut ann, "ann", "lobby", 1);
     let b = join_expect(&mut bob, "bob", "lobby", 2);
@@ -204,7 +205,8 @@ fn a_reclaim_into_another_room_is_seen_as_leave_and_join() {
 
 #[test]
 fn the_session_stays_across_reclaims_and_is_new_once_the_name_was_freed() {
-    let server = TestServer::start();
+    // No grace period: the name is free as soon as it is left.
+    let server = TestServer::with_config(|c| c.chat.name_grace_ms = 0);
     let mut first = server.ws("/ws");
     let joined = join_expect(&mut first, "ann", "lobby", 1);
     let session = joined["session"].clone();

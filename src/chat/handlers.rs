@@ -7,14 +7,17 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
+use super::claims::{Refused, Taking};
+use super::names::Name;
 use super::request::JoinRequest;
 use super::room::Seat;
-use super::session::same_token;
 use super::wire::{self, ErrorCode, MemberNames, Out, ReplayOut};
 use super::{Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, CLOSE_REPLACED};
 
 const NOT_JOINED: &str = "join a room first";
 const NAME_TAKEN: &str = "another connection holds this userId";
+const NAME_RESERVED: &str =
+    "this userId was in use moments ago and is kept for its owner's session for a while";
 const NOT_ONLINE: &str = "no connection holds this userId";
 
 impl Chat {
@@ -26,32 +29,48 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let holder = self.users.get(&*req.user).copied().filter(|&h| h != client);
-        let mut token = None;
-        if let Some(holder) = holder {
-            let held = self.joined(holder).map(|j| &j.token);
-            match (held, req.session.as_deref()) {
-                (Some(held), Some(shown)) if same_token(held, shown) => token = Some(held.clone()),
-                _ => {
-                    self.send_error(client, ErrorCode::NameTaken, NAME_TAKEN, req.dialect, out);
-                    return;
-                }
+        self.claims.expire(now.mono_ms);
+        let key = req.user.key();
+        let participants = &self.participants;
+        let taking =
+            self.claims
+                .may_take(key, client, req.session.as_deref(), now.mono_ms, |holder| {
+                    participants
+                        .get(&holder)?
+                        .joined
+                        .as_ref()
+                        .map(|j| j.token.clone())
+                });
+        let (mut token, replacing) = match taking {
+            Ok(Taking::Free) => (None, None),
+            Ok(Taking::Reclaimed(token)) => (Some(token), None),
+            Ok(Taking::Replacing(holder)) => {
+                let token = self.joined(holder).map(|j| j.token.clone());
+                (token, Some(holder))
             }
-        }
+            Err(refused) => {
+                let message = match refused {
+                    Refused::Held => NAME_TAKEN,
+                    Refused::Reserved => NAME_RESERVED,
+                };
+                self.send_error(client, ErrorCode::NameTaken, message, req.dialect, out);
+                return;
+            }
+        };
 
         if let Some(previous) = self
             .participants
             .get_mut(&client)
             .and_then(|c| c.joined.take())
         {
-            if token.is_none() && *previous.user == *req.user {
+            if token.is_none() && previous.user.key() == key {
                 token = Some(previous.token.clone());
             }
-            self.depart(client, previous, true, out);
+            self.depart(client, previous, true, now, out);
         }
 
         let mut silent = false;
-        if let Some(holder) = holder {
+        if let Some(holder) = replacing {
             out.push(Action::Close {
                 client: holder,
                 code: CLOSE_REPLACED,
@@ -63,7 +82,7 @@ impl Chat {
             });
             if let Some(stale) = stale {
                 silent = self.rooms.lookup(&req.room) == Some(stale.room);
-                self.depart(holder, stale, !silent, out);
+                self.depart(holder, stale, !silent, now, out);
             }
             log::debug!("connection {holder} replaced by {client}");
         }
@@ -74,7 +93,7 @@ impl Chat {
         };
         let ids = &mut self.ids;
         let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
-        let user: Rc<str> = Rc::from(&*req.user);
+        let user = req.user.shown().clone();
         let dialect = req.dialect;
         let seat = Seat {
             client,
@@ -84,14 +103,14 @@ impl Chat {
         let Some(index) = self.rooms.seat(room_id, seat) else {
             return;
         };
-        self.users.insert(user.clone(), client);
-        let burst = self.config.rate_burst;
+        self.claims.hold(key, client);
+        let config = &self.config;
         let state = self
             .participants
             .entry(client)
-            .or_insert_with(|| Participant::new(burst, now));
+            .or_insert_with(|| Participant::new(config, now));
         state.joined = Some(Joined {
-            user: user.clone(),
+            user: req.user.clone(),
             room: room_id,
             index,
             dialect,
@@ -131,7 +150,7 @@ impl Chat {
         if req.dialect == Dialect::V2 {
             let joined = Out::Joined {
                 room: room.name(),
-                user_id: &req.user,
+                user_id: req.user.shown(),
                 members: MemberNames(room.seats()),
                 epoch: room.epoch(),
                 seq: room.latest_seq(),
@@ -215,13 +234,19 @@ impl Chat {
         };
         let seq = room.next_seq();
         let scratch = &mut self.scratch;
-        let mut message = |from: &str, content: &str| {
-            wire::encode_chat(scratch, room.name(), seq, from, content, now.unix_ms)
+        let mut message = |room: &str, from: &str, content: &str| {
+            wire::encode_chat(scratch, room, seq, from, content, now.unix_ms)
         };
-        let payload = message(&joined.user, content);
-        let v1_form = match (wire::escape_html(&joined.user), wire::escape_html(content)) {
-            (Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
-            (from, content) => message(&from, &content),
+        let from = joined.user.shown();
+        let payload = message(room.name(), from, content);
+        // The original page puts fields into innerHTML: every user-controlled one is escaped for it.
+        let v1_form = match (
+            wire::escape_html(room.name()),
+            wire::escape_html(from),
+            wire::escape_html(content),
+        ) {
+            (Cow::Borrowed(_), Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
+            (room, from, content) => message(&room, &from, &content),
         };
         let differs = !Rc::ptr_eq(&payload, &v1_form);
         room.remember(
@@ -243,7 +268,7 @@ impl Chat {
     pub(super) fn dm(
         &mut self,
         client: ClientId,
-        to: &str,
+        to: &Name,
         content: &str,
         now: Now,
         out: &mut Vec<Action>,
@@ -252,10 +277,11 @@ impl Chat {
             self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
+        // A name reserved for a session that left is nobody's to receive: the DM is refused, not kept.
         let Some((recipient, target)) = self
-            .users
-            .get(to)
-            .and_then(|&r| self.joined(r).map(|j| (r, j)))
+            .claims
+            .holder(to.key())
+            .and_then(|r| self.joined(r).map(|j| (r, j)))
         else {
             self.send_error(client, ErrorCode::NotOnline, NOT_ONLINE, Dialect::V1, out);
             return;
@@ -263,15 +289,15 @@ impl Chat {
         let encode_for = |dialect: Dialect| {
             if dialect == Dialect::V1 {
                 wire::encode(&Out::DmV1 {
-                    from: &wire::escape_html(&sender.user),
+                    from: &wire::escape_html(sender.user.shown()),
                     content: &wire::escape_html(content),
                     timestamp: now.unix_ms,
                     private: true,
                 })
             } else {
                 wire::encode(&Out::Dm {
-                    from: &sender.user,
-                    to: &target.user,
+                    from: sender.user.shown(),
+                    to: target.user.shown(),
                     content,
                     timestamp: now.unix_ms,
                 })
@@ -295,29 +321,36 @@ impl Chat {
         });
     }
 
-    /// `leave`: out of the room, the others told; the connection stays open and its name is released.
-    pub(super) fn leave(&mut self, client: ClientId, out: &mut Vec<Action>) {
+    /// `leave`: out of the room, the others told; the connection stays open and its name is released (reserved
+    /// for its session during the grace period).
+    pub(super) fn leave(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
         match self
             .participants
             .get_mut(&client)
             .and_then(|c| c.joined.take())
         {
-            Some(joined) => self.depart(client, joined, true, out),
+            Some(joined) => self.depart(client, joined, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
     }
 
-    /// Take `client` out of its room and release its name; when `notify`, tell those still in the room.
+    /// Take `client` out of its room and release its name, which stays reserved for its session token during the
+    /// grace period; when `notify`, tell those still in the room.
     pub(super) fn depart(
         &mut self,
         client: ClientId,
         joined: Joined,
         notify: bool,
+        now: Now,
         out: &mut Vec<Action>,
     ) {
-        if self.users.get(&*joined.user) == Some(&client) {
-            self.users.remove(&*joined.user);
-        }
+        self.claims.release(
+            joined.user.key(),
+            client,
+            joined.token.clone(),
+            now.mono_ms,
+            self.config.name_grace_ms,
+        );
         if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, client) {
             if let Some(j) = self
                 .participants
@@ -328,7 +361,7 @@ impl Chat {
             }
         }
         if notify {
-            self.announce(joined.room, client, &joined.user, false, out);
+            self.announce(joined.room, client, joined.user.shown(), false, out);
         }
     }
 

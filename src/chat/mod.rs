@@ -7,10 +7,10 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod claims;
 mod handlers;
 mod history;
 // Not called yet: request.rs and the handlers take it up when the chat types are renamed.
-#[allow(dead_code)]
 mod names;
 mod rate;
 mod request;
@@ -21,11 +21,12 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+use claims::Claims;
+use names::Name;
 use rate::{TokenBucket, Verdict};
 use request::Request;
 use room::Rooms;
@@ -78,6 +79,12 @@ pub struct ChatConfig {
     pub abuse_drops: u32,
     /// Rooms with nobody in them whose history is still kept; beyond it the longest-empty is forgotten.
     pub max_empty_rooms: usize,
+    /// How long a freed user name stays reserved for the session that held it, in milliseconds (0: freed at once).
+    pub name_grace_ms: u64,
+    /// Joins per second a connection may sustain, on top of the frame rate: taking names is rate-limited on its own.
+    pub join_rate_per_sec: f64,
+    /// Joins a connection may send at once after being quiet.
+    pub join_burst: u32,
 }
 
 impl Default for ChatConfig {
@@ -89,6 +96,9 @@ impl Default for ChatConfig {
             rate_burst: 40,
             abuse_drops: 100,
             max_empty_rooms: 1000,
+            name_grace_ms: 60_000,
+            join_rate_per_sec: 1.0,
+            join_burst: 5,
         }
     }
 }
@@ -139,13 +149,15 @@ pub struct Member {
 const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
 /// Close code for a client whose name a newer connection reclaimed with its session token.
 const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
-/// The message of every `rate_limited` error.
+/// The message of a `rate_limited` error for a frame over the frame rate.
 const RATE_LIMITED: &str = "over the rate limit; the message was dropped";
+/// The message of a `rate_limited` error for a `join` over the join rate.
+const JOIN_RATE_LIMITED: &str = "too many joins; wait a moment and join again";
 
 /// What a client holds while it is in a room.
 struct Joined {
-    /// The name it holds.
-    user: Rc<str>,
+    /// The name it holds, as shown and as compared.
+    user: Name,
     /// The room it is in.
     room: RoomId,
     /// Its position in the room's member list, kept current as others leave.
@@ -158,8 +170,10 @@ struct Joined {
 
 /// Everything the chat knows about one client that has sent at least one frame.
 struct Participant {
-    /// Its rate limiter.
+    /// Its rate limiter: every frame is charged.
     bucket: TokenBucket,
+    /// Its join limiter: every `join` is charged again here.
+    joins: TokenBucket,
     /// Its room and name, once it has joined.
     joined: Option<Joined>,
     /// Set once a close was asked for: later frames are ignored until [`Chat::disconnect`].
@@ -170,10 +184,11 @@ struct Participant {
 }
 
 impl Participant {
-    /// A client seen for the first time: full bucket, not in a room.
-    fn new(burst: u32, now: Now) -> Self {
+    /// A client seen for the first time: full buckets, not in a room.
+    fn new(config: &ChatConfig, now: Now) -> Self {
         Participant {
-            bucket: TokenBucket::new(burst, now.mono_ms),
+            bucket: TokenBucket::new(config.rate_burst, now.mono_ms),
+            joins: TokenBucket::new(config.join_burst, now.mono_ms),
             joined: None,
             closing: false,
             dialect: Dialect::V1,
@@ -194,7 +209,8 @@ pub struct Chat {
     ids: IdSource,
     rooms: Rooms,
     participants: IdMap<ClientId, Participant>,
-    users: HashMap<Rc<str>, ClientId>,
+    /// Who holds each user name, and which freed names are reserved.
+    claims: Claims,
     canned: Canned,
     /// Where chat messages are serialised before they get their shared `Rc<str>`.
     scratch: String,
@@ -213,7 +229,7 @@ impl Chat {
             ids: IdSource::new(secret),
             rooms: Rooms::new(),
             participants: IdMap::default(),
-            users: HashMap::new(),
+            claims: Claims::default(),
             canned,
             scratch: String::new(),
         }
@@ -226,7 +242,7 @@ impl Chat {
         let state = self
             .participants
             .entry(client)
-            .or_insert_with(|| Participant::new(config.rate_burst, now));
+            .or_insert_with(|| Participant::new(config, now));
         if state.closing {
             return;
         }
@@ -262,10 +278,29 @@ impl Chat {
             }
         }
         match request::parse(text, self.config.max_content_chars) {
-            Ok(Request::Join(join)) => self.join(client, join, now, out),
+            Ok(Request::Join(join)) => {
+                let joins = state.joins.charge(
+                    now.mono_ms,
+                    config.join_rate_per_sec,
+                    config.join_burst,
+                    u32::MAX,
+                );
+                if joins == Verdict::Pass {
+                    self.join(client, join, now, out)
+                } else {
+                    let dialect = join.dialect;
+                    self.send_error(
+                        client,
+                        ErrorCode::RateLimited,
+                        JOIN_RATE_LIMITED,
+                        dialect,
+                        out,
+                    )
+                }
+            }
             Ok(Request::Chat { content }) => self.chat(client, &content, now, out),
             Ok(Request::Dm { to, content }) => self.dm(client, &to, &content, now, out),
-            Ok(Request::Leave) => self.leave(client, out),
+            Ok(Request::Leave) => self.leave(client, now, out),
             Ok(Request::Ping) => out.push(Action::Send {
                 to: client,
                 payload: self.canned.pong.clone(),
@@ -273,7 +308,7 @@ impl Chat {
             Err(rejection) => self.send_error(
                 client,
                 rejection.code,
-                rejection.message,
+                &rejection.message,
                 rejection.dialect,
                 out,
             ),
@@ -281,13 +316,14 @@ impl Chat {
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
 
-    /// `client` is gone (closed for any reason). Leaves its room (others told), frees its name.
-    pub fn disconnect(&mut self, client: ClientId, out: &mut Vec<Action>) {
+    /// `client` is gone (closed for any reason) at `now`. Leaves its room (others told); its name stays reserved
+    /// for its session during the grace period.
+    pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
         let Some(state) = self.participants.remove(&client) else {
             return;
         };
         if let Some(joined) = state.joined {
-            self.depart(client, joined, true, out);
+            self.depart(client, joined, true, now, out);
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
@@ -316,7 +352,7 @@ impl Chat {
         &self,
         client: ClientId,
         code: ErrorCode,
-        message: &'static str,
+        message: &str,
         announced: Dialect,
         out: &mut Vec<Action>,
     ) {
@@ -335,7 +371,7 @@ impl Chat {
 }
 
 /// An error in the form a V2 client (`error`) or a V1 client (a `system` line with the code) gets.
-fn encode_error(code: ErrorCode, message: &'static str, dialect: Dialect) -> Rc<str> {
+fn encode_error(code: ErrorCode, message: &str, dialect: Dialect) -> Rc<str> {
     if dialect == Dialect::V2 {
         wire::encode(&Out::Error {
             code: code.as_str(),

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use super::names::{self, Name, NameError};
 use super::wire::{ErrorCode, Frame, Loose, SinceField};
 use super::Dialect;
 
@@ -15,10 +16,10 @@ pub(super) const MAX_USER_CHARS: usize = 32;
 pub(super) const MAX_ROOM_CHARS: usize = 64;
 
 /// A frame that cannot be handled: the error code and a human-readable message for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Rejection {
     pub(super) code: ErrorCode,
-    pub(super) message: &'static str,
+    pub(super) message: Cow<'static, str>,
     /// V2 when the frame was a `join` announcing protocol version 2 (or later) in a valid `v`, so that the error
     /// can be sent in the V2 form even before the client has joined.
     pub(super) dialect: Dialect,
@@ -28,7 +29,7 @@ impl Rejection {
     const fn new(code: ErrorCode, message: &'static str) -> Self {
         Rejection {
             code,
-            message,
+            message: Cow::Borrowed(message),
             dialect: Dialect::V1,
         }
     }
@@ -44,7 +45,8 @@ pub(super) struct Since<'a> {
 /// A checked `join`.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct JoinRequest<'a> {
-    pub(super) user: Cow<'a, str>,
+    /// The name, normalised, with its key (`names.rs`).
+    pub(super) user: Name,
     pub(super) room: Cow<'a, str>,
     /// V2 when the client announced protocol version 2 (or later).
     pub(super) dialect: Dialect,
@@ -56,50 +58,59 @@ pub(super) struct JoinRequest<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Request<'a> {
     Join(JoinRequest<'a>),
-    Chat {
-        content: Cow<'a, str>,
-    },
-    Dm {
-        to: Cow<'a, str>,
-        content: Cow<'a, str>,
-    },
+    Chat { content: Cow<'a, str> },
+    Dm { to: Name, content: Cow<'a, str> },
     Leave,
     Ping,
 }
 
-/// The rule for one name field.
-struct NameRule {
-    max_chars: usize,
-    invalid: Rejection,
-    too_long: Rejection,
+/// Which field a name came in, for the error message.
+#[derive(Clone, Copy)]
+enum NameField {
+    UserId,
+    To,
+    Room,
 }
 
-const USER_RULE: NameRule = NameRule {
-    max_chars: MAX_USER_CHARS,
-    invalid: Rejection::new(
-        ErrorCode::InvalidField,
-        "\"userId\" must be a non-empty string without control characters",
-    ),
-    too_long: Rejection::new(ErrorCode::TooLong, "\"userId\" is over 32 characters"),
-};
+impl NameField {
+    fn as_str(self) -> &'static str {
+        match self {
+            NameField::UserId => "userId",
+            NameField::To => "to",
+            NameField::Room => "room",
+        }
+    }
 
-const ROOM_RULE: NameRule = NameRule {
-    max_chars: MAX_ROOM_CHARS,
-    invalid: Rejection::new(
-        ErrorCode::InvalidField,
-        "\"room\" must be a non-empty string without control characters",
-    ),
-    too_long: Rejection::new(ErrorCode::TooLong, "\"room\" is over 64 characters"),
-};
+    fn max_chars(self) -> usize {
+        match self {
+            NameField::UserId | NameField::To => MAX_USER_CHARS,
+            NameField::Room => MAX_ROOM_CHARS,
+        }
+    }
 
-const TO_RULE: NameRule = NameRule {
-    max_chars: MAX_USER_CHARS,
-    invalid: Rejection::new(
-        ErrorCode::InvalidField,
-        "\"to\" must be a non-empty string without control characters",
-    ),
-    too_long: Rejection::new(ErrorCode::TooLong, "\"to\" is over 32 characters"),
-};
+    /// The rejection for a field that is missing or not a string.
+    fn not_a_string(self) -> Rejection {
+        Rejection {
+            code: ErrorCode::InvalidField,
+            message: Cow::Owned(format!("\"{}\" must be a string", self.as_str())),
+            dialect: Dialect::V1,
+        }
+    }
+
+    /// The rejection for a string the name rules refuse (`names.rs`), saying why.
+    fn refused(self, error: NameError) -> Rejection {
+        let code = match error {
+            NameError::TooLong { .. } => ErrorCode::TooLong,
+            NameError::Reserved => ErrorCode::NameTaken,
+            _ => ErrorCode::InvalidField,
+        };
+        Rejection {
+            code,
+            message: Cow::Owned(format!("\"{}\": {error}", self.as_str())),
+            dialect: Dialect::V1,
+        }
+    }
+}
 
 const NOT_AN_OBJECT: Rejection =
     Rejection::new(ErrorCode::InvalidJson, "the frame is not a JSON object");
@@ -136,7 +147,7 @@ pub(super) fn parse(text: &str, max_content_chars: usize) -> Result<Request<'_>,
             content: content(frame.content, max_content_chars)?,
         }),
         "dm" => {
-            let to = name(frame.to, &TO_RULE)?;
+            let to = user_name(frame.to, NameField::To)?;
             let content = content(frame.content, max_content_chars)?;
             Ok(Request::Dm { to, content })
         }
@@ -164,8 +175,8 @@ fn announced_dialect(v: Option<&Loose<'_>>) -> Dialect {
 
 /// The fields of a `join`, checked in order.
 fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
-    let user = name(frame.user_id, &USER_RULE)?;
-    let room = name(frame.room, &ROOM_RULE)?;
+    let user = user_name(frame.user_id, NameField::UserId)?;
+    let room = room_name(frame.room)?;
     let dialect = match &frame.v {
         None | Some(Loose::Uint(_)) => announced_dialect(frame.v.as_ref()),
         Some(_) => return Err(BAD_V),
@@ -192,22 +203,25 @@ fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
     })
 }
 
-/// A name: a string of at most `rule.max_chars` scalar values with at least one that is not white space (a blank
-/// name would be an invisible member), none of them a control character.
-fn name<'a>(field: Option<Loose<'a>>, rule: &NameRule) -> Result<Cow<'a, str>, Rejection> {
+/// A user name (`userId` or `to`) under the name rules of `names.rs`.
+fn user_name(field: Option<Loose<'_>>, which: NameField) -> Result<Name, Rejection> {
     let Some(Loose::Str(value)) = field else {
-        return Err(rule.invalid);
+        return Err(which.not_a_string());
     };
-    if value.trim().is_empty() {
-        return Err(rule.invalid);
+    names::user_name(&value, which.max_chars()).map_err(|e| which.refused(e))
+}
+
+/// A room name under the name rules of `names.rs`.
+fn room_name(field: Option<Loose<'_>>) -> Result<Cow<'_, str>, Rejection> {
+    let which = NameField::Room;
+    let Some(Loose::Str(value)) = field else {
+        return Err(which.not_a_string());
+    };
+    match names::room_name(&value, which.max_chars()) {
+        Ok(Cow::Borrowed(_)) => Ok(value),
+        Ok(Cow::Owned(normalised)) => Ok(Cow::Owned(normalised)),
+        Err(e) => Err(which.refused(e)),
     }
-    if over_chars(&value, rule.max_chars) {
-        return Err(rule.too_long);
-    }
-    if value.chars().any(char::is_control) {
-        return Err(rule.invalid);
-    }
-    Ok(value)
 }
 
 /// Message text: a non-empty string of at most `max_chars` scalar values.
@@ -249,7 +263,7 @@ mod tests {
         assert_eq!(
             req,
             Ok(Request::Join(JoinRequest {
-                user: "ann".into(),
+                user: names::user_name("ann", MAX_USER_CHARS).unwrap(),
                 room: "lobby".into(),
                 dialect: Dialect::V2,
                 session: Some("t".into()),
@@ -385,7 +399,7 @@ mod tests {
                 10
             ),
             Ok(Request::Dm {
-                to: "bob".into(),
+                to: names::user_name("bob", MAX_USER_CHARS).unwrap(),
                 content: "x".into()
             })
         );

@@ -95,7 +95,7 @@ impl Harness {
 
     fn disconnect(&mut self, client: ClientId) -> Outcome {
         let mut out = Vec::new();
-        self.chat.disconnect(client, &mut out);
+        self.chat.disconnect(client, self.now(), &mut out);
         self.resolve(out)
     }
 
@@ -293,13 +293,44 @@ fn control_characters_in_names_are_rejected() {
 }
 
 #[test]
-fn names_are_case_sensitive_and_untrimmed() {
+fn names_that_look_alike_are_one_name() {
     let mut h = Harness::new();
     h.join(1, "ann", "lobby");
-    let msg = h.joined(2, "Ann", "lobby");
-    assert_eq!(msg["userId"], "Ann");
-    let msg = h.joined(3, " ann", "lobby");
-    assert_eq!(msg["userId"], " ann");
+    for look_alike in ["Ann", "ANN", "ａｎｎ", "\u{391}\u{39D}\u{39D}"] {
+        assert_eq!(
+            h.join(2, look_alike, "lobby").error_code(2),
+            "name_taken",
+            "{look_alike}"
+        );
+    }
+    // A Cyrillic а among Latin letters is refused outright (mixed scripts), whoever is online.
+    assert_eq!(
+        h.join(2, "\u{430}nn", "lobby").error_code(2),
+        "invalid_field"
+    );
+    assert_eq!(h.join(2, " ann", "lobby").error_code(2), "invalid_field");
+    assert_eq!(h.joined(3, "anna", "lobby")["userId"], "anna");
+}
+
+#[test]
+fn names_are_shown_in_their_normal_form() {
+    let mut h = Harness::new();
+    assert_eq!(h.joined(1, "ａｎｎ", "ｌｏｂｂｙ")["userId"], "ann");
+    assert_eq!(h.joined(2, "Zoe\u{308}", "lobby")["userId"], "Zoë");
+}
+
+#[test]
+fn system_is_reserved_and_names_cannot_forge_a_line() {
+    let mut h = Harness::new();
+    for name in ["system", "System", "\u{455}ystem"] {
+        assert_eq!(
+            h.join(1, name, "lobby").error_code(1),
+            "name_taken",
+            "{name}"
+        );
+    }
+    let forged = r#"x" left the room. User "ann"#;
+    assert_eq!(h.join(1, forged, "lobby").error_code(1), "invalid_field");
 }
 
 #[test]
@@ -535,12 +566,70 @@ fn reclaim_into_another_room_tells_the_old_room() {
 }
 
 #[test]
-fn a_freed_name_is_taken_by_a_legacy_reconnect() {
+fn a_freed_name_is_reserved_for_its_session_during_the_grace_period() {
+    let mut h = Harness::new();
+    let session = h.joined(1, "ann", "lobby")["session"].clone();
+    h.disconnect(1);
+    h.mono_ms += 5;
+    assert_eq!(h.join(2, "ann", "lobby").error_code(2), "name_taken");
+    assert_eq!(
+        h.send(
+            3,
+            json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": "forged"})
+        )
+        .error_code(3),
+        "name_taken"
+    );
+    assert_eq!(
+        h.send(4, json!({"type": "dm", "to": "ann", "content": "for ann"}))
+            .legacy_error_code(4),
+        "not_joined"
+    );
+    let back = h.send(
+        5,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": session}),
+    );
+    let joined = back
+        .to(5)
+        .into_iter()
+        .find(|m| m["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined["session"], session, "the session carries over");
+}
+
+#[test]
+fn dms_to_a_reserved_name_are_not_delivered() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    h.disconnect(1);
+    assert_eq!(
+        h.send(2, json!({"type": "dm", "to": "ann", "content": "hi"}))
+            .error_code(2),
+        "not_online"
+    );
+}
+
+#[test]
+fn a_freed_name_is_free_after_the_grace_period() {
     let mut h = Harness::new();
     h.join_v1(1, "ann", "lobby");
     h.disconnect(1);
+    h.mono_ms += ChatConfig::default().name_grace_ms;
     let out = h.join_v1(2, "ann", "lobby");
     assert_eq!(out.only(2), system("Joined room \"lobby\", 1 online"));
+}
+
+#[test]
+fn joins_are_rate_limited_on_their_own() {
+    let mut h = Harness::new();
+    for i in 0..5 {
+        let room = format!("room{i}");
+        assert_eq!(h.joined(1, "ann", &room)["room"], room.as_str());
+    }
+    assert_eq!(h.join(1, "ann", "sixth").error_code(1), "rate_limited");
+    h.mono_ms += 1_000;
+    assert_eq!(h.joined(1, "ann", "sixth")["room"], "sixth");
 }
 
 #[test]
@@ -738,11 +827,12 @@ fn leave_tells_the_room_and_keeps_the_connection() {
 }
 
 #[test]
-fn leave_releases_the_name() {
+fn leave_releases_the_name_to_its_session_and_the_same_connection() {
     let mut h = Harness::new();
     h.join(1, "ann", "lobby");
     h.send(1, json!({"type": "leave"}));
-    assert_eq!(h.joined(2, "ann", "lobby")["userId"], "ann");
+    assert_eq!(h.join(2, "ann", "lobby").error_code(2), "name_taken");
+    assert_eq!(h.joined(1, "ann", "lobby")["userId"], "ann");
 }
 
 #[test]
@@ -973,7 +1063,7 @@ fn an_empty_room_keeps_its_history() {
     h.say(1, "one");
     h.disconnect(1);
     assert_eq!(h.chat.room_count(), 0);
-    let got = join_since(&mut h, 2, "ann", "lobby", json!({"epoch": epoch, "seq": 0}));
+    let got = join_since(&mut h, 2, "bob", "lobby", json!({"epoch": epoch, "seq": 0}));
     assert_eq!(got[1]["epoch"], epoch);
     assert_eq!(contents(&got), ["one"]);
 }
@@ -986,7 +1076,7 @@ fn empty_rooms_beyond_the_bound_are_forgotten_oldest_first() {
     });
     let mut epochs = Vec::new();
     for (client, room) in ["a", "b", "c"].iter().enumerate() {
-        epochs.push(h.joined(client, "u", room)["epoch"].clone());
+        epochs.push(h.joined(client, &format!("u{client}"), room)["epoch"].clone());
         h.say(client, "kept?");
         h.disconnect(client);
     }
@@ -1003,7 +1093,7 @@ fn a_forgotten_room_begins_a_new_epoch_for_since() {
     let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
     h.say(1, "one");
     h.disconnect(1);
-    let got = join_since(&mut h, 2, "ann", "lobby", json!({"epoch": epoch, "seq": 1}));
+    let got = join_since(&mut h, 2, "bob", "lobby", json!({"epoch": epoch, "seq": 1}));
     assert_eq!(
         got[1]["replay"],
         json!({"complete": false, "reason": "epoch", "count": 0})

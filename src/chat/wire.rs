@@ -312,7 +312,7 @@ pub(super) enum Out<'a> {
     /// A frame that could not be handled, as v2 clients get it.
     Error {
         code: &'static str,
-        message: &'static str,
+        message: &'a str,
     },
     /// A frame that could not be handled, as v1 clients get it: a `system` line (`content` is
     /// `Error: <message>`) that the articles' client shows as text, carrying the same `code`.

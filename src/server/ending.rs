@@ -90,7 +90,8 @@ impl Server {
             )
         });
         if in_chat {
-            self.chat.disconnect(key, &mut self.actions);
+            self.chat
+                .disconnect(key, super::chat_time(self.now), &mut self.actions);
             self.apply_actions();
         }
     }
@@ -107,7 +108,8 @@ impl Server {
         if let Phase::WebSocket { ws, endpoint } = &client.phase {
             self.metrics.count_close(ended_with(ws.close_code()));
             if *endpoint == Endpoint::Chat {
-                self.chat.disconnect(key, &mut self.actions);
+                self.chat
+                    .disconnect(key, super::chat_time(self.now), &mut self.actions);
                 self.apply_actions();
             }
         }

@@ -45,7 +45,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::chat::{Action, Chat};
+use crate::chat::{self, Action, Chat};
 use crate::config::Config;
 use crate::http::metrics::{Gauges, Metrics};
 use crate::protocol::Event;
@@ -270,11 +270,16 @@ impl Server {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the `timestamp` of chat messages.
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
+/// The chat's view of the time at the loop's `now`: wall-clock milliseconds since the Unix epoch for message
+/// timestamps, the loop's monotonic milliseconds for rate limits and grace periods.
+fn chat_time(now: Millis) -> chat::Now {
+    let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    chat::Now {
+        unix_ms,
+        mono_ms: now.0,
+    }
 }
 
 /// 32 unpredictable bytes for session tokens and room epochs, from the operating system.

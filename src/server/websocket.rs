@@ -54,10 +54,7 @@ impl Server {
                 // Text after our Close (a shutdown, an eviction) is not acted on (5.5.1); text before a Close we
                 // merely owe still is.
                 (Endpoint::Chat, Message::Text(text)) if ws.can_send() => {
-                    let now = *chat_time.get_or_insert_with(|| crate::chat::Now {
-                        unix_ms: super::wall_clock_ms(),
-                        mono_ms: self.now.0,
-                    });
+                    let now = *chat_time.get_or_insert_with(|| super::chat_time(self.now));
                     self.chat.handle_text(key, &text, now, &mut self.actions);
                 }
                 (Endpoint::Chat, Message::Text(_)) => {}

@@ -1,0 +1,262 @@
+//! Who holds each user name, and which freed names are still reserved for the session that held them.
+//!
+//! Owns the claim on a name, looked up by its key (`names.rs`: two names a person cannot tell apart have one key).
+//! A name is held by one client while that client is in a room. When the client leaves, disconnects or takes
+//! another name, the name is not free at once: for a grace period it stays reserved for the holder's session
+//! token, so that a page that reloads gets its name back and a squatter repeating `join` in a loop does not. It
+//! must not decide what to send anyone: the handlers do.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::session::same_token;
+use super::ClientId;
+
+/// The claim on one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Claim {
+    /// A client in a room holds it.
+    Held(ClientId),
+    /// Nobody holds it, but only a join showing `token` (or from the client that held it) may take it until
+    /// `until_ms`.
+    Reserved {
+        token: Rc<str>,
+        until_ms: u64,
+        by: ClientId,
+    },
+}
+
+/// Why a name cannot be taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Another client holds it, and the join did not show its session token.
+    Held,
+    /// Its holder left moments ago; only that holder's session token may take it back during the grace period.
+    Reserved,
+}
+
+/// What a join may do with a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Taking {
+    /// Nobody has a claim: take it with a new session token.
+    Free,
+    /// The join showed the token of a reservation: take the name back with that token.
+    Reclaimed(Rc<str>),
+    /// The join showed the token of the live holder: the holder is replaced (4001) and the token carries over.
+    Replacing(ClientId),
+}
+
+/// Every claim on a user name.
+#[derive(Debug, Default)]
+pub(super) struct Claims {
+    by_key: HashMap<String, Claim>,
+    /// Reservations in the order they end: the grace period is the same for all, so this is a queue. An entry whose
+    /// name was taken again meanwhile is skipped when it comes up.
+    ending: VecDeque<(u64, String)>,
+}
+
+impl Claims {
+    /// The client holding the name with this key, if any (a reserved name has no holder).
+    pub(super) fn holder(&self, key: &str) -> Option<ClientId> {
+        match self.by_key.get(key) {
+            Some(Claim::Held(client)) => Some(*client),
+            _ => None,
+        }
+    }
+
+    /// Whether `client`, showing `session` (if any), may take the name with `key` at `now_ms`. `holder_token` gives
+    /// the session token of a live holder.
+    pub(super) fn may_take(
+        &self,
+        key: &str,
+        client: ClientId,
+        session: Option<&str>,
+        now_ms: u64,
+        holder_token: impl FnOnce(ClientId) -> Option<Rc<str>>,
+    ) -> Result<Taking, Refused> {
+        match self.by_key.get(key) {
+            None => Ok(Taking::Free),
+            Some(Claim::Held(holder)) if *holder == client => Ok(Taking::Free),
+            Some(Claim::Held(holder)) => match (holder_token(*holder), session) {
+                (Some(held), Some(shown)) if same_token(&held, shown) => {
+                    Ok(Taking::Replacing(*holder))
+                }
+                _ => Err(Refused::Held),
+            },
+            Some(Claim::Reserved { until_ms, .. }) if *until_ms <= now_ms => Ok(Taking::Free),
+            Some(Claim::Reserved { token, by, .. }) => match session {
+                _ if *by == client => Ok(Taking::Reclaimed(token.clone())),
+                Some(shown) if same_token(token, shown) => Ok(Taking::Reclaimed(token.clone())),
+                _ => Err(Refused::Reserved),
+            },
+        }
+    }
+
+    /// `client` now holds the name with `key`.
+    pub(super) fn hold(&mut self, key: &str, client: ClientId) {
+        match self.by_key.get_mut(key) {
+            Some(claim) => *claim = Claim::Held(client),
+            None => {
+                self.by_key.insert(key.to_owned(), Claim::Held(client));
+            }
+        }
+    }
+
+    /// `client` gives up the name with `key`: reserved for `token` until `now_ms + grace_ms` (freed at once with no
+    /// grace). Nothing happens if `client` does not hold it (a newer connection took it over).
+    pub(super) fn release(
+        &mut self,
+        key: &str,
+        client: ClientId,
+        token: Rc<str>,
+        now_ms: u64,
+        grace_ms: u64,
+    ) {
+        if self.holder(key) != Some(client) {
+            return;
+        }
+        if grace_ms == 0 {
+            self.by_key.remove(key);
+            return;
+        }
+        let until_ms = now_ms.saturating_add(grace_ms);
+        let reserved = Claim::Reserved {
+            token,
+            until_ms,
+            by: client,
+        };
+        self.by_key.insert(key.to_owned(), reserved);
+        self.ending.push_back((until_ms, key.to_owned()));
+    }
+
+    /// Forgets the reservations that ended by `now_ms`, so their memory does not outlive the grace period.
+    pub(super) fn expire(&mut self, now_ms: u64) {
+        while let Some((until_ms, _)) = self.ending.front() {
+            if *until_ms > now_ms {
+                return;
+            }
+            let Some((until_ms, key)) = self.ending.pop_front() else {
+                return;
+            };
+            if matches!(self.by_key.get(&key), Some(Claim::Reserved { until_ms: u, .. }) if *u == until_ms)
+            {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Names with a claim, held or reserved.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str) -> Rc<str> {
+        Rc::from(text)
+    }
+
+    fn no_holder(_: ClientId) -> Option<Rc<str>> {
+        None
+    }
+
+    #[test]
+    fn a_free_name_is_taken_and_then_held() {
+        let mut claims = Claims::default();
+        assert_eq!(
+            claims.may_take("ann", 1, None, 0, no_holder),
+            Ok(Taking::Free)
+        );
+        claims.hold("ann", 1);
+        assert_eq!(claims.holder("ann"), Some(1));
+        assert_eq!(
+            claims.may_take("ann", 1, None, 0, no_holder),
+            Ok(Taking::Free)
+        );
+    }
+
+    #[test]
+    fn a_held_name_is_refused_without_the_holders_token_and_replaced_with_it() {
+        let mut claims = Claims::default();
+        claims.hold("ann", 1);
+        let held = |_: ClientId| Some(token("t1"));
+        assert_eq!(claims.may_take("ann", 2, None, 0, held), Err(Refused::Held));
+        assert_eq!(
+            claims.may_take("ann", 2, Some("wrong"), 0, held),
+            Err(Refused::Held)
+        );
+        assert_eq!(
+            claims.may_take("ann", 2, Some("t1"), 0, held),
+            Ok(Taking::Replacing(1))
+        );
+    }
+
+    #[test]
+    fn a_released_name_is_reserved_for_its_token_during_the_grace_period() {
+        let mut claims = Claims::default();
+        claims.hold("ann", 1);
+        claims.release("ann", 1, token("t1"), 1_000, 60_000);
+        assert_eq!(claims.holder("ann"), None, "a reserved name has no holder");
+        assert_eq!(
+            claims.may_take("ann", 2, None, 1_005, no_holder),
+            Err(Refused::Reserved),
+            "a squatter 5 ms later loses"
+        );
+        assert_eq!(
+            claims.may_take("ann", 2, Some("t1"), 30_000, no_holder),
+            Ok(Taking::Reclaimed(token("t1")))
+        );
+        assert_eq!(
+            claims.may_take("ann", 3, None, 61_000, no_holder),
+            Ok(Taking::Free),
+            "free once the grace period is over"
+        );
+    }
+
+    #[test]
+    fn the_client_that_released_a_name_may_take_it_back_without_its_token() {
+        let mut claims = Claims::default();
+        claims.hold("ann", 1);
+        claims.release("ann", 1, token("t1"), 0, 60_000);
+        assert_eq!(
+            claims.may_take("ann", 1, None, 10, no_holder),
+            Ok(Taking::Reclaimed(token("t1")))
+        );
+    }
+
+    #[test]
+    fn without_grace_a_released_name_is_free_at_once() {
+        let mut claims = Claims::default();
+        claims.hold("ann", 1);
+        claims.release("ann", 1, token("t1"), 0, 0);
+        assert_eq!(claims.len(), 0);
+    }
+
+    #[test]
+    fn only_the_holder_releases_a_name() {
+        let mut claims = Claims::default();
+        claims.hold("ann", 2);
+        claims.release("ann", 1, token("t1"), 0, 60_000);
+        assert_eq!(claims.holder("ann"), Some(2));
+    }
+
+    #[test]
+    fn ended_reservations_are_forgotten_and_a_retaken_name_is_kept() {
+        let mut claims = Claims::default();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            claims.hold(name, i);
+            claims.release(name, i, token(name), i as u64, 10);
+        }
+        claims.hold("b", 7);
+        claims.expire(11);
+        assert_eq!(claims.len(), 2, "a ended; b is held again; c has 1 ms left");
+        assert_eq!(claims.holder("b"), Some(7));
+        claims.expire(12);
+        assert_eq!(claims.len(), 1);
+        assert!(claims.ending.is_empty());
+    }
+}
