@@ -45,7 +45,7 @@ fn serve(mut stream: TcpStream) -> io::Result<()> {
     // 4. The drive loop: feed what arrived, act on the events, write what the connection owes, repeat.
     let mut conn = Connection::new(Role::Server, 1 << 20);
     let mut events = Vec::new();
-    let mut input = buf.split_off(head.len); // Bytes after the head are already frames (4.2.1): keep them.
+    let mut input = buf.split_off(head.len); // Bytes after the head, if any, are already frames: keep them.
     loop {
         // A protocol error is handled inside: a Close with its code is queued and the state becomes Failed.
         if let Err(e) = conn.feed(&input, &mut events) {
