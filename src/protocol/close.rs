@@ -124,6 +124,20 @@ impl fmt::Display for CloseBodyError {
 impl std::error::Error for CloseBodyError {}
 
 /// Parses a Close frame body (5.5.1): empty, or a 2-byte code followed by a UTF-8 reason.
+///
+/// ```
+/// use roomcast::protocol::close::{parse_close_body, CloseBodyError};
+/// use roomcast::protocol::CloseCode;
+///
+/// // 03 e8 is 1000, normal closure; the rest is the reason in UTF-8.
+/// let frame = parse_close_body(&[0x03, 0xe8, b'b', b'y', b'e']).unwrap();
+/// assert_eq!((frame.code, frame.reason.as_str()), (Some(CloseCode::NORMAL), "bye"));
+/// // An empty body is allowed and reported as 1005 (7.1.5); one byte is too short for a code (5.5.1).
+/// assert_eq!(parse_close_body(&[]).unwrap().reported_code(), CloseCode::NO_STATUS_RECEIVED);
+/// assert_eq!(parse_close_body(&[0x03]), Err(CloseBodyError::Truncated));
+/// // 1005 only ever reports what happened: a Close frame carrying it is a protocol error (7.4.1).
+/// assert_eq!(parse_close_body(&[0x03, 0xed]), Err(CloseBodyError::InvalidCode(1005)));
+/// ```
 pub fn parse_close_body(body: &[u8]) -> Result<CloseFrame, CloseBodyError> {
     match body {
         [] => Ok(CloseFrame {

@@ -112,6 +112,22 @@ impl FrameHeader {
 /// Appends one whole frame to `out`: the header, then the payload, masked with `mask` if one is given.
 ///
 /// This is the only frame encoder: servers pass `None` (5.1: a server MUST NOT mask), clients a fresh key.
+///
+/// ```
+/// use roomcast::protocol::frame::{encode_frame, OpCode};
+///
+/// // RFC 6455 5.7: "Hello" from a server (unmasked), then from a client (masked with the key 37 fa 21 3d).
+/// let mut out = Vec::new();
+/// encode_frame(true, OpCode::Text, b"Hello", None, &mut out);
+/// assert_eq!(out, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+/// out.clear();
+/// encode_frame(true, OpCode::Text, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]), &mut out);
+/// assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// // 256 bytes do not fit in 7 bits: the length byte says 126 and a 16-bit length follows (5.2).
+/// out.clear();
+/// encode_frame(true, OpCode::Binary, &[0; 256], None, &mut out);
+/// assert_eq!(out[..4], [0x82, 0x7e, 0x01, 0x00]);
+/// ```
 pub fn encode_frame(
     fin: bool,
     opcode: OpCode,
@@ -248,6 +264,34 @@ impl FrameDecoder {
     /// Decodes from the front of `input`. Returns how many bytes were used and the event they completed; `None`
     /// means every byte was used and more are needed. Each event uses at least one byte, except that a header
     /// with an empty payload completes its frame on its own.
+    ///
+    /// ```
+    /// use roomcast::protocol::frame::{FrameDecoder, FrameEvent, IncomingMask, OpCode};
+    ///
+    /// // A client decodes a server's frames, which are never masked (5.1). RFC 6455 5.7, unmasked "Hello":
+    /// let mut client = FrameDecoder::new(IncomingMask::Forbidden);
+    /// let frame = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+    /// let (used, Some(FrameEvent::Header(header))) = client.decode(&frame).unwrap() else { panic!() };
+    /// assert_eq!((used, header.fin, header.opcode, header.payload_len), (2, true, OpCode::Text, 5));
+    /// let (used, Some(FrameEvent::Payload(chunk))) = client.decode(&frame[2..]).unwrap() else { panic!() };
+    /// assert_eq!((used, chunk.data, chunk.last), (5, &b"Hello"[..], true));
+    ///
+    /// // A server decodes a client's frames, always masked. The masked "Hello" of 5.7, in two reads:
+    /// let mut server = FrameDecoder::new(IncomingMask::Required);
+    /// let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    /// let (first_read, second_read) = frame.split_at(8); // the 6-byte header and 2 payload bytes
+    /// let (used, Some(FrameEvent::Header(header))) = server.decode(first_read).unwrap() else { panic!() };
+    /// assert_eq!((used, header.mask), (6, Some([0x37, 0xfa, 0x21, 0x3d])));
+    /// let mut text = Vec::new();
+    /// let (_, Some(FrameEvent::Payload(chunk))) = server.decode(&first_read[6..]).unwrap() else { panic!() };
+    /// assert_eq!((chunk.data, chunk.last), (&[0x7f, 0x9f][..], false)); // still masked
+    /// chunk.unmask_into(&mut text);
+    /// // The decoder remembers how far into the payload it is, so the next piece unmasks with the right key byte.
+    /// let (_, Some(FrameEvent::Payload(chunk))) = server.decode(second_read).unwrap() else { panic!() };
+    /// assert_eq!((chunk.offset, chunk.last), (2, true));
+    /// chunk.unmask_into(&mut text);
+    /// assert_eq!(text, b"Hello");
+    /// ```
     pub fn decode<'a>(
         &mut self,
         input: &'a [u8],

@@ -22,6 +22,15 @@ pub const WEBSOCKET_VERSION: &str = "13";
 pub const MAX_HEADERS: usize = 64;
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)) (4.2.2).
+///
+/// The key goes in as sent, base64 text and all: it is not decoded first (1.3).
+///
+/// ```
+/// use roomcast::protocol::handshake::accept_key;
+///
+/// // The example of RFC 6455 1.3 and 4.2.2: the client's key, and what the server must answer.
+/// assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+/// ```
 pub fn accept_key(key: &[u8]) -> String {
     let mut sha1 = Sha1::new();
     sha1.update(key);
@@ -166,6 +175,21 @@ impl std::error::Error for HeadError {}
 ///
 /// Only the first `max_len` bytes are ever parsed, so the outcome depends on the bytes and not on how they were
 /// split into reads: a head must be complete and well-formed within the limit.
+///
+/// ```
+/// use roomcast::protocol::handshake::{parse_request_head, HeadError};
+///
+/// let stream = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\r\n\x81\x85";
+/// // The first read ended inside a header line: not complete, read more and call again with all of it.
+/// assert_eq!(parse_request_head(&stream[..30], 8192), Ok(None));
+/// // With the blank line in, the head is complete. The bytes after it (81 85) begin the first frame.
+/// let head = parse_request_head(stream, 8192).unwrap().expect("a complete head");
+/// assert_eq!((head.method.as_str(), head.path()), ("GET", "/chat"));
+/// assert_eq!(head.single_value("host"), Some(&b"server.example.com"[..]));
+/// assert_eq!(&stream[head.len..], b"\x81\x85");
+/// // A head still incomplete when it reaches the limit is refused (431).
+/// assert_eq!(parse_request_head(&stream[..30], 20), Err(HeadError::TooLarge));
+/// ```
 pub fn parse_request_head(buf: &[u8], max_len: usize) -> Result<Option<RequestHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
@@ -252,6 +276,22 @@ impl fmt::Display for UpgradeError {
 impl std::error::Error for UpgradeError {}
 
 /// Checks a request against 4.2.1 and returns the `Sec-WebSocket-Accept` value to answer with.
+///
+/// ```
+/// use roomcast::protocol::handshake::{parse_request_head, validate_upgrade, UpgradeError};
+///
+/// // The client's handshake of RFC 6455 1.3, without its optional lines.
+/// let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+/// let head = parse_request_head(request, 8192).unwrap().expect("a complete head");
+/// assert_eq!(validate_upgrade(&head), Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned()));
+///
+/// // The same request asking for version 8: refused with 426, which names the version we speak (4.2.2).
+/// let old = String::from_utf8_lossy(request).replace("Version: 13", "Version: 8");
+/// let head = parse_request_head(old.as_bytes(), 8192).unwrap().expect("a complete head");
+/// assert_eq!(validate_upgrade(&head), Err(UpgradeError::UnsupportedVersion));
+/// assert_eq!(UpgradeError::UnsupportedVersion.status(), 426);
+/// ```
 pub fn validate_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
     // 4.2.1 item 1: an HTTP/1.1 or higher GET request.
     if head.method != "GET" {
@@ -297,6 +337,18 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
 }
 
 /// Appends the 101 response that completes the handshake (4.2.2, step 5).
+///
+/// ```
+/// use roomcast::protocol::handshake::write_accept_response;
+///
+/// let mut response = Vec::new();
+/// write_accept_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &mut response);
+/// assert_eq!(
+///     String::from_utf8(response).unwrap(),
+///     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+///      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+/// );
+/// ```
 pub fn write_accept_response(accept: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
@@ -511,6 +563,22 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Reads the server's answer to `request` from the start of `buf`, which may hold any prefix of the stream.
 /// `Ok(None)` means the head is not complete yet. Once it is, every check of 4.1 is made, and the answer says
 /// how long the head was (the bytes after it are the first frames) and what the server agreed to.
+///
+/// ```
+/// use roomcast::protocol::handshake::{parse_server_response, ClientHandshakeError, ClientRequest};
+///
+/// // A real client draws its key with `ClientRequest::with_random_key()`; the RFC's sample key keeps this fixed.
+/// let request = ClientRequest::with_key("dGhlIHNhbXBsZSBub25jZQ==");
+/// let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+///     Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+/// assert_eq!(parse_server_response(&response[..40], &request), Ok(None));
+/// let agreed = parse_server_response(response, &request).unwrap().expect("a complete head");
+/// assert_eq!(agreed.head_len, response.len());
+///
+/// // An accept value computed from another key is refused: the server did not answer this request.
+/// let other = ClientRequest::with_key("AAAAAAAAAAAAAAAAAAAAAA==");
+/// assert_eq!(parse_server_response(response, &other), Err(ClientHandshakeError::BadAccept));
+/// ```
 pub fn parse_server_response(
     buf: &[u8],
     request: &ClientRequest,

@@ -10,6 +10,21 @@ use std::num::NonZeroU64;
 /// XORs `data` with the 4-byte masking `key`, as if `data` started `offset` bytes into a masked payload.
 ///
 /// Masking and unmasking are the same operation (5.3: "the same algorithm applies regardless of the direction").
+///
+/// ```
+/// use roomcast::protocol::mask::apply_mask;
+///
+/// // RFC 6455 5.7: "Hello" masked with the key 37 fa 21 3d. Byte i is XORed with key[i % 4] (5.3).
+/// let key = [0x37, 0xfa, 0x21, 0x3d];
+/// let mut payload = *b"Hello";
+/// apply_mask(&mut payload, key, 0);
+/// assert_eq!(payload, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+/// // The same call unmasks, also piece by piece: `offset` says how far into the payload a piece starts.
+/// let (he, llo) = payload.split_at_mut(2);
+/// apply_mask(he, key, 0);
+/// apply_mask(llo, key, 2);
+/// assert_eq!(&payload, b"Hello");
+/// ```
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     // Rotate the key so that key[0] lines up with data[0].
     let key = rotate_key(key, offset);
