@@ -173,9 +173,11 @@ pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route
         "/metrics" => return Ok(Route::Metrics),
         "/ws" => Endpoint::Chat,
         "/echo" => Endpoint::Echo,
+        // RFC 6455 4.2.2: a service we do not provide is a 404.
         _ => return Err(Refusal::NotFound),
     };
     let accept = handshake::validate_upgrade(head).map_err(Refusal::Upgrade)?;
+    // RFC 6455 10.2: an origin we do not expect is a 403.
     if !origins.allows(head) {
         return Err(Refusal::ForbiddenOrigin);
     }

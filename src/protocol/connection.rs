@@ -37,6 +37,7 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// The opcode of the message's first frame (5.2, 6.1 step 3).
     fn opcode(self) -> OpCode {
         match self {
             MessageKind::Text => OpCode::Text,
@@ -122,6 +123,7 @@ pub enum State {
 impl State {
     /// True while frames from the peer are still read: until its Close arrives or the connection fails.
     pub fn reads_input(self) -> bool {
+        // RFC 6455 1.4: input after the peer's Close is discarded; 7.1.7: and after a failure.
         matches!(self, State::Open | State::CloseSent)
     }
 
@@ -297,7 +299,8 @@ pub struct Connection {
     /// The body of a Close we owe the peer (a reply to theirs, or a failure). It is written at the next
     /// `take_output`, after whatever the caller sends in answer to the messages that came before it.
     owed_close: Option<Vec<u8>>,
-    /// The code of the first Close frame sent or received, once there is one (7.1.5, 7.1.6).
+    /// The code of the first Close frame sent or received, or of the failure, once there is one. 7.1.5's Close Code
+    /// counts only the first Close received; this one also counts ours when it went out first.
     close_code: Option<CloseCode>,
     /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1).
     mask_keys: Option<MaskKeys>,
@@ -480,6 +483,7 @@ impl Connection {
         self.close_code.get_or_insert(code);
     }
 
+    /// Queues a frame while `can_send` allows: no data frame may follow our Close (5.5.1).
     fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closing);
@@ -488,6 +492,7 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes one whole frame, FIN set (we never fragment, 5.4), masked by a client and not by a server (5.1).
     fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let mask = self.mask_for_next_frame();
         encode_frame(true, opcode, payload, mask, &mut self.output);
@@ -516,6 +521,8 @@ impl Connection {
         error
     }
 
+    /// A frame's header arrived: a control frame is collected whole (5.5); a data frame must continue the message
+    /// being assembled or start one, not both (5.4), and must keep the message within the size limit (10.4).
     fn on_header(
         &mut self,
         header: FrameHeader,
@@ -567,6 +574,8 @@ impl Connection {
         Ok(())
     }
 
+    /// Payload arrived: a control frame's is collected, a data frame's is unmasked into the message (5.3) and, for
+    /// text, checked as UTF-8 at once (5.6, 8.1).
     fn on_payload(
         &mut self,
         chunk: PayloadChunk<'_>,
@@ -603,6 +612,7 @@ impl Connection {
         Ok(())
     }
 
+    /// A data frame ended; with FIN its message is complete (5.4), and text must not end inside a code point (8.1).
     fn finish_data_frame(&mut self, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
         let Some(incoming) = self.incoming.as_deref_mut() else {
             return Ok(());
@@ -629,6 +639,8 @@ impl Connection {
         Ok(())
     }
 
+    /// A control frame is complete: a Ping is answered with a Pong (5.5.2), a Pong needs nothing (5.5.3), and a
+    /// Close is checked (5.5.1, 7.4) and answered with a Close echoing its code unless ours went first (5.5.1).
     fn finish_control(&mut self, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
         let Some(incoming) = self.incoming.as_deref_mut() else {
             return Ok(());

@@ -319,6 +319,7 @@ impl FrameDecoder {
         self.decode_header(input)
     }
 
+    /// Reads a header (5.2), checking the rules of its first two bytes as soon as they are in.
     fn decode_header<'a>(
         &mut self,
         input: &'a [u8],
@@ -350,7 +351,8 @@ impl FrameDecoder {
         take
     }
 
-    /// Checks the rules held in the first two bytes and returns the header's full length.
+    /// Checks the rules held in the first two bytes (5.2 reserved bits and opcodes, 5.5 control frames, 5.1 the
+    /// masking direction) and returns the header's full length.
     fn check_fixed_bytes(&self) -> Result<usize, FrameError> {
         let [b0, b1] = [self.header[0], self.header[1]];
         // 5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated; we negotiate none.
@@ -385,6 +387,8 @@ impl FrameDecoder {
         Ok(2 + length_bytes + if masked { 4 } else { 0 })
     }
 
+    /// Reads a whole header, refusing a 64-bit length with its top bit set and, by our choice, a length that is not
+    /// in the minimal number of bytes (5.2).
     fn parse_complete_header(&self) -> Result<FrameHeader, FrameError> {
         let h = &self.header[..self.header_len];
         let fin = h[0] & 0x80 != 0;

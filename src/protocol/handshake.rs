@@ -209,6 +209,7 @@ pub fn parse_request_head(buf: &[u8], max_len: usize) -> Result<Option<RequestHe
                 .collect(),
             len,
         })),
+        // RFC 6455 10.4: our limit on the head; RFC 6585 5: over it is a 431.
         Ok(httparse::Status::Partial) if buf.len() > max_len => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
@@ -353,6 +354,7 @@ pub fn write_accept_response(accept: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     );
+    // RFC 6455 4.2.2: we agree to no subprotocol and no extension, so none is named, let alone one not offered.
     out.extend_from_slice(b"Sec-WebSocket-Accept: ");
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");

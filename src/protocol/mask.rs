@@ -90,6 +90,7 @@ struct EntropyPool {
 }
 
 impl EntropyPool {
+    /// The next four unused bytes of operating-system entropy: a fresh, unpredictable key (5.3, 10.3).
     fn next_key(&mut self) -> [u8; 4] {
         if self.used + 4 > self.bytes.len() {
             fill_random(&mut self.bytes);
@@ -130,7 +131,8 @@ pub fn fill_random(bytes: &mut [u8]) {
     }
 }
 
-/// xorshift64*: a non-zero state stays non-zero.
+/// xorshift64*: a non-zero state stays non-zero. Predictable from its seed, so not the strong source of entropy 5.3
+/// asks for: only [`MaskKeys::Predictable`] uses it.
 fn xorshift_key(state: &mut NonZeroU64) -> [u8; 4] {
     let mut x = state.get();
     x ^= x >> 12;

@@ -52,7 +52,7 @@ impl Server {
         }
     }
 
-    /// Takes one accepted socket into the slab, or refuses it with 503 at the connection limit.
+    /// Takes one accepted socket into the slab, or refuses it with 503 at the connection limit (10.4).
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
         self.metrics.accepted_total += 1;
         if self.clients.len() >= self.config.max_connections {

@@ -34,7 +34,8 @@ impl Server {
         }
     }
 
-    /// Queues one text message for one chat client, in a frame of its own.
+    /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4), and
+    /// not at all once our Close is out (5.5.1).
     fn send_to(&mut self, key: usize, text: &str) {
         let Some(client) = self.clients.get_mut(key) else {
             return;

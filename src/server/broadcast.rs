@@ -11,7 +11,7 @@ use crate::chat::{self, Dialect};
 use crate::http::Endpoint;
 use crate::protocol::{encode_server_message, MessageKind};
 
-/// Writes `text` as the one frame every member shares.
+/// Writes `text` as the one frame every member shares: a server's frame, unmasked (5.1) and unfragmented (5.4).
 fn text_frame(text: &str) -> impl FnOnce(&mut Vec<u8>) + '_ {
     move |out| encode_server_message(MessageKind::Text, text.as_bytes(), out)
 }

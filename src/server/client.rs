@@ -93,6 +93,7 @@ impl Client {
 
     /// True if this is a WebSocket on `endpoint` that may still be sent data.
     pub fn can_send_on(&self, endpoint: Endpoint) -> bool {
+        // RFC 6455 5.5.1: no data frame after our Close (`Connection::can_send`).
         matches!(&self.phase, Phase::WebSocket { ws, endpoint: e } if *e == endpoint && ws.can_send())
     }
 

@@ -44,6 +44,7 @@ impl Server {
         let dropped = client.queue.truncate_to_started_frame();
         self.metrics.slow_consumers_dropped += 1;
         debug!("{key} is a slow consumer; dropped {dropped} queued bytes");
+        // RFC 6455 7.4.1: 1008, the generic code for a policy the peer broke.
         self.close_websocket(
             key,
             CloseCode::POLICY_VIOLATION,
@@ -133,6 +134,7 @@ impl Server {
         let keys: Vec<usize> = self.clients.iter().map(|(key, _)| key).collect();
         for key in keys {
             match self.clients.get(key).map(|client| &client.phase) {
+                // RFC 6455 7.4.1: 1001, the server is going away.
                 Some(Phase::WebSocket { .. }) => {
                     self.close_websocket(key, CloseCode::GOING_AWAY, "server shutting down")
                 }

@@ -38,6 +38,8 @@ impl Server {
         }
     }
 
+    /// Answers a refused request with its HTTP status and reason; the connection ends once that is sent (RFC 6455
+    /// 4.2.1: stop processing the handshake and answer with an error code; 7.2.2).
     fn refuse(&mut self, key: usize, refusal: Refusal) {
         debug!("refusing {key}: {} {refusal}", refusal.status());
         self.metrics.count_refusal(refusal);
@@ -109,7 +111,8 @@ impl Server {
         debug!("{key} upgraded to {label} ({})", request.target);
         self.mark_dirty(key);
         self.arm_timer(key);
-        // 4.2.1 allows a client to send frames right behind its request: bytes after the head are the first frames.
+        // RFC 6455 4.1 has a client wait for our 101 before it sends frames; bytes that came early anyway are read
+        // as the first frames (a tolerance, not a rule).
         if !leftover.is_empty() {
             self.on_frames(key, &leftover);
         }

@@ -69,7 +69,7 @@ impl Server {
     }
 
     /// Echo stops reading a client while its own queue is over the bound, so a client that sends without reading
-    /// slows itself down instead of growing our memory. Reading resumes when a flush drains the queue.
+    /// slows itself down instead of growing our memory (10.4). Reading resumes when a flush drains the queue.
     fn is_backpressured(&mut self, key: usize) -> bool {
         let bound = self.config.max_queued_bytes;
         self.clients.get_mut(key).is_some_and(|client| {
@@ -113,7 +113,7 @@ impl Server {
                 self.on_request_bytes(key);
             }
             Phase::WebSocket { .. } => self.on_frames(key, bytes),
-            // A response is on its way or we are closing: what the peer says now does not matter.
+            // A response is on its way or we are closing: what the peer sends now is discarded (RFC 6455 7.1.1).
             Phase::Responding | Phase::Lingering => {}
         }
     }

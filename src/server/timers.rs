@@ -102,12 +102,14 @@ impl Server {
                     self.remove(key);
                     continue;
                 }
+                // RFC 6455 10.7 lets us drop TCP: a peer still silent after our heartbeat Ping gets no Close.
                 Due::IdleTimeout => {
                     debug!("{key}: idle timeout");
                     self.metrics.idle_timeouts += 1;
                     self.remove(key);
                     continue;
                 }
+                // RFC 6455 7.1.1: the peer did not finish closing in time, so TCP is closed without it.
                 Due::CloseTimeout => {
                     debug!("{key}: close timeout");
                     self.remove(key);

@@ -34,7 +34,8 @@ impl Server {
     }
 
     /// Writes a client's queue until it is empty or the socket is full, then settles what follows: WRITABLE
-    /// interest, a slow consumer's eviction, resumed reading, or the end of the connection.
+    /// interest, a slow consumer's eviction (10.4: our bound on queued bytes), resumed reading, or the end of the
+    /// connection (7.1.1).
     fn flush(&mut self, key: usize) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
