@@ -35,6 +35,18 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A WebSocket that sent nothing for this long is dropped.
     pub idle_timeout: Duration,
+    /// How long a message may take to arrive, from the read that left it unfinished to its last frame (1008 after).
+    pub message_timeout: Duration,
+    /// The most frames one message may arrive in (1008 beyond; 0: unlimited).
+    pub max_fragments: u32,
+    /// Frames a WebSocket may send per second, control frames and empty ones included, with two seconds' worth at
+    /// once (1008 beyond; 0: unlimited).
+    pub max_frames_per_sec: u32,
+    /// Bytes a WebSocket may send per second, with two seconds' worth at once (1008 beyond; 0: unlimited).
+    pub max_bytes_per_sec: u32,
+    /// Bytes held in unfinished incoming messages over the whole server; a read that would take the total past it
+    /// fails its connection with 1013. Messages that arrive whole in one read hold nothing.
+    pub max_incoming_bytes: usize,
     /// How long to wait for the peer's Close (and for its FIN after ours) before dropping the connection.
     pub close_timeout: Duration,
     /// On SIGINT/SIGTERM, how long to wait for clients to answer Close 1001 before exiting.
@@ -57,6 +69,11 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            message_timeout: Duration::from_secs(30),
+            max_fragments: 1024,
+            max_frames_per_sec: 200,
+            max_bytes_per_sec: 1024 * 1024,
+            max_incoming_bytes: 64 * 1024 * 1024,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             origins: OriginPolicy::default(),

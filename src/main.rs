@@ -58,6 +58,27 @@ struct Cli {
     #[arg(long, env = "ROOMCAST_IDLE_TIMEOUT", default_value_t = Seconds(DEFAULTS.idle_timeout))]
     idle_timeout: Seconds,
 
+    /// Seconds a message may take to arrive whole once it has begun; slower ones are closed with 1008
+    #[arg(long, env = "ROOMCAST_MESSAGE_TIMEOUT", default_value_t = Seconds(DEFAULTS.message_timeout))]
+    message_timeout: Seconds,
+
+    /// Most frames one message may arrive in; more are closed with 1008 (0: unlimited)
+    #[arg(long, env = "ROOMCAST_MAX_FRAGMENTS", default_value_t = DEFAULTS.max_fragments)]
+    max_fragments: u32,
+
+    /// Frames a client may send per second, control frames included, two seconds' worth at once; more are closed
+    /// with 1008 (0: unlimited)
+    #[arg(long, env = "ROOMCAST_MAX_FRAMES_PER_SEC", default_value_t = DEFAULTS.max_frames_per_sec)]
+    max_frames_per_sec: u32,
+
+    /// Bytes a client may send per second, two seconds' worth at once; more are closed with 1008 (0: unlimited)
+    #[arg(long, env = "ROOMCAST_MAX_BYTES_PER_SEC", default_value_t = DEFAULTS.max_bytes_per_sec)]
+    max_bytes_per_sec: u32,
+
+    /// Bytes of unfinished incoming messages the whole server holds; past it a client is closed with 1013
+    #[arg(long, env = "ROOMCAST_MAX_INCOMING_BYTES", default_value_t = DEFAULTS.max_incoming_bytes)]
+    max_incoming_bytes: usize,
+
     /// Seconds to wait for the peer to finish the closing handshake
     #[arg(long, env = "ROOMCAST_CLOSE_TIMEOUT", default_value_t = Seconds(DEFAULTS.close_timeout))]
     close_timeout: Seconds,
@@ -144,6 +165,11 @@ impl Cli {
             handshake_timeout: self.handshake_timeout.0,
             ping_interval: self.ping_interval.0,
             idle_timeout: self.idle_timeout.0,
+            message_timeout: self.message_timeout.0,
+            max_fragments: self.max_fragments,
+            max_frames_per_sec: self.max_frames_per_sec,
+            max_bytes_per_sec: self.max_bytes_per_sec,
+            max_incoming_bytes: self.max_incoming_bytes,
             close_timeout: self.close_timeout.0,
             shutdown_timeout: self.shutdown_timeout.0,
             origins: OriginPolicy {

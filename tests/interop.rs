@@ -107,7 +107,10 @@ fn tungstenite_echoes_text_and_binary() {
 #[test]
 fn tungstenite_echoes_payloads_in_every_length_form_up_to_1_mib() {
     // /echo takes what the chat route takes unless asked for more, as the Autobahn run does.
-    let server = TestServer::with_config(|c| c.echo_max_message_size = 16 << 20);
+    let server = TestServer::with_config(|c| {
+        c.echo_max_message_size = 16 << 20;
+        c.max_bytes_per_sec = 0;
+    });
     let mut ws = connect(&server, "/echo");
     for len in [125usize, 126, 65535, 65536, 1 << 20] {
         let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();

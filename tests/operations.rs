@@ -622,6 +622,8 @@ fn slow_consumer_round() -> Duration {
     const SLOW: usize = 3;
     let server = TestServer::with_config(|c| {
         c.max_queued_bytes = BOUND;
+        c.max_frames_per_sec = 0;
+        c.max_bytes_per_sec = 0;
         c.chat = ChatConfig {
             rate_per_sec: 1e6,
             rate_burst: 1_000_000,
@@ -727,7 +729,10 @@ fn slow_consumer_round() -> Duration {
 fn echo_stops_reading_a_client_over_its_queue_bound_and_resumes_when_it_reads() {
     let _guard = shared();
     const BOUND: usize = 64 * 1024;
-    let server = TestServer::with_config(|c| c.max_queued_bytes = BOUND);
+    let server = TestServer::with_config(|c| {
+        c.max_queued_bytes = BOUND;
+        c.max_bytes_per_sec = 0;
+    });
     let mut client = server.ws("/echo");
     let message = vec![7u8; 16 * 1024];
     // Write until the socket stays full for 300 ms: the server has stopped reading.
@@ -1271,6 +1276,11 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--ping-interval", "ROOMCAST_PING_INTERVAL"),
         ("--idle-timeout", "ROOMCAST_IDLE_TIMEOUT"),
         ("--close-timeout", "ROOMCAST_CLOSE_TIMEOUT"),
+        ("--message-timeout", "ROOMCAST_MESSAGE_TIMEOUT"),
+        ("--max-fragments", "ROOMCAST_MAX_FRAGMENTS"),
+        ("--max-frames-per-sec", "ROOMCAST_MAX_FRAMES_PER_SEC"),
+        ("--max-bytes-per-sec", "ROOMCAST_MAX_BYTES_PER_SEC"),
+        ("--max-incoming-bytes", "ROOMCAST_MAX_INCOMING_BYTES"),
         ("--shutdown-timeout", "ROOMCAST_SHUTDOWN_TIMEOUT"),
         ("--allowed-origin", "ROOMCAST_ALLOWED_ORIGINS"),
         ("--history", "ROOMCAST_HISTORY"),
@@ -1296,10 +1306,12 @@ fn help_lists_every_flag_with_its_environment_variable() {
         }
     }
     listed.retain(|(name, _)| name != "--help" && name != "--version");
-    let expected: Vec<(String, String)> = flags
+    listed.sort();
+    let mut expected: Vec<(String, String)> = flags
         .iter()
         .map(|(flag, env)| (flag.to_string(), env.to_string()))
         .collect();
+    expected.sort();
     assert_eq!(listed, expected, "{help}");
 }
 

@@ -34,7 +34,17 @@ pub struct Metrics {
     pub idle_timeouts: u64,
     /// Failed `accept` calls (EMFILE and the like); each pauses accepting briefly.
     pub accept_errors: u64,
+    /// WebSockets the server failed for going over a budget, by reason label.
+    pub connections_failed: BTreeMap<&'static str, u64>,
 }
+
+/// The `reason` labels of `roomcast_connections_failed_total`: WebSockets failed for going over a budget.
+pub const FAILURE_LABELS: [&str; 4] = [
+    "frame_budget",
+    "byte_budget",
+    "message_timeout",
+    "incoming_budget",
+];
 
 /// The `reason` label of a request head that did not arrive within the handshake timeout.
 pub const TIMEOUT_REASON: &str = "timeout";
@@ -63,6 +73,11 @@ impl Metrics {
     /// Counts a request head that did not arrive in time (slowloris protection).
     pub fn count_handshake_timeout(&mut self) {
         *self.handshake_failures.entry(TIMEOUT_REASON).or_default() += 1;
+    }
+
+    /// Counts a WebSocket the server failed for going over a budget.
+    pub fn count_failure(&mut self, label: &'static str) {
+        *self.connections_failed.entry(label).or_default() += 1;
     }
 
     /// Counts a WebSocket connection's end.
@@ -171,6 +186,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "roomcast_handshake_failures_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_connections_failed_total WebSockets failed (closed at once) for going over a budget, \
+             by reason.\n# TYPE roomcast_connections_failed_total counter"
+        );
+        for reason in FAILURE_LABELS {
+            let value = self.connections_failed.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_connections_failed_total{{reason=\"{reason}\"}} {value}"
             );
         }
         let _ = writeln!(

@@ -47,6 +47,8 @@ impl CloseCode {
     pub const MANDATORY_EXTENSION: CloseCode = CloseCode(1010);
     /// 1011: the server met an unexpected condition (7.4.1).
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013: try again later, e.g. the server is out of a shared budget (IANA registry, RFC 6455 11.7).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
     /// The code with this number, whatever it is.
     pub const fn new(code: u16) -> CloseCode {

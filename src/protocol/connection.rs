@@ -149,6 +149,11 @@ pub enum ProtocolError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A message in more frames than the connection allows (10.4: a limit of our own; 1008).
+    TooManyFragments {
+        /// The limit in frames.
+        limit: u32,
+    },
     /// A malformed Close body (5.5.1; 1002 or 1007).
     CloseBody(CloseBodyError),
 }
@@ -166,6 +171,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8
             | ProtocolError::CloseBody(CloseBodyError::InvalidReason) => CloseCode::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            ProtocolError::TooManyFragments { .. } => CloseCode::POLICY_VIOLATION,
         }
     }
 }
@@ -182,6 +188,9 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
             ProtocolError::MessageTooBig { limit } => write!(f, "message over {limit} bytes"),
+            ProtocolError::TooManyFragments { limit } => {
+                write!(f, "message in more than {limit} frames")
+            }
             ProtocolError::CloseBody(e) => e.fmt(f),
         }
     }
@@ -221,6 +230,8 @@ struct Assembly {
     kind: MessageKind,
     payload: Vec<u8>,
     utf8: Utf8Validator,
+    /// Frames of the message so far.
+    fragments: u32,
 }
 
 /// What a connection holds while a frame or a fragmented message is arriving. Boxed, and dropped as soon as a frame
@@ -289,6 +300,10 @@ pub struct Connection {
     state: State,
     role: Role,
     max_message_size: usize,
+    /// The most frames one message may arrive in.
+    max_fragments: u32,
+    /// Frame headers read so far, of every opcode (wrapping): what a caller charges against a frame budget.
+    frames_received: u32,
     decoder: FrameDecoder,
     /// A frame or message in progress; `None` at a message boundary.
     incoming: Option<Box<Incoming>>,
@@ -318,6 +333,8 @@ impl Connection {
             state: State::Open,
             role,
             max_message_size,
+            max_fragments: u32::MAX,
+            frames_received: 0,
             decoder: FrameDecoder::new(incoming),
             incoming: None,
             output: Vec::new(),
@@ -334,6 +351,39 @@ impl Connection {
         if self.mask_keys.is_some() {
             self.mask_keys = Some(MaskKeys::predictable(seed));
         }
+    }
+
+    /// Fails a message that arrives in more than `max` frames with 1008 (10.4: an endpoint may limit what it
+    /// buffers). Unlimited unless set.
+    pub fn limit_fragments(&mut self, max: u32) {
+        self.max_fragments = max.max(1);
+    }
+
+    /// How many frame headers have been read, of every opcode, counting on from `u32::MAX` to 0: compare two
+    /// readings with `wrapping_sub` to learn how many frames one `feed` read.
+    pub fn frames_received(&self) -> u32 {
+        self.frames_received
+    }
+
+    /// True while a frame or a fragmented message is partly received.
+    pub fn is_mid_message(&self) -> bool {
+        self.incoming.is_some()
+    }
+
+    /// Bytes of memory held for the frame and message being received (0 between messages).
+    pub fn buffered_bytes(&self) -> usize {
+        let Some(incoming) = &self.incoming else {
+            return 0;
+        };
+        let frame = match &incoming.frame {
+            Some(Receiving::Control { payload, .. }) => payload.capacity(),
+            _ => 0,
+        };
+        let message = incoming
+            .assembly
+            .as_ref()
+            .map_or(0, |a| a.payload.capacity());
+        std::mem::size_of::<Incoming>() + frame + message
     }
 
     /// Where the closing handshake stands.
@@ -528,6 +578,7 @@ impl Connection {
         header: FrameHeader,
         events: &mut Vec<Event>,
     ) -> Result<(), ProtocolError> {
+        self.frames_received = self.frames_received.wrapping_add(1);
         if header.opcode.is_control() {
             let payload = Vec::with_capacity(header.payload_len as usize);
             self.incoming_mut().frame = Some(Receiving::Control {
@@ -546,7 +597,14 @@ impl Connection {
             (Some(_), OpCode::Text | OpCode::Binary) => {
                 return Err(ProtocolError::ExpectedContinuation)
             }
-            (Some(assembly), _) => assembly.payload.len() as u64,
+            (Some(assembly), _) => {
+                if assembly.fragments >= self.max_fragments {
+                    return Err(ProtocolError::TooManyFragments {
+                        limit: self.max_fragments,
+                    });
+                }
+                assembly.payload.len() as u64
+            }
             (None, _) => 0,
         };
         // 10.4: refuse a message over the limit as soon as its size is known.
@@ -563,7 +621,9 @@ impl Connection {
             },
             payload: Vec::new(),
             utf8: Utf8Validator::new(),
+            fragments: 0,
         });
+        assembly.fragments += 1;
         assembly
             .payload
             .reserve(header.payload_len.min(MAX_PREALLOCATION) as usize);
@@ -1165,5 +1225,48 @@ mod tests {
             }
             assert_eq!(events, expected, "piece {piece}");
         }
+    }
+
+    #[test]
+    fn a_message_in_more_frames_than_allowed_fails_with_1008() {
+        let mut conn = server();
+        conn.limit_fragments(3);
+        let mut input = client_frame(false, OpCode::Text, b"a");
+        input.extend(client_frame(false, OpCode::Continuation, b""));
+        input.extend(client_frame(true, OpCode::Ping, b"controls do not count"));
+        input.extend(client_frame(false, OpCode::Continuation, b"b"));
+        let (events, result) = feed_bytewise(&mut conn, &input);
+        assert_eq!(result, Ok(()));
+        assert_eq!(events.len(), 1, "the Ping");
+        let (_, result) = feed_bytewise(&mut conn, &client_frame(true, OpCode::Continuation, b"c"));
+        assert_eq!(result, Err(ProtocolError::TooManyFragments { limit: 3 }));
+        assert_eq!(close_code_sent(&mut conn), Some(1008));
+    }
+
+    #[test]
+    fn every_frame_header_is_counted_controls_and_empty_ones_included() {
+        let mut conn = server();
+        let mut input = client_frame(false, OpCode::Text, b"");
+        for _ in 0..5 {
+            input.extend(client_frame(false, OpCode::Continuation, b""));
+        }
+        input.extend(client_frame(true, OpCode::Ping, b""));
+        let before = conn.frames_received();
+        let (_, result) = feed_bytewise(&mut conn, &input);
+        assert_eq!(result, Ok(()));
+        assert_eq!(conn.frames_received().wrapping_sub(before), 7);
+    }
+
+    #[test]
+    fn memory_is_held_only_while_a_message_is_unfinished() {
+        let mut conn = server();
+        assert_eq!((conn.is_mid_message(), conn.buffered_bytes()), (false, 0));
+        let frame = client_frame(true, OpCode::Binary, &[7; 1000]);
+        let mut events = Vec::new();
+        conn.feed(&frame[..500], &mut events).unwrap();
+        assert!(conn.is_mid_message());
+        assert!(conn.buffered_bytes() >= 1000, "{}", conn.buffered_bytes());
+        conn.feed(&frame[500..], &mut events).unwrap();
+        assert_eq!((conn.is_mid_message(), conn.buffered_bytes()), (false, 0));
     }
 }

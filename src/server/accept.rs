@@ -74,7 +74,12 @@ impl Server {
             return;
         }
         self.next_serial = self.next_serial.wrapping_add(1);
-        entry.insert(Client::new(socket, self.next_serial, self.now));
+        entry.insert(Client::new(
+            socket,
+            self.next_serial,
+            self.now,
+            &self.input_limits,
+        ));
         debug!("accepted {peer} as {key}");
         self.arm_timer(key);
         // The request may already be waiting: with edge-triggered readiness, read now rather than hope for an event.

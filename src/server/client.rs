@@ -6,6 +6,7 @@
 
 use mio::net::TcpStream;
 
+use super::budget::{InputAllowance, InputLimits};
 use super::queue::WriteQueue;
 use super::timeouts::{Due, Millis, Timeouts, Times, Waiting};
 use crate::http::Endpoint;
@@ -45,6 +46,10 @@ pub struct Client {
     pub queue: WriteQueue,
     /// The times its deadlines are computed from.
     pub times: Times,
+    /// What it may still make the loop read (a WebSocket's frames and bytes).
+    pub input: InputAllowance,
+    /// Bytes its WebSocket held in an unfinished message after the last read, as counted in the server's total.
+    pub held: u32,
     /// The point of this client's earliest entry in the timer heap.
     pub timer_at: Option<Millis>,
     /// WRITABLE interest is registered (only while bytes are queued).
@@ -58,23 +63,28 @@ pub struct Client {
     pub read_closed: bool,
     /// We read the peer's FIN while still owing it bytes: the connection ends once they are written.
     pub fin_received: bool,
+    /// We failed the connection (7.1.7): nothing more is read, and it ends once our Close is written.
+    pub failed: bool,
 }
 
 impl Client {
     /// A client accepted at `now`, about to send its request head.
-    pub fn new(socket: TcpStream, serial: u32, now: Millis) -> Self {
+    pub fn new(socket: TcpStream, serial: u32, now: Millis, limits: &InputLimits) -> Self {
         Client {
             socket,
             serial,
             phase: Phase::ReadingRequest { head: Vec::new() },
             queue: WriteQueue::default(),
             times: Times::accepted(now),
+            input: InputAllowance::full(limits, now),
+            held: 0,
             timer_at: None,
             wants_writable: false,
             more_to_read: false,
             dirty: false,
             read_closed: false,
             fin_received: false,
+            failed: false,
         }
     }
 

@@ -14,6 +14,50 @@ use super::Server;
 use crate::http::Endpoint;
 use crate::protocol::{CloseCode, State};
 
+/// Why the server failed a WebSocket (7.1.7) for what its client did, beyond the protocol errors that
+/// `protocol::Connection` fails on by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// More frames per second than its allowance (`budget.rs`).
+    TooManyFrames,
+    /// More bytes per second than its allowance.
+    TooManyBytes,
+    /// A message still unfinished at the message timeout.
+    MessageTimeout,
+    /// Its unfinished message would take the server's total past `max_incoming_bytes`.
+    IncomingBudget,
+}
+
+impl Failure {
+    /// The close code: 1008 for breaking a limit of ours, 1013 when the limit is the server's, not the client's.
+    fn code(self) -> CloseCode {
+        match self {
+            Failure::IncomingBudget => CloseCode::TRY_AGAIN_LATER,
+            _ => CloseCode::POLICY_VIOLATION,
+        }
+    }
+
+    /// The close reason.
+    fn reason(self) -> &'static str {
+        match self {
+            Failure::TooManyFrames => "too many frames",
+            Failure::TooManyBytes => "too many bytes",
+            Failure::MessageTimeout => "message took too long",
+            Failure::IncomingBudget => "server busy: try again later",
+        }
+    }
+
+    /// The label of `roomcast_connections_failed_total`.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Failure::TooManyFrames => "frame_budget",
+            Failure::TooManyBytes => "byte_budget",
+            Failure::MessageTimeout => "message_timeout",
+            Failure::IncomingBudget => "incoming_budget",
+        }
+    }
+}
+
 impl Server {
     /// Closes a WebSocket: starts the closing handshake with `code` and `reason` (7.1.2) and queues the Close
     /// behind what the client is already owed. Then the close timeout runs; the peer's Close or our FIN after it
@@ -23,6 +67,19 @@ impl Server {
             ws.close(code, reason);
         }
         self.queue_protocol_output(key);
+    }
+
+    /// Fails a WebSocket for `failure` (7.1.7): a Close with its code and reason, nothing more read, the room told
+    /// at once, and TCP closed as soon as the Close is written (or at the close timeout).
+    pub(super) fn fail_websocket(&mut self, key: usize, failure: Failure) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        client.failed = true;
+        debug!("{key} failed: {}", failure.reason());
+        self.metrics.count_failure(failure.label());
+        self.close_websocket(key, failure.code(), failure.reason());
+        self.leave_chat(key);
     }
 
     /// A chat client whose queue grew past the bound is not reading: drop what it has not started to receive,
@@ -103,6 +160,7 @@ impl Server {
             return;
         }
         let mut client = self.clients.remove(key);
+        self.incoming_bytes -= client.held as usize;
         if let Err(e) = self.poll.registry().deregister(&mut client.socket) {
             debug!("deregister {key}: {e}");
         }
@@ -158,4 +216,23 @@ impl Server {
 /// (7.1.5: the connection was closed without a Close frame).
 fn ended_with(code: Option<CloseCode>) -> CloseCode {
     code.unwrap_or(CloseCode::ABNORMAL_CLOSURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::metrics::FAILURE_LABELS;
+
+    #[test]
+    fn every_failure_has_a_listed_label_and_a_sendable_code() {
+        for failure in [
+            Failure::TooManyFrames,
+            Failure::TooManyBytes,
+            Failure::MessageTimeout,
+            Failure::IncomingBudget,
+        ] {
+            assert!(FAILURE_LABELS.contains(&failure.label()), "{failure:?}");
+            assert!(failure.code().is_sendable(crate::protocol::Role::Server));
+        }
+    }
 }

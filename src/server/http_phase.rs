@@ -102,10 +102,11 @@ impl Server {
         let mut response = Vec::with_capacity(160);
         handshake::write_accept_response(accept, &mut response);
         client.queue.push(Chunk::Owned(response));
-        client.phase = Phase::WebSocket {
-            ws: protocol::Connection::new(Role::Server, max_message_size),
-            endpoint,
-        };
+        let mut ws = protocol::Connection::new(Role::Server, max_message_size);
+        if self.config.max_fragments > 0 {
+            ws.limit_fragments(self.config.max_fragments);
+        }
+        client.phase = Phase::WebSocket { ws, endpoint };
         let label = endpoint.label();
         *self.metrics.upgrades_total.entry(label).or_default() += 1;
         debug!("{key} upgraded to {label} ({})", request.target);

@@ -24,6 +24,7 @@ mod accept;
 mod actions;
 mod batch;
 mod broadcast;
+mod budget;
 mod client;
 mod ending;
 mod http_phase;
@@ -51,6 +52,7 @@ use crate::http::metrics::{Gauges, Metrics};
 use crate::protocol::Event;
 use batch::Batches;
 use broadcast::Audience;
+use budget::InputLimits;
 use client::{Client, Phase};
 use timeouts::{Millis, Timeouts};
 use timers::Timers;
@@ -83,6 +85,10 @@ pub struct Server {
     local_addr: SocketAddr,
     config: Config,
     timeouts: Timeouts,
+    /// What each WebSocket may make the loop read.
+    input_limits: InputLimits,
+    /// Bytes held in unfinished incoming messages, over all clients (`Client::held`).
+    incoming_bytes: usize,
     clients: Slab<Client>,
     timers: Timers,
     chat: Chat,
@@ -120,6 +126,7 @@ impl Server {
             config.handshake_timeout,
             config.ping_interval,
             config.idle_timeout,
+            config.message_timeout,
             config.close_timeout,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -134,6 +141,11 @@ impl Server {
             poll,
             listener: Some(listener),
             local_addr,
+            input_limits: InputLimits {
+                frames_per_sec: config.max_frames_per_sec,
+                bytes_per_sec: config.max_bytes_per_sec,
+            },
+            incoming_bytes: 0,
             config,
             timeouts,
             clients: Slab::new(),

@@ -73,6 +73,10 @@ impl Server {
     fn is_backpressured(&mut self, key: usize) -> bool {
         let bound = self.config.max_queued_bytes;
         self.clients.get_mut(key).is_some_and(|client| {
+            // A failed connection is read no more (7.1.7): it only waits for its Close to be written.
+            if client.failed {
+                return true;
+            }
             let full = matches!(
                 client.phase,
                 Phase::WebSocket {

@@ -1,7 +1,7 @@
-//! What is due for a connection, and when: the handshake timeout, a heartbeat Ping, the idle timeout and the close
-//! timeout, as a pure function of the connection's recorded times and the current time.
+//! What is due for a connection, and when: the handshake timeout, a heartbeat Ping, the idle timeout, the message
+//! timeout and the close timeout, as a pure function of the connection's recorded times and the current time.
 //!
-//! Owns the rules and the compact record they read ([`Times`], 12 bytes per connection). It must not read a clock
+//! Owns the rules and the compact record they read ([`Times`], 16 bytes per connection). It must not read a clock
 //! or touch a connection: the loop passes `now` in and acts on the [`Due`] it gets back, the way quinn-proto's
 //! `poll_timeout`/`handle_timeout` split works. So every rule is a unit test without a socket or a sleep.
 
@@ -59,6 +59,7 @@ pub struct Timeouts {
     handshake: u32,
     ping_interval: u32,
     idle: u32,
+    message: u32,
     close: u32,
 }
 
@@ -76,11 +77,12 @@ impl std::error::Error for TimeoutTooLong {}
 
 impl Timeouts {
     /// The limits: time to send a request head, quiet before a heartbeat Ping, quiet before the peer is dropped,
-    /// and time for the peer to finish closing.
+    /// time for a message to arrive whole, and time for the peer to finish closing.
     pub fn new(
         handshake: Duration,
         ping_interval: Duration,
         idle: Duration,
+        message: Duration,
         close: Duration,
     ) -> Result<Timeouts, TimeoutTooLong> {
         let ms = |d: Duration| {
@@ -93,6 +95,7 @@ impl Timeouts {
             handshake: ms(handshake)?,
             ping_interval: ms(ping_interval)?,
             idle: ms(idle)?,
+            message: ms(message)?,
             close: ms(close)?,
         })
     }
@@ -121,6 +124,9 @@ pub enum Due {
     HandshakeTimeout,
     /// The peer said nothing for the idle timeout, heartbeat included.
     IdleTimeout,
+    /// A message began arriving longer than the message timeout ago and is still unfinished: whatever else the
+    /// peer sends, it is holding memory it may not hold.
+    MessageTimeout,
     /// The peer did not finish closing in time.
     CloseTimeout,
 }
@@ -132,10 +138,14 @@ pub struct Times {
     since: Stamp,
     /// When the peer last sent anything.
     heard: Stamp,
+    /// When the message now arriving began, if `in_message`.
+    message: Stamp,
     /// A heartbeat Ping went out and nothing was heard since.
     pinged: bool,
     /// Closing has begun (`since` then marks it).
     closing: bool,
+    /// A message is partly received.
+    in_message: bool,
 }
 
 impl Times {
@@ -144,8 +154,10 @@ impl Times {
         Times {
             since: Stamp::at(now),
             heard: Stamp::at(now),
+            message: Stamp::at(now),
             pinged: false,
             closing: false,
+            in_message: false,
         }
     }
 
@@ -153,6 +165,15 @@ impl Times {
     pub fn heard_from(&mut self, now: Millis) {
         self.heard = Stamp::at(now);
         self.pinged = false;
+    }
+
+    /// After a read: whether a message is now partly received. The message timeout runs from the read that left
+    /// it unfinished first.
+    pub fn mid_message(&mut self, unfinished: bool, now: Millis) {
+        if unfinished && !self.in_message {
+            self.message = Stamp::at(now);
+        }
+        self.in_message = unfinished;
     }
 
     /// A heartbeat Ping was sent.
@@ -195,12 +216,23 @@ impl Times {
                 let heard = self.heard.resolve(now);
                 let idle_at = heard.plus(limits.idle);
                 if now >= idle_at {
-                    Due::IdleTimeout
-                } else if self.pinged {
+                    return Due::IdleTimeout;
+                }
+                let mut next = if self.pinged {
                     Due::Later(idle_at)
                 } else {
                     check(heard.plus(limits.ping_interval), Due::Ping)
+                };
+                if self.in_message {
+                    let message_at = self.message.resolve(now).plus(limits.message);
+                    if now >= message_at {
+                        return Due::MessageTimeout;
+                    }
+                    if matches!(next, Due::Later(at) if message_at < at) {
+                        next = Due::Later(message_at);
+                    }
                 }
+                next
             }
         }
     }
@@ -215,6 +247,7 @@ mod tests {
             Duration::from_secs(10),
             Duration::from_secs(20),
             Duration::from_secs(60),
+            Duration::from_secs(30),
             Duration::from_secs(5),
         )
         .unwrap()
@@ -260,6 +293,44 @@ mod tests {
             Due::Later(s(50))
         );
         assert_eq!(times.due(Waiting::Peer, s(50), &limits()), Due::Ping);
+    }
+
+    #[test]
+    fn an_unfinished_message_has_the_message_timeout_whatever_else_arrives() {
+        let mut times = Times::accepted(s(0));
+        times.heard_from(s(10));
+        times.mid_message(true, s(10));
+        for t in [12, 20, 35] {
+            times.heard_from(s(t));
+            times.mid_message(true, s(t));
+        }
+        assert_eq!(
+            times.due(Waiting::Peer, s(36), &limits()),
+            Due::Later(s(40))
+        );
+        assert_eq!(
+            times.due(Waiting::Peer, s(40), &limits()),
+            Due::MessageTimeout
+        );
+    }
+
+    #[test]
+    fn a_finished_message_stops_the_message_timeout() {
+        let mut times = Times::accepted(s(0));
+        times.mid_message(true, s(1));
+        times.heard_from(s(30));
+        times.mid_message(false, s(30));
+        assert_eq!(
+            times.due(Waiting::Peer, s(31), &limits()),
+            Due::Later(s(50))
+        );
+        times.mid_message(true, s(45));
+        assert_eq!(times.due(Waiting::Peer, s(71), &limits()), Due::Ping);
+        times.pinged();
+        assert_eq!(
+            times.due(Waiting::Peer, s(72), &limits()),
+            Due::Later(s(75))
+        );
     }
 
     #[test]
@@ -312,10 +383,10 @@ mod tests {
         let day = Duration::from_secs(24 * 3600);
         let second = Duration::from_secs(1);
         assert_eq!(
-            Timeouts::new(second, second, day, second),
+            Timeouts::new(second, second, day, second, second),
             Err(TimeoutTooLong)
         );
-        assert!(Timeouts::new(second, second, day - second, second).is_ok());
+        assert!(Timeouts::new(second, second, day - second, second, second).is_ok());
     }
 
     #[test]

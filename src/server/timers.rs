@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 
 use log::debug;
 
+use super::ending::Failure;
 use super::timeouts::{Due, Millis};
 use super::Server;
 
@@ -110,6 +111,9 @@ impl Server {
                     continue;
                 }
                 // RFC 6455 7.1.1: the peer did not finish closing in time, so TCP is closed without it.
+                Due::MessageTimeout => {
+                    self.fail_websocket(key, Failure::MessageTimeout);
+                }
                 Due::CloseTimeout => {
                     debug!("{key}: close timeout");
                     self.remove(key);

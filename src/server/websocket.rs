@@ -7,7 +7,9 @@
 
 use log::debug;
 
+use super::budget::Overdrawn;
 use super::client::Phase;
+use super::ending::Failure;
 use super::queue::Chunk;
 use super::Server;
 use crate::http::Endpoint;
@@ -24,7 +26,19 @@ impl Server {
         };
         let endpoint = *endpoint;
         let mut events = std::mem::take(&mut self.ws_events);
+        let frames_before = ws.frames_received();
         let result = ws.feed(bytes, &mut events);
+        let frames = ws.frames_received().wrapping_sub(frames_before);
+        let overdrawn = client
+            .input
+            .charge(&self.input_limits, frames, bytes.len(), self.now)
+            .err();
+        // What an unfinished message holds now counts against the server's total until it completes.
+        let held = u32::try_from(ws.buffered_bytes()).unwrap_or(u32::MAX);
+        let grew = held > client.held;
+        self.incoming_bytes = self.incoming_bytes - client.held as usize + held as usize;
+        client.held = held;
+        client.times.mid_message(ws.is_mid_message(), self.now);
         // One reading of the wall clock serves every message of this input.
         let mut chat_time = None;
         let mut refusal = None;
@@ -66,9 +80,18 @@ impl Server {
         }
         // The chat's answers first: they answer messages that came before any Close this input caused.
         self.apply_actions();
-        match refusal {
-            Some((code, reason)) => self.close_websocket(key, code, reason),
-            None => self.queue_protocol_output(key),
+        let failure = match overdrawn {
+            Some(Overdrawn::Frames) => Some(Failure::TooManyFrames),
+            Some(Overdrawn::Bytes) => Some(Failure::TooManyBytes),
+            None if grew && self.incoming_bytes > self.config.max_incoming_bytes => {
+                Some(Failure::IncomingBudget)
+            }
+            None => None,
+        };
+        match (failure, refusal) {
+            (Some(failure), _) => self.fail_websocket(key, failure),
+            (None, Some((code, reason))) => self.close_websocket(key, code, reason),
+            (None, None) => self.queue_protocol_output(key),
         }
     }
 

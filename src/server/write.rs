@@ -72,7 +72,10 @@ impl Server {
             }
             return;
         }
-        if client.is_finished() {
+        if client.failed {
+            // 7.1.7: once the Close of a failed connection is out, TCP is closed without waiting for anything.
+            self.remove(key);
+        } else if client.is_finished() {
             self.linger(key);
         } else if client.more_to_read {
             self.unfinished_reads.push(key);
