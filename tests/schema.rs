@@ -41,6 +41,7 @@ impl Direction {
     }
 }
 
+/// A path inside the repository, wherever the test runs from.
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
@@ -56,6 +57,7 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A JSON file, parsed.
 fn read_json(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -76,6 +78,7 @@ struct Catalog {
 }
 
 impl Catalog {
+    /// Compiles every schema file; panics on one that does not compile.
     fn load() -> Catalog {
         let mut compiler = Compiler::new();
         let mut schemas = Schemas::new();
@@ -358,6 +361,7 @@ struct Block {
     lines: Vec<String>,
 }
 
+/// The fenced code blocks of a Markdown text, in order.
 fn fenced_blocks(doc: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
@@ -381,6 +385,7 @@ fn fenced_blocks(doc: &str) -> Vec<Block> {
     blocks
 }
 
+/// The text of `docs/protocol.md`.
 fn protocol_doc() -> String {
     fs::read_to_string(repo_path("docs/protocol.md")).expect("docs/protocol.md")
 }
@@ -451,6 +456,7 @@ struct Examples {
 }
 
 impl Examples {
+    /// Checks one example and notes its type as shown.
     fn check(&mut self, catalog: &Catalog, direction: Direction, message: &Value) {
         if let Err(e) = catalog.check(direction, message) {
             self.failures.push(e);
@@ -699,6 +705,7 @@ struct Peer {
 }
 
 impl Peer {
+    /// Sends one request.
     fn send(&mut self, message: Value) {
         self.client.send_json(&message);
     }
@@ -734,6 +741,7 @@ struct Session<'c> {
 }
 
 impl<'c> Session<'c> {
+    /// Nothing received yet.
     fn new(catalog: &'c Catalog) -> Self {
         Session {
             catalog,
@@ -743,6 +751,7 @@ impl<'c> Session<'c> {
         }
     }
 
+    /// A new connection to the chat, which the test will drive as `dialect`.
     fn connect(&self, server: &TestServer, label: &'static str, dialect: Dialect) -> Peer {
         Peer {
             label,
@@ -802,6 +811,7 @@ impl<'c> Session<'c> {
     }
 }
 
+/// A `join` in `dialect`: with `v: 2`, or without `v` as the articles' page sends it.
 fn join(user: &str, room: &str, dialect: Dialect) -> Value {
     match dialect {
         Dialect::V1 => json!({"type": "join", "userId": user, "room": room}),
