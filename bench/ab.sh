@@ -15,6 +15,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/server-flags.sh
+source bench/server-flags.sh
 [ $# -ge 2 ] || { echo "usage: $0 BINARY BINARY [BINARY...]" >&2; exit 2; }
 REPS=${REPS:-3}
 SCENARIO=${SCENARIO:-"fanout --rooms 100 --members 10 --senders 1 --size 64 --window 32"}
@@ -43,8 +45,8 @@ trap cleanup EXIT
 declare -A figures
 for rep in $(seq "$REPS"); do
   for bin in "$@"; do
-    taskset -c "$SERVER_CPU" "$bin" --addr "127.0.0.1:$PORT" --rate 1000000 --burst 1000000 \
-      --max-connections 15000 >/dev/null 2>&1 &
+    # shellcheck disable=SC2046 # the flags are a word list on purpose
+    taskset -c "$SERVER_CPU" "$bin" --addr "127.0.0.1:$PORT" $(roomcast_bench_flags "$bin") >/dev/null 2>&1 &
     SERVER_PID=$!
     until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.05; done
     # shellcheck disable=SC2086 # SCENARIO and TIMING are word lists on purpose

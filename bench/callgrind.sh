@@ -13,6 +13,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/server-flags.sh
+source bench/server-flags.sh
 TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 ROOMCAST=${ROOMCAST:-$TARGET_DIR/release/roomcast}
 BENCH=${BENCH:-$TARGET_DIR/release/roomcast-bench}
@@ -31,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
-  "$ROOMCAST" --addr "127.0.0.1:$PORT" --rate 1000000 --burst 1000000 --max-connections 15000 \
+  "$ROOMCAST" --addr "127.0.0.1:$PORT" $(roomcast_bench_flags "$ROOMCAST") \
   >"$OUT/valgrind.log" 2>&1 &
 VALGRIND_PID=$!
 tries=0

@@ -13,6 +13,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/server-flags.sh
+source bench/server-flags.sh
 REPS=${REPS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
@@ -99,9 +101,10 @@ start_server() {
   fi
   case $kind in
     roomcast)
-      # The default rate limit (20 msg/s, burst 40) would throttle the senders: lift it for benchmarking.
-      nice -n "$NICE" taskset -c "$SERVER_CPU" "$ROOMCAST" --addr "127.0.0.1:$port" --rate 1000000 --burst 1000000 \
-        --max-connections 15000 >>"$OUT/servers.log" 2>&1 &
+      # The default limits (rate 20 msg/s, per-address and input budgets) would throttle the generator: lift them.
+      # shellcheck disable=SC2046 # the flags are a word list on purpose
+      nice -n "$NICE" taskset -c "$SERVER_CPU" "$ROOMCAST" --addr "127.0.0.1:$port" $(roomcast_bench_flags "$ROOMCAST") \
+        >>"$OUT/servers.log" 2>&1 &
       ;;
     seed) PORT=$port nice -n "$NICE" taskset -c "$SERVER_CPU" node "$NODE_SEED" >>"$OUT/servers.log" 2>&1 & ;;
     tungstenite) PORT=$port nice -n "$NICE" taskset -c "$SERVER_CPU" "$TOKIO_CHAT" >>"$OUT/servers.log" 2>&1 & ;;

@@ -2,7 +2,9 @@
 //!
 //! Owns the values only; `main.rs` fills them from flags and environment variables, tests build them directly.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::chat::ChatConfig;
@@ -51,6 +53,8 @@ pub struct Config {
     pub close_timeout: Duration,
     /// On SIGINT/SIGTERM, how long to wait for clients to answer Close 1001 before exiting.
     pub shutdown_timeout: Duration,
+    /// What one client address may hold and start, and whose word on client addresses is believed.
+    pub addresses: AddressLimits,
     /// Which browser origins may open a WebSocket.
     pub origins: OriginPolicy,
     /// The chat's limits.
@@ -76,9 +80,141 @@ impl Default for Config {
             max_incoming_bytes: 64 * 1024 * 1024,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
+            addresses: AddressLimits::default(),
             origins: OriginPolicy::default(),
             chat: ChatConfig::default(),
         }
+    }
+}
+
+/// Limits per client address. The address is the TCP peer's, or, when the peer is a trusted proxy, the one it
+/// names in `X-Forwarded-For`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddressLimits {
+    /// The most connections one address may hold open (503 beyond; 0: unlimited).
+    pub max_connections_per_ip: u32,
+    /// Request heads per second one address may send (429 beyond; 0: unlimited).
+    pub handshake_rate_per_ip: f64,
+    /// Request heads one address may send at once.
+    pub handshake_burst_per_ip: u32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Default for AddressLimits {
+    fn default() -> Self {
+        AddressLimits {
+            max_connections_per_ip: 1000,
+            handshake_rate_per_ip: 50.0,
+            handshake_burst_per_ip: 100,
+            trusted_proxies: Cidr::loopback(),
+        }
+    }
+}
+
+impl AddressLimits {
+    /// No per-address limit at all: for a load generator or a test that opens thousands of connections from one
+    /// address. Proxies stay as they are.
+    pub fn unlimited(self) -> AddressLimits {
+        AddressLimits {
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: 0.0,
+            ..self
+        }
+    }
+}
+
+/// A block of IP addresses, such as `10.0.0.0/8` or `::1/128`; a bare address is its own block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Loopback, IPv4 and IPv6: a proxy on the same machine.
+    pub fn loopback() -> Vec<Cidr> {
+        vec![
+            Cidr {
+                network: IpAddr::from([127, 0, 0, 0]),
+                prefix: 8,
+            },
+            Cidr {
+                network: IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+                prefix: 128,
+            },
+        ]
+    }
+
+    /// True if `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// True if the first `prefix` bits of `a` and `b` agree.
+fn prefix_matches(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let mut bits = usize::from(prefix);
+    for (x, y) in a.iter().zip(b) {
+        if bits == 0 {
+            return true;
+        }
+        let take = bits.min(8);
+        let mask = 0xFFu8 << (8 - take);
+        if x & mask != y & mask {
+            return false;
+        }
+        bits -= take;
+    }
+    true
+}
+
+/// A CIDR block that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadCidr(String);
+
+impl fmt::Display for BadCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not an address or an address/prefix", self.0)
+    }
+}
+
+impl std::error::Error for BadCidr {}
+
+impl FromStr for Cidr {
+    type Err = BadCidr;
+
+    fn from_str(text: &str) -> Result<Self, BadCidr> {
+        let bad = || BadCidr(text.to_owned());
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 
@@ -97,6 +233,33 @@ fn open_file_limit() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses_only() {
+        let block: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(block.contains("10.1.255.3".parse().unwrap()));
+        assert!(!block.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            block.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        let odd: Cidr = "192.0.2.128/25".parse().unwrap();
+        assert!(odd.contains("192.0.2.200".parse().unwrap()));
+        assert!(!odd.contains("192.0.2.100".parse().unwrap()));
+        let host: Cidr = "2001:db8::1".parse().unwrap();
+        assert!(host.contains("2001:db8::1".parse().unwrap()));
+        assert!(!host.contains("2001:db8::2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_cidr_blocks_are_refused() {
+        for text in ["10.0.0.0/33", "::1/129", "nope", "10.0.0.0/x", ""] {
+            assert!(text.parse::<Cidr>().is_err(), "{text}");
+        }
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
+    }
 
     #[test]
     fn default_connection_limit_stays_under_the_file_limit() {

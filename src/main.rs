@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use roomcast::chat::ChatConfig;
-use roomcast::config::MAX_TIMEOUT;
+use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
 use roomcast::http::origin::OriginPolicy;
 use roomcast::{Config, Server, ShutdownHandle};
 
@@ -86,6 +86,27 @@ struct Cli {
     /// Seconds to wait for clients after SIGINT/SIGTERM before exiting
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value_t = Seconds(DEFAULTS.shutdown_timeout))]
     shutdown_timeout: Seconds,
+
+    /// Most connections one client address may hold open; more get 503 (0: unlimited)
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULTS.addresses.max_connections_per_ip)]
+    max_connections_per_ip: u32,
+
+    /// Requests per second one client address may start; more get 429 (0: unlimited)
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_RATE_PER_IP", default_value_t = DEFAULTS.addresses.handshake_rate_per_ip)]
+    handshake_rate_per_ip: f64,
+
+    /// Requests one client address may start at once
+    #[arg(long, env = "ROOMCAST_HANDSHAKE_BURST_PER_IP", default_value_t = DEFAULTS.addresses.handshake_burst_per_ip)]
+    handshake_burst_per_ip: u32,
+
+    /// Proxies whose X-Forwarded-For names the client address, as addresses or CIDR blocks (repeatable; env:
+    /// comma-separated) [default: 127.0.0.0/8, ::1/128]
+    #[arg(
+        long = "trusted-proxy",
+        env = "ROOMCAST_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<Cidr>>,
 
     /// A browser Origin allowed besides the server's own (repeatable; `*` allows all; env: comma-separated)
     #[arg(
@@ -172,6 +193,14 @@ impl Cli {
             max_incoming_bytes: self.max_incoming_bytes,
             close_timeout: self.close_timeout.0,
             shutdown_timeout: self.shutdown_timeout.0,
+            addresses: AddressLimits {
+                max_connections_per_ip: self.max_connections_per_ip,
+                handshake_rate_per_ip: self.handshake_rate_per_ip,
+                handshake_burst_per_ip: self.handshake_burst_per_ip,
+                trusted_proxies: self
+                    .trusted_proxies
+                    .unwrap_or_else(|| defaults.addresses.trusted_proxies.clone()),
+            },
             origins: OriginPolicy {
                 allowed: self.allowed_origins,
             },

@@ -67,6 +67,13 @@ pub enum Refusal {
     ForbiddenOrigin,
     /// The server is at its connection limit (503).
     Overloaded,
+    /// The client's address holds as many connections as one address may (503, with `Retry-After`).
+    TooManyFromAddress,
+    /// The client's address starts requests faster than one address may (429, with `Retry-After`).
+    TooFastFromAddress {
+        /// Whole seconds until a request from the address would pass.
+        retry_after_secs: u32,
+    },
 }
 
 impl Refusal {
@@ -79,7 +86,8 @@ impl Refusal {
             Refusal::MethodNotAllowed => 405,
             Refusal::Upgrade(e) => e.status(),
             Refusal::ForbiddenOrigin => 403,
-            Refusal::Overloaded => 503,
+            Refusal::Overloaded | Refusal::TooManyFromAddress => 503,
+            Refusal::TooFastFromAddress { .. } => 429,
         }
     }
 
@@ -101,11 +109,13 @@ impl Refusal {
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => "unsupported_version",
             Refusal::ForbiddenOrigin => "forbidden_origin",
             Refusal::Overloaded => "overloaded",
+            Refusal::TooManyFromAddress => "too_many_from_address",
+            Refusal::TooFastFromAddress { .. } => "too_fast_from_address",
         }
     }
 
     /// Every label `label` can return, so metrics can show zeros.
-    pub const LABELS: [&'static str; 14] = [
+    pub const LABELS: [&'static str; 16] = [
         "header_too_large",
         "malformed",
         "not_found",
@@ -120,11 +130,15 @@ impl Refusal {
         "unsupported_version",
         "forbidden_origin",
         "overloaded",
+        "too_many_from_address",
+        "too_fast_from_address",
     ];
 
     /// Appends the full response: status line, headers, and the reason as the body.
     pub fn write_response(self, out: &mut Vec<u8>) {
         let mut extra: &[(&str, &str)] = &[];
+        let retry_after;
+        let with_retry;
         match self {
             // 4.2.2: tell the client which version we speak.
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => {
@@ -134,6 +148,16 @@ impl Refusal {
             Refusal::MethodNotAllowed => extra = &[("Allow", "GET, HEAD")],
             // ...and only GET for a WebSocket handshake (RFC 6455 4.2.1 item 1).
             Refusal::Upgrade(UpgradeError::NotGet) => extra = &[("Allow", "GET")],
+            // RFC 9110 10.2.3 and RFC 6585 4: when to come back.
+            Refusal::TooManyFromAddress | Refusal::TooFastFromAddress { .. } => {
+                let secs = match self {
+                    Refusal::TooFastFromAddress { retry_after_secs } => retry_after_secs,
+                    _ => ADDRESS_RETRY_AFTER_SECS,
+                };
+                retry_after = secs.to_string();
+                with_retry = [("Retry-After", retry_after.as_str())];
+                extra = &with_retry;
+            }
             _ => {}
         }
         let body = format!("{self}\n");
@@ -156,6 +180,12 @@ impl fmt::Display for Refusal {
             Refusal::Upgrade(e) => e.fmt(f),
             Refusal::ForbiddenOrigin => f.write_str("origin not allowed"),
             Refusal::Overloaded => f.write_str("server at its connection limit, try again later"),
+            Refusal::TooManyFromAddress => {
+                f.write_str("too many connections from your address, try again later")
+            }
+            Refusal::TooFastFromAddress { .. } => {
+                f.write_str("too many requests from your address, try again later")
+            }
         }
     }
 }
@@ -184,6 +214,10 @@ pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route
     Ok(Route::Upgrade { endpoint, accept })
 }
 
+/// The `Retry-After` of a refusal for too many connections from one address: a guess, since it depends on
+/// when the address's other connections end.
+const ADDRESS_RETRY_AFTER_SECS: u32 = 10;
+
 /// The text of a status code's reason phrase.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -193,6 +227,7 @@ fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Unknown",
@@ -392,6 +427,10 @@ mod tests {
             Refusal::Upgrade(UpgradeError::UnsupportedVersion),
             Refusal::ForbiddenOrigin,
             Refusal::Overloaded,
+            Refusal::TooManyFromAddress,
+            Refusal::TooFastFromAddress {
+                retry_after_secs: 1,
+            },
         ];
         for r in all {
             assert!(Refusal::LABELS.contains(&r.label()), "{r:?}");
@@ -562,5 +601,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn address_refusals_say_when_to_come_back() {
+        let mut out = Vec::new();
+        Refusal::TooFastFromAddress {
+            retry_after_secs: 3,
+        }
+        .write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nRetry-After: 3\r\n"), "{text}");
+        let mut out = Vec::new();
+        Refusal::TooManyFromAddress.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nRetry-After: 10\r\n"), "{text}");
     }
 }

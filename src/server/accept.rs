@@ -52,12 +52,23 @@ impl Server {
         }
     }
 
-    /// Takes one accepted socket into the slab, or refuses it with 503 at the connection limit (10.4).
+    /// Takes one accepted socket into the slab, or refuses it with 503 at the connection limit (10.4) or when its
+    /// address holds as many connections as one address may. A connection from a trusted proxy is counted against
+    /// the client address the proxy names, once its request head arrives (`http_phase.rs`).
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
         self.metrics.accepted_total += 1;
-        if self.clients.len() >= self.config.max_connections {
-            self.metrics.count_refusal(Refusal::Overloaded);
-            self.metrics.bytes_out += refuse_unregistered(&mut socket, Refusal::Overloaded) as u64;
+        let limits = &self.config.addresses;
+        let proxied = limits.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+        let refusal = if self.clients.len() >= self.config.max_connections {
+            Some(Refusal::Overloaded)
+        } else if !proxied && self.addresses.open(peer.ip(), limits, self.now).is_err() {
+            Some(Refusal::TooManyFromAddress)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.metrics.count_refusal(refusal);
+            self.metrics.bytes_out += refuse_unregistered(&mut socket, refusal) as u64;
             return;
         }
         if let Err(e) = socket.set_nodelay(true) {
@@ -71,6 +82,9 @@ impl Server {
             .register(&mut socket, Token(key), Interest::READABLE)
         {
             warn!("cannot register {peer}: {e}");
+            if !proxied {
+                self.addresses.close(peer.ip());
+            }
             return;
         }
         self.next_serial = self.next_serial.wrapping_add(1);
@@ -79,6 +93,8 @@ impl Server {
             self.next_serial,
             self.now,
             &self.input_limits,
+            peer.ip(),
+            !proxied,
         ));
         debug!("accepted {peer} as {key}");
         self.arm_timer(key);

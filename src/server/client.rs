@@ -4,6 +4,8 @@
 //! Owns the per-client state and which timeout rule applies in each phase. It does no I/O of its own beyond what
 //! the loop asks, and never decides on its own that it is dead: the loop does, in `ending.rs`.
 
+use std::net::IpAddr;
+
 use mio::net::TcpStream;
 
 use super::budget::{InputAllowance, InputLimits};
@@ -50,6 +52,10 @@ pub struct Client {
     pub input: InputAllowance,
     /// Bytes its WebSocket held in an unfinished message after the last read, as counted in the server's total.
     pub held: u32,
+    /// The client's address: the TCP peer's, or the one a trusted proxy named once the request head arrived.
+    pub address: IpAddr,
+    /// The connection is counted against `address` in the server's `AddressBook`.
+    pub counted: bool,
     /// The point of this client's earliest entry in the timer heap.
     pub timer_at: Option<Millis>,
     /// WRITABLE interest is registered (only while bytes are queued).
@@ -69,7 +75,14 @@ pub struct Client {
 
 impl Client {
     /// A client accepted at `now`, about to send its request head.
-    pub fn new(socket: TcpStream, serial: u32, now: Millis, limits: &InputLimits) -> Self {
+    pub fn new(
+        socket: TcpStream,
+        serial: u32,
+        now: Millis,
+        limits: &InputLimits,
+        address: IpAddr,
+        counted: bool,
+    ) -> Self {
         Client {
             socket,
             serial,
@@ -78,6 +91,8 @@ impl Client {
             times: Times::accepted(now),
             input: InputAllowance::full(limits, now),
             held: 0,
+            address,
+            counted,
             timer_at: None,
             wants_writable: false,
             more_to_read: false,

@@ -161,6 +161,9 @@ impl Server {
         }
         let mut client = self.clients.remove(key);
         self.incoming_bytes -= client.held as usize;
+        if client.counted {
+            self.addresses.close(client.address);
+        }
         if let Err(e) = self.poll.registry().deregister(&mut client.socket) {
             debug!("deregister {key}: {e}");
         }

@@ -7,6 +7,7 @@
 
 use log::debug;
 
+use super::addresses::{client_address, AddressRefusal};
 use super::client::Phase;
 use super::queue::Chunk;
 use super::Server;
@@ -29,6 +30,9 @@ impl Server {
             Err(e) => return self.refuse(key, Refusal::Head(e)),
         };
         let leftover = head.split_off(request.len);
+        if let Err(refusal) = self.admit_address(key, &request) {
+            return self.refuse(key, refusal);
+        }
         match http::route(&request, &self.config.origins) {
             Err(refusal) => self.refuse(key, refusal),
             Ok(Route::Upgrade { endpoint, accept }) => {
@@ -40,6 +44,32 @@ impl Server {
 
     /// Answers a refused request with its HTTP status and reason; the connection ends once that is sent (RFC 6455
     /// 4.2.1: stop processing the handshake and answer with an error code; 7.2.2).
+    /// Charges the request to its client's address: its rate, and, for a connection through a trusted proxy, the
+    /// connection count of the address the proxy names (`X-Forwarded-For`).
+    fn admit_address(&mut self, key: usize, request: &RequestHead) -> Result<(), Refusal> {
+        let Some(client) = self.clients.get_mut(key) else {
+            return Ok(());
+        };
+        let limits = &self.config.addresses;
+        let forwarded_for: Vec<&[u8]> = request.values("x-forwarded-for").collect();
+        let address = client_address(client.address, &forwarded_for, &limits.trusted_proxies);
+        if !client.counted {
+            self.addresses
+                .open(address, limits, self.now)
+                .map_err(|_| Refusal::TooManyFromAddress)?;
+            client.address = address;
+            client.counted = true;
+        }
+        self.addresses
+            .charge_request(address, limits, self.now)
+            .map_err(|refusal| match refusal {
+                AddressRefusal::TooFast { retry_after_secs } => {
+                    Refusal::TooFastFromAddress { retry_after_secs }
+                }
+                AddressRefusal::TooManyConnections => Refusal::TooManyFromAddress,
+            })
+    }
+
     fn refuse(&mut self, key: usize, refusal: Refusal) {
         debug!("refusing {key}: {} {refusal}", refusal.status());
         self.metrics.count_refusal(refusal);

@@ -22,6 +22,7 @@
 
 mod accept;
 mod actions;
+mod addresses;
 mod batch;
 mod broadcast;
 mod budget;
@@ -50,6 +51,7 @@ use crate::chat::{self, Action, Chat};
 use crate::config::Config;
 use crate::http::metrics::{Gauges, Metrics};
 use crate::protocol::Event;
+use addresses::AddressBook;
 use batch::Batches;
 use broadcast::Audience;
 use budget::InputLimits;
@@ -89,6 +91,8 @@ pub struct Server {
     input_limits: InputLimits,
     /// Bytes held in unfinished incoming messages, over all clients (`Client::held`).
     incoming_bytes: usize,
+    /// Open connections and request rates by client address.
+    addresses: AddressBook,
     clients: Slab<Client>,
     timers: Timers,
     chat: Chat,
@@ -146,6 +150,7 @@ impl Server {
                 bytes_per_sec: config.max_bytes_per_sec,
             },
             incoming_bytes: 0,
+            addresses: AddressBook::default(),
             config,
             timeouts,
             clients: Slab::new(),

@@ -32,10 +32,13 @@ impl TestServer {
 
     /// Starts a server on 127.0.0.1:0 after `adjust` has changed the default configuration.
     pub fn with_config(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        // Every test client comes from 127.0.0.1: the per-address limits are off unless a test sets them.
+        let defaults = Config::default();
         let mut config = Config {
             addr: "127.0.0.1:0".parse().unwrap(),
             shutdown_timeout: Duration::from_millis(500),
-            ..Config::default()
+            addresses: defaults.addresses.clone().unlimited(),
+            ..defaults
         };
         adjust(&mut config);
         // The server is single-threaded by design (it shares frames with `Rc`), so it is built on its own thread.
