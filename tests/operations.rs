@@ -1281,9 +1281,15 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-frames-per-sec", "ROOMCAST_MAX_FRAMES_PER_SEC"),
         ("--max-bytes-per-sec", "ROOMCAST_MAX_BYTES_PER_SEC"),
         ("--max-incoming-bytes", "ROOMCAST_MAX_INCOMING_BYTES"),
-        ("--max-connections-per-ip", "ROOMCAST_MAX_CONNECTIONS_PER_IP"),
+        (
+            "--max-connections-per-ip",
+            "ROOMCAST_MAX_CONNECTIONS_PER_IP",
+        ),
         ("--handshake-rate-per-ip", "ROOMCAST_HANDSHAKE_RATE_PER_IP"),
-        ("--handshake-burst-per-ip", "ROOMCAST_HANDSHAKE_BURST_PER_IP"),
+        (
+            "--handshake-burst-per-ip",
+            "ROOMCAST_HANDSHAKE_BURST_PER_IP",
+        ),
         ("--trusted-proxy", "ROOMCAST_TRUSTED_PROXIES"),
         ("--shutdown-timeout", "ROOMCAST_SHUTDOWN_TIMEOUT"),
         ("--allowed-origin", "ROOMCAST_ALLOWED_ORIGINS"),

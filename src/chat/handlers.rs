@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use super::claims::{Refused, Taking};
+use super::history::SharedText;
 use super::names::Name;
 use super::request::JoinRequest;
 use super::room::Seat;
@@ -126,14 +127,14 @@ impl Chat {
 
     /// The joiner's `system` line, its `joined` (v2 only), then the replayed history.
     fn welcome(
-        &self,
+        &mut self,
         client: ClientId,
         room_id: RoomId,
         token: &str,
         req: &JoinRequest<'_>,
         out: &mut Vec<Action>,
     ) {
-        let Some(room) = self.rooms.get(room_id) else {
+        let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
         let line = format!(
@@ -146,7 +147,7 @@ impl Chat {
             payload: wire::encode(&Out::System { content: &line }),
         });
         let since = req.since.as_ref().map(|s| (&*s.epoch, s.seq));
-        let replay = room.replay(since);
+        let replay = room.replay(since, self.config.max_replay_bytes);
         if req.dialect == Dialect::V2 {
             let joined = Out::Joined {
                 room: room.name(),
@@ -166,7 +167,32 @@ impl Chat {
                 payload: wire::encode(&joined),
             });
         }
-        for payload in room.history_from(replay.start, req.dialect) {
+        let texts = self.rooms.history_from(room_id, replay.start);
+        self.send_history(client, texts, req.dialect, out);
+    }
+
+    /// Resends stored chat messages: to a V2 client as they are, shared with the history; to a V1 client in its
+    /// escaped form, made again from the stored one.
+    pub(super) fn send_history(
+        &mut self,
+        client: ClientId,
+        texts: Vec<SharedText>,
+        dialect: Dialect,
+        out: &mut Vec<Action>,
+    ) {
+        if texts.is_empty() {
+            return;
+        }
+        if dialect == Dialect::V2 {
+            out.push(Action::Replay { to: client, texts });
+            return;
+        }
+        for text in texts {
+            let Some(stored) = wire::StoredChat::parse(text.as_bytes()) else {
+                continue;
+            };
+            let payload = escaped_for_v1(&mut self.scratch, &stored.fields())
+                .unwrap_or_else(|| Rc::from(stored.text()));
             out.push(Action::Send {
                 to: client,
                 payload,
@@ -233,33 +259,29 @@ impl Chat {
             return;
         };
         let seq = room.next_seq();
-        let scratch = &mut self.scratch;
-        let mut message = |room: &str, from: &str, content: &str| {
-            wire::encode_chat(scratch, room, seq, from, content, now.unix_ms)
+        let fields = wire::ChatFields {
+            room: room.name(),
+            seq,
+            from: joined.user.shown(),
+            content,
+            timestamp: now.unix_ms,
         };
-        let from = joined.user.shown();
-        let payload = message(room.name(), from, content);
-        // The original page puts fields into innerHTML: every user-controlled one is escaped for it.
-        let v1_form = match (
-            wire::escape_html(room.name()),
-            wire::escape_html(from),
-            wire::escape_html(content),
-        ) {
-            (Cow::Borrowed(_), Cow::Borrowed(_), Cow::Borrowed(_)) => payload.clone(),
-            (room, from, content) => message(&room, &from, &content),
-        };
-        let differs = !Rc::ptr_eq(&payload, &v1_form);
-        room.remember(
+        let payload = wire::encode_chat(&mut self.scratch, &fields);
+        let v1_payload =
+            escaped_for_v1(&mut self.scratch, &fields).unwrap_or_else(|| payload.clone());
+        let room_id = joined.room;
+        self.rooms.remember(
+            room_id,
             seq,
             &payload,
-            differs.then_some(&*v1_form),
             self.config.history_len,
+            self.config.max_history_bytes,
         );
         out.push(Action::Broadcast {
-            room: joined.room,
+            room: room_id,
             except: None,
             payload,
-            v1_payload: Some(v1_form),
+            v1_payload: Some(v1_payload),
         });
     }
 
@@ -370,5 +392,27 @@ impl Chat {
         self.participants
             .get(&client)
             .and_then(|c| c.joined.as_ref())
+    }
+}
+
+/// The V1 form of a chat message when it differs from the V2 one: the original page puts fields into innerHTML,
+/// so every user-controlled one is escaped for it. `None` when nothing needs escaping, so that both dialects share
+/// one serialisation.
+fn escaped_for_v1(scratch: &mut String, fields: &wire::ChatFields<'_>) -> Option<Rc<str>> {
+    match (
+        wire::escape_html(fields.room),
+        wire::escape_html(fields.from),
+        wire::escape_html(fields.content),
+    ) {
+        (Cow::Borrowed(_), Cow::Borrowed(_), Cow::Borrowed(_)) => None,
+        (room, from, content) => Some(wire::encode_chat(
+            scratch,
+            &wire::ChatFields {
+                room: &room,
+                from: &from,
+                content: &content,
+                ..*fields
+            },
+        )),
     }
 }

@@ -26,6 +26,7 @@ use std::rc::Rc;
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
 use claims::Claims;
+pub use history::SharedText;
 use names::Name;
 use rate::{TokenBucket, Verdict};
 use request::Request;
@@ -79,6 +80,10 @@ pub struct ChatConfig {
     pub abuse_drops: u32,
     /// Rooms with nobody in them whose history is still kept; beyond it the longest-empty is forgotten.
     pub max_empty_rooms: usize,
+    /// Bytes of history all rooms together keep; beyond it the least recently active room's oldest messages go.
+    pub max_history_bytes: usize,
+    /// Bytes of history one join (or one catch-up) may be resent; beyond it the newest that fit, as a gap.
+    pub max_replay_bytes: usize,
     /// How long a freed user name stays reserved for the session that held it, in milliseconds (0: freed at once).
     pub name_grace_ms: u64,
     /// Joins per second a connection may sustain, on top of the frame rate: taking names is rate-limited on its own.
@@ -96,6 +101,8 @@ impl Default for ChatConfig {
             rate_burst: 40,
             abuse_drops: 100,
             max_empty_rooms: 1000,
+            max_history_bytes: 64 * 1024 * 1024,
+            max_replay_bytes: 256 * 1024,
             name_grace_ms: 60_000,
             join_rate_per_sec: 1.0,
             join_burst: 5,
@@ -124,6 +131,14 @@ pub enum Action {
         payload: Rc<str>,
         /// What V1 members get, if anything.
         v1_payload: Option<Rc<str>>,
+    },
+    /// Send these stored chat messages to one client, in order, as they are: slices of a room's history, shared
+    /// with it rather than copied (a replay after `since`, or the catch-up of a client that fell behind).
+    Replay {
+        /// The recipient.
+        to: ClientId,
+        /// The messages' texts, each one JSON object ready to go in a text frame.
+        texts: Vec<SharedText>,
     },
     /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
     Close {
@@ -344,6 +359,11 @@ impl Chat {
     /// Connections currently in a room.
     pub fn member_count(&self) -> usize {
         self.rooms.seated()
+    }
+
+    /// Bytes of chat history every room holds together.
+    pub fn history_bytes(&self) -> usize {
+        self.rooms.history_bytes()
     }
 
     /// Tell `client` its frame could not be handled, and why: as an `error` if the frame was a join announcing V2

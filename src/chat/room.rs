@@ -1,4 +1,5 @@
-//! Rooms: who sits in each, its chat history ring and epoch, and the bound on rooms kept while empty.
+//! Rooms: who sits in each, its chat history and epoch, the bound on rooms kept while empty, and the one byte budget
+//! every room's history shares (the least recently active room's oldest messages go first).
 //!
 //! Owns the member lists (a `Vec` with swap-remove, handing positions back to the caller to store), the replay
 //! decision for `since` (the messages themselves are kept by `history.rs`), and forgetting the longest-empty room. It must not build protocol
@@ -7,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use super::history::History;
+use super::history::{History, SharedText};
 use super::{ClientId, Dialect, RoomId};
 use crate::id_hash::IdMap;
 
@@ -60,6 +61,8 @@ pub(super) struct Room {
     history: History,
     seats: Vec<Seat>,
     empty_stamp: Option<u64>,
+    /// When a chat message was last kept here, in the order of `Rooms::activity`.
+    last_active: u64,
 }
 
 impl Room {
@@ -89,14 +92,22 @@ impl Room {
         self.seq
     }
 
-    /// Keep a sent chat message (its V2 form, and its V1 form when that differs), dropping the oldest beyond
-    /// `capacity`.
-    pub(super) fn remember(&mut self, seq: u64, text: &str, v1: Option<&str>, capacity: usize) {
-        self.history.push(seq, text, v1, capacity);
+    /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing. At most
+    /// `max_bytes` of history are resent: when more was missed, the newest messages that fit are, as a gap.
+    pub(super) fn replay(&self, since: Option<(&str, u64)>, max_bytes: usize) -> Replay {
+        let replay = self.replay_unbounded(since);
+        let start = self.history.start_within(replay.start, max_bytes);
+        if start == replay.start {
+            return replay;
+        }
+        Replay {
+            gap: Some(replay.gap.unwrap_or(Gap::Gap)),
+            start,
+            count: self.history.len() - start,
+        }
     }
 
-    /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing.
-    pub(super) fn replay(&self, since: Option<(&str, u64)>) -> Replay {
+    fn replay_unbounded(&self, since: Option<(&str, u64)>) -> Replay {
         let len = self.history.len();
         let whole = |gap| Replay {
             gap: Some(gap),
@@ -129,15 +140,6 @@ impl Room {
         }
     }
 
-    /// The kept messages from position `start` on, as first sent to members of `dialect`.
-    pub(super) fn history_from(
-        &self,
-        start: usize,
-        dialect: Dialect,
-    ) -> impl Iterator<Item = Rc<str>> + '_ {
-        self.history.texts_from(start, dialect)
-    }
-
     /// Remove `client`, expected at `index`. Returns the connection moved into `index` and that position.
     fn unseat(&mut self, index: usize, client: ClientId) -> Option<(ClientId, usize)> {
         let index = match self.seats.get(index) {
@@ -158,6 +160,10 @@ pub(super) struct Rooms {
     next_id: u64,
     next_stamp: u64,
     seated: usize,
+    /// Bytes every room's history holds.
+    history_bytes: usize,
+    /// Counts chat messages kept, for `Room::last_active`.
+    activity: u64,
 }
 
 impl Rooms {
@@ -170,6 +176,8 @@ impl Rooms {
             next_id: 0,
             next_stamp: 0,
             seated: 0,
+            history_bytes: 0,
+            activity: 0,
         }
     }
 
@@ -213,6 +221,7 @@ impl Rooms {
                 history: History::default(),
                 seats: Vec::new(),
                 empty_stamp: None,
+                last_active: 0,
             },
         );
         self.mark_empty(id);
@@ -260,8 +269,56 @@ impl Rooms {
             };
             if let Some(room) = self.rooms.remove(&id) {
                 self.by_name.remove(&*room.name);
+                self.history_bytes -= room.history.bytes();
             }
         }
+    }
+
+    /// Keeps a chat message of room `id` (its V2 form), at most `capacity` per room, then drops history until every
+    /// room's together holds at most `max_bytes`: the oldest segments of the least recently active rooms first.
+    pub(super) fn remember(
+        &mut self,
+        id: RoomId,
+        seq: u64,
+        text: &str,
+        capacity: usize,
+        max_bytes: usize,
+    ) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        self.activity += 1;
+        room.last_active = self.activity;
+        let change = room.history.push(seq, text, capacity);
+        self.history_bytes = self.history_bytes.saturating_add_signed(change);
+        while self.history_bytes > max_bytes {
+            let coldest = self
+                .rooms
+                .values_mut()
+                .filter(|room| room.history.len() > 0)
+                .min_by_key(|room| room.last_active);
+            let Some(room) = coldest else {
+                break;
+            };
+            self.history_bytes -= room.history.drop_oldest_segment();
+        }
+    }
+
+    /// The messages of room `id` kept from position `start` on, as first sent (the V2 form), shared with its
+    /// history.
+    pub(super) fn history_from(&mut self, id: RoomId, start: usize) -> Vec<SharedText> {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return Vec::new();
+        };
+        let before = room.history.bytes();
+        let texts = room.history.texts_from(start);
+        self.history_bytes = self.history_bytes + room.history.bytes() - before;
+        texts
+    }
+
+    /// Bytes every room's history holds.
+    pub(super) fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     /// Rooms with at least one member.
@@ -308,44 +365,93 @@ mod tests {
             room.next_seq();
         }
         for _ in seqs {
-            let seq = room.next_seq();
-            room.remember(seq, &format!("m{seq}"), Some(&format!("l{seq}")), capacity);
+            let seq = rooms.get_mut(id).expect("room").next_seq();
+            rooms.remember(id, seq, &format!("m{seq}"), capacity, usize::MAX);
         }
         (rooms, id)
     }
 
-    fn replayed(rooms: &Rooms, id: RoomId, since: Option<(&str, u64)>) -> (Replay, Vec<String>) {
-        let room = rooms.get(id).expect("room");
-        let replay = room.replay(since);
-        let msgs = room
-            .history_from(replay.start, Dialect::V2)
-            .map(|p| p.to_string())
-            .collect();
-        (replay, msgs)
+    fn texts(texts: Vec<SharedText>) -> Vec<String> {
+        texts
+            .iter()
+            .map(|t| String::from_utf8(t.as_bytes().to_vec()).unwrap())
+            .collect()
+    }
+
+    fn replayed(
+        rooms: &mut Rooms,
+        id: RoomId,
+        since: Option<(&str, u64)>,
+    ) -> (Replay, Vec<String>) {
+        replayed_within(rooms, id, since, usize::MAX)
+    }
+
+    fn replayed_within(
+        rooms: &mut Rooms,
+        id: RoomId,
+        since: Option<(&str, u64)>,
+        max_bytes: usize,
+    ) -> (Replay, Vec<String>) {
+        let replay = rooms.get(id).expect("room").replay(since, max_bytes);
+        (replay, texts(rooms.history_from(id, replay.start)))
     }
 
     #[test]
     fn history_keeps_only_the_last_capacity_messages() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (_, msgs) = replayed(&rooms, id, Some(("E", 0)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (_, msgs) = replayed(&mut rooms, id, Some(("E", 0)));
         assert_eq!(msgs, ["m3", "m4", "m5"]);
     }
 
     #[test]
-    fn history_replays_the_v1_form_to_v1_joiners() {
-        let (rooms, id) = room_with_history(1..=2, 3);
-        let room = rooms.get(id).expect("room");
-        let msgs: Vec<_> = room
-            .history_from(0, Dialect::V1)
-            .map(|p| p.to_string())
-            .collect();
-        assert_eq!(msgs, ["l1", "l2"]);
+    fn a_replay_over_the_byte_cap_sends_the_newest_that_fit_as_a_gap() {
+        let (mut rooms, id) = room_with_history(1..=5, 10);
+        let (replay, msgs) = replayed_within(&mut rooms, id, Some(("E", 1)), 5);
+        assert_eq!(replay.gap, Some(Gap::Gap));
+        assert_eq!(msgs, ["m4", "m5"]);
+        let (replay, msgs) = replayed_within(&mut rooms, id, Some(("E", 3)), 5);
+        assert_eq!(replay.gap, None, "what was missed fits");
+        assert_eq!(msgs, ["m4", "m5"]);
+        let (replay, _) = replayed_within(&mut rooms, id, Some(("X", 3)), 5);
+        assert_eq!(replay.gap, Some(Gap::Epoch), "an epoch change stays one");
+    }
+
+    #[test]
+    fn every_rooms_history_shares_one_budget_and_the_coldest_room_pays() {
+        let mut rooms = Rooms::new();
+        let cold = rooms.open("cold", || Rc::from("E"));
+        let hot = rooms.open("hot", || Rc::from("E"));
+        let text = "z".repeat(4_000);
+        for seq in 1..=20 {
+            rooms.remember(cold, seq, &text, 1_000, usize::MAX);
+        }
+        let budget = rooms.history_bytes() + 8_000;
+        for seq in 1..=20 {
+            rooms.remember(hot, seq, &text, 1_000, budget);
+            assert!(rooms.history_bytes() <= budget);
+        }
+        let (cold_left, hot_left) = (
+            rooms.get(cold).unwrap().history.len(),
+            rooms.get(hot).unwrap().history.len(),
+        );
+        assert!(cold_left < 20, "the cold room paid: {cold_left} left");
+        assert_eq!(hot_left, 20, "the active room kept all it could");
+    }
+
+    #[test]
+    fn a_forgotten_room_gives_its_history_bytes_back() {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("gone", || Rc::from("E"));
+        rooms.remember(id, 1, "hello", 10, usize::MAX);
+        assert!(rooms.history_bytes() > 0);
+        rooms.evict_excess(0);
+        assert_eq!(rooms.history_bytes(), 0);
     }
 
     #[test]
     fn replay_within_buffer_is_complete() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, Some(("E", 3)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("E", 3)));
         assert_eq!(replay.gap, None);
         assert_eq!(replay.count, 2);
         assert_eq!(msgs, ["m4", "m5"]);
@@ -353,24 +459,24 @@ mod tests {
 
     #[test]
     fn replay_just_before_oldest_is_complete() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, Some(("E", 2)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("E", 2)));
         assert_eq!(replay.gap, None);
         assert_eq!(msgs, ["m3", "m4", "m5"]);
     }
 
     #[test]
     fn replay_behind_buffer_is_a_gap() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, Some(("E", 1)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("E", 1)));
         assert_eq!(replay.gap, Some(Gap::Gap));
         assert_eq!(msgs, ["m3", "m4", "m5"]);
     }
 
     #[test]
     fn replay_from_other_epoch_sends_whole_buffer() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, Some(("F", 4)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("F", 4)));
         assert_eq!(replay.gap, Some(Gap::Epoch));
         assert_eq!(replay.count, 3);
         assert_eq!(msgs, ["m3", "m4", "m5"]);
@@ -378,8 +484,8 @@ mod tests {
 
     #[test]
     fn replay_at_latest_is_complete_and_empty() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, Some(("E", 5)));
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("E", 5)));
         assert_eq!(replay.gap, None);
         assert_eq!(replay.count, 0);
         assert!(msgs.is_empty());
@@ -387,9 +493,9 @@ mod tests {
 
     #[test]
     fn replay_past_latest_is_another_history_and_resends_the_buffer() {
-        let (rooms, id) = room_with_history(1..=5, 3);
+        let (mut rooms, id) = room_with_history(1..=5, 3);
         for seen in [6, u64::MAX] {
-            let (replay, msgs) = replayed(&rooms, id, Some(("E", seen)));
+            let (replay, msgs) = replayed(&mut rooms, id, Some(("E", seen)));
             assert_eq!(replay.gap, Some(Gap::Epoch));
             assert_eq!(replay.count, 3);
             assert_eq!(msgs, ["m3", "m4", "m5"]);
@@ -398,8 +504,8 @@ mod tests {
 
     #[test]
     fn no_since_replays_nothing() {
-        let (rooms, id) = room_with_history(1..=5, 3);
-        let (replay, msgs) = replayed(&rooms, id, None);
+        let (mut rooms, id) = room_with_history(1..=5, 3);
+        let (replay, msgs) = replayed(&mut rooms, id, None);
         assert_eq!(replay.gap, None);
         assert_eq!(replay.count, 0);
         assert!(msgs.is_empty());
@@ -407,8 +513,8 @@ mod tests {
 
     #[test]
     fn without_history_any_miss_is_a_gap() {
-        let (rooms, id) = room_with_history(1..=5, 0);
-        let (replay, msgs) = replayed(&rooms, id, Some(("E", 4)));
+        let (mut rooms, id) = room_with_history(1..=5, 0);
+        let (replay, msgs) = replayed(&mut rooms, id, Some(("E", 4)));
         assert_eq!(replay.gap, Some(Gap::Gap));
         assert!(msgs.is_empty());
     }

@@ -401,28 +401,69 @@ fn push_u64(out: &mut String, mut n: u64) {
 /// A scratch buffer that grew past this is given back rather than kept for the next message.
 const SCRATCH_KEPT: usize = 64 * 1024;
 
+/// The fields of a room's `chat` message.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChatFields<'a> {
+    pub(super) room: &'a str,
+    pub(super) seq: u64,
+    pub(super) from: &'a str,
+    pub(super) content: &'a str,
+    pub(super) timestamp: u64,
+}
+
+/// A stored `chat` message read back, to be sent again in another form (a V1 replay: rare, so it may allocate).
+#[derive(Debug, Deserialize)]
+pub(super) struct StoredChat {
+    #[serde(skip)]
+    text: String,
+    room: String,
+    seq: u64,
+    from: String,
+    content: String,
+    timestamp: u64,
+}
+
+impl StoredChat {
+    /// Reads a stored message; `None` if it is not one `encode_chat` wrote.
+    pub(super) fn parse(text: &[u8]) -> Option<StoredChat> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut stored: StoredChat = serde_json::from_str(text).ok()?;
+        stored.text = text.to_owned();
+        Some(stored)
+    }
+
+    /// Its fields.
+    pub(super) fn fields(&self) -> ChatFields<'_> {
+        ChatFields {
+            room: &self.room,
+            seq: self.seq,
+            from: &self.from,
+            content: &self.content,
+            timestamp: self.timestamp,
+        }
+    }
+
+    /// The text as stored.
+    pub(super) fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 /// The `chat` message written by hand: the hottest serialisation (one per chat message), byte for byte what serde
 /// would give for `{type, room, seq, from, content, timestamp}`. It is built in `scratch`, kept by the caller
 /// from one message to the next, so a message costs one allocation: its shared `Rc<str>`.
-pub(super) fn encode_chat(
-    scratch: &mut String,
-    room: &str,
-    seq: u64,
-    from: &str,
-    content: &str,
-    timestamp: u64,
-) -> Rc<str> {
+pub(super) fn encode_chat(scratch: &mut String, fields: &ChatFields<'_>) -> Rc<str> {
     scratch.clear();
     scratch.push_str(r#"{"type":"chat","room":"#);
-    push_json_str(scratch, room);
+    push_json_str(scratch, fields.room);
     scratch.push_str(r#","seq":"#);
-    push_u64(scratch, seq);
+    push_u64(scratch, fields.seq);
     scratch.push_str(r#","from":"#);
-    push_json_str(scratch, from);
+    push_json_str(scratch, fields.from);
     scratch.push_str(r#","content":"#);
-    push_json_str(scratch, content);
+    push_json_str(scratch, fields.content);
     scratch.push_str(r#","timestamp":"#);
-    push_u64(scratch, timestamp);
+    push_u64(scratch, fields.timestamp);
     scratch.push('}');
     let message = Rc::from(scratch.as_str());
     if scratch.capacity() > SCRATCH_KEPT {
@@ -483,15 +524,17 @@ mod tests {
                 timestamp,
             })
             .unwrap();
-            let ours = encode_chat(
-                &mut scratch,
-                text,
+            let fields = ChatFields {
+                room: text,
                 seq,
-                samples[(i + 1) % samples.len()],
-                text,
+                from: samples[(i + 1) % samples.len()],
+                content: text,
                 timestamp,
-            );
+            };
+            let ours = encode_chat(&mut scratch, &fields);
             assert_eq!(&*ours, reference.as_str());
+            let stored = StoredChat::parse(ours.as_bytes()).expect("reads back");
+            assert_eq!(&*encode_chat(&mut scratch, &stored.fields()), &*ours);
         }
     }
 

@@ -757,6 +757,18 @@ fn proven_text(payload: Vec<u8>) -> String {
     unsafe { String::from_utf8_unchecked(payload) }
 }
 
+/// Appends the header of the frame [`encode_server_message`] writes for a payload of `payload_len` bytes: for a
+/// server that sends a payload it keeps elsewhere (shared with other connections) right after it.
+pub fn encode_server_message_header(kind: MessageKind, payload_len: usize, out: &mut Vec<u8>) {
+    let header = FrameHeader {
+        fin: true,
+        opcode: kind.opcode(),
+        mask: None,
+        payload_len: payload_len as u64,
+    };
+    header.encode(out);
+}
+
 /// Appends one complete, unmasked frame carrying `payload` as a `kind` message: the frame a server sends, which is
 /// the same whichever connection it goes to (5.1: a server never masks; we never fragment, 5.4). A server that
 /// sends one message to many connections encodes it once with this and shares the bytes.

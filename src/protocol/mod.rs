@@ -13,6 +13,6 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{
-    encode_server_message, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
-    State,
+    encode_server_message, encode_server_message_header, Connection, Event, Message, MessageKind,
+    ProtocolError, Role, SendError, State,
 };

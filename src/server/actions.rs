@@ -6,9 +6,9 @@
 
 use super::queue::Chunk;
 use super::Server;
-use crate::chat::Action;
+use crate::chat::{Action, SharedText};
 use crate::http::Endpoint;
-use crate::protocol::{encode_server_message, MessageKind};
+use crate::protocol::{encode_server_message, encode_server_message_header, MessageKind};
 
 impl Server {
     /// Applies every pending chat action, including those that applying pushes (a close makes the chat announce
@@ -18,6 +18,7 @@ impl Server {
             for action in std::mem::take(&mut self.actions) {
                 match action {
                     Action::Send { to, payload } => self.send_to(to, &payload),
+                    Action::Replay { to, texts } => self.replay_to(to, &texts),
                     Action::Broadcast {
                         room,
                         except,
@@ -32,6 +33,30 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Queues stored chat messages for one client without copying them: each frame's header is written, and its
+    /// payload is a slice of the history segment that holds it (5.1: unmasked, so the bytes are the same for all).
+    fn replay_to(&mut self, key: usize, texts: &[SharedText]) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if !client.can_send_on(Endpoint::Chat) {
+            return;
+        }
+        for text in texts {
+            let (bytes, start, end) = text.shared();
+            let mut header = Vec::with_capacity(10);
+            encode_server_message_header(MessageKind::Text, (end - start) as usize, &mut header);
+            client.queue.push(Chunk::Owned(header));
+            client.queue.push(Chunk::Shared {
+                bytes: bytes.clone(),
+                start,
+                end,
+            });
+            self.metrics.messages_out += 1;
+        }
+        self.mark_dirty(key);
     }
 
     /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4), and
