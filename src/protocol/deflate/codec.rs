@@ -31,8 +31,9 @@ const COMPRESS_INPUT_STEP: usize = 64 * 1024;
 /// The least spare capacity the compressor wants in the output before each call.
 const MIN_OUTPUT_SPARE: usize = 64;
 
-/// The inflater's stack buffer: inflated bytes pass through it so each call's output is bounded exactly.
-const INFLATE_STEP: usize = 32 * 1024;
+/// The least and the most output room one inflate call is given.
+const MIN_INFLATE_ROOM: usize = 1024;
+const MAX_INFLATE_ROOM: usize = 256 * 1024;
 
 /// Compression failed inside the DEFLATE library. It does not happen with valid parameters; the caller can send
 /// the message uncompressed instead.
@@ -268,7 +269,8 @@ pub enum InflateError {
         /// The limit that was hit, in inflated bytes.
         limit: usize,
     },
-    /// The data is not valid DEFLATE, or refers further back than the window.
+    /// The data is not valid DEFLATE, or refers further back than the window. What the message inflated to
+    /// before the bad data has been appended, however the input was cut.
     Corrupt,
 }
 
@@ -442,15 +444,23 @@ impl MessageDecompressor {
 
     /// Inflates from `input` until it is all consumed and its output written (`complete`), or `budget` bytes
     /// were appended. Returns (consumed, appended, complete).
+    ///
+    /// DEFLATE writes straight into `out`, into room zero-filled beforehand (filling it is what lets this stay
+    /// free of `unsafe`). The room starts near what the input is likely to inflate to and doubles whenever it
+    /// fills, so a small piece costs little and a large one few calls; it never goes past the budget or the
+    /// limit, which is how neither is ever exceeded.
     fn inflate_some(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         budget: usize,
     ) -> Result<(usize, usize, bool), InflateError> {
-        let mut buffer = [0u8; INFLATE_STEP];
         let mut consumed = 0;
         let mut appended = 0;
+        let mut room_wanted = input
+            .len()
+            .saturating_mul(4)
+            .clamp(MIN_INFLATE_ROOM, MAX_INFLATE_ROOM);
         loop {
             if self.stream_ended {
                 // RFC 7692 7.2.3.4: whatever follows a final block, such as the appended tail, is not data.
@@ -465,38 +475,44 @@ impl MessageDecompressor {
             let room = if limit_left == 0 {
                 1
             } else {
-                INFLATE_STEP.min(limit_left).min(budget_left)
+                room_wanted.min(limit_left).min(budget_left)
             };
+            let start = out.len();
+            out.resize(start + room, 0);
             let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
             let status = self.inflate.decompress(
                 &input[consumed..],
-                &mut buffer[..room],
+                &mut out[start..],
                 FlushDecompress::None,
             );
             let used = (self.inflate.total_in() - in_before) as usize;
             let made = (self.inflate.total_out() - out_before) as usize;
-            let Ok(status) = status else {
-                self.reset();
-                return Err(InflateError::Corrupt);
-            };
+            // Output comes strictly in stream order, so a byte past the limit precedes any bad data after it.
             if made > limit_left {
+                out.truncate(start);
                 let limit = self.max_message_len;
                 self.reset();
                 return Err(InflateError::TooBig { limit });
             }
+            // Kept even when the call failed, so the output before bad data does not depend on the chunking.
+            out.truncate(start + made);
             consumed += used;
-            out.extend_from_slice(&buffer[..made]);
             self.produced += made;
             appended += made;
+            let Ok(status) = status else {
+                self.reset();
+                return Err(InflateError::Corrupt);
+            };
             if status == Status::StreamEnd {
                 self.stream_ended = true;
                 continue;
             }
-            // Output stopped short of the room with no input left: everything decodable has been written.
-            if made < room && consumed == input.len() {
+            if made == room {
+                room_wanted = room_wanted.saturating_mul(2).min(MAX_INFLATE_ROOM);
+            } else if consumed == input.len() {
+                // Output stopped short of the room with no input left: everything decodable has been written.
                 return Ok((consumed, appended, true));
-            }
-            if used == 0 && made == 0 {
+            } else if used == 0 && made == 0 {
                 // Input and room were both there and DEFLATE took neither: the stream cannot go on.
                 self.reset();
                 return Err(InflateError::Corrupt);
@@ -795,22 +811,35 @@ mod tests {
         assert_eq!(MessageCompressor::new(99, true).window_bits(), 15);
     }
 
-    /// Feeds all of `input` and finishes, at most `budget` bytes of output per call.
+    /// Feeds the pieces in order, giving again what a call left unconsumed, then finishes; at most `budget`
+    /// bytes of output per call. `out` keeps what was inflated even when it fails.
+    fn inflate_pieces(
+        decompressor: &mut MessageDecompressor,
+        pieces: &[&[u8]],
+        budget: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), InflateError> {
+        for piece in pieces {
+            let mut pending = *piece;
+            loop {
+                let progress = decompressor.feed(pending, out, budget)?;
+                pending = &pending[progress.consumed..];
+                if progress.status == InflateStatus::NeedInput {
+                    break;
+                }
+            }
+        }
+        while decompressor.finish(out, budget)?.status != InflateStatus::MessageDone {}
+        Ok(())
+    }
+
     fn inflate_in_steps(
         decompressor: &mut MessageDecompressor,
         input: &[u8],
         budget: usize,
     ) -> Result<Vec<u8>, InflateError> {
         let mut out = Vec::new();
-        let mut pending = input;
-        loop {
-            let progress = decompressor.feed(pending, &mut out, budget)?;
-            pending = &pending[progress.consumed..];
-            if progress.status == InflateStatus::NeedInput {
-                break;
-            }
-        }
-        while decompressor.finish(&mut out, budget)?.status != InflateStatus::MessageDone {}
+        inflate_pieces(decompressor, &[input], budget, &mut out)?;
         Ok(out)
     }
 
@@ -921,9 +950,8 @@ mod tests {
             1,
             7,
             100,
-            INFLATE_STEP - 1,
-            INFLATE_STEP,
-            INFLATE_STEP + 1,
+            MIN_INFLATE_ROOM + 1,
+            MAX_INFLATE_ROOM - 1,
             usize::MAX,
         ] {
             let mut decompressor = MessageDecompressor::new(false, 1 << 20);
@@ -1042,6 +1070,28 @@ mod tests {
             );
             let good = compress(&mut MessageCompressor::new(15, true), HELLO);
             assert_eq!(inflate(&mut decompressor, &good).unwrap(), HELLO);
+        }
+    }
+
+    #[test]
+    fn output_before_corrupt_data_is_the_same_however_the_input_is_cut() {
+        // RFC 7692 7.2.3.5's two blocks, with the empty stored block between them damaged (NLEN 0x10ff).
+        let damaged = [
+            0xf2, 0x48, 0x05, 0x00, 0x00, 0x10, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+        ];
+        for split in 0..=damaged.len() {
+            for budget in [1, 2, usize::MAX] {
+                let mut decompressor = MessageDecompressor::new(false, 100);
+                let mut out = Vec::new();
+                let pieces = [&damaged[..split], &damaged[split..]];
+                let result = inflate_pieces(&mut decompressor, &pieces, budget, &mut out);
+                assert_eq!(
+                    result,
+                    Err(InflateError::Corrupt),
+                    "split {split}, budget {budget}"
+                );
+                assert_eq!(out, b"He", "split {split}, budget {budget}");
+            }
         }
     }
 
