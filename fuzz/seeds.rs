@@ -5,13 +5,16 @@
 //! Autobahn testsuite's sections: 1 and 2 (lengths 0/125/126/127/128/65535/65536, pings and pongs), 3 (reserved
 //! bits), 4 (reserved opcodes), 5 (fragmentation, interleaved control frames), 6 (invalid UTF-8, fail-fast), 7
 //! (closing, close codes from 7.7 and 7.9) and 9 (large messages, declared in the header only where a whole
-//! frame would make the seed large), plus the handshake's requirements and the chat protocol's messages.
+//! frame would make the seed large), 12 and 13 (permessage-deflate: Autobahn's offers and answers, RFC 7692's
+//! example payloads, compressed messages), plus the handshake's requirements and the chat protocol's messages.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use roomcast_fuzz::chat_ops::{ChatInput, ChatOp, Content, JoinExtras, Name, RawText};
 use roomcast_fuzz::conn_ops::{ClientFrame, ConnInput, LenForm, Op, Payload};
+use roomcast_fuzz::extensions_input::ExtensionsInput;
+use roomcast_fuzz::inflate_input::{InflateInput, MessageOp};
 use roomcast_fuzz::raw::RawInput;
 
 const TEXT: u8 = 0x1;
@@ -32,6 +35,8 @@ fn main() {
     total += write_target(&root, "utf8", utf8_seeds());
     total += write_target(&root, "connection", connection_seeds());
     total += write_target(&root, "chat_message", chat_seeds());
+    total += write_target(&root, "extensions", extensions_seeds());
+    total += write_target(&root, "inflate", inflate_seeds());
     println!("wrote {total} seeds under {}", root.display());
 }
 
@@ -1000,4 +1005,200 @@ fn chat_seeds() -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|(name, config, ops)| (name.to_owned(), ChatInput { config, ops }.encode()))
         .collect()
+}
+
+/// Autobahn's client offers (cases 12.* and 13.1-13.7), the browsers' offer, our own, and malformed ones.
+fn extensions_seeds() -> Vec<(String, Vec<u8>)> {
+    let autobahn_base = "permessage-deflate; client_no_context_takeover; client_max_window_bits";
+    let offers: Vec<(&str, Vec<String>)> = vec![
+        ("13.1-default", vec![autobahn_base.to_string()]),
+        (
+            "13.2-server-no-context",
+            vec![format!("{autobahn_base}; server_no_context_takeover")],
+        ),
+        (
+            "13.3-server-window-9",
+            vec![format!("{autobahn_base}; server_max_window_bits=9")],
+        ),
+        (
+            "13.6-both-15",
+            vec![format!(
+                "{autobahn_base}; server_no_context_takeover; server_max_window_bits=15"
+            )],
+        ),
+        (
+            "13.7-three-offers",
+            vec![format!(
+                "{autobahn_base}; server_no_context_takeover; server_max_window_bits=9, \
+                 {autobahn_base}; server_no_context_takeover, {autobahn_base}"
+            )],
+        ),
+        ("browser", vec!["permessage-deflate; client_max_window_bits".into()]),
+        (
+            "two-lines-quoted",
+            vec![
+                "x-webkit-deflate-frame".into(),
+                "permessage-deflate; server_max_window_bits=\"10\"; client_max_window_bits=\"1\\2\"".into(),
+            ],
+        ),
+        (
+            "declined-then-accepted",
+            vec!["permessage-deflate; server_max_window_bits=8, permessage-deflate; x=1, permessage-deflate".into()],
+        ),
+        ("answer-autobahn-13.5", vec!["permessage-deflate; client_no_context_takeover; client_max_window_bits=9".into()]),
+        ("answer-server-window", vec!["permessage-deflate; server_no_context_takeover; server_max_window_bits=11".into()]),
+        ("empty-elements", vec![" , ,permessage-deflate ;\tserver_no_context_takeover ,".into(), "".into()]),
+        ("unterminated-quote", vec!["permessage-deflate; server_max_window_bits=\"10".into()]),
+        ("duplicate-param", vec!["permessage-deflate; client_max_window_bits; CLIENT_MAX_WINDOW_BITS=9".into()]),
+    ];
+    // Policies: as offered with full windows, no context takeover, and narrow windows.
+    let policies = [(0u8, 0xFFu8), (3, 0xFF), (1, 0x9C)];
+    offers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, lines))| {
+            let (flags, windows) = policies[i % policies.len()];
+            let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            (
+                name.to_string(),
+                ExtensionsInput::encode(flags, windows, &lines),
+            )
+        })
+        .chain(std::iter::once((
+            "not-utf8".to_string(),
+            ExtensionsInput::encode(0, 0xFF, &[b"permessage-deflate; p=\xff\xfe"]),
+        )))
+        .collect()
+}
+
+/// RFC 7692 7.2.3's example payloads as raw inputs, and structured runs of messages: text under context
+/// takeover, a bomb against a small limit, damaged messages, a final block, and tiny budgets.
+fn inflate_seeds() -> Vec<(String, Vec<u8>)> {
+    let raw = |flags: u8, limit: u16, budget: u8, plan: &[u8], bytes: &[u8]| {
+        InflateInput::encode(flags, limit, budget, plan, &[], bytes)
+    };
+    let msg = |op: u8, arg: u8, repeat: u8, data: &'static [u8]| MessageOp {
+        op,
+        arg,
+        repeat,
+        data,
+    };
+    let text: &[u8] = b"{\"type\":\"chat\",\"room\":\"lobby\",\"text\":\"hello there\"} ";
+    // Flags: bit 0 structured, bit 1 no context takeover, bits 2-4 window (value 6: 15 bits, value 0: 9 bits).
+    let structured_15 = 1 | 6 << 2;
+    let structured_9_reset = 1 | 2;
+    vec![
+        (
+            "7.2.3.1-hello".into(),
+            raw(0, 64, 0, &[], &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+        ),
+        (
+            "7.2.3.3-stored".into(),
+            raw(
+                0,
+                64,
+                0,
+                &[1],
+                &[
+                    0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+                ],
+            ),
+        ),
+        (
+            "7.2.3.4-final-block".into(),
+            raw(
+                2,
+                64,
+                0,
+                &[3],
+                &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
+            ),
+        ),
+        (
+            "7.2.3.5-two-blocks".into(),
+            raw(
+                0,
+                64,
+                1,
+                &[2, 5],
+                &[
+                    0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+                ],
+            ),
+        ),
+        ("7.2.3.6-empty".into(), raw(0, 0, 0, &[], &[0x00])),
+        (
+            "reserved-block-type".into(),
+            raw(0, 64, 0, &[], &[0x07, 0x00]),
+        ),
+        (
+            "chat-with-context".into(),
+            InflateInput::encode(
+                structured_15,
+                4096,
+                0,
+                &[0, 7],
+                &[
+                    msg(0, 0, 0, text),
+                    msg(0, 0, 0, text),
+                    msg(0, 0, 2, text),
+                    msg(0, 0, 0, b""),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "bomb-against-small-limit".into(),
+            InflateInput::encode(
+                structured_15,
+                64,
+                4,
+                &[0xF0],
+                &[msg(0, 0, 255, &[0; 255])],
+                &[],
+            ),
+        ),
+        (
+            "damaged-then-clean".into(),
+            InflateInput::encode(
+                structured_15,
+                8192,
+                0,
+                &[5],
+                &[
+                    msg(1, 40, 3, text),
+                    msg(0, 0, 0, text),
+                    msg(2, 128, 3, text),
+                    msg(0, 0, 1, text),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "final-block-then-context".into(),
+            InflateInput::encode(
+                structured_15,
+                8192,
+                0,
+                &[],
+                &[msg(4, 0, 2, text), msg(0, 0, 2, text), msg(0, 0, 2, text)],
+                &[],
+            ),
+        ),
+        (
+            "only-if-smaller".into(),
+            InflateInput::encode(
+                structured_9_reset,
+                8192,
+                1,
+                &[1, 2, 3],
+                &[
+                    msg(3, 0, 0, b"ab"),
+                    msg(3, 0, 9, text),
+                    msg(3, 0, 0, &[0x8f, 0x11, 0xe3, 0x5a, 0x02]),
+                ],
+                &[],
+            ),
+        ),
+    ]
 }

@@ -10,7 +10,7 @@ set -euo pipefail
 secs="${1:-30}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(frame_parser handshake utf8 connection chat_message)
+targets=(frame_parser handshake utf8 connection chat_message extensions inflate)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz/smoke.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2
@@ -28,8 +28,8 @@ for target in "${targets[@]}"; do
     log="fuzz/target/smoke-$target.log"
     mkdir -p "$work"
     extra=()
-    if [ "$target" = handshake ]; then
-        extra+=("-dict=fuzz/dict/handshake.dict")
+    if [ -f "fuzz/dict/$target.dict" ]; then
+        extra+=("-dict=fuzz/dict/$target.dict")
     fi
     echo "== $target: ${secs}s"
     if cargo +nightly fuzz run "$target" "$work" "fuzz/corpus/$target" -- \

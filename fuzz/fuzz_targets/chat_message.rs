@@ -49,6 +49,11 @@ fuzz_target!(|input: ChatInput| {
             rate_burst: 4,
             abuse_drops: 6,
             max_empty_rooms: 1,
+            max_history_bytes: 200,
+            max_replay_bytes: 100,
+            name_grace_ms: 50,
+            join_rate_per_sec: 5.0,
+            join_burst: 2,
         }
     };
     let mut run = Run {
@@ -95,7 +100,7 @@ impl Run {
             ChatOp::Disconnect { conn } => {
                 let conn = usize::from(conn % CONNS);
                 let mut out = Vec::new();
-                self.chat.disconnect(conn, &mut out);
+                self.chat.disconnect(conn, self.now, &mut out);
                 self.live.remove(&conn);
                 self.closing.remove(&conn);
                 self.check(&out);
@@ -159,6 +164,14 @@ impl Run {
     fn check(&mut self, out: &[Action]) {
         for action in out {
             match action {
+                Action::Replay { to, texts } => {
+                    assert!(self.live.contains(to), "replay to dead connection {to}");
+                    for text in texts {
+                        let text =
+                            std::str::from_utf8(text.as_bytes()).expect("stored text is UTF-8");
+                        self.check_payload(text);
+                    }
+                }
                 Action::Send { to, payload } => {
                     assert!(self.live.contains(to), "send to dead connection {to}");
                     self.check_payload(payload);

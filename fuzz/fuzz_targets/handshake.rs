@@ -115,9 +115,10 @@ fn has_token(head: &RequestHead, name: &str, token: &str) -> bool {
 
 /// True if every value of `name` is tabs, spaces and visible ASCII: no obs-text, no control bytes.
 fn all_ascii_text(head: &RequestHead, name: &str) -> bool {
-    values(head, name)
-        .iter()
-        .all(|v| v.iter().all(|&b| b == b'\t' || b == b' ' || b.is_ascii_graphic()))
+    values(head, name).iter().all(|v| {
+        v.iter()
+            .all(|&b| b == b'\t' || b == b' ' || b.is_ascii_graphic())
+    })
 }
 
 /// RFC 6455 4.2.1, checked in the order `UpgradeError` lists the requirements.
