@@ -37,6 +37,9 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A WebSocket that sent nothing for this long is dropped.
     pub idle_timeout: Duration,
+    /// How long a chat client may stay behind (its queue over `max_queued_bytes`, so it is sent nothing new and read
+    /// no more) before it is closed with 1008; one that catches up in time is sent what it missed from the history.
+    pub slow_consumer_grace: Duration,
     /// How long a message may take to arrive, from the read that left it unfinished to its last frame (1008 after).
     pub message_timeout: Duration,
     /// The most frames one message may arrive in (1008 beyond; 0: unlimited).
@@ -74,6 +77,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             message_timeout: Duration::from_secs(30),
+            slow_consumer_grace: Duration::from_secs(10),
             max_fragments: 1024,
             max_frames_per_sec: 200,
             max_bytes_per_sec: 1024 * 1024,

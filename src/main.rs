@@ -42,7 +42,8 @@ struct Cli {
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
 
-    /// Most bytes queued for one client: a chat client over it is closed with 1008, echo stops reading
+    /// Most bytes queued for one client: a chat client over it is sent nothing new until it catches up (closed with
+    /// 1008 after --slow-consumer-grace), an echo client is not read
     #[arg(long, env = "ROOMCAST_MAX_QUEUED_BYTES", default_value_t = DEFAULTS.max_queued_bytes)]
     max_queued_bytes: usize,
 
@@ -57,6 +58,11 @@ struct Cli {
     /// Seconds without hearing from a WebSocket before it is dropped
     #[arg(long, env = "ROOMCAST_IDLE_TIMEOUT", default_value_t = Seconds(DEFAULTS.idle_timeout))]
     idle_timeout: Seconds,
+
+    /// Seconds a chat client may stay over --max-queued-bytes (sent nothing new, not read) before it is closed with
+    /// 1008; one that catches up in time gets what it missed from the history
+    #[arg(long, env = "ROOMCAST_SLOW_CONSUMER_GRACE", default_value_t = Seconds(DEFAULTS.slow_consumer_grace))]
+    slow_consumer_grace: Seconds,
 
     /// Seconds a message may take to arrive whole once it has begun; slower ones are closed with 1008
     #[arg(long, env = "ROOMCAST_MESSAGE_TIMEOUT", default_value_t = Seconds(DEFAULTS.message_timeout))]
@@ -187,6 +193,7 @@ impl Cli {
             ping_interval: self.ping_interval.0,
             idle_timeout: self.idle_timeout.0,
             message_timeout: self.message_timeout.0,
+            slow_consumer_grace: self.slow_consumer_grace.0,
             max_fragments: self.max_fragments,
             max_frames_per_sec: self.max_frames_per_sec,
             max_bytes_per_sec: self.max_bytes_per_sec,

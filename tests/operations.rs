@@ -622,11 +622,15 @@ fn slow_consumer_round() -> Duration {
     const SLOW: usize = 3;
     let server = TestServer::with_config(|c| {
         c.max_queued_bytes = BOUND;
+        // A client that stays behind this long is closed: short, so that the test takes well under a second.
+        c.slow_consumer_grace = Duration::from_millis(300);
         c.max_frames_per_sec = 0;
         c.max_bytes_per_sec = 0;
         c.chat = ChatConfig {
             rate_per_sec: 1e6,
             rate_burst: 1_000_000,
+            rate_bytes_per_sec: 0.0,
+            room_rate_bytes_per_sec: 0.0,
             history_len: 10,
             ..ChatConfig::default()
         };
@@ -1277,6 +1281,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--idle-timeout", "ROOMCAST_IDLE_TIMEOUT"),
         ("--close-timeout", "ROOMCAST_CLOSE_TIMEOUT"),
         ("--message-timeout", "ROOMCAST_MESSAGE_TIMEOUT"),
+        ("--slow-consumer-grace", "ROOMCAST_SLOW_CONSUMER_GRACE"),
         ("--max-fragments", "ROOMCAST_MAX_FRAGMENTS"),
         ("--max-frames-per-sec", "ROOMCAST_MAX_FRAMES_PER_SEC"),
         ("--max-bytes-per-sec", "ROOMCAST_MAX_BYTES_PER_SEC"),

@@ -13,7 +13,10 @@ use super::names::Name;
 use super::request::JoinRequest;
 use super::room::Seat;
 use super::wire::{self, ErrorCode, MemberNames, Out, ReplayOut};
-use super::{Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, CLOSE_REPLACED};
+use super::{
+    Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, BYTE_RATE_LIMITED,
+    CLOSE_REPLACED, ROOM_RATE_LIMITED,
+};
 
 const NOT_JOINED: &str = "join a room first";
 const NAME_TAKEN: &str = "another connection holds this userId";
@@ -223,6 +226,7 @@ impl Chat {
             except: Some(client),
             payload: system.clone(),
             v1_payload: Some(system),
+            seq: None,
         });
         let presence = Out::Presence {
             room: room.name(),
@@ -234,11 +238,12 @@ impl Chat {
             except: Some(client),
             payload: wire::encode(&presence),
             v1_payload: None,
+            seq: None,
         });
     }
 
-    /// `chat`: one message to the whole room, the sender included, kept in the room's history. v1 members get the
-    /// same Rc unless `from` or `content` needs HTML-escaping for them; then a second serialisation, escaped.
+    /// `chat`: one message to the whole room, the sender included, kept in the room's history. V1 members get the
+    /// same Rc unless a field needs HTML-escaping for them; then a second serialisation, escaped.
     pub(super) fn chat(
         &mut self,
         client: ClientId,
@@ -246,30 +251,36 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let Some(joined) = self
-            .participants
-            .get(&client)
-            .and_then(|c| c.joined.as_ref())
-        else {
+        let found = self.joined(client).and_then(|joined| {
+            let room = self.rooms.get(joined.room)?;
+            Some((
+                joined.room,
+                room.name().clone(),
+                room.latest_seq() + 1,
+                joined.user.shown().clone(),
+            ))
+        });
+        let Some((room_id, room_name, seq, from)) = found else {
             self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
-        let Some(room) = self.rooms.get_mut(joined.room) else {
-            self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
-            return;
-        };
-        let seq = room.next_seq();
         let fields = wire::ChatFields {
-            room: room.name(),
+            room: &room_name,
             seq,
-            from: joined.user.shown(),
+            from: &from,
             content,
             timestamp: now.unix_ms,
         };
         let payload = wire::encode_chat(&mut self.scratch, &fields);
         let v1_payload =
             escaped_for_v1(&mut self.scratch, &fields).unwrap_or_else(|| payload.clone());
-        let room_id = joined.room;
+        if let Some(refusal) = self.charge_bytes(client, Some(room_id), payload.len(), now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.next_seq();
+        }
         self.rooms.remember(
             room_id,
             seq,
@@ -282,7 +293,39 @@ impl Chat {
             except: None,
             payload,
             v1_payload: Some(v1_payload),
+            seq: Some(seq),
         });
+    }
+
+    /// Charges `bytes` sent by `client` against its byte rate and, for a chat message, its room's volume: what one
+    /// sender, and the room as a whole, may push into every member's downlink. The refusal's message if over.
+    fn charge_bytes(
+        &mut self,
+        client: ClientId,
+        room: Option<RoomId>,
+        bytes: usize,
+        now: Now,
+    ) -> Option<&'static str> {
+        let config = &self.config;
+        let sender = self.participants.get_mut(&client)?;
+        if !sender.bytes.take(
+            now.mono_ms,
+            config.rate_bytes_per_sec,
+            config.rate_burst_bytes,
+            bytes,
+        ) {
+            return Some(BYTE_RATE_LIMITED);
+        }
+        let room = self.rooms.get_mut(room?)?;
+        if !room.carry(
+            now.mono_ms,
+            config.room_rate_bytes_per_sec,
+            config.room_burst_bytes,
+            bytes,
+        ) {
+            return Some(ROOM_RATE_LIMITED);
+        }
+        None
     }
 
     /// `dm`: to the connection holding `to`, and a copy to the sender, each in the form its protocol knows (for v1,
@@ -326,12 +369,18 @@ impl Chat {
             }
         };
         let delivered = encode_for(target.dialect);
-        if recipient != client {
-            let copy = if sender.dialect == target.dialect {
+        let copy = (recipient != client).then(|| {
+            if sender.dialect == target.dialect {
                 delivered.clone()
             } else {
                 encode_for(sender.dialect)
-            };
+            }
+        });
+        if let Some(refusal) = self.charge_bytes(client, None, delivered.len(), now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
+        if let Some(copy) = copy {
             out.push(Action::Send {
                 to: client,
                 payload: copy,

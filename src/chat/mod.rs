@@ -28,7 +28,7 @@ use crate::protocol::CloseCode;
 use claims::Claims;
 pub use history::SharedText;
 use names::Name;
-use rate::{TokenBucket, Verdict};
+use rate::{ByteBucket, TokenBucket, Verdict};
 use request::Request;
 use room::Rooms;
 use session::IdSource;
@@ -90,6 +90,15 @@ pub struct ChatConfig {
     pub join_rate_per_sec: f64,
     /// Joins a connection may send at once after being quiet.
     pub join_burst: u32,
+    /// Bytes of chat and DMs per second a connection may sustain, counted as sent to a recipient (0: unlimited).
+    pub rate_bytes_per_sec: f64,
+    /// Bytes of chat and DMs a connection may send at once.
+    pub rate_burst_bytes: u32,
+    /// Bytes of chat per second a room may carry, from all its members together: the volume every member's
+    /// downlink must absorb (0: unlimited).
+    pub room_rate_bytes_per_sec: f64,
+    /// Bytes of chat a room may carry at once.
+    pub room_burst_bytes: u32,
 }
 
 impl Default for ChatConfig {
@@ -106,6 +115,10 @@ impl Default for ChatConfig {
             name_grace_ms: 60_000,
             join_rate_per_sec: 1.0,
             join_burst: 5,
+            rate_bytes_per_sec: 16.0 * 1024.0,
+            rate_burst_bytes: 64 * 1024,
+            room_rate_bytes_per_sec: 64.0 * 1024.0,
+            room_burst_bytes: 256 * 1024,
         }
     }
 }
@@ -131,6 +144,9 @@ pub enum Action {
         payload: Rc<str>,
         /// What V1 members get, if anything.
         v1_payload: Option<Rc<str>>,
+        /// The seq of a chat message (kept in the room's history, so a member that misses it can be caught up
+        /// with [`Chat::catch_up`]); `None` for notices.
+        seq: Option<u64>,
     },
     /// Send these stored chat messages to one client, in order, as they are: slices of a room's history, shared
     /// with it rather than copied (a replay after `since`, or the catch-up of a client that fell behind).
@@ -166,6 +182,13 @@ const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
 const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
 /// The message of a `rate_limited` error for a frame over the frame rate.
 const RATE_LIMITED: &str = "over the rate limit; the message was dropped";
+/// The message of a `rate_limited` error for a message over its sender's byte rate.
+const BYTE_RATE_LIMITED: &str = "over the byte rate limit; the message was dropped";
+/// The message of a `rate_limited` error for a message over its room's byte rate.
+const ROOM_RATE_LIMITED: &str = "the room is over its volume limit; the message was dropped";
+/// The message of a `lagged` error.
+const LAGGED: &str =
+    "the connection fell behind and some messages were lost; join again with since to see what the history holds";
 /// The message of a `rate_limited` error for a `join` over the join rate.
 const JOIN_RATE_LIMITED: &str = "too many joins; wait a moment and join again";
 
@@ -189,6 +212,8 @@ struct Participant {
     bucket: TokenBucket,
     /// Its join limiter: every `join` is charged again here.
     joins: TokenBucket,
+    /// Its byte limiter: the bytes of every chat message and DM it sends.
+    bytes: ByteBucket,
     /// Its room and name, once it has joined.
     joined: Option<Joined>,
     /// Set once a close was asked for: later frames are ignored until [`Chat::disconnect`].
@@ -204,6 +229,7 @@ impl Participant {
         Participant {
             bucket: TokenBucket::new(config.rate_burst, now.mono_ms),
             joins: TokenBucket::new(config.join_burst, now.mono_ms),
+            bytes: ByteBucket::new(config.rate_burst_bytes, now.mono_ms),
             joined: None,
             closing: false,
             dialect: Dialect::V1,
@@ -359,6 +385,34 @@ impl Chat {
     /// Connections currently in a room.
     pub fn member_count(&self) -> usize {
         self.rooms.seated()
+    }
+
+    /// `client` fell behind in `room` and was not sent its chat messages from seq `from` on: send them now, from
+    /// the history, as far as it still holds them and `max_replay_bytes` allows, and say so (`lagged`) when some
+    /// are lost. Nothing if the client is no longer in that room.
+    pub fn catch_up(&mut self, client: ClientId, room: RoomId, from: u64, out: &mut Vec<Action>) {
+        let Some(joined) = self
+            .participants
+            .get(&client)
+            .and_then(|p| p.joined.as_ref())
+        else {
+            return;
+        };
+        if joined.room != room {
+            return;
+        }
+        let dialect = joined.dialect;
+        let Some(history) = self.rooms.get(room) else {
+            return;
+        };
+        let start = history.position_after(from.saturating_sub(1));
+        let kept_from = history.oldest_kept_seq();
+        let capped = history.start_within(start, self.config.max_replay_bytes);
+        if capped > start || kept_from.is_some_and(|oldest| oldest > from) {
+            self.send_error(client, ErrorCode::Lagged, LAGGED, dialect, out);
+        }
+        let texts = self.rooms.history_from(room, capped);
+        self.send_history(client, texts, dialect, out);
     }
 
     /// Bytes of chat history every room holds together.

@@ -1,7 +1,8 @@
-//! The per-connection token bucket that every incoming text frame is charged against.
+//! The token buckets the chat charges: every incoming text frame (and every `join`) against its connection's
+//! frame bucket, and the bytes of every chat message against its sender's and its room's byte buckets.
 //!
 //! Owns the arithmetic of refilling, spending and counting drops. It must not read a clock (the caller passes
-//! monotonic milliseconds) nor decide what to send: it only returns a [`Verdict`].
+//! monotonic milliseconds) nor decide what to send: it only returns a [`Verdict`] or whether bytes fit.
 
 /// What to do with the frame just charged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,39 @@ impl TokenBucket {
     }
 }
 
+/// A token bucket of bytes: `rate` bytes a second, at most `burst` at once; a rate of 0 is no limit.
+#[derive(Clone, Debug)]
+pub(super) struct ByteBucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl ByteBucket {
+    /// A full bucket, as of `now_ms`.
+    pub(super) fn new(burst: u32, now_ms: u64) -> Self {
+        ByteBucket {
+            tokens: f64::from(burst),
+            last_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time since the last call, then takes `bytes` if they fit; false (and nothing taken) if not.
+    pub(super) fn take(&mut self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
+        if !(rate.is_finite() && rate > 0.0) {
+            return true;
+        }
+        let elapsed_ms = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed_ms as f64 * rate / 1000.0).min(f64::from(burst));
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +151,25 @@ mod tests {
         assert!(drain(&mut bucket, 50, 100)
             .iter()
             .all(|v| *v == Verdict::Drop));
+    }
+
+    #[test]
+    fn bytes_beyond_the_burst_wait_for_the_rate_and_are_not_taken() {
+        let mut bucket = ByteBucket::new(1_000, 0);
+        assert!(bucket.take(0, 100.0, 1_000, 600));
+        assert!(!bucket.take(0, 100.0, 1_000, 600), "400 left");
+        assert!(bucket.take(0, 100.0, 1_000, 400), "a refusal took nothing");
+        assert!(
+            !bucket.take(500, 100.0, 1_000, 100),
+            "50 refilled in half a second"
+        );
+        assert!(bucket.take(1_000, 100.0, 1_000, 100));
+    }
+
+    #[test]
+    fn a_zero_byte_rate_is_no_limit() {
+        let mut bucket = ByteBucket::new(0, 0);
+        assert!(bucket.take(0, 0.0, 0, usize::MAX));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::history::{History, SharedText};
+use super::rate::ByteBucket;
 use super::{ClientId, Dialect, RoomId};
 use crate::id_hash::IdMap;
 
@@ -63,6 +64,8 @@ pub(super) struct Room {
     empty_stamp: Option<u64>,
     /// When a chat message was last kept here, in the order of `Rooms::activity`.
     last_active: u64,
+    /// The bytes of chat the room may still carry.
+    volume: ByteBucket,
 }
 
 impl Room {
@@ -84,6 +87,27 @@ impl Room {
     /// The members, in no particular order.
     pub(super) fn seats(&self) -> &[Seat] {
         &self.seats
+    }
+
+    /// The position in the history of the first message with a seq above `seen`.
+    pub(super) fn position_after(&self, seen: u64) -> usize {
+        self.history.position_after(seen)
+    }
+
+    /// The seq of the oldest message the history still holds.
+    pub(super) fn oldest_kept_seq(&self) -> Option<u64> {
+        self.history.oldest_seq()
+    }
+
+    /// The latest position from `start` on whose messages to the end fit in `max_bytes`.
+    pub(super) fn start_within(&self, start: usize, max_bytes: usize) -> usize {
+        self.history.start_within(start, max_bytes)
+    }
+
+    /// Charges `bytes` of chat at `now_ms` against the room's volume (`rate` a second, `burst` at once); false if
+    /// they do not fit.
+    pub(super) fn carry(&mut self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
+        self.volume.take(now_ms, rate, burst, bytes)
     }
 
     /// Take the seq for a new chat message.
@@ -222,6 +246,7 @@ impl Rooms {
                 seats: Vec::new(),
                 empty_stamp: None,
                 last_active: 0,
+                volume: ByteBucket::new(u32::MAX, 0),
             },
         );
         self.mark_empty(id);

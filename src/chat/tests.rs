@@ -143,6 +143,7 @@ impl Harness {
                     except,
                     payload,
                     v1_payload,
+                    ..
                 } => {
                     for member in self.chat.members(*room) {
                         if Some(member.client) == *except {

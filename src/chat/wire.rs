@@ -26,6 +26,7 @@ pub(super) enum ErrorCode {
     NameTaken,
     NotOnline,
     RateLimited,
+    Lagged,
 }
 
 impl ErrorCode {
@@ -40,6 +41,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::NotOnline => "not_online",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Lagged => "lagged",
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub closes_by_code: BTreeMap<u16, u64>,
     /// Connections dropped because they did not read what was sent to them.
     pub slow_consumers_dropped: u64,
+    /// Messages not queued for a chat client that was behind (chat messages among them are caught up from the
+    /// history when it catches up).
+    pub deliveries_skipped: u64,
+    /// Chat clients that fell behind and caught up within the grace period.
+    pub slow_consumers_recovered: u64,
     /// Connections that sent nothing for the idle timeout.
     pub idle_timeouts: u64,
     /// Failed `accept` calls (EMFILE and the like); each pauses accepting briefly.
@@ -154,6 +159,16 @@ impl Metrics {
             "roomcast_slow_consumers_dropped_total",
             "Connections closed for not reading what was sent to them.",
             self.slow_consumers_dropped,
+        );
+        counter(
+            "roomcast_deliveries_skipped_total",
+            "Messages not queued for a chat client that was behind (its chat is caught up from the history).",
+            self.deliveries_skipped,
+        );
+        counter(
+            "roomcast_slow_consumers_recovered_total",
+            "Chat clients that fell behind and caught up within the grace period.",
+            self.slow_consumers_recovered,
         );
         counter(
             "roomcast_idle_timeouts_total",

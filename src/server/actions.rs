@@ -24,7 +24,8 @@ impl Server {
                         except,
                         payload,
                         v1_payload,
-                    } => self.broadcast(room, except, &payload, v1_payload.as_deref()),
+                        seq,
+                    } => self.broadcast(room, except, &payload, v1_payload.as_deref(), seq),
                     Action::Close {
                         client,
                         code,
@@ -35,15 +36,32 @@ impl Server {
         }
     }
 
+    /// True if a message for `key` alone may be queued: a chat client that may be sent data, whose queue is not over
+    /// twice the bound. Personal messages (answers, DMs, replays) pass a client that is merely behind, so that it
+    /// loses none of them when it catches up; past twice the bound they are dropped and counted.
+    fn may_send_personal(&mut self, key: usize) -> bool {
+        let Some(client) = self.clients.get(key) else {
+            return false;
+        };
+        if !client.can_send_on(Endpoint::Chat) {
+            return false;
+        }
+        if client.queue.queued_bytes() > 2 * self.config.max_queued_bytes {
+            self.metrics.deliveries_skipped += 1;
+            return false;
+        }
+        true
+    }
+
     /// Queues stored chat messages for one client without copying them: each frame's header is written, and its
     /// payload is a slice of the history segment that holds it (5.1: unmasked, so the bytes are the same for all).
     fn replay_to(&mut self, key: usize, texts: &[SharedText]) {
+        if !self.may_send_personal(key) {
+            return;
+        }
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if !client.can_send_on(Endpoint::Chat) {
-            return;
-        }
         for text in texts {
             let (bytes, start, end) = text.shared();
             let mut header = Vec::with_capacity(10);
@@ -62,12 +80,12 @@ impl Server {
     /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4), and
     /// not at all once our Close is out (5.5.1).
     fn send_to(&mut self, key: usize, text: &str) {
+        if !self.may_send_personal(key) {
+            return;
+        }
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if !client.can_send_on(Endpoint::Chat) {
-            return;
-        }
         let mut frame = Vec::with_capacity(text.len() + 10);
         encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
         client.queue.push(Chunk::Owned(frame));

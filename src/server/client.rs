@@ -71,6 +71,8 @@ pub struct Client {
     pub fin_received: bool,
     /// We failed the connection (7.1.7): nothing more is read, and it ends once our Close is written.
     pub failed: bool,
+    /// A chat client behind: its queue passed the bound, so it is sent nothing new and not read until it drains.
+    pub lagging: bool,
 }
 
 impl Client {
@@ -100,6 +102,7 @@ impl Client {
             read_closed: false,
             fin_received: false,
             failed: false,
+            lagging: false,
         }
     }
 

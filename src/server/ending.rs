@@ -82,7 +82,7 @@ impl Server {
         self.leave_chat(key);
     }
 
-    /// A chat client whose queue grew past the bound is not reading: drop what it has not started to receive,
+    /// A chat client that stayed behind for the whole grace period is not reading: drop what it has not started to receive,
     /// close with 1008, and give it the close timeout to go. Its room mates are not held up: broadcasts skip it.
     pub(super) fn evict_slow_consumer(&mut self, key: usize) {
         let Some(client) = self.clients.get_mut(key) else {
@@ -99,6 +99,10 @@ impl Server {
             return;
         }
         let dropped = client.queue.truncate_to_started_frame();
+        // Read again: the only thing left to hear from it is its Close.
+        client.lagging = false;
+        client.times.behind(false, self.now);
+        self.lagging.remove(&key);
         self.metrics.slow_consumers_dropped += 1;
         debug!("{key} is a slow consumer; dropped {dropped} queued bytes");
         // RFC 6455 7.4.1: 1008, the generic code for a policy the peer broke.
@@ -160,6 +164,7 @@ impl Server {
             return;
         }
         let mut client = self.clients.remove(key);
+        self.lagging.remove(&key);
         self.incoming_bytes -= client.held as usize;
         if client.counted {
             self.addresses.close(client.address);

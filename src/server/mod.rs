@@ -50,10 +50,11 @@ use slab::Slab;
 use crate::chat::{self, Action, Chat};
 use crate::config::Config;
 use crate::http::metrics::{Gauges, Metrics};
+use crate::id_hash::IdMap;
 use crate::protocol::Event;
 use addresses::AddressBook;
 use batch::Batches;
-use broadcast::Audience;
+use broadcast::{Audience, Lag};
 use budget::InputLimits;
 use client::{Client, Phase};
 use timeouts::{Millis, Timeouts};
@@ -93,6 +94,8 @@ pub struct Server {
     incoming_bytes: usize,
     /// Open connections and request rates by client address.
     addresses: AddressBook,
+    /// Chat clients that fell behind, with what they missed.
+    lagging: IdMap<usize, Lag>,
     clients: Slab<Client>,
     timers: Timers,
     chat: Chat,
@@ -131,6 +134,7 @@ impl Server {
             config.ping_interval,
             config.idle_timeout,
             config.message_timeout,
+            config.slow_consumer_grace,
             config.close_timeout,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -151,6 +155,7 @@ impl Server {
             },
             incoming_bytes: 0,
             addresses: AddressBook::default(),
+            lagging: IdMap::default(),
             config,
             timeouts,
             clients: Slab::new(),

@@ -77,13 +77,15 @@ impl Server {
             if client.failed {
                 return true;
             }
-            let full = matches!(
-                client.phase,
-                Phase::WebSocket {
-                    endpoint: Endpoint::Echo,
-                    ..
-                }
-            ) && client.queue.queued_bytes() > bound;
+            // A chat client behind is not read either: what it asks for would only queue more behind.
+            let full = client.lagging
+                || matches!(
+                    client.phase,
+                    Phase::WebSocket {
+                        endpoint: Endpoint::Echo,
+                        ..
+                    }
+                ) && client.queue.queued_bytes() > bound;
             if full {
                 client.more_to_read = true;
             }

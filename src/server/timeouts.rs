@@ -60,6 +60,7 @@ pub struct Timeouts {
     ping_interval: u32,
     idle: u32,
     message: u32,
+    slow_consumer_grace: u32,
     close: u32,
 }
 
@@ -77,12 +78,14 @@ impl std::error::Error for TimeoutTooLong {}
 
 impl Timeouts {
     /// The limits: time to send a request head, quiet before a heartbeat Ping, quiet before the peer is dropped,
-    /// time for a message to arrive whole, and time for the peer to finish closing.
+    /// time for a message to arrive whole, time a chat client may stay behind, and time for the peer to finish
+    /// closing.
     pub fn new(
         handshake: Duration,
         ping_interval: Duration,
         idle: Duration,
         message: Duration,
+        slow_consumer_grace: Duration,
         close: Duration,
     ) -> Result<Timeouts, TimeoutTooLong> {
         let ms = |d: Duration| {
@@ -96,6 +99,7 @@ impl Timeouts {
             ping_interval: ms(ping_interval)?,
             idle: ms(idle)?,
             message: ms(message)?,
+            slow_consumer_grace: ms(slow_consumer_grace)?,
             close: ms(close)?,
         })
     }
@@ -127,6 +131,8 @@ pub enum Due {
     /// A message began arriving longer than the message timeout ago and is still unfinished: whatever else the
     /// peer sends, it is holding memory it may not hold.
     MessageTimeout,
+    /// A chat client has been behind (its queue over the bound) for longer than the grace period.
+    SlowConsumer,
     /// The peer did not finish closing in time.
     CloseTimeout,
 }
@@ -140,12 +146,16 @@ pub struct Times {
     heard: Stamp,
     /// When the message now arriving began, if `in_message`.
     message: Stamp,
+    /// When the client fell behind, if `lagging`.
+    lag: Stamp,
     /// A heartbeat Ping went out and nothing was heard since.
     pinged: bool,
     /// Closing has begun (`since` then marks it).
     closing: bool,
     /// A message is partly received.
     in_message: bool,
+    /// The client is behind: its queue passed the bound and has not drained since.
+    lagging: bool,
 }
 
 impl Times {
@@ -155,9 +165,11 @@ impl Times {
             since: Stamp::at(now),
             heard: Stamp::at(now),
             message: Stamp::at(now),
+            lag: Stamp::at(now),
             pinged: false,
             closing: false,
             in_message: false,
+            lagging: false,
         }
     }
 
@@ -174,6 +186,15 @@ impl Times {
             self.message = Stamp::at(now);
         }
         self.in_message = unfinished;
+    }
+
+    /// The client fell behind at `now` (its queue passed the bound), or caught up: slow consumers are judged over
+    /// the grace period, not by one look at their queue.
+    pub fn behind(&mut self, lagging: bool, now: Millis) {
+        if lagging && !self.lagging {
+            self.lag = Stamp::at(now);
+        }
+        self.lagging = lagging;
     }
 
     /// A heartbeat Ping was sent.
@@ -223,13 +244,29 @@ impl Times {
                 } else {
                     check(heard.plus(limits.ping_interval), Due::Ping)
                 };
-                if self.in_message {
-                    let message_at = self.message.resolve(now).plus(limits.message);
-                    if now >= message_at {
-                        return Due::MessageTimeout;
+                for (active, since, limit, due) in [
+                    (
+                        self.in_message,
+                        self.message,
+                        limits.message,
+                        Due::MessageTimeout,
+                    ),
+                    (
+                        self.lagging,
+                        self.lag,
+                        limits.slow_consumer_grace,
+                        Due::SlowConsumer,
+                    ),
+                ] {
+                    if !active {
+                        continue;
                     }
-                    if matches!(next, Due::Later(at) if message_at < at) {
-                        next = Due::Later(message_at);
+                    let at = since.resolve(now).plus(limit);
+                    if now >= at {
+                        return due;
+                    }
+                    if matches!(next, Due::Later(later) if at < later) {
+                        next = Due::Later(at);
                     }
                 }
                 next
@@ -248,6 +285,7 @@ mod tests {
             Duration::from_secs(20),
             Duration::from_secs(60),
             Duration::from_secs(30),
+            Duration::from_secs(10),
             Duration::from_secs(5),
         )
         .unwrap()
@@ -334,6 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn a_client_behind_for_the_grace_period_is_a_slow_consumer_and_catching_up_clears_it() {
+        let mut times = Times::accepted(s(0));
+        times.behind(true, s(2));
+        times.heard_from(s(5));
+        times.behind(true, s(6));
+        assert_eq!(times.due(Waiting::Peer, s(7), &limits()), Due::Later(s(12)));
+        assert_eq!(
+            times.due(Waiting::Peer, s(12), &limits()),
+            Due::SlowConsumer
+        );
+        times.behind(false, s(11));
+        assert_eq!(
+            times.due(Waiting::Peer, s(12), &limits()),
+            Due::Later(s(25))
+        );
+    }
+
+    #[test]
     fn closing_has_the_close_timeout_from_when_it_began() {
         let mut times = Times::accepted(s(0));
         times.closing_began(s(40), false);
@@ -383,10 +439,10 @@ mod tests {
         let day = Duration::from_secs(24 * 3600);
         let second = Duration::from_secs(1);
         assert_eq!(
-            Timeouts::new(second, second, day, second, second),
+            Timeouts::new(second, second, day, second, second, second),
             Err(TimeoutTooLong)
         );
-        assert!(Timeouts::new(second, second, day - second, second, second).is_ok());
+        assert!(Timeouts::new(second, second, day - second, second, second, second).is_ok());
     }
 
     #[test]

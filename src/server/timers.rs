@@ -114,6 +114,10 @@ impl Server {
                 Due::MessageTimeout => {
                     self.fail_websocket(key, Failure::MessageTimeout);
                 }
+                Due::SlowConsumer => {
+                    debug!("{key}: behind for the whole grace period");
+                    self.evict_slow_consumer(key);
+                }
                 Due::CloseTimeout => {
                     debug!("{key}: close timeout");
                     self.remove(key);

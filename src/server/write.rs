@@ -9,6 +9,7 @@ use log::debug;
 use mio::{Interest, Token};
 
 use super::Server;
+use crate::http::Endpoint;
 
 impl Server {
     /// Puts a client on this turn's flush list, once.
@@ -19,6 +20,27 @@ impl Server {
                 self.dirty.push(key);
             }
         }
+    }
+
+    /// A chat client that was behind has drained its queue to half the bound: it is fed and read again, and sent
+    /// from the history the chat messages it missed meanwhile.
+    fn caught_up(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        client.lagging = false;
+        client.times.behind(false, self.now);
+        if client.more_to_read {
+            self.unfinished_reads.push(key);
+        }
+        self.metrics.slow_consumers_recovered += 1;
+        let lag = self.lagging.remove(&key).unwrap_or_default();
+        debug!("{key} caught up; missed from {:?}", lag.missed_from);
+        if let Some((room, from)) = lag.missed_from {
+            self.chat.catch_up(key, room, from, &mut self.actions);
+            self.apply_actions();
+        }
+        self.arm_timer(key);
     }
 
     /// Flushes every client owed bytes, then ends the turn's broadcast batches: every span queued this turn was
@@ -66,10 +88,21 @@ impl Server {
             }
             client.wants_writable = pending;
         }
+        let queued = client.queue.queued_bytes();
+        let bound = self.config.max_queued_bytes;
+        if client.lagging && queued <= bound / 2 {
+            return self.caught_up(key);
+        }
+        if !client.lagging && queued > bound && client.can_send_on(Endpoint::Chat) {
+            client.lagging = true;
+            client.times.behind(true, self.now);
+            self.lagging.entry(key).or_default();
+        }
+        if client.lagging {
+            // The grace period runs from now: a client that stays behind through it is closed (timers.rs).
+            return self.arm_timer(key);
+        }
         if pending {
-            if client.queue.queued_bytes() > self.config.max_queued_bytes {
-                self.evict_slow_consumer(key);
-            }
             return;
         }
         if client.failed {
