@@ -145,7 +145,7 @@ fn a_field_the_schema_does_not_know_fails_validation() {
     let valid = [
         json!({"type": "pong"}),
         json!({"type": "system", "content": "User \"ann\" joined the room"}),
-        json!({"type": "presence", "room": "lobby", "left": "ann"}),
+        json!({"type": "presence", "room": "lobby", "left": "ann", "count": 1}),
         json!({"type": "error", "code": "not_joined", "message": "join a room first"}),
     ];
     for message in valid {
@@ -162,7 +162,7 @@ fn a_field_the_schema_does_not_know_fails_validation() {
         );
     }
     let mut joined = json!({"type": "joined", "room": "r", "userId": "a", "members": ["a"],
-        "epoch": "0123456789abcdef", "seq": 0, "session": "NrN8o3rY0UwSfh6gc2agWF0qPGo",
+        "memberCount": 1, "epoch": "0123456789abcdef", "seq": 0, "session": "NrN8o3rY0UwSfh6gc2agWF0qPGo",
         "replay": {"complete": true, "count": 0}});
     assert_eq!(catalog.check(Direction::ServerToClient, &joined), Ok(()));
     joined["replay"]["extra"] = json!(true);
@@ -196,8 +196,8 @@ fn wrong_field_types_and_shapes_fail_validation() {
         json!({"type": "chat", "room": "r", "seq": 0, "from": "a", "content": "x", "timestamp": 1}),
         json!({"type": "chat", "room": "r", "seq": 1, "from": "a", "content": "x", "timestamp": -1}),
         json!({"type": "chat", "from": "a", "content": "x", "timestamp": 1, "private": false}),
-        json!({"type": "presence", "room": "r", "joined": "a", "left": "b"}),
-        json!({"type": "presence", "room": "r"}),
+        json!({"type": "presence", "room": "r", "joined": "a", "left": "b", "count": 1}),
+        json!({"type": "presence", "room": "r", "joined": "a"}),
         json!({"type": "system", "content": "Error: x", "code": "invalid_json"}),
         json!({"type": "error", "code": "no_such_code", "message": "m"}),
         json!({"type": "dm", "from": "a", "to": "a\u{7}", "content": "x", "timestamp": 1}),
@@ -209,7 +209,7 @@ fn wrong_field_types_and_shapes_fail_validation() {
         );
     }
     let replay = |replay: Value| {
-        json!({"type": "joined", "room": "r", "userId": "a", "members": ["a"],
+        json!({"type": "joined", "room": "r", "userId": "a", "members": ["a"], "memberCount": 1,
             "epoch": "0123456789abcdef", "seq": 0, "session": "NrN8o3rY0UwSfh6gc2agWF0qPGo", "replay": replay})
     };
     let check = |message: &Value| catalog.check(Direction::ServerToClient, message);
@@ -726,7 +726,8 @@ fn shape(message: &Value) -> String {
         "chat" if message["private"] == true => "chat private".to_owned(),
         "chat" => "chat room".to_owned(),
         "presence" if message.get("joined").is_some() => "presence joined".to_owned(),
-        "presence" => "presence left".to_owned(),
+        "presence" if message.get("left").is_some() => "presence left".to_owned(),
+        "presence" => "presence count".to_owned(),
         "error" => format!("error {}", message["code"].as_str().unwrap_or("?")),
         other => other.to_owned(),
     }
@@ -829,6 +830,87 @@ fn other_epoch(epoch: &str) -> String {
 fn flood(peer: &mut Peer) {
     let pings = vec![json!({"type": "ping"}).to_string(); 60];
     peer.client.send_texts_in_one_write(&pings);
+}
+
+/// The messages of crowded rooms and slow readers, on a server of their own: a room at its member limit
+/// (`room_full`), a storm of arrivals summed up (`presence` with only a count), and members that fell behind and
+/// find, when they read again, that the history no longer holds all they missed (`lagged`).
+fn crowded_rooms(s: &mut Session) {
+    let (v1, v2) = (Dialect::V1, Dialect::V2);
+    let server = TestServer::with_config(|c| {
+        c.max_queued_bytes = 64 * 1024;
+        c.max_frames_per_sec = 0;
+        c.max_bytes_per_sec = 0;
+        c.chat.history_len = 2;
+        c.chat.max_room_members = 40;
+        c.chat.rate_per_sec = 1e6;
+        c.chat.rate_burst = 1_000_000;
+        c.chat.rate_bytes_per_sec = 0.0;
+        c.chat.room_rate_bytes_per_sec = 0.0;
+    });
+    let mut watcher = s.connect(&server, "watcher", v2);
+    watcher.send(join("watcher", "crowd", v2));
+    s.expect(&mut watcher, "system");
+    s.expect(&mut watcher, "joined complete");
+    // Thirty-nine arrivals in one write: the watcher is told of the first sixteen one by one, then of the rest in
+    // a summary at the end of the server's turn (or of its few turns).
+    let mut crowd = s.connect(&server, "crowd", v2);
+    let joins: Vec<String> = (0..39)
+        .map(|i| join(&format!("member{i}"), "crowd", v2).to_string())
+        .collect();
+    let crowd_members: Vec<Peer> = (0..39).map(|_| s.connect(&server, "member", v2)).collect();
+    drop(crowd);
+    for (mut member, frame) in crowd_members.into_iter().zip(joins) {
+        member.client.send_text(&frame);
+        std::mem::forget(member);
+    }
+    crowd = s.connect(&server, "late", v2);
+    crowd.send(join("late", "crowd", v2));
+    s.expect(&mut crowd, "error room_full");
+    let mut late_v1 = s.connect(&server, "late_v1", v1);
+    late_v1.send(join("late_v1", "crowd", v1));
+    s.expect(&mut late_v1, "system error room_full");
+    assert_eq!(s.drain(&mut watcher), None);
+
+    // Two members that stop reading while a sender pours 10 MB into their room: they fall behind (their queues
+    // pass 64 KiB), and when they read again the history of two no longer holds what they missed.
+    let mut slow = s.connect(&server, "slow", v2);
+    slow.send(join("slow", "busy", v2));
+    s.expect(&mut slow, "system");
+    s.expect(&mut slow, "joined complete");
+    let mut slow_v1 = s.connect(&server, "slow_v1", v1);
+    slow_v1.send(join("slow_v1", "busy", v1));
+    s.expect(&mut slow_v1, "system");
+    s.expect(&mut slow, "system");
+    s.expect(&mut slow, "presence joined");
+    let mut sender = s.connect(&server, "sender", v2);
+    sender.send(join("sender", "busy", v2));
+    s.expect(&mut sender, "system");
+    s.expect(&mut sender, "joined complete");
+    let sender_reads = sender.client.stream.try_clone().expect("clone");
+    let reader = std::thread::spawn(move || {
+        let mut sink = sender_reads;
+        let _ = sink.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(std::io::Read::read(&mut sink, &mut buf), Ok(n) if n > 0) {}
+    });
+    let content = "x".repeat(4000);
+    let frames: Vec<String> = (0..50)
+        .map(|_| json!({"type": "chat", "content": content}).to_string())
+        .collect();
+    for _ in 0..50 {
+        sender.client.send_texts_in_one_write(&frames);
+    }
+    for peer in [&mut slow, &mut slow_v1] {
+        assert_eq!(s.drain(peer), None, "{} was closed", peer.label);
+    }
+    assert!(s.seen.contains("v2: error lagged"), "no lagged for v2");
+    assert!(
+        s.seen.contains("v1: system error lagged"),
+        "no lagged for v1"
+    );
+    drop(sender);
+    let _ = reader.join();
 }
 
 #[test]
@@ -984,6 +1066,8 @@ fn every_message_the_server_sends_in_both_dialects_matches_its_schema() {
         assert_eq!(s.drain(peer), None, "{} was closed", peer.label);
     }
 
+    crowded_rooms(&mut s);
+
     let mut required: BTreeSet<String> = [
         "v2: system",
         "v2: joined complete",
@@ -993,6 +1077,7 @@ fn every_message_the_server_sends_in_both_dialects_matches_its_schema() {
         "v2: dm",
         "v2: presence joined",
         "v2: presence left",
+        "v2: presence count",
         "v2: pong",
         "v1: system",
         "v1: chat room",

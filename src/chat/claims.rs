@@ -17,13 +17,8 @@ use super::ClientId;
 enum Claim {
     /// A client in a room holds it.
     Held(ClientId),
-    /// Nobody holds it, but only a join showing `token` (or from the client that held it) may take it until
-    /// `until_ms`.
-    Reserved {
-        token: Rc<str>,
-        until_ms: u64,
-        by: ClientId,
-    },
+    /// Nobody holds it, but only a join showing `token` may take it until `until_ms`.
+    Reserved { token: Rc<str>, until_ms: u64 },
 }
 
 /// Why a name cannot be taken.
@@ -84,8 +79,7 @@ impl Claims {
                 _ => Err(Refused::Held),
             },
             Some(Claim::Reserved { until_ms, .. }) if *until_ms <= now_ms => Ok(Taking::Free),
-            Some(Claim::Reserved { token, by, .. }) => match session {
-                _ if *by == client => Ok(Taking::Reclaimed(token.clone())),
+            Some(Claim::Reserved { token, .. }) => match session {
                 Some(shown) if same_token(token, shown) => Ok(Taking::Reclaimed(token.clone())),
                 _ => Err(Refused::Reserved),
             },
@@ -120,12 +114,8 @@ impl Claims {
             return;
         }
         let until_ms = now_ms.saturating_add(grace_ms);
-        let reserved = Claim::Reserved {
-            token,
-            until_ms,
-            by: client,
-        };
-        self.by_key.insert(key.to_owned(), reserved);
+        self.by_key
+            .insert(key.to_owned(), Claim::Reserved { token, until_ms });
         self.ending.push_back((until_ms, key.to_owned()));
     }
 
@@ -218,13 +208,14 @@ mod tests {
     }
 
     #[test]
-    fn the_client_that_released_a_name_may_take_it_back_without_its_token() {
+    fn a_reserved_name_is_refused_to_any_client_without_its_token() {
+        // Connection ids are reused: the client that held the name is no proof of anything once it is gone.
         let mut claims = Claims::default();
         claims.hold("ann", 1);
         claims.release("ann", 1, token("t1"), 0, 60_000);
         assert_eq!(
             claims.may_take("ann", 1, None, 10, no_holder),
-            Ok(Taking::Reclaimed(token("t1")))
+            Err(Refused::Reserved)
         );
     }
 

@@ -14,8 +14,8 @@ use super::request::JoinRequest;
 use super::room::Seat;
 use super::wire::{self, ErrorCode, MemberNames, Out, ReplayOut};
 use super::{
-    Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, BYTE_RATE_LIMITED,
-    CLOSE_REPLACED, ROOM_RATE_LIMITED,
+    Action, Chat, ClientId, Dialect, Joined, Now, Participant, RoomId, ANNOUNCED_PER_TURN,
+    BYTE_RATE_LIMITED, CLOSE_REPLACED, ROOM_RATE_LIMITED,
 };
 
 const NOT_JOINED: &str = "join a room first";
@@ -23,6 +23,7 @@ const NAME_TAKEN: &str = "another connection holds this userId";
 const NAME_RESERVED: &str =
     "this userId was in use moments ago and is kept for its owner's session for a while";
 const NOT_ONLINE: &str = "no connection holds this userId";
+const ROOM_FULL: &str = "the room holds as many members as it may; try another room";
 
 impl Chat {
     /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
@@ -36,15 +37,18 @@ impl Chat {
         self.claims.expire(now.mono_ms);
         let key = req.user.key();
         let participants = &self.participants;
-        let taking =
-            self.claims
-                .may_take(key, client, req.session.as_deref(), now.mono_ms, |holder| {
-                    participants
-                        .get(&holder)?
-                        .joined
-                        .as_ref()
-                        .map(|j| j.token.clone())
-                });
+        // The token shown, or the one this connection held last: leaving a name is no reason to lose it.
+        let own = participants.get(&client).and_then(|p| p.session.as_deref());
+        let session = req.session.as_deref().or(own);
+        let taking = self
+            .claims
+            .may_take(key, client, session, now.mono_ms, |holder| {
+                participants
+                    .get(&holder)?
+                    .joined
+                    .as_ref()
+                    .map(|j| j.token.clone())
+            });
         let (mut token, replacing) = match taking {
             Ok(Taking::Free) => (None, None),
             Ok(Taking::Reclaimed(token)) => (Some(token), None),
@@ -61,6 +65,11 @@ impl Chat {
                 return;
             }
         };
+
+        if self.is_full(&req.room, [Some(client), replacing]) {
+            self.send_error(client, ErrorCode::RoomFull, ROOM_FULL, req.dialect, out);
+            return;
+        }
 
         if let Some(previous) = self
             .participants
@@ -121,11 +130,29 @@ impl Chat {
             token: token.clone(),
         });
         state.dialect = dialect;
+        state.session = Some(token.clone());
 
         self.welcome(client, room_id, &token, &req, out);
         if !silent {
             self.announce(room_id, client, &user, true, out);
         }
+    }
+
+    /// True if room `name` holds `max_room_members` already, not counting the clients in `vacating` that are in it
+    /// and are about to leave it (the joiner itself, a connection it replaces).
+    fn is_full(&self, name: &str, vacating: [Option<ClientId>; 2]) -> bool {
+        let Some(room_id) = self.rooms.lookup(name) else {
+            return false;
+        };
+        let Some(room) = self.rooms.get(room_id) else {
+            return false;
+        };
+        let leaving = vacating
+            .into_iter()
+            .flatten()
+            .filter(|c| self.joined(*c).is_some_and(|j| j.room == room_id))
+            .count();
+        room.seats().len().saturating_sub(leaving) >= self.config.max_room_members
     }
 
     /// The joiner's `system` line, its `joined` (v2 only), then the replayed history.
@@ -156,6 +183,7 @@ impl Chat {
                 room: room.name(),
                 user_id: req.user.shown(),
                 members: MemberNames(room.seats()),
+                member_count: room.seats().len(),
                 epoch: room.epoch(),
                 seq: room.latest_seq(),
                 session: token,
@@ -203,9 +231,12 @@ impl Chat {
         }
     }
 
-    /// Tell the rest of a room that `user` joined (or left): a `system` line for all, `presence` for v2.
+    /// Tell the rest of a room that `user` joined (or left): a `system` line for all, `presence` for V2. Beyond
+    /// [`ANNOUNCED_PER_TURN`] changes in one room in one loop turn, the rest are only counted, and
+    /// [`Chat::end_turn`] sums them up in one line: a storm of arrivals or departures costs the room a bounded
+    /// number of broadcasts per turn, not one per member.
     fn announce(
-        &self,
+        &mut self,
         room_id: RoomId,
         client: ClientId,
         user: &str,
@@ -218,28 +249,55 @@ impl Chat {
         if room.seats().iter().all(|seat| seat.client == client) {
             return;
         }
+        let storm = self.storms.entry(room_id).or_default();
+        storm.announced += 1;
+        if storm.announced > ANNOUNCED_PER_TURN {
+            if joined {
+                storm.unannounced_joins += 1;
+            } else {
+                storm.unannounced_leaves += 1;
+            }
+            return;
+        }
         let verb = if joined { "joined" } else { "left" };
         let line = format!("User \"{user}\" {verb} the room");
-        let system = wire::encode(&Out::System { content: &line });
-        out.push(Action::Broadcast {
-            room: room_id,
-            except: Some(client),
-            payload: system.clone(),
-            v1_payload: Some(system),
-            seq: None,
-        });
         let presence = Out::Presence {
             room: room.name(),
             joined: joined.then_some(user),
             left: (!joined).then_some(user),
+            count: room.seats().len(),
         };
-        out.push(Action::Broadcast {
-            room: room_id,
-            except: Some(client),
-            payload: wire::encode(&presence),
-            v1_payload: None,
-            seq: None,
-        });
+        broadcast_notice(room_id, Some(client), &line, &presence, out);
+    }
+
+    /// The end of a loop turn: sums up, in one `system` line and one `presence` per room, the arrivals and
+    /// departures that were only counted during the turn (beyond the first few of each room, which were announced
+    /// one by one).
+    pub fn end_turn(&mut self, out: &mut Vec<Action>) {
+        if self.storms.is_empty() {
+            return;
+        }
+        for (room_id, storm) in std::mem::take(&mut self.storms) {
+            if storm.unannounced_joins + storm.unannounced_leaves == 0 {
+                continue;
+            }
+            let Some(room) = self.rooms.get(room_id) else {
+                continue;
+            };
+            let line = format!(
+                "{} more joined and {} more left the room; {} online",
+                storm.unannounced_joins,
+                storm.unannounced_leaves,
+                room.seats().len()
+            );
+            let presence = Out::Presence {
+                room: room.name(),
+                joined: None,
+                left: None,
+                count: room.seats().len(),
+            };
+            broadcast_notice(room_id, None, &line, &presence, out);
+        }
     }
 
     /// `chat`: one message to the whole room, the sender included, kept in the room's history. V1 members get the
@@ -464,4 +522,29 @@ fn escaped_for_v1(scratch: &mut String, fields: &wire::ChatFields<'_>) -> Option
             },
         )),
     }
+}
+
+/// Broadcasts a notice to a room: `line` as a `system` line to every member, and `presence` to V2 members.
+fn broadcast_notice(
+    room: RoomId,
+    except: Option<ClientId>,
+    line: &str,
+    presence: &Out<'_>,
+    out: &mut Vec<Action>,
+) {
+    let system = wire::encode(&Out::System { content: line });
+    out.push(Action::Broadcast {
+        room,
+        except,
+        payload: system.clone(),
+        v1_payload: Some(system),
+        seq: None,
+    });
+    out.push(Action::Broadcast {
+        room,
+        except,
+        payload: wire::encode(presence),
+        v1_payload: None,
+        seq: None,
+    });
 }

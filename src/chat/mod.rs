@@ -99,6 +99,8 @@ pub struct ChatConfig {
     pub room_rate_bytes_per_sec: f64,
     /// Bytes of chat a room may carry at once.
     pub room_burst_bytes: u32,
+    /// The most members one room may hold; a join beyond gets `room_full`.
+    pub max_room_members: usize,
 }
 
 impl Default for ChatConfig {
@@ -119,6 +121,7 @@ impl Default for ChatConfig {
             rate_burst_bytes: 64 * 1024,
             room_rate_bytes_per_sec: 64.0 * 1024.0,
             room_burst_bytes: 256 * 1024,
+            max_room_members: 5000,
         }
     }
 }
@@ -192,6 +195,17 @@ const LAGGED: &str =
 /// The message of a `rate_limited` error for a `join` over the join rate.
 const JOIN_RATE_LIMITED: &str = "too many joins; wait a moment and join again";
 
+/// Arrivals and departures announced one by one in a room, per loop turn; the rest are summed up at its end.
+const ANNOUNCED_PER_TURN: u32 = 16;
+
+/// A room's arrivals and departures during one loop turn.
+#[derive(Clone, Copy, Debug, Default)]
+struct Storm {
+    announced: u32,
+    unannounced_joins: u32,
+    unannounced_leaves: u32,
+}
+
 /// What a client holds while it is in a room.
 struct Joined {
     /// The name it holds, as shown and as compared.
@@ -221,6 +235,9 @@ struct Participant {
     /// The dialect of its last successful join, kept after it leaves; V1 until then, so that errors are sent in
     /// the form the original page can show.
     dialect: Dialect,
+    /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
+    /// connection may take that name back during its grace period without showing the token again.
+    session: Option<Rc<str>>,
 }
 
 impl Participant {
@@ -233,6 +250,7 @@ impl Participant {
             joined: None,
             closing: false,
             dialect: Dialect::V1,
+            session: None,
         }
     }
 }
@@ -252,6 +270,8 @@ pub struct Chat {
     participants: IdMap<ClientId, Participant>,
     /// Who holds each user name, and which freed names are reserved.
     claims: Claims,
+    /// This loop turn's arrivals and departures, by room.
+    storms: IdMap<RoomId, Storm>,
     canned: Canned,
     /// Where chat messages are serialised before they get their shared `Rc<str>`.
     scratch: String,
@@ -271,6 +291,7 @@ impl Chat {
             rooms: Rooms::new(),
             participants: IdMap::default(),
             claims: Claims::default(),
+            storms: IdMap::default(),
             canned,
             scratch: String::new(),
         }

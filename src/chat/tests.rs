@@ -411,7 +411,7 @@ fn v2_joiner_gets_system_line_then_joined() {
     assert_eq!(
         *joined,
         json!({
-            "type": "joined", "room": "lobby", "userId": "ann", "members": ["ann"],
+            "type": "joined", "room": "lobby", "userId": "ann", "members": ["ann"], "memberCount": 1,
             "epoch": epoch, "seq": 0, "session": session,
             "replay": {"complete": true, "count": 0}
         })
@@ -464,7 +464,7 @@ fn others_get_system_line_and_v2_others_get_presence() {
         out.to(1),
         [
             system("User \"cat\" joined the room"),
-            json!({"type": "presence", "room": "lobby", "joined": "cat"})
+            json!({"type": "presence", "room": "lobby", "joined": "cat", "count": 3})
         ]
     );
     assert_eq!(out.to(2), [system("User \"cat\" joined the room")]);
@@ -567,7 +567,7 @@ fn reclaim_into_another_room_tells_the_old_room() {
         out.to(3),
         [
             system("User \"ann\" left the room"),
-            json!({"type": "presence", "room": "lobby", "left": "ann"})
+            json!({"type": "presence", "room": "lobby", "left": "ann", "count": 1})
         ]
     );
     assert_eq!(out.to(4)[0], system("User \"ann\" joined the room"));
@@ -824,7 +824,7 @@ fn leave_tells_the_room_and_keeps_the_connection() {
         out.to(3),
         [
             system("User \"ann\" left the room"),
-            json!({"type": "presence", "room": "lobby", "left": "ann"})
+            json!({"type": "presence", "room": "lobby", "left": "ann", "count": 2})
         ]
     );
     assert_eq!(
@@ -868,9 +868,9 @@ fn rejoining_the_same_room_is_a_fresh_join() {
         out.to(1),
         [
             system("User \"bob\" left the room"),
-            json!({"type": "presence", "room": "lobby", "left": "bob"}),
+            json!({"type": "presence", "room": "lobby", "left": "bob", "count": 1}),
             system("User \"bob\" joined the room"),
-            json!({"type": "presence", "room": "lobby", "joined": "bob"}),
+            json!({"type": "presence", "room": "lobby", "joined": "bob", "count": 2}),
         ]
     );
     let got = out.to(2);
@@ -891,7 +891,7 @@ fn disconnect_tells_the_room() {
         out.to(2),
         [
             system("User \"ann\" left the room"),
-            json!({"type": "presence", "room": "lobby", "left": "ann"})
+            json!({"type": "presence", "room": "lobby", "left": "ann", "count": 1})
         ]
     );
     assert_eq!(h.chat.member_count(), 1);
@@ -1352,4 +1352,65 @@ fn room_of(out: &Outcome) -> RoomId {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no broadcast in {:?}", out.actions))
+}
+
+// ---- crowded rooms and storms ----------------------------------------------------------------------------------
+
+#[test]
+fn a_full_room_refuses_a_join_and_the_joiner_keeps_its_room() {
+    let mut h = Harness::with(ChatConfig {
+        max_room_members: 2,
+        ..ChatConfig::default()
+    });
+    h.join(1, "ann", "small");
+    h.join(2, "bob", "small");
+    h.join(3, "cat", "elsewhere");
+    assert_eq!(h.join(3, "cat", "small").error_code(3), "room_full");
+    assert_eq!(h.say(3, "still here").to(3)[0]["room"], "elsewhere");
+    // A member rejoining its own full room is not refused: it leaves the seat it takes again.
+    assert_eq!(h.joined(2, "bob", "small")["memberCount"], 2);
+}
+
+#[test]
+fn joined_lists_at_most_a_hundred_members_and_counts_them_all() {
+    let mut h = Harness::new();
+    for client in 0..150 {
+        h.join(client, &format!("user{client}"), "crowd");
+    }
+    let joined = h.joined(150, "late", "crowd");
+    assert_eq!(joined["members"].as_array().map(Vec::len), Some(100));
+    assert_eq!(joined["memberCount"], 151);
+}
+
+#[test]
+fn a_storm_of_departures_is_announced_one_by_one_only_up_to_the_cap_then_summed_up() {
+    let mut h = Harness::new();
+    h.join(1000, "watcher", "crowd");
+    for client in 0..100 {
+        h.join(client, &format!("user{client}"), "crowd");
+    }
+    // End the turn of the joins, then drop all 100 in one turn.
+    let mut out = Vec::new();
+    h.chat.end_turn(&mut out);
+    let mut announced = 0;
+    for client in 0..100 {
+        announced += h.disconnect(client).to(1000).len() / 2;
+    }
+    assert_eq!(
+        announced, 16,
+        "one line and one presence each, for the first 16"
+    );
+    let mut out = Vec::new();
+    h.chat.end_turn(&mut out);
+    let summary = h.resolve(out).to(1000);
+    assert_eq!(
+        summary,
+        [
+            system("0 more joined and 84 more left the room; 1 online"),
+            json!({"type": "presence", "room": "crowd", "count": 1})
+        ]
+    );
+    let mut out = Vec::new();
+    h.chat.end_turn(&mut out);
+    assert!(out.is_empty(), "a quiet turn sends nothing");
 }

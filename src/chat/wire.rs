@@ -27,6 +27,7 @@ pub(super) enum ErrorCode {
     NotOnline,
     RateLimited,
     Lagged,
+    RoomFull,
 }
 
 impl ErrorCode {
@@ -42,6 +43,7 @@ impl ErrorCode {
             ErrorCode::NotOnline => "not_online",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Lagged => "lagged",
+            ErrorCode::RoomFull => "room_full",
         }
     }
 }
@@ -263,9 +265,18 @@ pub(super) struct ReplayOut {
 /// The names of a room's members, serialised as a JSON array without collecting them first.
 pub(super) struct MemberNames<'a>(pub(super) &'a [Seat]);
 
+/// The most names a `joined` lists: a join into a crowded room must not cost the server (or the joiner's
+/// downlink) the whole room. `memberCount` gives the full number.
+pub(super) const JOINED_MEMBERS_LISTED: usize = 100;
+
 impl Serialize for MemberNames<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|seat| &*seat.user))
+        serializer.collect_seq(
+            self.0
+                .iter()
+                .take(JOINED_MEMBERS_LISTED)
+                .map(|seat| &*seat.user),
+        )
     }
 }
 
@@ -281,6 +292,8 @@ pub(super) enum Out<'a> {
         #[serde(rename = "userId")]
         user_id: &'a str,
         members: MemberNames<'a>,
+        #[serde(rename = "memberCount")]
+        member_count: usize,
         epoch: &'a str,
         seq: u64,
         session: &'a str,
@@ -308,6 +321,8 @@ pub(super) enum Out<'a> {
         joined: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         left: Option<&'a str>,
+        /// Members in the room now.
+        count: usize,
     },
     /// The answer to `ping`.
     Pong,
@@ -619,9 +634,10 @@ mod tests {
             &*encode(&Out::Presence {
                 room: "r",
                 joined: None,
-                left: Some("a")
+                left: Some("a"),
+                count: 2
             }),
-            r#"{"type":"presence","room":"r","left":"a"}"#
+            r#"{"type":"presence","room":"r","left":"a","count":2}"#
         );
         assert_eq!(
             &*encode(&Out::ErrorV1 {

@@ -450,8 +450,27 @@ impl Connection {
     /// returned. Input after the peer's Close, or after a failure, is ignored (7.1.1, 7.1.7). Events before the
     /// violation stand, and the caller may still answer them before taking the output.
     pub fn feed(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+        self.feed_frames(input, events, u32::MAX).map(|_| ())
+    }
+
+    /// Feeds bytes as [`Connection::feed`] does, but starts at most `max_frames` frames: returns how many bytes of
+    /// `input` it used, all of them unless it stopped at that many frames. A caller that budgets frames stops a
+    /// flood at its budget, not after serving the whole read it arrived in.
+    pub fn feed_frames(
+        &mut self,
+        input: &[u8],
+        events: &mut Vec<Event>,
+        max_frames: u32,
+    ) -> Result<usize, ProtocolError> {
         let mut rest = input;
+        let mut started = 0u32;
         while self.state.reads_input() {
+            if self.decoder.at_frame_boundary() && !rest.is_empty() {
+                if started == max_frames {
+                    break;
+                }
+                started += 1;
+            }
             let (used, event) = match self.decoder.decode(rest) {
                 Ok(decoded) => decoded,
                 Err(e) => return Err(self.fail(e.into())),
@@ -466,7 +485,7 @@ impl Connection {
                 return Err(self.fail(e));
             }
         }
-        Ok(())
+        Ok(input.len() - rest.len())
     }
 
     /// Queues a data message, unfragmented (we never fragment, 5.4).
@@ -1280,5 +1299,28 @@ mod tests {
         assert!(conn.buffered_bytes() >= 1000, "{}", conn.buffered_bytes());
         conn.feed(&frame[500..], &mut events).unwrap();
         assert_eq!((conn.is_mid_message(), conn.buffered_bytes()), (false, 0));
+    }
+
+    #[test]
+    fn feeding_stops_after_the_frames_allowed_and_says_where() {
+        let mut conn = server();
+        let mut input = Vec::new();
+        for _ in 0..5 {
+            input.extend(client_frame(true, OpCode::Ping, b"p"));
+        }
+        let one = input.len() / 5;
+        let mut events = Vec::new();
+        assert_eq!(conn.feed_frames(&input, &mut events, 3), Ok(3 * one));
+        assert_eq!(events.len(), 3);
+        assert_eq!(
+            server_frames(&conn.take_output()).len(),
+            3,
+            "three Pongs, no more"
+        );
+        assert_eq!(
+            conn.feed_frames(&input[3 * one..], &mut events, 9),
+            Ok(2 * one)
+        );
+        assert_eq!(events.len(), 5);
     }
 }

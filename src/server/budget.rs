@@ -48,13 +48,20 @@ impl InputAllowance {
     }
 
     /// Charges `frames` frames and `bytes` bytes read at `now`; an error names the allowance they overdrew.
-    pub fn charge(
+    #[cfg(test)]
+    fn charge(
         &mut self,
         limits: &InputLimits,
         frames: u32,
         bytes: usize,
         now: Millis,
     ) -> Result<(), Overdrawn> {
+        self.refill(limits, now);
+        self.spend(limits, frames, bytes)
+    }
+
+    /// Adds what the time since the last refill earned, up to the burst.
+    pub fn refill(&mut self, limits: &InputLimits, now: Millis) {
         let elapsed_ms = (now.0 as u32).wrapping_sub(self.last);
         self.last = now.0 as u32;
         let seconds = (elapsed_ms as f32 / 1000.0).min(BURST_SECONDS);
@@ -64,6 +71,28 @@ impl InputAllowance {
         };
         refill(&mut self.frames, limits.frames_per_sec);
         refill(&mut self.bytes, limits.bytes_per_sec);
+    }
+
+    /// How many more frames may be read now (`u32::MAX` without a frame limit).
+    pub fn frames_left(&self, limits: &InputLimits) -> u32 {
+        if limits.frames_per_sec == 0 {
+            return u32::MAX;
+        }
+        self.frames.max(0.0) as u32
+    }
+
+    /// True if `bytes` more may be read now.
+    pub fn has_bytes_for(&self, limits: &InputLimits, bytes: usize) -> bool {
+        limits.bytes_per_sec == 0 || self.bytes >= bytes as f32
+    }
+
+    /// Spends `frames` frames and `bytes` bytes, refilled already; an error names the allowance they overdrew.
+    pub fn spend(
+        &mut self,
+        limits: &InputLimits,
+        frames: u32,
+        bytes: usize,
+    ) -> Result<(), Overdrawn> {
         if limits.frames_per_sec > 0 {
             self.frames -= frames as f32;
             if self.frames < 0.0 {
@@ -117,6 +146,23 @@ mod tests {
             allowance.charge(&LIMITS, 1, 2001, Millis(0)),
             Err(Overdrawn::Bytes)
         );
+    }
+
+    #[test]
+    fn what_is_left_is_what_may_still_be_read() {
+        let mut allowance = InputAllowance::full(&LIMITS, Millis(0));
+        assert_eq!(allowance.frames_left(&LIMITS), 200);
+        assert!(allowance.has_bytes_for(&LIMITS, 2000));
+        allowance.spend(&LIMITS, 150, 1500).unwrap();
+        assert_eq!(allowance.frames_left(&LIMITS), 50);
+        assert!(!allowance.has_bytes_for(&LIMITS, 501));
+        allowance.refill(&LIMITS, Millis(100));
+        assert_eq!(allowance.frames_left(&LIMITS), 60);
+        let off = InputLimits {
+            frames_per_sec: 0,
+            bytes_per_sec: 0,
+        };
+        assert_eq!(allowance.frames_left(&off), u32::MAX);
     }
 
     #[test]

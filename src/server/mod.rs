@@ -255,6 +255,8 @@ impl Server {
             self.accept_waiting();
         }
         self.fire_timers(self.now);
+        self.chat.end_turn(&mut self.actions);
+        self.apply_actions();
         self.flush_dirty();
     }
 

@@ -26,13 +26,26 @@ impl Server {
         };
         let endpoint = *endpoint;
         let mut events = std::mem::take(&mut self.ws_events);
+        // The input budget is checked before the bytes are served: over the byte allowance, none of them is; over
+        // the frame allowance, the frames beyond it are not.
+        let limits = &self.input_limits;
+        client.input.refill(limits, self.now);
+        let mut overdrawn = None;
+        let allowed = if client.input.has_bytes_for(limits, bytes.len()) {
+            bytes
+        } else {
+            overdrawn = Some(Overdrawn::Bytes);
+            &[]
+        };
         let frames_before = ws.frames_received();
-        let result = ws.feed(bytes, &mut events);
+        let result = ws.feed_frames(allowed, &mut events, client.input.frames_left(limits));
         let frames = ws.frames_received().wrapping_sub(frames_before);
-        let overdrawn = client
-            .input
-            .charge(&self.input_limits, frames, bytes.len(), self.now)
-            .err();
+        if matches!(result, Ok(used) if used < allowed.len()) {
+            overdrawn = Some(Overdrawn::Frames);
+        }
+        if let Err(over) = client.input.spend(limits, frames, allowed.len()) {
+            overdrawn = overdrawn.or(Some(over));
+        }
         // What an unfinished message holds now counts against the server's total until it completes.
         let held = u32::try_from(ws.buffered_bytes()).unwrap_or(u32::MAX);
         let grew = held > client.held;
