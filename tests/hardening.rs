@@ -594,8 +594,6 @@ fn a_flood_of_small_text_frames_is_failed_with_1008() {
 }
 
 #[test]
-#[ignore = "fails on main: the frame budget is charged after a whole read has been handled, so the read that \
-            overdraws is served in full: 64 KiB of one-byte text frames on /echo is some 9,400 echoes"]
 fn a_flood_of_small_text_frames_is_served_no_further_than_its_allowance() {
     let _guard = shared();
     let server = TestServer::start();
@@ -613,9 +611,6 @@ fn a_flood_of_small_text_frames_is_served_no_further_than_its_allowance() {
 }
 
 #[test]
-#[ignore = "fails on main: the frame budget is charged after a whole read has been handled, so the read that \
-            overdraws is served in full: 64 KiB of one-byte text frames on /echo is some 9,400 echoes, 20 to 50 ms \
-            of the loop's time per attack in a debug build"]
 fn a_flood_of_small_text_frames_does_not_hold_up_a_bystander() {
     assert_flood_is_failed_and_bystander_keeps_up(Flood::SmallTexts);
 }
@@ -955,8 +950,6 @@ fn a_squatter_never_gets_the_name_of_a_user_whose_page_reloads() {
 }
 
 #[test]
-#[ignore = "fails on main: a reservation remembers the ClientId (the slab key) that held the name, and the next \
-            connection accepted reuses that key, so it is taken for the same connection and gets the name"]
 fn a_connection_on_the_slot_of_a_dropped_one_does_not_inherit_its_name() {
     let _guard = shared();
     let server = TestServer::start();
