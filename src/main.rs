@@ -137,6 +137,46 @@ struct Cli {
     /// Messages a client may send in a burst (token bucket size)
     #[arg(long, env = "ROOMCAST_BURST", default_value_t = DEFAULTS.chat.rate_burst)]
     burst: u32,
+
+    /// Bytes of chat and DMs per second each client may send (0: unlimited)
+    #[arg(long, env = "ROOMCAST_RATE_BYTES", default_value_t = DEFAULTS.chat.rate_bytes_per_sec)]
+    rate_bytes: f64,
+
+    /// Bytes of chat and DMs a client may send in a burst
+    #[arg(long, env = "ROOMCAST_BURST_BYTES", default_value_t = DEFAULTS.chat.rate_burst_bytes)]
+    burst_bytes: u32,
+
+    /// Bytes of chat per second one room may carry, from all its members (0: unlimited)
+    #[arg(long, env = "ROOMCAST_ROOM_RATE_BYTES", default_value_t = DEFAULTS.chat.room_rate_bytes_per_sec)]
+    room_rate_bytes: f64,
+
+    /// Bytes of chat one room may carry in a burst
+    #[arg(long, env = "ROOMCAST_ROOM_BURST_BYTES", default_value_t = DEFAULTS.chat.room_burst_bytes)]
+    room_burst_bytes: u32,
+
+    /// Joins per second each client may send, on top of --rate
+    #[arg(long, env = "ROOMCAST_JOIN_RATE", default_value_t = DEFAULTS.chat.join_rate_per_sec)]
+    join_rate: f64,
+
+    /// Joins a client may send in a burst
+    #[arg(long, env = "ROOMCAST_JOIN_BURST", default_value_t = DEFAULTS.chat.join_burst)]
+    join_burst: u32,
+
+    /// Seconds a freed user name stays reserved for the session that held it (0: freed at once)
+    #[arg(long, env = "ROOMCAST_NAME_GRACE", default_value_t = Seconds(Duration::from_millis(DEFAULTS.chat.name_grace_ms)))]
+    name_grace: Seconds,
+
+    /// Most members one room may hold; more get room_full
+    #[arg(long, env = "ROOMCAST_MAX_ROOM_MEMBERS", default_value_t = DEFAULTS.chat.max_room_members)]
+    max_room_members: usize,
+
+    /// Bytes of chat history all rooms together keep; the least recently active room's oldest go first
+    #[arg(long, env = "ROOMCAST_MAX_HISTORY_BYTES", default_value_t = DEFAULTS.chat.max_history_bytes)]
+    max_history_bytes: usize,
+
+    /// Bytes of history one join (or one catch-up) may be resent; more is a gap
+    #[arg(long, env = "ROOMCAST_MAX_REPLAY_BYTES", default_value_t = DEFAULTS.chat.max_replay_bytes)]
+    max_replay_bytes: usize,
 }
 
 /// The defaults, from the one place they are defined.
@@ -216,6 +256,16 @@ impl Cli {
                 max_content_chars: self.max_content,
                 rate_per_sec: self.rate,
                 rate_burst: self.burst,
+                rate_bytes_per_sec: self.rate_bytes,
+                rate_burst_bytes: self.burst_bytes,
+                room_rate_bytes_per_sec: self.room_rate_bytes,
+                room_burst_bytes: self.room_burst_bytes,
+                join_rate_per_sec: self.join_rate,
+                join_burst: self.join_burst,
+                name_grace_ms: u64::try_from(self.name_grace.0.as_millis()).unwrap_or(u64::MAX),
+                max_room_members: self.max_room_members,
+                max_history_bytes: self.max_history_bytes,
+                max_replay_bytes: self.max_replay_bytes,
                 ..ChatConfig::default()
             },
         }

@@ -1302,6 +1302,16 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-content", "ROOMCAST_MAX_CONTENT"),
         ("--rate", "ROOMCAST_RATE"),
         ("--burst", "ROOMCAST_BURST"),
+        ("--rate-bytes", "ROOMCAST_RATE_BYTES"),
+        ("--burst-bytes", "ROOMCAST_BURST_BYTES"),
+        ("--room-rate-bytes", "ROOMCAST_ROOM_RATE_BYTES"),
+        ("--room-burst-bytes", "ROOMCAST_ROOM_BURST_BYTES"),
+        ("--join-rate", "ROOMCAST_JOIN_RATE"),
+        ("--join-burst", "ROOMCAST_JOIN_BURST"),
+        ("--name-grace", "ROOMCAST_NAME_GRACE"),
+        ("--max-room-members", "ROOMCAST_MAX_ROOM_MEMBERS"),
+        ("--max-history-bytes", "ROOMCAST_MAX_HISTORY_BYTES"),
+        ("--max-replay-bytes", "ROOMCAST_MAX_REPLAY_BYTES"),
     ];
     // Each option's entry runs from its `--name` line to the next option; pair the name with the env var in it.
     let mut listed: Vec<(String, String)> = Vec::new();

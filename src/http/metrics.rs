@@ -67,6 +67,12 @@ pub struct Gauges {
     pub members: usize,
     /// Bytes waiting in write queues.
     pub queued_bytes: usize,
+    /// Bytes of chat history kept over all rooms.
+    pub history_bytes: usize,
+    /// Bytes held in unfinished incoming messages.
+    pub incoming_bytes: usize,
+    /// Chat clients behind (their queue over the bound), sent nothing new until they catch up.
+    pub lagging_clients: usize,
 }
 
 impl Metrics {
@@ -123,6 +129,21 @@ impl Metrics {
             "roomcast_queued_bytes",
             "Bytes waiting in write queues.",
             gauges.queued_bytes,
+        );
+        gauge(
+            "roomcast_history_bytes",
+            "Bytes of chat history kept over all rooms (--max-history-bytes).",
+            gauges.history_bytes,
+        );
+        gauge(
+            "roomcast_incoming_bytes",
+            "Bytes held in unfinished incoming messages (--max-incoming-bytes).",
+            gauges.incoming_bytes,
+        );
+        gauge(
+            "roomcast_lagging_clients",
+            "Chat clients behind, sent nothing new until they catch up (--slow-consumer-grace).",
+            gauges.lagging_clients,
         );
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(

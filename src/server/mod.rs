@@ -282,6 +282,9 @@ impl Server {
             open_connections: self.clients.len(),
             rooms: self.chat.room_count(),
             members: self.chat.member_count(),
+            history_bytes: self.chat.history_bytes(),
+            incoming_bytes: self.incoming_bytes,
+            lagging_clients: self.lagging.len(),
             ..Gauges::default()
         };
         for (_, client) in &self.clients {
