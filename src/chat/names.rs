@@ -137,6 +137,8 @@ pub(super) enum NameError {
     DoubleSpace,
     /// The double quote `"`.
     Quote,
+    /// A combining mark first, with no letter to sit on: drawn on whatever comes before the name on screen.
+    LeadingMark,
     /// Letters of scripts that are mixed to imitate other names, such as Latin with Cyrillic.
     MixedScripts,
     /// A name the chat keeps for itself.
@@ -194,6 +196,7 @@ impl fmt::Display for NameError {
             NameError::EdgeSpace => f.write_str("the name starts or ends with a space"),
             NameError::DoubleSpace => f.write_str("the name has two spaces in a row"),
             NameError::Quote => f.write_str("the name contains a double quote (\")"),
+            NameError::LeadingMark => f.write_str("the name starts with a combining mark"),
             NameError::MixedScripts => f.write_str(
                 "the name mixes letters of different scripts in a way used to imitate other names, \
                  such as Latin with Cyrillic or Greek",
@@ -297,7 +300,20 @@ fn normalised(raw: &str, max_chars: usize) -> Result<String, NameError> {
         return Err(NameError::NothingVisible);
     }
     check_characters(&shown)?;
+    if shown.chars().next().is_some_and(is_mark) {
+        return Err(NameError::LeadingMark);
+    }
     Ok(shown)
+}
+
+/// Whether `c` is a combining mark (Mn, Mc, Me): drawn on the character before it.
+fn is_mark(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::NonspacingMark
+            | GeneralCategory::SpacingMark
+            | GeneralCategory::EnclosingMark
+    )
 }
 
 /// Whether `c` shows on its own: not white space, not a blank, not drawn as nothing, not a combining mark.
@@ -951,6 +967,14 @@ mod tests {
         if chars.is_empty() || chars.len() > USER {
             return Some(format!("{} characters", chars.len()));
         }
+        if matches!(
+            chars[0].general_category(),
+            GeneralCategory::NonspacingMark
+                | GeneralCategory::SpacingMark
+                | GeneralCategory::EnclosingMark
+        ) {
+            return Some("a combining mark first".into());
+        }
         if chars.first() == Some(&' ') || chars.last() == Some(&' ') || shown.contains("  ") {
             return Some("space at an end or doubled".into());
         }
@@ -977,6 +1001,20 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn a_name_may_not_start_with_a_combining_mark() {
+        // Found by the property below: a leading U+0345 (which NFKC moves after U+0312, and whose capital is Greek
+        // Iota) gave a name whose case variants had another key. Such a name was never a sensible one.
+        for raw in ["\u{345}\u{312}\u{1F20}", "\u{301}ann", "\u{20DD}x"] {
+            assert_eq!(user_name(raw, USER), Err(NameError::LeadingMark), "{raw:?}");
+            assert_eq!(room_name(raw, USER), Err(NameError::LeadingMark), "{raw:?}");
+        }
+        assert!(
+            user_name("Zoe\u{308}", USER).is_ok(),
+            "a mark after a letter is fine"
+        );
     }
 
     proptest! {
