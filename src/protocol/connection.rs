@@ -506,6 +506,7 @@ impl Connection {
         let mask = self.mask_for_next_frame();
         let header = FrameHeader {
             fin: true,
+            rsv1: false,
             opcode: kind.opcode(),
             mask,
             payload_len: payload.len() as u64,
@@ -781,6 +782,7 @@ fn proven_text(payload: Vec<u8>) -> String {
 pub fn encode_server_message_header(kind: MessageKind, payload_len: usize, out: &mut Vec<u8>) {
     let header = FrameHeader {
         fin: true,
+        rsv1: false,
         opcode: kind.opcode(),
         mask: None,
         payload_len: payload_len as u64,

@@ -68,6 +68,8 @@ impl OpCode {
 pub struct FrameHeader {
     /// FIN: this is the final fragment of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the message this frame begins is compressed (RFC 7692 6).
+    pub rsv1: bool,
     /// What the frame carries.
     pub opcode: OpCode,
     /// The masking key, present on every client-to-server frame and on no server-to-client frame (5.3).
@@ -90,7 +92,8 @@ impl FrameHeader {
     /// Appends the header to `out`, with the length in the minimal number of bytes (5.2).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let fin = if self.fin { 0x80 } else { 0 };
-        out.push(fin | self.opcode.bits());
+        let rsv1 = if self.rsv1 { 0x40 } else { 0 };
+        out.push(fin | rsv1 | self.opcode.bits());
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         match self.payload_len {
             len @ 0..=125 => out.push(mask_bit | len as u8),
@@ -137,6 +140,7 @@ pub fn encode_frame(
 ) {
     let header = FrameHeader {
         fin,
+        rsv1: false,
         opcode,
         mask,
         payload_len: payload.len() as u64,
@@ -239,6 +243,8 @@ pub enum FrameEvent<'a> {
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     incoming_mask: IncomingMask,
+    /// permessage-deflate was negotiated: RSV1 may begin a data message (RFC 7692 6).
+    compression: bool,
     header: [u8; MAX_HEADER_LEN],
     header_len: usize,
     /// The frame whose payload is being read: its header and how many payload bytes were read so far.
@@ -250,10 +256,16 @@ impl FrameDecoder {
     pub fn new(incoming_mask: IncomingMask) -> Self {
         FrameDecoder {
             incoming_mask,
+            compression: false,
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
             current: None,
         }
+    }
+
+    /// Lets RSV1 begin a data message: permessage-deflate was negotiated (RFC 7692 6).
+    pub fn allow_compression(&mut self) {
+        self.compression = true;
     }
 
     /// True at a frame boundary: no partial header and no unread payload.
@@ -355,12 +367,15 @@ impl FrameDecoder {
     /// masking direction) and returns the header's full length.
     fn check_fixed_bytes(&self) -> Result<usize, FrameError> {
         let [b0, b1] = [self.header[0], self.header[1]];
-        // 5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated; we negotiate none.
-        if b0 & 0x70 != 0 {
-            return Err(FrameError::ReservedBits);
-        }
         // 5.2: reserved opcodes fail the connection.
         let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::ReservedOpcode(b0 & 0x0F))?;
+        // 5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated. RFC 7692 6: with
+        // permessage-deflate, RSV1 marks the first frame of a compressed message, and only that frame: never a
+        // control frame or a continuation (6.1).
+        let rsv1_allowed = self.compression && matches!(opcode, OpCode::Text | OpCode::Binary);
+        if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_allowed) {
+            return Err(FrameError::ReservedBits);
+        }
         let fin = b0 & 0x80 != 0;
         let masked = b1 & 0x80 != 0;
         let len7 = b1 & 0x7F;
@@ -426,6 +441,7 @@ impl FrameDecoder {
         };
         Ok(FrameHeader {
             fin,
+            rsv1: h[0] & 0x40 != 0,
             opcode,
             mask,
             payload_len,

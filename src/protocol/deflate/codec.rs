@@ -153,6 +153,7 @@ impl MessageCompressor {
         let start = out.len();
         let plain = FrameHeader {
             fin: true,
+            rsv1: false,
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
