@@ -91,25 +91,71 @@ impl FrameHeader {
 
     /// Appends the header to `out`, with the length in the minimal number of bytes (5.2).
     pub fn encode(&self, out: &mut Vec<u8>) {
+        let (bytes, len) = self.to_bytes();
+        out.extend_from_slice(&bytes[..len]);
+    }
+
+    /// The header's bytes, in the first `encoded_len()` bytes of the array.
+    fn to_bytes(self) -> ([u8; MAX_HEADER_LEN], usize) {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
         let fin = if self.fin { 0x80 } else { 0 };
         let rsv1 = if self.rsv1 { 0x40 } else { 0 };
-        out.push(fin | rsv1 | self.opcode.bits());
+        bytes[0] = fin | rsv1 | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
+        let mut len = 2;
         match self.payload_len {
-            len @ 0..=125 => out.push(mask_bit | len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
+            payload_len @ 0..=125 => bytes[1] = mask_bit | payload_len as u8,
+            payload_len @ 126..=0xFFFF => {
+                bytes[1] = mask_bit | 126;
+                bytes[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+                len = 4;
             }
-            len => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&len.to_be_bytes());
+            payload_len => {
+                bytes[1] = mask_bit | 127;
+                bytes[2..10].copy_from_slice(&payload_len.to_be_bytes());
+                len = 10;
             }
         }
         if let Some(key) = self.mask {
-            out.extend_from_slice(&key);
+            bytes[len..len + 4].copy_from_slice(&key);
+            len += 4;
         }
+        (bytes, len)
     }
+}
+
+/// Appends one whole frame whose payload `write_payload` appends to `out` and whose length it returns, or nothing
+/// if it returns `None`: for a payload made in place, such as a compressed message, with no copy through a buffer
+/// of its own. `header` gives everything but the length, and a length the payload will not exceed; the payload is
+/// masked if `header` has a key.
+pub fn encode_frame_in_place(
+    header: FrameHeader,
+    out: &mut Vec<u8>,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Option<usize>,
+) -> bool {
+    let start = out.len();
+    // The header is written once the length is known: reserve the longest it can be, then close the gap.
+    let reserved = header.encoded_len();
+    out.resize(start + reserved, 0);
+    let Some(payload_len) = write_payload(out) else {
+        out.truncate(start);
+        return false;
+    };
+    debug_assert_eq!(out.len(), start + reserved + payload_len);
+    let header = FrameHeader {
+        payload_len: payload_len as u64,
+        ..header
+    };
+    let (bytes, header_len) = header.to_bytes();
+    if header_len < reserved {
+        out.copy_within(start + reserved.., start + header_len);
+        out.truncate(start + header_len + payload_len);
+    }
+    out[start..start + header_len].copy_from_slice(&bytes[..header_len]);
+    if let Some(key) = header.mask {
+        apply_mask(&mut out[start + header_len..], key, 0);
+    }
+    true
 }
 
 /// Appends one whole frame to `out`: the header, then the payload, masked with `mask` if one is given.

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod negotiate;
 pub mod quick;
+pub mod shared;
 
 pub use codec::{
     CompressError, InflateError, InflateStatus, MessageCompressor, MessageDecompressor, Progress,
