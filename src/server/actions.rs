@@ -8,7 +8,10 @@ use super::queue::Chunk;
 use super::Server;
 use crate::chat::{Action, SharedText};
 use crate::http::Endpoint;
-use crate::protocol::{encode_server_message, encode_server_message_header, MessageKind};
+use crate::protocol::{
+    encode_server_message, encode_server_message_compressed, encode_server_message_header,
+    MessageKind,
+};
 
 impl Server {
     /// Applies every pending chat action, including those that applying pushes (a close makes the chat announce
@@ -77,8 +80,8 @@ impl Server {
         self.mark_dirty(key);
     }
 
-    /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4), and
-    /// not at all once our Close is out (5.5.1).
+    /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4),
+    /// compressed if it agreed to that (RFC 7692), and not at all once our Close is out (5.5.1).
     fn send_to(&mut self, key: usize, text: &str) {
         if !self.may_send_personal(key) {
             return;
@@ -87,7 +90,14 @@ impl Server {
             return;
         };
         let mut frame = Vec::with_capacity(text.len() + 10);
-        encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
+        // A client that takes compressed frames gets this one compressed on its own, like a broadcast (RFC 7692
+        // 7.2.1), when that makes it smaller.
+        let compressed = client.shared_window.is_some_and(|window| {
+            encode_server_message_compressed(MessageKind::Text, text.as_bytes(), window, &mut frame)
+        });
+        if !compressed {
+            encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
+        }
         client.queue.push(Chunk::Owned(frame));
         self.metrics.messages_out += 1;
         self.mark_dirty(key);
