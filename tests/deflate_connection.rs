@@ -70,7 +70,7 @@ fn messages_round_trip_compressed_in_both_directions_with_every_takeover_and_win
     assert!(chat_message(0).len() >= roomcast::protocol::connection::MIN_COMPRESSED_LEN);
     for server_keeps in [false, true] {
         for client_keeps in [false, true] {
-            for (server_bits, client_bits) in [(15, 15), (9, 9), (10, 12)] {
+            for (server_bits, client_bits) in [(15, 15), (9, 9), (10, 12), (8, 8)] {
                 let agreed = params(server_keeps, client_keeps, server_bits, client_bits);
                 let (mut client, mut server) = pair(&agreed);
                 let sent: Vec<String> = (0..20).map(chat_message).collect();

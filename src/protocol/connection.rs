@@ -12,6 +12,7 @@
 use std::fmt;
 
 use super::close::{self, CloseBodyError, CloseCode, CloseFrame};
+use super::deflate::negotiate::MIN_COMPRESS_WINDOW_BITS;
 use super::deflate::shared::{self, DECOMPRESSOR_BYTES};
 use super::deflate::{
     DeflateParams, InflateError, InflateStatus, MessageCompressor, MessageDecompressor,
@@ -396,8 +397,12 @@ impl Compression {
     /// Appends `payload` compressed to `out` if that makes it smaller, and returns its length: with our own
     /// compressor when we keep context (its window refers back to our earlier messages), with the thread's shared
     /// one otherwise. `None` leaves `out` as it was.
+    ///
+    /// An 8-bit window, which zlib cannot deflate with, is compressed on its own even when we may keep context:
+    /// keeping it is a permission, not a duty (RFC 7692 7.1.1), and a message that refers to nothing before it
+    /// reads the same either way.
     fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-        if !self.we_keep_context {
+        if !self.we_keep_context || self.our_window_bits < MIN_COMPRESS_WINDOW_BITS {
             return shared::compress_alone(payload, self.our_window_bits, out);
         }
         let bits = self.our_window_bits;
