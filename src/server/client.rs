@@ -31,8 +31,12 @@ pub enum Phase {
         /// Which service it talks to.
         endpoint: Endpoint,
     },
-    /// Everything was sent and our side of TCP is shut: waiting for the peer's FIN, discarding what it sends.
-    Lingering,
+    /// Everything was sent and our side of TCP is shut: waiting for the peer's FIN (or the close timeout),
+    /// discarding what it sends, at most `discard_left` more bytes of it.
+    Lingering {
+        /// Bytes the peer may still send to be discarded; past them it is not read until the close timeout.
+        discard_left: u32,
+    },
 }
 
 /// A client in the slab.
@@ -135,7 +139,7 @@ impl Client {
         match &self.phase {
             Phase::Responding => true,
             Phase::WebSocket { ws, .. } => ws.state().is_finished(),
-            Phase::ReadingRequest { .. } | Phase::Lingering => false,
+            Phase::ReadingRequest { .. } | Phase::Lingering { .. } => false,
         }
     }
 
@@ -144,7 +148,7 @@ impl Client {
         match &self.phase {
             Phase::ReadingRequest { .. } | Phase::Responding => Waiting::Request,
             Phase::WebSocket { ws, .. } if ws.state() == State::Open => Waiting::Peer,
-            Phase::WebSocket { .. } | Phase::Lingering => Waiting::Close,
+            Phase::WebSocket { .. } | Phase::Lingering { .. } => Waiting::Close,
         }
     }
 
@@ -159,7 +163,7 @@ impl Client {
             Phase::ReadingRequest { .. } => "reading request",
             Phase::Responding => "responding",
             Phase::WebSocket { .. } => "websocket",
-            Phase::Lingering => "lingering",
+            Phase::Lingering { .. } => "lingering",
         }
     }
 }

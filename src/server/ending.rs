@@ -14,6 +14,10 @@ use super::Server;
 use crate::http::Endpoint;
 use crate::protocol::{CloseCode, State};
 
+/// What a lingering peer may still send, discarded: enough for the frames a client had in flight when our Close
+/// went out. Past it the peer is not read until the close timeout, so a flood cannot keep the server reading.
+const LINGER_DISCARD_BYTES: u32 = 256 * 1024;
+
 /// Why the server failed a WebSocket (7.1.7) for what its client did, beyond the protocol errors that
 /// `protocol::Connection` fails on by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +119,8 @@ impl Server {
     }
 
     /// Everything is sent: shut our side of TCP (the server closes first, 7.1.1) and wait briefly for the peer's
-    /// FIN, reading and discarding what it still sends.
+    /// FIN, reading and discarding what it still sends. A failed connection lingers too: closing a socket with
+    /// unread bytes resets it, and a reset can destroy the Close we just sent before the peer reads it.
     pub(super) fn linger(&mut self, key: usize) {
         self.leave_chat(key);
         let Some(client) = self.clients.get_mut(key) else {
@@ -131,7 +136,9 @@ impl Server {
         if let Phase::WebSocket { ws, .. } = &client.phase {
             self.metrics.count_close(ended_with(ws.close_code()));
         }
-        client.phase = Phase::Lingering;
+        client.phase = Phase::Lingering {
+            discard_left: LINGER_DISCARD_BYTES,
+        };
         client.times.closing_began(self.now, true);
         let more_to_read = client.more_to_read;
         self.arm_timer(key);
@@ -205,7 +212,7 @@ impl Server {
                     self.close_websocket(key, CloseCode::GOING_AWAY, "server shutting down")
                 }
                 Some(Phase::ReadingRequest { .. }) => self.remove(key),
-                Some(Phase::Responding | Phase::Lingering) | None => {}
+                Some(Phase::Responding | Phase::Lingering { .. }) | None => {}
             }
         }
         self.flush_dirty();
@@ -216,7 +223,7 @@ impl Server {
     pub(super) fn drained(&self) -> bool {
         self.clients
             .iter()
-            .all(|(_, client)| matches!(client.phase, Phase::Lingering))
+            .all(|(_, client)| matches!(client.phase, Phase::Lingering { .. }))
     }
 }
 

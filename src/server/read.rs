@@ -73,9 +73,14 @@ impl Server {
     fn is_backpressured(&mut self, key: usize) -> bool {
         let bound = self.config.max_queued_bytes;
         self.clients.get_mut(key).is_some_and(|client| {
-            // A failed connection is read no more (7.1.7): it only waits for its Close to be written.
-            if client.failed {
-                return true;
+            // A failed connection is read no more (7.1.7) until its Close is written and it lingers; a lingering one
+            // only until it has sent what it may. Either waits for its deadline with the rest unread: what it sends
+            // then stays in its own socket buffer, and our Close, already on its way, is not lost to a reset.
+            match client.phase {
+                Phase::Lingering { discard_left: 0 } => return true,
+                Phase::Lingering { .. } => {}
+                _ if client.failed => return true,
+                _ => {}
             }
             // A chat client behind is not read either: what it asks for would only queue more behind.
             let full = client.lagging
@@ -119,8 +124,13 @@ impl Server {
                 self.on_request_bytes(key);
             }
             Phase::WebSocket { .. } => self.on_frames(key, bytes),
-            // A response is on its way or we are closing: what the peer sends now is discarded (RFC 6455 7.1.1).
-            Phase::Responding | Phase::Lingering => {}
+            // A response is on its way: what the peer sends now is discarded (RFC 6455 7.1.1).
+            Phase::Responding => {}
+            // Discarded; past what a lingering peer may send, it is read no more (`is_backpressured`).
+            Phase::Lingering { discard_left } => {
+                let read = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                *discard_left = discard_left.saturating_sub(read);
+            }
         }
     }
 }

@@ -105,10 +105,7 @@ impl Server {
         if pending {
             return;
         }
-        if client.failed {
-            // 7.1.7: once the Close of a failed connection is out, TCP is closed without waiting for anything.
-            self.remove(key);
-        } else if client.is_finished() {
+        if client.failed || client.is_finished() {
             self.linger(key);
         } else if client.more_to_read {
             self.unfinished_reads.push(key);
