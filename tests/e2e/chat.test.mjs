@@ -764,9 +764,12 @@ test('H: a page that fell behind past the history is told, rejoins with since, a
     ws.send(JSON.stringify({ type: 'join', v: 2, userId: 'flo', room }));
     // Paced (10 messages every 20 ms) so that what one server turn reads stays under the queue bound: the flooder
     // itself keeps up with its own echoes, only ned falls behind.
-    const filler = 'x'.repeat(3900);
+    // Random letters, new for each message: permessage-deflate is on, and a repeated letter would compress to
+    // almost nothing and fill no queue.
+    const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+    const filler = () => Array.from(crypto.getRandomValues(new Uint8Array(3900)), (b) => letters[b % letters.length]).join('');
     for (let i = 1; i <= total; i++) {
-      ws.send(JSON.stringify({ type: 'chat', content: `flood ${i} ${filler}` }));
+      ws.send(JSON.stringify({ type: 'chat', content: `flood ${i} ${filler()}` }));
       if (i % 10 === 0) await new Promise((r) => setTimeout(r, 20));
     }
   }, { room, total });
