@@ -396,3 +396,31 @@ fn an_echo_of_a_large_owned_payload_is_compressed_too() {
     client.feed(&wire, &mut events).unwrap();
     assert_eq!(events, [Event::Message(Message::Binary(payload))]);
 }
+
+#[test]
+fn an_empty_compressed_frame_is_an_empty_message_and_a_kept_context_reads_on() {
+    let mut server = Connection::new(Role::Server, LIMIT);
+    server.use_deflate(&params(false, true, 15, 15));
+    let mut compressor = MessageCompressor::new(15, false);
+    let mut wire = Vec::new();
+    for text in ["first message, first message", ""] {
+        let mut compressed = Vec::new();
+        if !text.is_empty() {
+            compressor
+                .compress(text.as_bytes(), &mut compressed)
+                .unwrap();
+        }
+        wire.extend(client_frame(true, OpCode::Text, &compressed));
+    }
+    let mut third = Vec::new();
+    compressor
+        .compress(b"first message, again", &mut third)
+        .unwrap();
+    wire.extend(client_frame(true, OpCode::Text, &third));
+    let mut events = Vec::new();
+    server.feed(&wire, &mut events).unwrap();
+    assert_eq!(
+        texts(events),
+        ["first message, first message", "", "first message, again"]
+    );
+}

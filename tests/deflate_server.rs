@@ -109,19 +109,30 @@ fn a_broadcast_reaches_deflate_members_compressed_and_the_others_plain_with_the_
 }
 
 #[test]
-fn a_long_personal_message_is_compressed_for_a_client_that_agreed() {
+fn rfc_7692_8_a_personal_message_goes_plain_so_its_secrets_are_not_compressed_beside_chosen_text() {
     let server = TestServer::start();
     let mut alice = TestClient::connect_deflate(server.addr, "/ws").unwrap();
     let mut bob = TestClient::connect_deflate(server.addr, "/ws").unwrap();
     join_expect(&mut alice, "alice", "lobby", 1);
-    join_expect(&mut bob, "bob", "lobby", 2);
+    let mut others = Vec::new();
+    for n in 0..12 {
+        let mut other = TestClient::connect(server.addr, "/ws").unwrap();
+        join_expect(&mut other, &format!("member{n}"), "lobby", n + 2);
+        others.push(other);
+    }
+    // The welcome carries bob's session token beside the names of the members: long enough to be compressed.
+    let compressed_before = bob.compressed_frames;
+    let joined = join_expect(&mut bob, "bob", "lobby", 14);
+    assert!(joined["session"].is_string());
+    assert!(joined.to_string().len() >= 256, "{joined}");
+    assert_eq!(bob.compressed_frames, compressed_before);
     let _ = bob.is_quiet(Duration::from_millis(200));
     let before = bob.compressed_frames;
     let line = long_line(2);
     alice.send_json(&json!({"type": "dm", "to": "bob", "content": line}));
     let dm = bob.recv_type("dm");
     assert_eq!(dm["content"], line);
-    assert_eq!(bob.compressed_frames, before + 1);
+    assert_eq!(bob.compressed_frames, before, "a DM is personal too");
 }
 
 #[test]

@@ -1022,7 +1022,10 @@ impl Connection {
         if let (Some(assembly), Some(compression)) =
             (&mut incoming.assembly, self.compression.as_deref_mut())
         {
-            if let Some(inflating) = &mut assembly.inflating {
+            // A compressed message with no payload at all is not DEFLATE (an empty one compresses to 0x00,
+            // 7.2.3.6); it is taken as empty, and the decompressor, which saw none of it, is left as it was: fed the
+            // tail alone it would stop inside a stored block and misread the peer's next message.
+            if let Some(inflating) = assembly.inflating.as_mut().filter(|i| i.received > 0) {
                 let start = assembly.payload.len();
                 let progress = inflating
                     .inflater

@@ -81,7 +81,7 @@ impl Server {
     }
 
     /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4),
-    /// compressed if it agreed to that (RFC 7692), and not at all once our Close is out (5.5.1).
+    /// uncompressed, and not at all once our Close is out (5.5.1).
     fn send_to(&mut self, key: usize, text: &str) {
         if !self.may_send_personal(key) {
             return;
@@ -90,14 +90,10 @@ impl Server {
             return;
         };
         let mut frame = Vec::with_capacity(text.len() + 10);
-        // A client that takes compressed frames gets this one compressed on its own, like a broadcast (RFC 7692
-        // 7.2.1), when that makes it smaller.
-        let compressed = client.shared_window.is_some_and(|window| {
-            encode_server_message_compressed(MessageKind::Text, text.as_bytes(), window, &mut frame)
-        });
-        if !compressed {
-            encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
-        }
+        // Sent plain even to a client that agreed to compression (RFC 7692 6 lets any message go uncompressed): a
+        // personal message can carry a secret (the `joined` welcome's session token) beside text others chose
+        // (member names), and compressing the two together would let its length leak the secret (RFC 7692 8).
+        encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
         client.queue.push(Chunk::Owned(frame));
         self.metrics.messages_out += 1;
         self.mark_dirty(key);

@@ -44,6 +44,12 @@ struct Forms<'t> {
     spans: [[Option<Option<Span>>; FORMS_PER_DIALECT]; 2],
 }
 
+/// A form as one small number, for the broadcast loop's check that a member reads the same form as the one
+/// before it (most members of a room do).
+fn form_key(dialect: Dialect, window: Option<u8>) -> u16 {
+    (u16::from(dialect == Dialect::V1) << 8) | u16::from(window.unwrap_or(0))
+}
+
 impl<'t> Forms<'t> {
     fn new(room: chat::RoomId, payload: &'t str, v1_payload: Option<&'t str>) -> Self {
         Forms {
@@ -54,8 +60,9 @@ impl<'t> Forms<'t> {
         }
     }
 
-    /// The frame for a member of `dialect` that shares compressed frames of `window` (`None`: plain frames).
-    /// `None` for a v1 member when the message has no v1 form.
+    /// The frame for a member of `dialect` that shares compressed frames of `window` (`None`: plain frames),
+    /// encoded into its batch the first time it is asked for. `None` for a v1 member when the message has no v1
+    /// form.
     fn span_for(
         &mut self,
         batches: &mut Batches<Audience>,
@@ -124,6 +131,9 @@ impl Server {
         seq: Option<u64>,
     ) {
         let mut forms = Forms::new(room, payload, v1_payload);
+        // The form the previous member read (none yet: no form has this key), and its frame.
+        let mut last_form = u16::MAX;
+        let mut last_span = None;
         let bound = self.config.max_queued_bytes;
         let Server {
             chat,
@@ -159,8 +169,12 @@ impl Server {
                 if !client.can_send_on(Endpoint::Chat) {
                     continue;
                 }
-                let Some(span) = forms.span_for(batches, member.dialect, client.shared_window)
-                else {
+                let form = form_key(member.dialect, client.shared_window);
+                if form != last_form {
+                    last_form = form;
+                    last_span = forms.span_for(batches, member.dialect, client.shared_window);
+                }
+                let Some(span) = last_span else {
                     continue;
                 };
                 client.queue.push_span(span);
