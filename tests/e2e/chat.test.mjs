@@ -29,9 +29,9 @@
 // Test H: a page that falls behind (a proxy stops reading for it) further than the history reaches gets `lagged`,
 //         says so, and rejoins with `since` on the same connection; it shows the newest messages once each. On a
 //         server of its own with a small queue bound and history.
-// Test I: permessage-deflate on the wire: a proxy keeps what the server sends one page; long chat lines and DMs
-//         (over 256 bytes) come compressed and show up whole, short ones come plain, and after a reconnect the
-//         missed line comes with the replay (plain) and live lines come compressed again.
+// Test I: permessage-deflate on the wire: a proxy keeps what the server sends one page; long room lines (over 256
+//         bytes) come compressed, short ones plain, DMs and the `joined` welcome plain (RFC 7692 8), and all show up
+//         whole; after a reconnect the missed line comes with the replay (plain) and live lines compressed again.
 // Test J: a server of its own with --deflate off: the 101 names no extension, nothing comes compressed, and chat
 //         and DMs work.
 // Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
@@ -992,7 +992,7 @@ test('H: a page that fell behind past the history is told, rejoins with since, a
   await flo.context().close();
 });
 
-test('I: permessage-deflate: long chat and DMs travel compressed and arrive whole, before and after a reconnect', { timeout: 90_000 }, async (t) => {
+test('I: permessage-deflate: long room lines travel compressed, DMs plain, all arrive whole, before and after a reconnect', { timeout: 90_000 }, async (t) => {
   // uma's bytes from the server pass a proxy that keeps them, so the test can read the frames as sent.
   const proxy = await new Proxy(server.port, { tap: true }).listen();
   closers.push(() => proxy.close());
@@ -1022,7 +1022,7 @@ test('I: permessage-deflate: long chat and DMs travel compressed and arrive whol
   await sendOurs(vic, short);
   await waitForText(uma, short, '#messages .msg.other');
 
-  // DMs, both ways: personal messages, each compressed on its own.
+  // DMs, both ways: personal messages, which go plain however long (RFC 7692 8).
   const dmToUma = longLine('vic, privately to uma');
   const dmToVic = longLine('uma, privately to vic');
   await vic.click('#members button:has-text("uma")');
@@ -1036,15 +1036,24 @@ test('I: permessage-deflate: long chat and DMs travel compressed and arrive whol
   await uma.selectOption('#toSelect', '');
   await vic.selectOption('#toSelect', '');
 
-  // On the wire to uma: every long line came compressed (RSV1), smaller than its text, and inflated to it; nothing
-  // under MIN_COMPRESSED_LEN bytes was compressed.
+  // On the wire to uma: every long room line came compressed (RSV1), smaller than its text, and inflated to it;
+  // the DMs came plain, as did every message carrying her session token; nothing under MIN_COMPRESSED_LEN bytes was
+  // compressed.
   const [first] = tappedMessages(proxy);
-  for (const content of [fromVic, fromUma, dmToUma, dmToVic]) {
+  for (const content of [fromVic, fromUma]) {
     const frames = carrying(first, content);
     assert.equal(frames.length, 1, `"${content.slice(0, 30)}…" reached uma once on the wire`);
     assert.ok(frames[0].rsv1, `"${content.slice(0, 30)}…" came compressed`);
     assert.ok(frames[0].wireLength < Buffer.byteLength(content), `"${content.slice(0, 30)}…": ${frames[0].wireLength} bytes on the wire`);
   }
+  for (const content of [dmToUma, dmToVic]) {
+    const frames = carrying(first, content);
+    assert.equal(frames.length, 1, `"${content.slice(0, 30)}…" reached uma once on the wire`);
+    assert.equal(frames[0].rsv1, false, `"${content.slice(0, 30)}…" is personal and came plain`);
+  }
+  const welcomes = first.filter((m) => m.text.includes('"session"'));
+  assert.ok(welcomes.length >= 1, 'uma got her joined welcome');
+  assert.deepEqual(welcomes.filter((m) => m.rsv1).map((m) => m.text), [], 'a session token is never compressed');
   assert.equal(carrying(first, short).length, 1);
   assert.equal(carrying(first, short)[0].rsv1, false, 'a short message goes plain');
   for (const m of first) {
@@ -1084,9 +1093,10 @@ test('I: permessage-deflate: long chat and DMs travel compressed and arrive whol
 
   const agreed = await metric(server.base, 'roomcast_deflate_upgrades_total{endpoint="chat"}');
   assert.ok(agreed - agreedBefore >= 3, `/metrics counted ${agreed - agreedBefore} chat upgrades with permessage-deflate in this test`);
-  const saved = [fromVic, dmToUma].map((c) => `${Buffer.byteLength(c)} → ${carrying(first, c)[0].wireLength}`);
-  t.diagnostic(`uma's WebSockets: ${tappedMessages(proxy).length}; long lines on the wire (text bytes → frame bytes): ` +
-    `${saved.join(', ')}; the replayed line ${replayed[0].wireLength} bytes plain, the live one after it ${live[0].wireLength}`);
+  const saved = [fromVic, fromUma, dmToUma].map((c) => `${Buffer.byteLength(c)} → ${carrying(first, c)[0].wireLength}`);
+  t.diagnostic(`uma's WebSockets: ${tappedMessages(proxy).length}; on the wire (text bytes → frame bytes) the room ` +
+    `lines ${saved.slice(0, 2).join(', ')}, a DM ${saved[2]}; the replayed line ${replayed[0].wireLength} bytes plain, ` +
+    `the live one after it ${live[0].wireLength}`);
   assertClean(uma, 'uma');
   assertClean(vic, 'vic');
   await uma.context().close();
