@@ -8,10 +8,7 @@ use super::queue::Chunk;
 use super::Server;
 use crate::chat::{Action, SharedText};
 use crate::http::Endpoint;
-use crate::protocol::{
-    encode_server_message, encode_server_message_compressed, encode_server_message_header,
-    MessageKind,
-};
+use crate::protocol::{encode_server_message, encode_server_message_header, MessageKind};
 
 impl Server {
     /// Applies every pending chat action, including those that applying pushes (a close makes the chat announce
