@@ -4,6 +4,7 @@
 //! Each test binary uses a subset of these helpers, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod chat;
 
 use std::io::{self, Read, Write};
