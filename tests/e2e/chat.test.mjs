@@ -13,8 +13,12 @@
 //   E2E_SCREENSHOT   where test A saves the screenshot (default ../../docs/chat.png)
 // With another cargo target directory, point ROOMCAST_BIN at its release/roomcast.
 //
+// Every page's WebSocket handshakes are read through the Chrome DevTools Protocol (Network.enable,
+// Network.webSocketHandshakeResponseReceived): A, B and I assert that Chromium agreed to permessage-deflate
+// (RFC 7692) with the chat, which the server does by default, and J that it agreed to nothing with --deflate off.
+//
 // Test A: our page (src/web/index.html) for two users, one of them behind a TCP proxy that can cut her connections.
-// Test B: the articles' original index.html, unchanged but for its server URL, chatting with our page.
+// Test B: the articles' original index.html, unchanged but for its server URL, chatting with our page, long lines too.
 // Test C: heartbeat: a connection that silently stops carrying data is noticed and replaced (page clock sped up).
 // Test E: a duplicated tab takes the session over: the old tab is closed with 4001, says so and stays offline.
 // Test F: a reload keeps the name (the session token in sessionStorage reclaims it within the name's grace period);
@@ -25,6 +29,11 @@
 // Test H: a page that falls behind (a proxy stops reading for it) further than the history reaches gets `lagged`,
 //         says so, and rejoins with `since` on the same connection; it shows the newest messages once each. On a
 //         server of its own with a small queue bound and history.
+// Test I: permessage-deflate on the wire: a proxy keeps what the server sends one page; long room lines (over 256
+//         bytes) come compressed, short ones plain, DMs and the `joined` welcome plain (RFC 7692 8), and all show up
+//         whole; after a reconnect the missed line comes with the replay (plain) and live lines compressed again.
+// Test J: a server of its own with --deflate off: the 101 names no extension, nothing comes compressed, and chat
+//         and DMs work.
 // Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
 //         new epoch's messages (seq starts again at 1, so the dedupe state must be reset).
 
@@ -36,6 +45,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -137,12 +147,15 @@ async function startExtraServer(args) {
 // A TCP proxy between the browser and the server that can cut, refuse or silently stall connections.
 
 class Proxy {
-  constructor(targetPort) {
+  /** With `tap`, what the server sends on each connection is also kept, in `downstream` (one Buffer list each). */
+  constructor(targetPort, { tap = false } = {}) {
     this.targetPort = targetPort;
     this.pairs = new Set();
     this.refuseUntil = 0;
     this.refused = 0;
     this.accepted = 0;
+    this.tap = tap;
+    this.downstream = [];
     this.server = net.createServer((client) => this._accept(client));
   }
   listen() {
@@ -161,8 +174,14 @@ class Proxy {
     const upstream = net.connect(this.targetPort, '127.0.0.1');
     const pair = { client, upstream, stalled: false };
     this.pairs.add(pair);
+    const kept = this.tap ? [] : null;
+    if (kept) this.downstream.push(kept);
     client.on('data', (d) => { if (!pair.stalled) upstream.write(d); });
-    upstream.on('data', (d) => { if (!pair.stalled) client.write(d); });
+    upstream.on('data', (d) => {
+      if (pair.stalled) return;
+      if (kept) kept.push(d);
+      client.write(d);
+    });
     const end = () => {
       this.pairs.delete(pair);
       client.destroy();
@@ -294,6 +313,133 @@ function occurrences(list, text) {
   return list.filter((m) => m.text.includes(text)).length;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// permessage-deflate (RFC 7692): what Chromium agreed to, and what travelled on the wire
+
+/** What the chat route answers to Chromium's offer (`permessage-deflate; client_max_window_bits`). */
+const CHAT_DEFLATE_ANSWER = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
+
+/** Messages shorter than this many bytes go plain (src/protocol/connection.rs MIN_COMPRESSED_LEN). */
+const MIN_COMPRESSED_LEN = 256;
+
+/**
+ * Keeps every WebSocket handshake a page makes from now on, as Chromium saw it, through a DevTools Protocol session:
+ * `requests` (the headers sent) and `responses` (status and headers received).
+ */
+async function watchHandshakes(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const seen = { requests: [], responses: [] };
+  cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => seen.requests.push(e.request.headers));
+  cdp.on('Network.webSocketHandshakeResponseReceived', (e) => seen.responses.push({
+    status: e.response.status,
+    headers: e.response.headers,
+  }));
+  return seen;
+}
+
+/** A header's value, its name compared case-insensitively; undefined when absent. */
+function headerValue(headers, name) {
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name.toLowerCase());
+  return key === undefined ? undefined : headers[key];
+}
+
+/** Every handshake response the page got (at least `atLeast`) is a 101 whose Sec-WebSocket-Extensions is `answer`. */
+function assertDeflateAgreed(seen, who, { atLeast = 1, answer = CHAT_DEFLATE_ANSWER } = {}) {
+  assert.ok(seen.responses.length >= atLeast,
+    `${who}: ${seen.responses.length} WebSocket handshake response(s) seen, expected at least ${atLeast}`);
+  for (const request of seen.requests) {
+    const offer = headerValue(request, 'Sec-WebSocket-Extensions');
+    assert.ok(offer && offer.includes('permessage-deflate'), `${who}: Chromium offered ${offer}`);
+  }
+  seen.responses.forEach((response, i) => {
+    assert.equal(response.status, 101, `${who}: handshake ${i + 1}`);
+    assert.equal(headerValue(response.headers, 'Sec-WebSocket-Extensions'), answer,
+      `${who}: handshake ${i + 1} of ${seen.responses.length} answered ${JSON.stringify(response.headers)}`);
+  });
+}
+
+/**
+ * The frames a server sent on one tapped connection after its 101 head, as far as they arrived whole: for each,
+ * RSV1 (set: compressed, RFC 7692 6), the opcode, its length on the wire and its payload as sent. `null` for a
+ * connection that did not become a WebSocket (the page itself, its favicon).
+ */
+function serverFrames(chunks) {
+  const bytes = Buffer.concat(chunks);
+  const headEnd = bytes.indexOf('\r\n\r\n');
+  if (headEnd < 0 || !bytes.subarray(0, headEnd).toString('latin1').startsWith('HTTP/1.1 101 ')) return null;
+  const frames = [];
+  let at = headEnd + 4;
+  while (at + 2 <= bytes.length) {
+    const first = bytes[at];
+    const second = bytes[at + 1];
+    assert.equal(second & 0x80, 0, 'a server never masks (RFC 6455 5.1)');
+    let length = second & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      if (start + 2 > bytes.length) break;
+      length = bytes.readUInt16BE(start);
+      start += 2;
+    } else if (length === 127) {
+      if (start + 8 > bytes.length) break;
+      length = Number(bytes.readBigUInt64BE(start));
+      start += 8;
+    }
+    if (start + length > bytes.length) break;
+    frames.push({
+      rsv1: (first & 0x40) !== 0,
+      opcode: first & 0x0f,
+      wireLength: start + length - at,
+      payload: bytes.subarray(start, start + length),
+    });
+    at = start + length;
+  }
+  return frames;
+}
+
+/** A server text frame's message: inflated first when RSV1 says it is compressed (RFC 7692 7.2.2). */
+function frameText(frame) {
+  if (!frame.rsv1) return frame.payload.toString('utf8');
+  // 7.2.2: the sender removed the trailing 00 00 ff ff of a sync flush; put it back and inflate.
+  const whole = Buffer.concat([frame.payload, Buffer.from([0x00, 0x00, 0xff, 0xff])]);
+  return zlib.inflateRawSync(whole, { finishFlush: zlib.constants.Z_SYNC_FLUSH }).toString('utf8');
+}
+
+/**
+ * The text messages a server sent on each WebSocket a tapping proxy carried, in the order they were opened:
+ * `[{ rsv1, wireLength, text }]` for each.
+ */
+function tappedMessages(proxy) {
+  return proxy.downstream.map(serverFrames).filter(Boolean).map((frames) => frames
+    .filter((f) => f.opcode === 0x1)
+    .map((f) => ({ rsv1: f.rsv1, wireLength: f.wireLength, text: frameText(f) })));
+}
+
+/** The messages a server sent on one connection whose JSON carries `content`. */
+function carrying(messages, content) {
+  return messages.filter((m) => m.text.includes(JSON.stringify(content)));
+}
+
+/** A chat line well over MIN_COMPRESSED_LEN bytes, repetitive as chat text is, with text outside ASCII in it. */
+function longLine(label) {
+  const clauses = Array.from({ length: 14 }, (_, i) =>
+    `step ${i + 1}: drain node ${i % 3}, restart its workers one at a time and watch the queue depth`);
+  return `${label} (café ☕, naïve, 🚀): ${clauses.join('; ')}. Done.`;
+}
+
+/** Our page: waits for a settled bubble matching `selector` whose message text is exactly `text`. */
+async function waitForBody(page, text, selector, timeout = 10_000) {
+  try {
+    await page.waitForFunction(
+      ({ text, selector }) => [...document.querySelectorAll(selector + ' .body')].some((e) => e.textContent === text),
+      { text, selector }, { timeout });
+  } catch (e) {
+    const bodies = await page.$$eval(selector + ' .body', (els) => els.map((x) => x.textContent)).catch(() => []);
+    throw new Error(`no ${selector} showed exactly the ${text.length}-character line "${text.slice(0, 40)}…" within ` +
+      `${timeout} ms; those shown:\n  ${bodies.join('\n  ')}`);
+  }
+}
+
 function serverLogTail() {
   return server ? server.log.slice(-40).join('') : '(no server)';
 }
@@ -354,9 +500,14 @@ test('A: our page: two users chat, DM, XSS stays text, a cut connection recovers
 
   const alice = await openPage(`http://127.0.0.1:${proxy.port}/`); // through the cuttable proxy
   const bob = await openPage(server.base);                          // straight to the server
+  const aliceHandshakes = await watchHandshakes(alice);
+  const bobHandshakes = await watchHandshakes(bob);
 
   await joinOurs(alice, 'alice', room);
   await joinOurs(bob, 'bob', room);
+  // Chromium offered permessage-deflate and the chat agreed to it: all that follows runs over it.
+  assertDeflateAgreed(aliceHandshakes, 'alice');
+  assertDeflateAgreed(bobHandshakes, 'bob');
 
   // Members: both, with a count, on both pages.
   for (const p of [alice, bob]) {
@@ -463,6 +614,8 @@ test('A: our page: two users chat, DM, XSS stays text, a cut connection recovers
   assert.ok(idx[0] >= before.length - 1, 'missed messages come after what was already shown');
   for (const [, text] of lines) assert.equal(occurrences(afterList, text), 1, `after the reconnect "${text}" is shown ${occurrences(afterList, text)} times`);
   assert.equal(await alice.inputValue('#msgInput'), 'half-typed thought', 'text typed before the drop is kept');
+  // The reconnect agreed to permessage-deflate again.
+  assertDeflateAgreed(aliceHandshakes, 'alice after the reconnect', { atLeast: 2 });
 
   // Back to normal: alice's next message reaches bob.
   await alice.fill('#msgInput', '');
@@ -488,6 +641,11 @@ test('A: our page: two users chat, DM, XSS stays text, a cut connection recovers
   assert.ok(narrow.input.right <= 360 && narrow.input.bottom <= 740 && narrow.input.width > 100, `input at 360 px: ${JSON.stringify(narrow.input)}`);
   assert.ok(narrow.sidebarBottom <= narrow.messagesTop + 1, 'at 360 px the sidebar sits above the chat');
 
+  const agreed = await metric(server.base, 'roomcast_deflate_upgrades_total{endpoint="chat"}');
+  assert.ok(agreed >= 4, `/metrics counts ${agreed} chat upgrades with permessage-deflate (alice twice, bob, mallory)`);
+  t.diagnostic(`alice's ${aliceHandshakes.responses.length} handshakes and bob's ${bobHandshakes.responses.length} agreed to ` +
+    `"${CHAT_DEFLATE_ANSWER}"; roomcast_deflate_upgrades_total{endpoint="chat"} ${agreed}`);
+
   assertClean(alice, 'alice');
   assertClean(bob, 'bob');
   await alice.context().close();
@@ -500,20 +658,23 @@ test('B: the articles\' original index.html chats with our page', { timeout: 60_
 
   const room = 'retro';
   const dave = await openPage(server.base);
+  const daveHandshakes = await watchHandshakes(dave);
   await joinOurs(dave, 'dave', room);
 
   const carol = await openPage(legacyUrl);
-  const cdp = await carol.context().newCDPSession(carol);
-  await cdp.send('Network.enable');
-  const handshakes = [];
-  cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => handshakes.push(e.request.headers));
+  const handshakes = await watchHandshakes(carol);
   await carol.fill('#userId', 'carol');
   await carol.fill('#room', room);
   await carol.click('#joinBtn');
   await waitForText(carol, `Joined room "${room}"`, '#messages .msg.system');
-  const origin = handshakes.map((h) => h.Origin || h.origin).find(Boolean);
+  const origin = handshakes.requests.map((h) => headerValue(h, 'Origin')).find(Boolean);
   t.diagnostic(`the legacy page (${legacyUrl}) opened ${wsUrl} with Origin: ${origin}`);
   assert.equal(origin, `http://127.0.0.1:${legacySite.port}`);
+  // The original page's WebSocket to the server's root agreed to permessage-deflate, as ours did.
+  assertDeflateAgreed(handshakes, 'carol (legacy page)');
+  assertDeflateAgreed(daveHandshakes, 'dave');
+  t.diagnostic(`the legacy page's handshake answered Sec-WebSocket-Extensions: ` +
+    headerValue(handshakes.responses[0].headers, 'Sec-WebSocket-Extensions'));
 
   await waitForText(dave, 'User "carol" joined the room', '#messages .msg.system');
   await dave.waitForFunction(() => [...document.querySelectorAll('#members li')].some((li) => li.textContent.includes('carol')));
@@ -531,6 +692,16 @@ test('B: the articles\' original index.html chats with our page', { timeout: 60_
   await sendOurs(dave, 'a private word for carol');
   await waitForText(carol, 'a private word for carol', '#messages .msg');
   await waitForText(dave, 'a private word for carol', '#messages .msg.dm.self');
+  // Long lines both ways, compressed on the wire (a v1 form for carol), arrive whole.
+  await dave.selectOption('#toSelect', '');
+  const fromCarol = longLine('carol, from the original page');
+  await carol.fill('#msgInput', fromCarol);
+  await carol.press('#msgInput', 'Enter');
+  await waitForBody(dave, fromCarol, '#messages .msg.other');
+  const fromDave = longLine('dave, to the original page');
+  await sendOurs(dave, fromDave);
+  await carol.waitForFunction((text) => [...document.querySelectorAll('#messages .msg.other > div:first-child')]
+    .some((e) => e.textContent === text), fromDave);
   // A ping round trip must not produce a bubble either (the original hides pong).
   await carol.evaluate(() => new Promise((r) => setTimeout(r, 300)));
 
@@ -541,7 +712,8 @@ test('B: the articles\' original index.html chats with our page', { timeout: 60_
     assert.ok(m.text.trim().length > 0, `empty bubble on the legacy page: [${m.cls}]`);
   }
   const chats = legacy.filter((m) => !m.cls.includes('system'));
-  assert.equal(chats.length, 3, `the legacy page should show exactly 3 chat bubbles, got ${chats.length}`);
+  assert.equal(chats.length, 5, `the legacy page should show exactly 5 chat bubbles, got ${chats.length}`);
+  assert.equal(chats.filter((m) => m.text.startsWith(fromCarol)).length, 1, 'carol\'s long line is shown once, whole');
   assert.ok(chats[1].text.includes('dave · '), 'the legacy bubble names the sender');
   const ours = await bubbles(dave);
   for (const m of ours) assert.ok(!/undefined|Invalid Date/.test(m.text), `junk bubble on our page: ${m.text}`);
@@ -764,9 +936,12 @@ test('H: a page that fell behind past the history is told, rejoins with since, a
     ws.send(JSON.stringify({ type: 'join', v: 2, userId: 'flo', room }));
     // Paced (10 messages every 20 ms) so that what one server turn reads stays under the queue bound: the flooder
     // itself keeps up with its own echoes, only ned falls behind.
-    const filler = 'x'.repeat(3900);
+    // Random letters, new for each message: permessage-deflate is on, and a repeated letter would compress to
+    // almost nothing and fill no queue.
+    const letters = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+    const filler = () => Array.from(crypto.getRandomValues(new Uint8Array(3900)), (b) => letters[b % letters.length]).join('');
     for (let i = 1; i <= total; i++) {
-      ws.send(JSON.stringify({ type: 'chat', content: `flood ${i} ${filler}` }));
+      ws.send(JSON.stringify({ type: 'chat', content: `flood ${i} ${filler()}` }));
       if (i % 10 === 0) await new Promise((r) => setTimeout(r, 20));
     }
   }, { room, total });
@@ -815,6 +990,167 @@ test('H: a page that fell behind past the history is told, rejoins with since, a
   assertClean(flo, 'flo');
   await ned.context().close();
   await flo.context().close();
+});
+
+test('I: permessage-deflate: long room lines travel compressed, DMs plain, all arrive whole, before and after a reconnect', { timeout: 90_000 }, async (t) => {
+  // uma's bytes from the server pass a proxy that keeps them, so the test can read the frames as sent.
+  const proxy = await new Proxy(server.port, { tap: true }).listen();
+  closers.push(() => proxy.close());
+  const room = 'squeeze';
+  const uma = await openPage(`http://127.0.0.1:${proxy.port}/`);
+  const vic = await openPage(server.base);
+  const umaHandshakes = await watchHandshakes(uma);
+  const vicHandshakes = await watchHandshakes(vic);
+  const agreedBefore = await metric(server.base, 'roomcast_deflate_upgrades_total{endpoint="chat"}');
+  await joinOurs(uma, 'uma', room);
+  await joinOurs(vic, 'vic', room);
+  assertDeflateAgreed(umaHandshakes, 'uma');
+  assertDeflateAgreed(vicHandshakes, 'vic');
+
+  // The room, both ways: vic's line is compressed once for the room; uma's page compresses hers, the server
+  // inflates it and compresses the broadcast.
+  const fromVic = longLine('vic to the room');
+  const fromUma = longLine('uma to the room');
+  assert.ok(Buffer.byteLength(fromVic) > 2 * MIN_COMPRESSED_LEN, 'the line is long enough to be compressed');
+  await sendOurs(vic, fromVic);
+  await waitForBody(uma, fromVic, '#messages .msg.other');
+  await waitForBody(vic, fromVic, '#messages .msg.self');
+  await sendOurs(uma, fromUma);
+  await waitForBody(vic, fromUma, '#messages .msg.other');
+  await waitForBody(uma, fromUma, '#messages .msg.self');
+  const short = 'a short one goes plain';
+  await sendOurs(vic, short);
+  await waitForText(uma, short, '#messages .msg.other');
+
+  // DMs, both ways: personal messages, which go plain however long (RFC 7692 8).
+  const dmToUma = longLine('vic, privately to uma');
+  const dmToVic = longLine('uma, privately to vic');
+  await vic.click('#members button:has-text("uma")');
+  await sendOurs(vic, dmToUma);
+  await waitForBody(uma, dmToUma, '#messages .msg.dm.other');
+  await waitForBody(vic, dmToUma, '#messages .msg.dm.self');
+  await uma.click('#members button:has-text("vic")');
+  await sendOurs(uma, dmToVic);
+  await waitForBody(vic, dmToVic, '#messages .msg.dm.other');
+  await waitForBody(uma, dmToVic, '#messages .msg.dm.self');
+  await uma.selectOption('#toSelect', '');
+  await vic.selectOption('#toSelect', '');
+
+  // On the wire to uma: every long room line came compressed (RSV1), smaller than its text, and inflated to it;
+  // the DMs came plain, as did every message carrying her session token; nothing under MIN_COMPRESSED_LEN bytes was
+  // compressed.
+  const [first] = tappedMessages(proxy);
+  for (const content of [fromVic, fromUma]) {
+    const frames = carrying(first, content);
+    assert.equal(frames.length, 1, `"${content.slice(0, 30)}…" reached uma once on the wire`);
+    assert.ok(frames[0].rsv1, `"${content.slice(0, 30)}…" came compressed`);
+    assert.ok(frames[0].wireLength < Buffer.byteLength(content), `"${content.slice(0, 30)}…": ${frames[0].wireLength} bytes on the wire`);
+  }
+  for (const content of [dmToUma, dmToVic]) {
+    const frames = carrying(first, content);
+    assert.equal(frames.length, 1, `"${content.slice(0, 30)}…" reached uma once on the wire`);
+    assert.equal(frames[0].rsv1, false, `"${content.slice(0, 30)}…" is personal and came plain`);
+  }
+  const welcomes = first.filter((m) => m.text.includes('"session"'));
+  assert.ok(welcomes.length >= 1, 'uma got her joined welcome');
+  assert.deepEqual(welcomes.filter((m) => m.rsv1).map((m) => m.text), [], 'a session token is never compressed');
+  assert.equal(carrying(first, short).length, 1);
+  assert.equal(carrying(first, short)[0].rsv1, false, 'a short message goes plain');
+  for (const m of first) {
+    if (m.rsv1) assert.ok(Buffer.byteLength(m.text) >= MIN_COMPRESSED_LEN, `compressed under ${MIN_COMPRESSED_LEN} bytes: ${m.text}`);
+  }
+
+  // Recovery: uma's connection is cut; vic says something long meanwhile; uma comes back by herself, agrees to
+  // permessage-deflate again and gets the missed line whole, from the history.
+  const before = await bubbles(uma);
+  proxy.cut(1500);
+  await uma.waitForFunction(() => !document.getElementById('status').classList.contains('online'), null, { timeout: 5000 });
+  const missed = longLine('vic while uma was away');
+  await sendOurs(vic, missed);
+  await waitForBody(vic, missed, '#messages .msg.self');
+  await waitOnline(uma, 45_000);
+  await waitForBody(uma, missed, '#messages .msg.other');
+  assertDeflateAgreed(umaHandshakes, 'uma after the reconnect', { atLeast: 2 });
+  const after = longLine('vic after uma came back');
+  await sendOurs(vic, after);
+  await waitForBody(uma, after, '#messages .msg.other');
+  await uma.waitForTimeout(500); // room for a late duplicate
+  const list = await bubbles(uma);
+  for (const content of [fromVic, fromUma, missed, after]) {
+    assert.equal(occurrences(list, content), 1, `uma shows "${content.slice(0, 30)}…" ${occurrences(list, content)} times`);
+  }
+  assert.ok(list.length > before.length);
+
+  // On uma's last connection: the missed line came with the replay, which goes plain (docs/protocol.md), and the live
+  // line after it compressed.
+  const last = tappedMessages(proxy).at(-1);
+  const replayed = carrying(last, missed);
+  assert.equal(replayed.length, 1, 'the missed line came once on the new connection');
+  assert.equal(replayed[0].rsv1, false, 'a replay from the history goes plain');
+  const live = carrying(last, after);
+  assert.equal(live.length, 1);
+  assert.ok(live[0].rsv1, 'a live line after the reconnect comes compressed');
+
+  const agreed = await metric(server.base, 'roomcast_deflate_upgrades_total{endpoint="chat"}');
+  assert.ok(agreed - agreedBefore >= 3, `/metrics counted ${agreed - agreedBefore} chat upgrades with permessage-deflate in this test`);
+  const saved = [fromVic, fromUma, dmToUma].map((c) => `${Buffer.byteLength(c)} → ${carrying(first, c)[0].wireLength}`);
+  t.diagnostic(`uma's WebSockets: ${tappedMessages(proxy).length}; on the wire (text bytes → frame bytes) the room ` +
+    `lines ${saved.slice(0, 2).join(', ')}, a DM ${saved[2]}; the replayed line ${replayed[0].wireLength} bytes plain, ` +
+    `the live one after it ${live[0].wireLength}`);
+  assertClean(uma, 'uma');
+  assertClean(vic, 'vic');
+  await uma.context().close();
+  await vic.context().close();
+});
+
+test('J: with --deflate off the handshake agrees to no extension and the chat still works, plain', { timeout: 60_000 }, async (t) => {
+  const plain = await startExtraServer(['--deflate', 'off']);
+  const proxy = await new Proxy(plain.port, { tap: true }).listen();
+  closers.push(() => proxy.close());
+  const room = 'plain';
+  const wes = await openPage(`http://127.0.0.1:${proxy.port}/`);
+  const xan = await openPage(plain.base);
+  const wesHandshakes = await watchHandshakes(wes);
+  const xanHandshakes = await watchHandshakes(xan);
+  await joinOurs(wes, 'wes', room);
+  await joinOurs(xan, 'xan', room);
+  for (const [who, seen] of [['wes', wesHandshakes], ['xan', xanHandshakes]]) {
+    assert.ok(seen.requests.length >= 1 && seen.responses.length >= 1, `${who}: a handshake was seen`);
+    for (const request of seen.requests) {
+      assert.ok((headerValue(request, 'Sec-WebSocket-Extensions') || '').includes('permessage-deflate'),
+        `${who}: Chromium offered permessage-deflate`);
+    }
+    for (const response of seen.responses) {
+      assert.equal(response.status, 101);
+      assert.equal(headerValue(response.headers, 'Sec-WebSocket-Extensions'), undefined,
+        `${who}: the 101 names no extension: ${JSON.stringify(response.headers)}`);
+    }
+  }
+
+  await sendOurs(wes, 'hello without compression');
+  await waitForText(xan, 'hello without compression', '#messages .msg.other');
+  const long = longLine('xan, uncompressed');
+  await sendOurs(xan, long);
+  await waitForBody(wes, long, '#messages .msg.other');
+  await xan.click('#members button:has-text("wes")');
+  const dm = longLine('xan, privately and uncompressed');
+  await sendOurs(xan, dm);
+  await waitForBody(wes, dm, '#messages .msg.dm.other');
+  await wes.click('#members button:has-text("xan")');
+  await sendOurs(wes, 'got both');
+  await waitForText(xan, 'got both', '#messages .msg.dm.other');
+
+  const [messages] = tappedMessages(proxy);
+  assert.ok(messages.length > 0);
+  assert.deepEqual(messages.filter((m) => m.rsv1).map((m) => m.text), [], 'nothing came compressed');
+  assert.equal(carrying(messages, long).length, 1, 'the long line came once, plain');
+  assert.equal(await metric(plain.base, 'roomcast_deflate_upgrades_total{endpoint="chat"}'), 0);
+  assert.ok(await metric(plain.base, 'roomcast_upgrades_total{endpoint="chat"}') >= 2);
+  t.diagnostic(`wes was sent ${messages.length} messages, all plain; the long line took ${carrying(messages, long)[0].wireLength} bytes`);
+  assertClean(wes, 'wes');
+  assertClean(xan, 'xan');
+  await wes.context().close();
+  await xan.context().close();
 });
 
 test('D: the server restarts; pages reconnect by themselves and show the new epoch\'s messages', { timeout: 60_000 }, async (t) => {
