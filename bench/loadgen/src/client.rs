@@ -20,11 +20,12 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use roomcast::protocol::close::parse_close_body;
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
 use roomcast::protocol::handshake::{parse_server_response, write_client_request, ClientRequest};
-use roomcast::protocol::{Connection, Event, Message, MessageKind, Role};
+use roomcast::protocol::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role};
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -121,6 +122,8 @@ pub struct Client {
     host: String,
     out: Vec<u8>,
     out_sent: usize,
+    /// The body of the server's Close frame, once one arrived.
+    server_close: Option<CloseFrame>,
 }
 
 impl Client {
@@ -154,6 +157,7 @@ impl Client {
             host: addr.to_string(),
             out: Vec::new(),
             out_sent: 0,
+            server_close: None,
         })
     }
 
@@ -238,6 +242,23 @@ impl Client {
         }
     }
 
+    /// Reads and throws away whatever the socket holds, without decoding it: for a connection that never
+    /// completed its handshake. Returns false when the server closed the connection.
+    pub fn read_discard(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.phase = Phase::Closed;
+                    return Ok(false);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn on_bytes(
         &mut self,
         mut bytes: &[u8],
@@ -262,12 +283,14 @@ impl Client {
             } => {
                 let mut pong = Vec::new();
                 let result = frames.feed(bytes, on_message, &mut pong);
+                let close = matches!(result, Ok(false)).then(|| frames.close_frame());
                 if !pong.is_empty() {
                     self.queue(pong);
                 }
                 match result {
                     Ok(true) => Ok(()),
                     Ok(false) => {
+                        self.server_close = close;
                         self.phase = Phase::Closed;
                         Ok(())
                     }
@@ -284,7 +307,10 @@ impl Client {
                         Event::Message(Message::Binary(bytes)) => {
                             on_message(Received::Binary(&bytes))
                         }
-                        Event::Close(_) => self.phase = Phase::Closed,
+                        Event::Close(frame) => {
+                            self.server_close = Some(frame);
+                            self.phase = Phase::Closed;
+                        }
                         Event::Ping(_) | Event::Pong(_) => {}
                     }
                 }
@@ -332,6 +358,44 @@ impl Client {
                 self.send_ws(MessageKind::Text, &json);
             }
             Codec::Raw { .. } => self.send_raw(b'C', content),
+        }
+    }
+
+    /// Queues a WebSocket text message holding `payload` as it is (the caller makes it the JSON it wants).
+    pub fn send_text(&mut self, payload: &[u8]) {
+        self.send_ws(MessageKind::Text, payload);
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (RFC 6455 7.1.2): the server answers with its own
+    /// Close and then closes TCP. Nothing more can be sent after it.
+    pub fn send_close(&mut self, code: CloseCode, reason: &str) {
+        if let Codec::WebSocket { ws, .. } = &mut self.codec {
+            ws.close(code, reason);
+            let output = ws.take_output();
+            self.queue(output);
+        }
+    }
+
+    /// The server's Close frame (its code and reason), once one arrived.
+    pub fn server_close(&self) -> Option<&CloseFrame> {
+        self.server_close.as_ref()
+    }
+
+    /// Writes `bytes` straight to the socket, bypassing the output queue: how a flooding client pushes
+    /// precomputed frames as fast as TCP takes them. Returns how many bytes went out, 0 when the socket would
+    /// block, the connection is not open yet, or queued output must go first.
+    pub fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.is_open() || self.has_output() {
+            return Ok(0);
+        }
+        loop {
+            match self.stream.write(bytes) {
+                Ok(0) if !bytes.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -408,6 +472,8 @@ struct FrameReceiver {
     control: Vec<u8>,
     /// Where the masking keys of Pongs come from.
     pong_masks: PongMasks,
+    /// The payload of the server's Close frame, once it arrived.
+    closed_with: Option<Vec<u8>>,
 }
 
 /// The masking keys of the Pongs `FrameReceiver` sends.
@@ -431,7 +497,18 @@ impl FrameReceiver {
                 Masks::Random => PongMasks::Random,
                 Masks::Fast { seed } => PongMasks::Fast(seed | 1),
             },
+            closed_with: None,
         }
+    }
+
+    /// The server's Close frame as parsed from its payload (RFC 6455 5.5.1); a malformed body is reported with
+    /// no code and a reason saying so.
+    fn close_frame(&self) -> CloseFrame {
+        let body = self.closed_with.as_deref().unwrap_or_default();
+        parse_close_body(body).unwrap_or_else(|e| CloseFrame {
+            code: None,
+            reason: format!("malformed close body: {e}"),
+        })
     }
 
     /// Decodes `input`, handing each data message to `on_message`. A Ping is answered by appending a masked Pong
@@ -474,7 +551,10 @@ impl FrameReceiver {
                         let mask = self.next_mask()?;
                         encode_frame(true, OpCode::Pong, &self.control, Some(mask), pong);
                     }
-                    OpCode::Close => return Ok(false),
+                    OpCode::Close => {
+                        self.closed_with = Some(std::mem::take(&mut self.control));
+                        return Ok(false);
+                    }
                     _ => {}
                 }
                 self.control.clear();

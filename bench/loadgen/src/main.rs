@@ -12,12 +12,15 @@
 //! - `idle`: N joined connections held open; the server's resident memory per connection.
 //! - `echo`: C connections doing request/response on `/echo` with binary messages of S bytes.
 //! - `summarize`: medians and ratios to roomcast, as a markdown table, from the JSON lines of many runs.
+//! - `soak`: minutes of innocent chat clients under attack (floods, replay bursts, large messages, connection
+//!   churn), checked for drops, losses, duplicates and latency, with the server's memory sampled every 5 s.
 //!
 //! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer and the
 //! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
 //! expected number of deliveries is computed from it.
 
 mod client;
+mod soak;
 mod stats;
 mod summary;
 
@@ -51,6 +54,8 @@ enum Scenario {
     Echo(EchoArgs),
     /// Reads JSON lines of many runs and prints medians and ratios to roomcast as markdown.
     Summarize(summary::SummarizeArgs),
+    /// Minutes of innocent chat under attack: drops, losses, duplicates, latency and server memory.
+    Soak(soak::SoakArgs),
 }
 
 /// The server under test.
@@ -197,6 +202,7 @@ fn main() -> ExitCode {
         Scenario::Idle(args) => run_idle(&args),
         Scenario::Echo(args) => run_echo(&args),
         Scenario::Summarize(args) => return summary::run(&args),
+        Scenario::Soak(args) => return soak::main(&args),
     };
     match result {
         Ok(report) => {

@@ -37,6 +37,13 @@ impl Histogram {
         self.max = self.max.max(value);
     }
 
+    /// Forgets every value, keeping the buckets' memory.
+    pub fn clear(&mut self) {
+        self.counts.fill(0);
+        self.total = 0;
+        self.max = 0;
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.total
