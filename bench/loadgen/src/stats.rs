@@ -116,8 +116,14 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
 
 /// A process's resident set size in KiB, from `VmRSS` in `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// One KiB figure of `/proc/PID/status`, named with its colon: `VmRSS:`, `VmHWM:` (the peak resident set size the
+/// kernel saw), `VmSize:`. `None` once the process is gone (a zombie has no `Vm` lines either).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -166,5 +172,9 @@ mod tests {
     fn reads_own_cpu_time() {
         assert!(cpu_ticks(None).is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+        // The peak read after the current size is at least that size: VmHWM never goes down.
+        let rss = rss_kib(std::process::id()).unwrap_or(u64::MAX);
+        let hwm = status_kib(std::process::id(), "VmHWM:").unwrap_or(0);
+        assert!(hwm >= rss, "VmHWM {hwm} KiB under VmRSS {rss} KiB");
     }
 }
