@@ -103,9 +103,12 @@ fn run(
         match phase.load(Ordering::Acquire) {
             SETTING_UP if bystander.ready() => phase.store(READY, Ordering::Release),
             MEASURING if !bystander.measuring => bystander.measure(true, now),
-            STOPPED if bystander.measuring => bystander.measure(false, now),
-            EXIT => break,
+            // Told to stop, or to exit before it saw the stop: the round trip in flight counts either way.
+            STOPPED | EXIT if bystander.measuring => bystander.measure(false, now),
             _ => {}
+        }
+        if phase.load(Ordering::Acquire) == EXIT {
+            break;
         }
         let next = bystander.act(&mut arena, now);
         arena.flush_marked(now);

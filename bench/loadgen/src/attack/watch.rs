@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::stats::{cpu_percent, cpu_ticks, rss_kib, status_kib};
+use crate::stats::{core_ticks, cpu_percent, cpu_ticks, rss_kib, status_kib};
 use crate::{round1, round3};
 
 /// How often the server's memory is read.
 pub const SAMPLE_EVERY_NS: u64 = 10_000_000;
 /// The memory curve of the report has a point this often.
 const CURVE_EVERY_NS: u64 = 1_000_000_000;
+/// The cores whose business and steal time the report gives (the server's and the generator's, by default).
+const MACHINE_CORES: usize = 2;
 /// How long a `/metrics` request may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -36,8 +38,13 @@ pub struct Watch {
     window_end_kib: Option<u64>,
     final_kib: Option<u64>,
     hwm_kib: Option<u64>,
-    /// (ns since the window began, KiB), a point every `CURVE_EVERY_NS` of the window.
-    curve: Vec<(u64, u64)>,
+    /// (ns since the window began, KiB, server CPU % over the second before), a point every `CURVE_EVERY_NS`.
+    curve: Vec<(u64, u64, Option<f64>)>,
+    /// The server's CPU ticks at the last point of the curve.
+    curve_ticks: Option<(u64, u64)>,
+    /// Each core's (busy, steal, total) ticks when the window began, and the busy and steal percent over it.
+    cores_start: Vec<Option<(u64, u64, u64)>>,
+    cores_window: Vec<Option<(f64, f64)>>,
     next_curve_point: Option<u64>,
     exited_at: Option<u64>,
     cpu_start: Option<(u64, Option<u64>, Option<u64>)>,
@@ -63,6 +70,9 @@ impl Watch {
             final_kib: None,
             hwm_kib: None,
             curve: Vec::new(),
+            curve_ticks: None,
+            cores_start: Vec::new(),
+            cores_window: Vec::new(),
             next_curve_point: None,
             exited_at: None,
             cpu_start: None,
@@ -89,7 +99,15 @@ impl Watch {
                     self.peak_at = now;
                 }
                 if let Some(at) = self.next_curve_point.filter(|&at| now >= at) {
-                    self.curve.push((now - self.window_start, kib));
+                    let ticks = cpu_ticks(Some(self.pid)).map(|t| (now, t));
+                    let cpu = match (self.curve_ticks, ticks) {
+                        (Some((then, before)), Some((_, after))) => {
+                            cpu_percent(Some(before), Some(after), (now - then) as f64 / 1e9)
+                        }
+                        _ => None,
+                    };
+                    self.curve_ticks = ticks;
+                    self.curve.push((now - self.window_start, kib, cpu));
                     self.next_curve_point = Some(at + CURVE_EVERY_NS);
                 }
                 true
@@ -119,6 +137,8 @@ impl Watch {
         self.window_start = now;
         self.window_start_kib = rss_kib(self.pid);
         self.next_curve_point = Some(now + CURVE_EVERY_NS);
+        self.curve_ticks = cpu_ticks(Some(self.pid)).map(|t| (now, t));
+        self.cores_start = (0..MACHINE_CORES).map(core_ticks).collect();
         self.cpu_start = Some((now, cpu_ticks(None), cpu_ticks(Some(self.pid))));
     }
 
@@ -127,6 +147,17 @@ impl Watch {
         self.sample(now);
         self.next_curve_point = None;
         self.window_end_kib = rss_kib(self.pid);
+        self.cores_window = (0..MACHINE_CORES)
+            .map(|core| {
+                let (busy0, steal0, total0) = self.cores_start.get(core).copied().flatten()?;
+                let (busy1, steal1, total1) = core_ticks(core)?;
+                let total = total1.checked_sub(total0).filter(|&t| t > 0)? as f64;
+                Some((
+                    busy1.saturating_sub(busy0) as f64 / total * 100.0,
+                    steal1.saturating_sub(steal0) as f64 / total * 100.0,
+                ))
+            })
+            .collect();
         if let Some((at, generator, server)) = self.cpu_start {
             let secs = now.saturating_sub(at) as f64 / 1e9;
             self.cpu_window = Some((
@@ -184,10 +215,22 @@ impl Watch {
                 "final": mib(self.final_kib),
                 "each_second": self.curve
                     .iter()
-                    .map(|&(at, kib)| json!([round3(at as f64 / 1e9), round1(kib as f64 / 1024.0)]))
+                    .map(|&(at, kib, _)| json!([round3(at as f64 / 1e9), round1(kib as f64 / 1024.0)]))
                     .collect::<Vec<_>>(),
             },
             "cpu_pct": server_cpu.map(round1),
+            "cpu_pct_each_second": self.curve.iter().map(|&(_, _, cpu)| cpu.map(round1)).collect::<Vec<_>>(),
+            "machine_cores_during_attack": self.cores_window
+                .iter()
+                .enumerate()
+                .map(|(core, window)| {
+                    json!({
+                        "core": core,
+                        "busy_pct": window.map(|(busy, _)| round1(busy)),
+                        "steal_pct": window.map(|(_, steal)| round1(steal)),
+                    })
+                })
+                .collect::<Vec<_>>(),
             "window_s": round3(window_s),
             "generator_cpu_pct": generator_cpu.map(round1),
             "metrics_moved": moved,
