@@ -22,6 +22,9 @@ const SLACK_NS: u64 = 1_000_000_000;
 #[derive(Clone, Copy, Debug, Default)]
 struct Attacker {
     slot: Option<usize>,
+    /// Connections it opened; each joins under a name of its own (`hist-{n}.{connections}`), since the name of a
+    /// connection the server closed stays reserved for that connection's session.
+    connections: u32,
     /// Rooms it joined so far; the current one is `history-{n}-{rooms - 1}`.
     rooms: u32,
     sent_in_room: usize,
@@ -62,6 +65,7 @@ impl<'a> History<'a> {
             Ok(slot) => {
                 self.treatment.connected();
                 self.attackers[n].slot = Some(slot);
+                self.attackers[n].connections += 1;
             }
             Err(e) => {
                 self.treatment.connect_failed(&e);
@@ -76,7 +80,8 @@ impl<'a> History<'a> {
         let room = format!("history-{n}-{}", attacker.rooms);
         attacker.rooms += 1;
         attacker.sent_in_room = 0;
-        arena.send_text(slot, &join_json(&format!("hist-{n}"), &room, None, None));
+        let name = format!("hist-{n}.{}", attacker.connections);
+        arena.send_text(slot, &join_json(&name, &room, None, None));
         self.joins_sent += 1;
     }
 }
