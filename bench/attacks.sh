@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Every attack of the hardening issue against two builds of roomcast (`roomcast-bench attack`, see
 # docs/security.md): for each attack, the old build and then the new one, each freshly started with its own
-# defaults, server pinned to SERVER_CPU and generator to GENERATOR_CPU. Writes each run's JSON line, server log and
-# generator errors to $OUT, the machine's load before each run to $OUT/runs.txt, and the table of all runs to
-# $OUT/summary.md, which it also prints.
+# defaults, server pinned to SERVER_CPU and generator to GENERATOR_CPU. Writes each run's JSON line, server log
+# and generator errors (if any) to $OUT, the machine's load before each run to $OUT/runs.txt, and the table of all
+# runs to $OUT/summary.md, which it also prints.
 #
-#   bench/attacks.sh /work/target-old/release/roomcast target/release/roomcast
+#   bench/attacks.sh ../roomcast-8645bca/target/release/roomcast target/release/roomcast
 #   KINDS="replay burst" bench/attacks.sh old new             # some attacks only
 #   ATTACK_FLAGS="--duration 10" bench/attacks.sh old new     # extra generator flags for every run
 #   OUT=bench/results/attacks bench/attacks.sh old new        # where the results go
@@ -106,11 +106,12 @@ run_one() {
   echo "$kind $label: load $(cut -d' ' -f1-3 /proc/loadavg) before; server $bin $flags" >>"$OUT/runs.txt"
   set +e
   # shellcheck disable=SC2086 # ATTACK_FLAGS is a word list on purpose
-  nice -n "$NICE" taskset -c "$GENERATOR_CPU" "$BENCH" attack --kind "$kind" --label "$label" --addr "127.0.0.1:$PORT" \
-    --server-pid "$SERVER_PID" --server-log "$base.log" --fast-masks --connect-batch 500 $ATTACK_FLAGS \
-    >"$base.json" 2>"$base.err"
+  nice -n "$NICE" taskset -c "$GENERATOR_CPU" "$BENCH" attack --kind "$kind" --label "$label" \
+    --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" --server-log "$base.log" --fast-masks --connect-batch 500 \
+    $ATTACK_FLAGS >"$base.json" 2>"$base.err"
   status=$?
   set -e
+  [ -s "$base.err" ] || rm -f "$base.err"
   # A server that died is a zombie until waited for: it still answers kill -0, so read its state.
   if [ "$(ps -o stat= -p "$SERVER_PID" 2>/dev/null | cut -c1)" = Z ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
     wait "$SERVER_PID" && server="exited 0" || server="exited with status $?"
