@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::chat::ChatConfig;
 use crate::http::origin::OriginPolicy;
+use crate::http::Compression;
 
 /// The longest timeout accepted: the loop keeps a connection's times as 32-bit millisecond stamps, which stay
 /// exact for any timeout well under 49 days.
@@ -60,6 +61,8 @@ pub struct Config {
     pub addresses: AddressLimits,
     /// Which browser origins may open a WebSocket.
     pub origins: OriginPolicy,
+    /// Whether permessage-deflate is agreed to when a client offers it (RFC 7692).
+    pub compression: Compression,
     /// The chat's limits.
     pub chat: ChatConfig,
 }
@@ -86,6 +89,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             addresses: AddressLimits::default(),
             origins: OriginPolicy::default(),
+            compression: Compression::Deflate,
             chat: ChatConfig::default(),
         }
     }

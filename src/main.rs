@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 use roomcast::chat::ChatConfig;
 use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
 use roomcast::http::origin::OriginPolicy;
+use roomcast::http::Compression;
 use roomcast::{Config, Server, ShutdownHandle};
 
 /// A real-time WebSocket chat server. Every flag can also be set with the environment variable shown.
@@ -122,6 +123,10 @@ struct Cli {
     )]
     allowed_origins: Vec<String>,
 
+    /// Compress messages with permessage-deflate (RFC 7692) for clients that offer it: on or off
+    #[arg(long, env = "ROOMCAST_DEFLATE", value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    deflate: bool,
+
     /// Chat messages kept per room for replay after a reconnect
     #[arg(long, env = "ROOMCAST_HISTORY", default_value_t = DEFAULTS.chat.history_len)]
     history: usize,
@@ -181,6 +186,15 @@ struct Cli {
 
 /// The defaults, from the one place they are defined.
 static DEFAULTS: LazyLock<Config> = LazyLock::new(Config::default);
+
+/// An on/off switch given on the command line.
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}`: expected on or off")),
+    }
+}
 
 /// A duration given on the command line as a number of seconds (fractions allowed).
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
@@ -250,6 +264,11 @@ impl Cli {
             },
             origins: OriginPolicy {
                 allowed: self.allowed_origins,
+            },
+            compression: if self.deflate {
+                Compression::Deflate
+            } else {
+                Compression::Off
             },
             chat: ChatConfig {
                 history_len: self.history,

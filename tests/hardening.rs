@@ -36,326 +36,30 @@
 //! - **A room named `<img src=x onerror=alert(1)>`.** v1 members get `room`, `from` and `content` HTML-escaped,
 //!   live and in replay; v2 members get them raw.
 //!
-//! Tests that measure latency or the process's memory hold `EXCLUSIVE` for writing; every other test holds it for
-//! reading, so nothing else in this process competes for the CPU or allocates while they run.
+//! Tests that measure latency or the process's memory take `exclusive()`; every other test takes `shared()`, so
+//! nothing else in this process competes for the CPU or allocates while they run. The raw client, the metrics and
+//! memory readings and the bystander's round trips are in tests/common/attack.rs, shared with
+//! tests/hardening_chat.rs.
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::attack::{
+    exclusive, failures, gauge, round_trips, rss, shared, wait_until, Ending, Got, Wire,
+    ATTACK_LIMIT, BINARY, CONTINUATION, FIN, PING, TEXT,
+};
 use common::chat::{
     assert_quiet, chat_msg, join_expect, join_msg, join_with, saw_join, saw_leave, system,
 };
-use common::{raw_frame, Received, TestClient, TestServer};
+use common::{raw_frame, Received, TestServer};
 use roomcast::chat::ChatConfig;
 use serde_json::{json, Value};
-
-static EXCLUSIVE: RwLock<()> = RwLock::new(());
-
-/// Taken by every test that measures neither latency nor memory.
-fn shared() -> RwLockReadGuard<'static, ()> {
-    EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Taken by tests that measure latency or this process's memory.
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How long an attacker may go on before the server must have failed it.
-const ATTACK_LIMIT: Duration = Duration::from_secs(2);
-
-// ---------------------------------------------------------------------------------------------------------------
-// A raw client: frames written by hand, server frames parsed by hand
-// ---------------------------------------------------------------------------------------------------------------
-
-/// A frame's first byte: FIN set, with the opcode.
-const FIN: u8 = 0x80;
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
-/// A WebSocket connection driven byte by byte, so an attacker can send what no well-behaved client library would
-/// and read only when it chooses to.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// Where the unparsed bytes of `buf` begin.
-    start: usize,
-    eof: bool,
-}
-
-/// What reading a frame gave.
-#[derive(Debug)]
-enum Got {
-    Frame(u8, Vec<u8>),
-    Eof,
-    Timeout,
-}
-
-/// How a connection ended, from its client's side.
-#[derive(Debug)]
-struct Ending {
-    /// Frames received before the Close.
-    before: usize,
-    /// The Close's code and reason, if one came.
-    close: Option<(u16, String)>,
-    /// When the Close (or, without one, the end of TCP or the deadline) was read.
-    at: Instant,
-    /// Frames received after the Close.
-    after: usize,
-    /// TCP ended after the Close.
-    eof: bool,
-}
-
-impl Ending {
-    /// The server failed this connection with `code` and `reason`: it sent that Close, nothing after it, and
-    /// closed TCP.
-    fn assert_failed(&self, code: u16, reason: &str) {
-        assert_eq!(
-            self.close,
-            Some((code, reason.to_owned())),
-            "the connection did not end with Close {code} {reason:?}: {self:?}"
-        );
-        assert_eq!(self.after, 0, "frames after the Close: {self:?}");
-        assert!(self.eof, "TCP still open after the Close: {self:?}");
-    }
-}
-
-impl Wire {
-    /// Connects to `path` and completes the opening handshake.
-    fn connect(addr: SocketAddr, path: &str) -> Wire {
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut wire = Wire {
-            stream,
-            buf: Vec::new(),
-            start: 0,
-            eof: false,
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let head_end = loop {
-            if let Some(pos) = wire.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            assert!(
-                !wire.eof && wire.fill(deadline),
-                "no handshake response: {:?}",
-                String::from_utf8_lossy(&wire.buf)
-            );
-        };
-        let head = String::from_utf8_lossy(&wire.buf[..head_end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101 "), "not a 101: {head}");
-        wire.start = head_end;
-        wire
-    }
-
-    /// Writes raw bytes; an error means the server is gone or stopped reading for longer than the write timeout.
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Reads once, waiting until `deadline`; false on timeout.
-    fn fill(&mut self, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        self.stream.set_read_timeout(Some(left)).unwrap();
-        let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => self.eof = true,
-            Ok(n) => {
-                if self.start > 0 && self.start * 2 > self.buf.len() {
-                    self.buf.drain(..self.start);
-                    self.start = 0;
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => self.eof = true,
-        }
-        true
-    }
-
-    /// The next server frame, waiting until `deadline`.
-    fn next(&mut self, deadline: Instant) -> Got {
-        loop {
-            if let Some((opcode, payload, used)) = parse_server_frame(&self.buf[self.start..]) {
-                self.start += used;
-                return Got::Frame(opcode, payload);
-            }
-            if self.eof {
-                return Got::Eof;
-            }
-            if !self.fill(deadline) {
-                return Got::Timeout;
-            }
-        }
-    }
-
-    /// Reads until the server's Close, the end of TCP or `deadline`; after a Close, goes on reading (for at most
-    /// five more seconds) to see that nothing follows it and that TCP ends.
-    fn until_close(&mut self, deadline: Instant) -> Ending {
-        let mut ending = Ending {
-            before: 0,
-            close: None,
-            at: Instant::now(),
-            after: 0,
-            eof: false,
-        };
-        loop {
-            match self.next(deadline) {
-                Got::Frame(CLOSE, payload) => {
-                    ending.at = Instant::now();
-                    ending.close = Some(close_body(&payload));
-                    break;
-                }
-                Got::Frame(..) => ending.before += 1,
-                Got::Eof => {
-                    ending.at = Instant::now();
-                    ending.eof = true;
-                    return ending;
-                }
-                Got::Timeout => {
-                    ending.at = Instant::now();
-                    return ending;
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.next(deadline) {
-                Got::Frame(..) => ending.after += 1,
-                Got::Eof => {
-                    ending.eof = true;
-                    return ending;
-                }
-                Got::Timeout => return ending,
-            }
-        }
-    }
-
-    /// Sends a Ping and waits for its Pong, skipping other frames: everything sent before it has been read.
-    fn ping_pong(&mut self, payload: &[u8]) {
-        self.send(&raw_frame(FIN | PING, payload)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.next(deadline) {
-                Got::Frame(PONG, got) if got == payload => return,
-                Got::Frame(CLOSE, body) => {
-                    panic!("closed instead of a Pong: {:?}", close_body(&body))
-                }
-                Got::Frame(..) => {}
-                other => panic!("no Pong: {other:?}"),
-            }
-        }
-    }
-
-    /// Joins `room` as `user` (v2) with a hand-made text frame and waits for `joined`.
-    fn join(&mut self, user: &str, room: &str) {
-        let join = join_msg(user, room).to_string();
-        self.send(&raw_frame(FIN | TEXT, join.as_bytes())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.next(deadline) {
-                Got::Frame(TEXT, text) if text.starts_with(br#"{"type":"joined""#) => return,
-                Got::Frame(TEXT, _) => {}
-                other => panic!("no joined: {other:?}"),
-            }
-        }
-    }
-}
-
-/// Parses one unmasked server frame at the start of `bytes`: (opcode, payload, bytes used), or None if incomplete.
-fn parse_server_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    let (&first, rest) = bytes.split_first()?;
-    let (&second, rest) = rest.split_first()?;
-    assert_eq!(second & 0x80, 0, "a server frame must not be masked");
-    let (len, header) = match second & 0x7F {
-        126 => (
-            u16::from_be_bytes(rest.get(..2)?.try_into().unwrap()) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(rest.get(..8)?.try_into().unwrap()) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = bytes.get(header..header + len)?.to_vec();
-    Some((first & 0x0F, payload, header + len))
-}
-
-/// A Close body's code and reason.
-fn close_body(payload: &[u8]) -> (u16, String) {
-    match payload {
-        [a, b, reason @ ..] => (
-            u16::from_be_bytes([*a, *b]),
-            String::from_utf8_lossy(reason).into_owned(),
-        ),
-        _ => (1005, String::new()),
-    }
-}
-
-/// The value of `roomcast_connections_failed_total{reason="<reason>"}`, or None if /metrics has no such line.
-fn failures(server: &TestServer, reason: &str) -> Option<u64> {
-    let (status, body) = server.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    let prefix = format!("roomcast_connections_failed_total{{reason=\"{reason}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.parse().ok())
-}
-
-/// The value of a metric without labels, or None if /metrics has no such line.
-fn gauge(server: &TestServer, name: &str) -> Option<u64> {
-    let (status, body) = server.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    let prefix = format!("{name} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.parse().ok())
-}
-
-/// Polls `check` every 10 ms until it holds or `limit` passes; returns whether it held.
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Asserts the failure counters: `expected` for `reason`, zero for every other reason.
 fn assert_failures(server: &TestServer, reason: &str, expected: u64) {
@@ -447,30 +151,6 @@ fn flood_once(addr: SocketAddr, flood: Flood, user: &str) -> (Ending, Duration) 
     let ending = wire.until_close(started + ATTACK_LIMIT);
     let took = ending.at.saturating_duration_since(started);
     (ending, took)
-}
-
-/// How often the bystander starts a round trip: it keeps well within its own frame budget (200 a second).
-const ROUND_TRIP_EVERY: Duration = Duration::from_millis(6);
-
-/// The bystander's round trips: sends a chat and waits for its own copy, `n` times, one every `ROUND_TRIP_EVERY`;
-/// returns each one's time.
-fn round_trips(bystander: &mut TestClient, n: usize, from: usize) -> Vec<Duration> {
-    let mut next = Instant::now();
-    (from..from + n)
-        .map(|i| {
-            thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += ROUND_TRIP_EVERY;
-            let content = format!("round trip {i}");
-            let sent = Instant::now();
-            bystander.send_json(&chat_msg(&content));
-            loop {
-                let msg = bystander.recv_json();
-                if msg["type"] == "chat" && msg["content"] == content.as_str() {
-                    return sent.elapsed();
-                }
-            }
-        })
-        .collect()
 }
 
 /// Attack `i` of `flood` was failed with 1008 "too many frames" within `ATTACK_LIMIT`, and the server stopped
@@ -766,18 +446,6 @@ fn the_connection_that_takes_unfinished_messages_past_the_server_budget_gets_101
     assert_failures(&server, "incoming_budget", 1);
 }
 
-/// This process's resident set size, in bytes (the server runs in it).
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: usize = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
-/// `n` connections to `/echo`, each holding an unfinished message of the largest size `/echo` accepts (64 KiB),
 /// each read by the server.
 fn pin_maximal_messages(server: &TestServer, n: usize) -> Vec<Wire> {
     let frame = raw_frame(BINARY, &[9; 64 * 1024]);

@@ -1298,6 +1298,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--trusted-proxy", "ROOMCAST_TRUSTED_PROXIES"),
         ("--shutdown-timeout", "ROOMCAST_SHUTDOWN_TIMEOUT"),
         ("--allowed-origin", "ROOMCAST_ALLOWED_ORIGINS"),
+        ("--deflate", "ROOMCAST_DEFLATE"),
         ("--history", "ROOMCAST_HISTORY"),
         ("--max-content", "ROOMCAST_MAX_CONTENT"),
         ("--rate", "ROOMCAST_RATE"),

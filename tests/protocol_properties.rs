@@ -246,7 +246,7 @@ proptest! {
         let (header, decoded) = &frames[0];
         prop_assert_eq!(
             *header,
-            FrameHeader { fin, opcode, mask, payload_len: payload.len() as u64 }
+            FrameHeader { fin, rsv1: false, opcode, mask, payload_len: payload.len() as u64 }
         );
         prop_assert_eq!(header.encoded_len() + payload.len(), bytes.len());
         prop_assert_eq!(decoded, &payload);

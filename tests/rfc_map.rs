@@ -1,12 +1,14 @@
-//! Keeps docs/rfc6455.md true: every pointer in it names a file that exists and an item that file defines.
+//! Keeps docs/rfc6455.md and docs/rfc7692.md true: every pointer in them names a file that exists and an item that
+//! file defines.
 //!
-//! The map's tables end in a `where` column of pointers, each a file in backticks followed by the items in it:
+//! The maps' tables end in a `where` column of pointers, each a file in backticks followed by the items in it:
 //! `src/protocol/connection.rs` `Connection::finish_control`, `State::reads_input`. This test reads every such
-//! cell and fails, listing each broken pointer with its line, if a file is missing or an item is not defined there.
-//! It is a plain source scan, not a compiler: `name` must be defined at the start of a line of code in the file
-//! (`fn name`, `struct name`, `enum name`, `const name`, ...; `function name` or `const name =` in a page), and
-//! `Type::item` must be defined inside an `impl ... Type` block of the file (or be a variant of `enum Type` there),
-//! with `Type` itself defined somewhere under `src/`. It owns no rule of the RFC; it only checks the map's pointers.
+//! cell and fails, listing each broken pointer with its line, if a file is missing or an item is not defined there;
+//! a row whose cell names no file fails too, unless the cell is `—` (nothing to point at). It is a plain source
+//! scan, not a compiler: `name` must be defined at the start of a line of code in the file (`fn name`,
+//! `struct name`, `enum name`, `const name`, ...; `function name` or `const name =` in a page), and `Type::item`
+//! must be defined inside an `impl ... Type` block of the file (or be a variant of `enum Type` there), with `Type`
+//! itself defined somewhere under `src/`. It owns no rule of either RFC; it only checks the maps' pointers.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -322,18 +324,31 @@ fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn every_pointer_in_docs_rfc6455_md_names_an_item_its_file_defines() {
-    let doc = fs::read_to_string(crate_root().join("docs/rfc6455.md")).expect("docs/rfc6455.md");
+/// Fails, listing every broken pointer, unless the map at `path` (relative to the crate) has none and holds more
+/// than `at_least` pointers: far fewer means its tables were not read at all.
+fn assert_map_is_true(path: &str, at_least: usize) {
+    let doc = fs::read_to_string(crate_root().join(path)).expect(path);
     let (checked, problems) = problems(&doc, &crate_root());
     assert!(
         problems.is_empty(),
-        "docs/rfc6455.md has {} broken pointer(s):\n{}",
+        "{path} has {} broken pointer(s):\n{}",
         problems.len(),
         problems.join("\n")
     );
-    // The map has well over a hundred pointers: far fewer means the tables were not read at all.
-    assert!(checked > 100, "only {checked} pointers found in the map");
+    assert!(
+        checked > at_least,
+        "only {checked} pointers found in {path}"
+    );
+}
+
+#[test]
+fn every_pointer_in_docs_rfc6455_md_names_an_item_its_file_defines() {
+    assert_map_is_true("docs/rfc6455.md", 100);
+}
+
+#[test]
+fn every_pointer_in_docs_rfc7692_md_names_an_item_its_file_defines() {
+    assert_map_is_true("docs/rfc7692.md", 100);
 }
 
 /// A one-row map whose where cell is `cell`.
@@ -430,6 +445,15 @@ fn a_span_that_is_neither_path_nor_item_is_reported() {
         problems[0].contains("neither a path nor an item"),
         "{problems:?}"
     );
+}
+
+#[test]
+fn a_row_whose_where_cell_has_no_pointer_is_reported() {
+    for cell in ["", "the frame decoder", "`—`"] {
+        let problems = problems_of(cell);
+        assert!(!problems.is_empty(), "{cell:?} passed");
+    }
+    assert!(problems_of("the frame decoder")[0].contains("names no file"));
 }
 
 #[test]

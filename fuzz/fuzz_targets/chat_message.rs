@@ -54,6 +54,11 @@ fuzz_target!(|input: ChatInput| {
             name_grace_ms: 50,
             join_rate_per_sec: 5.0,
             join_burst: 2,
+            rate_bytes_per_sec: 200.0,
+            rate_burst_bytes: 400,
+            room_rate_bytes_per_sec: 300.0,
+            room_burst_bytes: 600,
+            max_room_members: 3,
         }
     };
     let mut run = Run {

@@ -9,8 +9,7 @@
 //!   `server_no_context_takeover` is answered (7.1.1.1), an offered `server_max_window_bits` is answered with the
 //!   same or a smaller value (7.1.2.1), `client_max_window_bits` is never answered unless offered, and then with
 //!   a value no greater than the offered one (7.1.2.2); the policy's windows and `Forbid`s are kept;
-//! - the answer re-parses to exactly one extension, and our client accepts it and reads the same parameters
-//!   (except a client window of 8, which it must refuse as unusable);
+//! - the answer re-parses to exactly one extension, and our client accepts it and reads the same parameters;
 //! - `accept_server_answer` on the list, taken as a server's answer, agrees with this target's reading of what a
 //!   client may accept, and what it accepts survives writing and re-checking;
 //! - our own `CLIENT_OFFER` is accepted under every policy, and our client accepts the answer.
@@ -21,8 +20,8 @@ use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
 use roomcast::protocol::deflate::negotiate::{
-    accept_server_answer, negotiate_server, AnswerError, DeflateParams, ServerDeflatePolicy,
-    TakeoverPolicy, CLIENT_OFFER,
+    accept_server_answer, negotiate_server, DeflateParams, ServerDeflatePolicy, TakeoverPolicy,
+    CLIENT_OFFER,
 };
 use roomcast::protocol::extensions::{
     is_token_byte, parse_extensions, write_extensions, ExtensionOffer,
@@ -132,8 +131,7 @@ fn check_server(list: &[ExtensionOffer], policy: &ServerDeflatePolicy) {
     let first_acceptable = list
         .iter()
         .filter(|e| is_deflate(e))
-        .filter_map(|e| read(&e.params, true))
-        .find(|r| r.server_max_window_bits != Some(8));
+        .find_map(|e| read(&e.params, true));
     let agreed = negotiate_server(list, policy);
     let (Some(offer), Some(params)) = (&first_acceptable, agreed) else {
         assert!(
@@ -142,8 +140,8 @@ fn check_server(list: &[ExtensionOffer], policy: &ServerDeflatePolicy) {
         );
         return;
     };
-    let server_cap = policy.server_max_window_bits.clamp(9, 15);
-    let client_cap = policy.client_max_window_bits.clamp(9, 15);
+    let server_cap = policy.server_max_window_bits.clamp(8, 15);
+    let client_cap = policy.client_max_window_bits.clamp(8, 15);
     let context = format!("offer {offer:?}, answer {params:?}, policy {policy:?}");
     if offer.server_no_context_takeover || policy.server_context == TakeoverPolicy::Forbid {
         assert!(params.server_no_context_takeover, "{context}");
@@ -159,7 +157,7 @@ fn check_server(list: &[ExtensionOffer], policy: &ServerDeflatePolicy) {
         None => assert!(
             params
                 .server_max_window_bits
-                .is_none_or(|b| (9..=15).contains(&b)),
+                .is_none_or(|b| (8..=15).contains(&b)),
             "{context}"
         ),
     }
@@ -175,26 +173,20 @@ fn check_server(list: &[ExtensionOffer], policy: &ServerDeflatePolicy) {
     }
     let answer = reparse(&params.response_header());
     assert_eq!(answer, vec![params.to_extension()]);
-    let expected = match params.client_max_window_bits {
-        Some(8) => Err(AnswerError::UnsupportedWindowBits(8)),
-        _ => Ok(Some(params)),
-    };
-    assert_eq!(accept_server_answer(&answer), expected, "{context}");
+    assert_eq!(accept_server_answer(&answer), Ok(Some(params)), "{context}");
 }
 
 fn check_client(list: &[ExtensionOffer]) {
     let expected: Option<Option<DeflateParams>> = match list {
         [] => Some(None),
-        [only] if is_deflate(only) => read(&only.params, false)
-            .filter(|r| r.client_max_window_bits != Some(Some(8)))
-            .map(|r| {
-                Some(DeflateParams {
-                    server_no_context_takeover: r.server_no_context_takeover,
-                    client_no_context_takeover: r.client_no_context_takeover,
-                    server_max_window_bits: r.server_max_window_bits,
-                    client_max_window_bits: r.client_max_window_bits.flatten(),
-                })
-            }),
+        [only] if is_deflate(only) => read(&only.params, false).map(|r| {
+            Some(DeflateParams {
+                server_no_context_takeover: r.server_no_context_takeover,
+                client_no_context_takeover: r.client_no_context_takeover,
+                server_max_window_bits: r.server_max_window_bits,
+                client_max_window_bits: r.client_max_window_bits.flatten(),
+            })
+        }),
         _ => None,
     };
     let got = accept_server_answer(list);
@@ -206,7 +198,7 @@ fn check_client(list: &[ExtensionOffer]) {
         _ => panic!("client check {got:?} on {list:?}, expected {expected:?}"),
     }
     if let Ok(Some(params)) = got {
-        assert!(params.client_window_bits() >= 9);
+        assert!((8..=15).contains(&params.client_window_bits()));
         let again = accept_server_answer(&reparse(&params.response_header()));
         assert_eq!(again, Ok(Some(params)));
     }

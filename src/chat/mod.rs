@@ -56,6 +56,14 @@ pub enum Dialect {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RoomId(u64);
 
+impl RoomId {
+    /// A room id for the loop's unit tests, which need one without a chat.
+    #[cfg(test)]
+    pub(crate) const fn for_test(id: u64) -> RoomId {
+        RoomId(id)
+    }
+}
+
 /// The time of an event, as read by the caller.
 #[derive(Clone, Copy, Debug)]
 pub struct Now {

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub accepted_total: u64,
     /// WebSocket handshakes completed, by endpoint label.
     pub upgrades_total: BTreeMap<&'static str, u64>,
+    /// WebSocket handshakes that agreed to permessage-deflate, by endpoint label.
+    pub deflate_upgrades_total: BTreeMap<&'static str, u64>,
     /// Requests refused, by `Refusal::label`.
     pub handshake_failures: BTreeMap<&'static str, u64>,
     /// Data messages received.
@@ -210,6 +212,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "roomcast_upgrades_total{{endpoint=\"{endpoint}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_deflate_upgrades_total WebSocket handshakes that agreed to permessage-deflate.\n# TYPE roomcast_deflate_upgrades_total counter"
+        );
+        for endpoint in ["chat", "echo"] {
+            let value = self
+                .deflate_upgrades_total
+                .get(endpoint)
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_deflate_upgrades_total{{endpoint=\"{endpoint}\"}} {value}"
             );
         }
         let _ = writeln!(

@@ -10,6 +10,7 @@ pub mod origin;
 
 use std::fmt;
 
+use crate::protocol::deflate::{negotiate_server, DeflateParams, ServerDeflatePolicy};
 use crate::protocol::handshake::{self, HeadError, RequestHead, UpgradeError};
 
 /// The browser client, embedded in the binary.
@@ -32,6 +33,16 @@ impl Endpoint {
             Endpoint::Echo => "echo",
         }
     }
+
+    /// What the endpoint agrees to of permessage-deflate (RFC 7692 7.1). The chat keeps no context in either
+    /// direction, so one compressed frame serves every member of a room and a connection holds no zlib state
+    /// between messages; `/echo` agrees to what the client offers, as a conformance route should.
+    pub fn deflate_policy(self) -> ServerDeflatePolicy {
+        match self {
+            Endpoint::Chat => ServerDeflatePolicy::NO_CONTEXT_TAKEOVER,
+            Endpoint::Echo => ServerDeflatePolicy::AS_OFFERED,
+        }
+    }
 }
 
 /// Where a request goes.
@@ -49,6 +60,9 @@ pub enum Route {
         endpoint: Endpoint,
         /// The value for `Sec-WebSocket-Accept`.
         accept: String,
+        /// permessage-deflate as agreed (RFC 7692 5), if the client offered it, the server allows it, and an offer
+        /// could be honoured.
+        deflate: Option<DeflateParams>,
     },
 }
 
@@ -107,6 +121,7 @@ impl Refusal {
             Refusal::Upgrade(UpgradeError::InvalidKey) => "invalid_key",
             Refusal::Upgrade(UpgradeError::MalformedVersion) => "malformed_version",
             Refusal::Upgrade(UpgradeError::UnsupportedVersion) => "unsupported_version",
+            Refusal::Upgrade(UpgradeError::MalformedExtensions) => "malformed_extensions",
             Refusal::ForbiddenOrigin => "forbidden_origin",
             Refusal::Overloaded => "overloaded",
             Refusal::TooManyFromAddress => "too_many_from_address",
@@ -115,7 +130,7 @@ impl Refusal {
     }
 
     /// Every label `label` can return, so metrics can show zeros.
-    pub const LABELS: [&'static str; 16] = [
+    pub const LABELS: [&'static str; 17] = [
         "header_too_large",
         "malformed",
         "not_found",
@@ -128,6 +143,7 @@ impl Refusal {
         "invalid_key",
         "malformed_version",
         "unsupported_version",
+        "malformed_extensions",
         "forbidden_origin",
         "overloaded",
         "too_many_from_address",
@@ -190,9 +206,23 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Whether the server agrees to permessage-deflate (RFC 7692) when a client offers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Agree to the first offer the endpoint's policy can honour.
+    Deflate,
+    /// Decline every offer: messages go uncompressed.
+    Off,
+}
+
 /// Routes a request head. Method first (405), then path (404), then the WebSocket rules (400, 426), then the
 /// origin (403). HEAD is answered like GET without the body (RFC 9110 9.3.2); a WebSocket handshake must be GET.
-pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route, Refusal> {
+/// An upgrade agrees to permessage-deflate as `compression` and the endpoint allow.
+pub fn route(
+    head: &RequestHead,
+    origins: &origin::OriginPolicy,
+    compression: Compression,
+) -> Result<Route, Refusal> {
     if head.method != "GET" && head.method != "HEAD" {
         return Err(Refusal::MethodNotAllowed);
     }
@@ -207,11 +237,21 @@ pub fn route(head: &RequestHead, origins: &origin::OriginPolicy) -> Result<Route
         _ => return Err(Refusal::NotFound),
     };
     let accept = handshake::validate_upgrade(head).map_err(Refusal::Upgrade)?;
+    // The offers are read whether or not compression is on: a malformed list is a bad request either way.
+    let offers = handshake::extension_offers(head).map_err(Refusal::Upgrade)?;
     // RFC 6455 10.2: an origin we do not expect is a 403.
     if !origins.allows(head) {
         return Err(Refusal::ForbiddenOrigin);
     }
-    Ok(Route::Upgrade { endpoint, accept })
+    let deflate = match compression {
+        Compression::Deflate => negotiate_server(&offers, &endpoint.deflate_policy()),
+        Compression::Off => None,
+    };
+    Ok(Route::Upgrade {
+        endpoint,
+        accept,
+        deflate,
+    })
 }
 
 /// The `Retry-After` of a refusal for too many connections from one address: a guess, since it depends on
@@ -302,14 +342,84 @@ mod tests {
         origin::OriginPolicy::default()
     }
 
+    /// The permessage-deflate agreed for an upgrade of `path` offering `offer`.
+    fn agreed(path: &str, offer: &str, compression: Compression) -> Option<DeflateParams> {
+        let request = upgrade(path).replacen(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"),
+            1,
+        );
+        match route(&head(&request), &any_origin(), compression) {
+            Ok(Route::Upgrade { deflate, .. }) => deflate,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc_7692_the_chat_agrees_to_deflate_without_context_takeover_either_way() {
+        // What Chromium offers.
+        let params = agreed(
+            "/ws",
+            "permessage-deflate; client_max_window_bits",
+            Compression::Deflate,
+        )
+        .expect("agreed");
+        assert!(params.server_no_context_takeover && params.client_no_context_takeover);
+        assert_eq!(
+            params.response_header(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+    }
+
+    #[test]
+    fn rfc_7692_echo_agrees_to_context_takeover_as_offered() {
+        let params = agreed("/echo", "permessage-deflate", Compression::Deflate).expect("agreed");
+        assert!(!params.server_no_context_takeover && !params.client_no_context_takeover);
+        let params = agreed(
+            "/echo",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+            Compression::Deflate,
+        )
+        .expect("agreed");
+        assert!(params.server_no_context_takeover);
+        assert_eq!(params.server_window_bits(), 10);
+    }
+
+    #[test]
+    fn compression_off_or_other_extensions_agree_to_nothing() {
+        assert_eq!(agreed("/ws", "permessage-deflate", Compression::Off), None);
+        assert_eq!(
+            agreed("/ws", "x-webkit-deflate-frame", Compression::Deflate),
+            None
+        );
+    }
+
+    #[test]
+    fn a_malformed_extension_list_is_a_400_whether_or_not_compression_is_on() {
+        for compression in [Compression::Deflate, Compression::Off] {
+            let request = upgrade("/ws").replacen(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; a=\"unclosed\r\n\r\n",
+                1,
+            );
+            let refusal = route(&head(&request), &any_origin(), compression).unwrap_err();
+            assert_eq!(refusal, Refusal::Upgrade(UpgradeError::MalformedExtensions));
+            assert_eq!(refusal.status(), 400);
+        }
+    }
+
     #[test]
     fn plain_get_of_root_is_the_page_and_upgrade_of_root_is_the_chat() {
         assert_eq!(
-            route(&head("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            route(
+                &head("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin(),
+                Compression::Deflate
+            ),
             Ok(Route::Page)
         );
         assert!(matches!(
-            route(&head(&upgrade("/")), &any_origin()),
+            route(&head(&upgrade("/")), &any_origin(), Compression::Deflate),
             Ok(Route::Upgrade {
                 endpoint: Endpoint::Chat,
                 ..
@@ -320,14 +430,22 @@ mod tests {
     #[test]
     fn ws_and_echo_paths_upgrade_with_query_strings_ignored() {
         assert!(matches!(
-            route(&head(&upgrade("/ws?room=x")), &any_origin()),
+            route(
+                &head(&upgrade("/ws?room=x")),
+                &any_origin(),
+                Compression::Deflate
+            ),
             Ok(Route::Upgrade {
                 endpoint: Endpoint::Chat,
                 ..
             })
         ));
         assert!(matches!(
-            route(&head(&upgrade("/echo")), &any_origin()),
+            route(
+                &head(&upgrade("/echo")),
+                &any_origin(),
+                Compression::Deflate
+            ),
             Ok(Route::Upgrade {
                 endpoint: Endpoint::Echo,
                 ..
@@ -338,19 +456,24 @@ mod tests {
     #[test]
     fn head_is_routed_like_get_but_cannot_upgrade() {
         assert_eq!(
-            route(&head("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            route(
+                &head("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin(),
+                Compression::Deflate
+            ),
             Ok(Route::Page)
         );
         assert_eq!(
             route(
                 &head("HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"),
-                &any_origin()
+                &any_origin(),
+                Compression::Deflate,
             ),
             Ok(Route::Healthz)
         );
         let upgrade_by_head = upgrade("/ws").replacen("GET", "HEAD", 1);
         assert_eq!(
-            route(&head(&upgrade_by_head), &any_origin()),
+            route(&head(&upgrade_by_head), &any_origin(), Compression::Deflate),
             Err(Refusal::Upgrade(UpgradeError::NotGet))
         );
     }
@@ -371,14 +494,16 @@ mod tests {
         assert_eq!(
             route(
                 &head("POST /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
-                &any_origin()
+                &any_origin(),
+                Compression::Deflate,
             ),
             Err(Refusal::MethodNotAllowed)
         );
         assert_eq!(
             route(
                 &head("GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
-                &any_origin()
+                &any_origin(),
+                Compression::Deflate,
             ),
             Err(Refusal::NotFound)
         );
@@ -387,7 +512,11 @@ mod tests {
     #[test]
     fn plain_get_of_a_websocket_path_is_a_bad_upgrade() {
         assert_eq!(
-            route(&head("GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"), &any_origin()),
+            route(
+                &head("GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"),
+                &any_origin(),
+                Compression::Deflate
+            ),
             Err(Refusal::Upgrade(UpgradeError::MissingUpgrade))
         );
     }
@@ -425,6 +554,7 @@ mod tests {
             Refusal::Upgrade(UpgradeError::InvalidKey),
             Refusal::Upgrade(UpgradeError::MalformedVersion),
             Refusal::Upgrade(UpgradeError::UnsupportedVersion),
+            Refusal::Upgrade(UpgradeError::MalformedExtensions),
             Refusal::ForbiddenOrigin,
             Refusal::Overloaded,
             Refusal::TooManyFromAddress,
@@ -455,6 +585,7 @@ mod tests {
         let refusal = route(
             &head("DELETE /healthz HTTP/1.1\r\nHost: a\r\n\r\n"),
             &any_origin(),
+            Compression::Deflate,
         )
         .unwrap_err();
         let mut out = Vec::new();
@@ -475,6 +606,7 @@ mod tests {
         let refusal = route(
             &head(&upgrade("/echo").replacen("GET", "HEAD", 1)),
             &any_origin(),
+            Compression::Deflate,
         )
         .unwrap_err();
         let mut out = Vec::new();
@@ -512,7 +644,7 @@ mod tests {
         for (target, endpoint) in cases {
             assert!(
                 matches!(
-                    route(&head(&upgrade(target)), &any_origin()),
+                    route(&head(&upgrade(target)), &any_origin(), Compression::Deflate),
                     Ok(Route::Upgrade { endpoint: e, .. }) if e == endpoint
                 ),
                 "{target}"
@@ -521,14 +653,16 @@ mod tests {
         assert_eq!(
             route(
                 &head("GET http://a:8080/ HTTP/1.1\r\nHost: a\r\n\r\n"),
-                &any_origin()
+                &any_origin(),
+                Compression::Deflate,
             ),
             Ok(Route::Page)
         );
         assert_eq!(
             route(
                 &head("GET http://a/nope HTTP/1.1\r\nHost: a\r\n\r\n"),
-                &any_origin()
+                &any_origin(),
+                Compression::Deflate,
             ),
             Err(Refusal::NotFound)
         );
@@ -537,7 +671,7 @@ mod tests {
     /// Reads `request` the way the server does and routes it: the refusal, if any.
     fn refusal_for(request: &[u8]) -> Option<Refusal> {
         match handshake::parse_request_head(request, 8192) {
-            Ok(Some(head)) => route(&head, &any_origin()).err(),
+            Ok(Some(head)) => route(&head, &any_origin(), Compression::Deflate).err(),
             Ok(None) => panic!("incomplete request {request:?}"),
             Err(e) => Some(Refusal::Head(e)),
         }

@@ -2,7 +2,9 @@
 //!
 //! Owns message assembly from fragments (5.4), control frames in the middle of a message (5.5), incremental UTF-8
 //! validation of text (5.6, 8.1), the message size limit (10.4), answering Pings (5.5.2) and the closing handshake
-//! (5.5.1, 7), including the code the connection ended with. It writes every frame it owes the peer into an output
+//! (5.5.1, 7), including the code the connection ended with, and permessage-deflate once negotiated (RFC 7692:
+//! inflating compressed messages within the size limit, compressing ours where that makes them smaller). It writes
+//! every frame it owes the peer into an output
 //! buffer that the caller drains, in order; a large payload given up with `send_owned` stays a buffer of its own in
 //! that order instead of being copied. It never touches a socket or a clock: the caller decides when bytes move and
 //! when a peer has been quiet too long.
@@ -10,9 +12,14 @@
 use std::fmt;
 
 use super::close::{self, CloseBodyError, CloseCode, CloseFrame};
+use super::deflate::negotiate::MIN_COMPRESS_WINDOW_BITS;
+use super::deflate::shared::{self, DECOMPRESSOR_BYTES};
+use super::deflate::{
+    DeflateParams, InflateError, InflateStatus, MessageCompressor, MessageDecompressor,
+};
 use super::frame::{
-    encode_frame, FrameDecoder, FrameError, FrameEvent, FrameHeader, IncomingMask, OpCode,
-    PayloadChunk, MAX_CONTROL_PAYLOAD,
+    encode_frame, encode_frame_in_place, FrameDecoder, FrameError, FrameEvent, FrameHeader,
+    IncomingMask, OpCode, PayloadChunk, MAX_CONTROL_PAYLOAD,
 };
 use super::mask::{apply_mask, MaskKeys};
 use super::utf8::Utf8Validator;
@@ -149,6 +156,9 @@ pub enum ProtocolError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A compressed message that is not valid DEFLATE data (RFC 7692 6.2; 1007: it is not what a message of its
+    /// type must be).
+    BadCompression,
     /// A message in more frames than the connection allows (10.4: a limit of our own; 1008).
     TooManyFragments {
         /// The limit in frames.
@@ -169,6 +179,7 @@ impl ProtocolError {
                 CloseBodyError::Truncated | CloseBodyError::InvalidCode(_),
             ) => CloseCode::PROTOCOL_ERROR,
             ProtocolError::InvalidUtf8
+            | ProtocolError::BadCompression
             | ProtocolError::CloseBody(CloseBodyError::InvalidReason) => CloseCode::INVALID_PAYLOAD,
             ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
             ProtocolError::TooManyFragments { .. } => CloseCode::POLICY_VIOLATION,
@@ -187,6 +198,9 @@ impl fmt::Display for ProtocolError {
                 f.write_str("new message before the last one finished")
             }
             ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
+            ProtocolError::BadCompression => {
+                f.write_str("compressed message is not valid DEFLATE data")
+            }
             ProtocolError::MessageTooBig { limit } => write!(f, "message over {limit} bytes"),
             ProtocolError::TooManyFragments { limit } => {
                 write!(f, "message in more than {limit} frames")
@@ -232,6 +246,46 @@ struct Assembly {
     utf8: Utf8Validator,
     /// Frames of the message so far.
     fragments: u32,
+    /// The message is compressed (RFC 7692 6: RSV1 on its first frame): what arrives is inflated into `payload`.
+    inflating: Option<Inflating>,
+}
+
+/// A compressed message being inflated.
+#[derive(Debug)]
+struct Inflating {
+    inflater: Inflater,
+    /// Compressed bytes received, unmasked, and not yet taken by the decompressor: empty except while a
+    /// `feed_within` limit holds the message back.
+    input: Vec<u8>,
+    /// The frame that brought `input` has ended: once it is inflated, the frame is finished (and, with FIN, the
+    /// message).
+    frame_ended: bool,
+    /// Compressed bytes received so far: a compressed message may not be longer than the size limit either.
+    received: u64,
+}
+
+/// The decompressor of a message: the connection's own when the peer keeps its context (RFC 7692 7.1.1), or one
+/// lent by the thread's pool for this message alone.
+#[derive(Debug)]
+enum Inflater {
+    Kept(MessageDecompressor),
+    Lent(shared::LentDecompressor),
+}
+
+impl Inflater {
+    fn get(&mut self) -> &mut MessageDecompressor {
+        match self {
+            Inflater::Kept(kept) => kept,
+            Inflater::Lent(lent) => lent,
+        }
+    }
+}
+
+/// Whether reading goes on after a step, or stops at a limit of `feed_within`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
 }
 
 /// What a connection holds while a frame or a fragmented message is arriving. Boxed, and dropped as soon as a frame
@@ -319,6 +373,87 @@ pub struct Connection {
     close_code: Option<CloseCode>,
     /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1).
     mask_keys: Option<MaskKeys>,
+    /// permessage-deflate, once negotiated (RFC 7692); boxed, as most connections of some servers have none.
+    compression: Option<Box<Compression>>,
+}
+
+/// What permessage-deflate needs on one connection: the agreed windows and takeovers (RFC 7692 7.1), and the
+/// codec state kept between messages, only where a side keeps its context.
+#[derive(Debug)]
+struct Compression {
+    /// Our messages may refer back to our earlier ones: we keep a compressor of our own.
+    we_keep_context: bool,
+    /// The peer's messages refer back to its earlier ones: we keep a decompressor for them.
+    peer_keeps_context: bool,
+    /// The window our compressed messages may use (2^bits).
+    our_window_bits: u8,
+    kept_compressor: Option<MessageCompressor>,
+    kept_decompressor: Option<MessageDecompressor>,
+    /// How many more inflated bytes this `feed_within` may produce.
+    inflate_left: usize,
+}
+
+impl Compression {
+    /// Appends `payload` compressed to `out` if that makes it smaller, and returns its length: with our own
+    /// compressor when we keep context (its window refers back to our earlier messages), with the thread's shared
+    /// one otherwise. `None` leaves `out` as it was.
+    ///
+    /// An 8-bit window, which zlib cannot deflate with, is compressed on its own even when we may keep context:
+    /// keeping it is a permission, not a duty (RFC 7692 7.1.1), and a message that refers to nothing before it
+    /// reads the same either way.
+    fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        if !self.we_keep_context || self.our_window_bits < MIN_COMPRESS_WINDOW_BITS {
+            return shared::compress_alone(payload, self.our_window_bits, out);
+        }
+        let bits = self.our_window_bits;
+        let compressor = self
+            .kept_compressor
+            .get_or_insert_with(|| MessageCompressor::new(bits, false));
+        // A compressor that fails has reset itself, and the message goes out plain: the peer never saw the
+        // abandoned bytes, so its window and ours still agree.
+        compressor.compress_if_smaller(payload, out).ok().flatten()
+    }
+}
+
+/// Messages shorter than this are sent uncompressed: the bytes saved would not pay for the work (RFC 7692 lets
+/// any message go uncompressed, with RSV1 clear).
+pub const MIN_COMPRESSED_LEN: usize = 256;
+
+/// The most one `feed_within` may do, for a caller that budgets what one peer costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedLimits {
+    /// Frames it may start.
+    pub frames: u32,
+    /// Bytes compressed messages may inflate to.
+    pub inflated_bytes: usize,
+}
+
+impl FeedLimits {
+    /// No limit.
+    pub const NONE: FeedLimits = FeedLimits {
+        frames: u32::MAX,
+        inflated_bytes: usize::MAX,
+    };
+}
+
+/// What one `feed_within` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of the input used: all of them unless it stopped at a limit.
+    pub used: usize,
+    /// Bytes compressed messages inflated to.
+    pub inflated: usize,
+    /// The limit it stopped at, if it did.
+    pub stopped: Option<FeedLimit>,
+}
+
+/// A limit of [`FeedLimits`] that stopped a `feed_within`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedLimit {
+    /// As many frames as allowed were started.
+    Frames,
+    /// Compressed messages inflated to as many bytes as allowed.
+    InflatedBytes,
 }
 
 impl Connection {
@@ -342,7 +477,44 @@ impl Connection {
             owed_close: None,
             close_code: None,
             mask_keys,
+            compression: None,
         }
+    }
+
+    /// Turns permessage-deflate on, with the parameters the opening handshake agreed (RFC 7692 7.1): a peer's
+    /// message may now begin with RSV1 (compressed), and ours are compressed where that makes them smaller.
+    pub fn use_deflate(&mut self, params: &DeflateParams) {
+        let (we_keep_context, peer_keeps_context, our_window_bits) = match self.role {
+            Role::Server => (
+                !params.server_no_context_takeover,
+                !params.client_no_context_takeover,
+                params.server_window_bits(),
+            ),
+            Role::Client => (
+                !params.client_no_context_takeover,
+                !params.server_no_context_takeover,
+                params.client_window_bits(),
+            ),
+        };
+        self.decoder.allow_compression();
+        self.compression = Some(Box::new(Compression {
+            we_keep_context,
+            peer_keeps_context,
+            our_window_bits,
+            kept_compressor: None,
+            kept_decompressor: None,
+            inflate_left: usize::MAX,
+        }));
+    }
+
+    /// When permessage-deflate is on and our messages are each compressed on their own (no context takeover), the
+    /// window bits they may use: a server that sends one message to many connections compresses it once for all
+    /// that share this window (`encode_server_message_compressed`).
+    pub fn shared_compression_window(&self) -> Option<u8> {
+        self.compression
+            .as_ref()
+            .filter(|c| !c.we_keep_context)
+            .map(|c| c.our_window_bits)
     }
 
     /// Replaces a client's masking keys by a fast predictable sequence from `seed`. Only for a client that talks
@@ -379,10 +551,15 @@ impl Connection {
             Some(Receiving::Control { payload, .. }) => payload.capacity(),
             _ => 0,
         };
-        let message = incoming
-            .assembly
-            .as_ref()
-            .map_or(0, |a| a.payload.capacity());
+        let message = incoming.assembly.as_ref().map_or(0, |a| {
+            // A message being inflated also holds a decompressor lent from the thread's pool.
+            let inflater = if a.inflating.is_some() {
+                DECOMPRESSOR_BYTES
+            } else {
+                0
+            };
+            a.payload.capacity() + inflater
+        });
         std::mem::size_of::<Incoming>() + frame + message
     }
 
@@ -450,23 +627,38 @@ impl Connection {
     /// returned. Input after the peer's Close, or after a failure, is ignored (7.1.1, 7.1.7). Events before the
     /// violation stand, and the caller may still answer them before taking the output.
     pub fn feed(&mut self, input: &[u8], events: &mut Vec<Event>) -> Result<(), ProtocolError> {
-        self.feed_frames(input, events, u32::MAX).map(|_| ())
+        self.feed_within(input, events, FeedLimits::NONE)
+            .map(|_| ())
     }
 
-    /// Feeds bytes as [`Connection::feed`] does, but starts at most `max_frames` frames: returns how many bytes of
-    /// `input` it used, all of them unless it stopped at that many frames. A caller that budgets frames stops a
-    /// flood at its budget, not after serving the whole read it arrived in.
-    pub fn feed_frames(
+    /// Feeds bytes as [`Connection::feed`] does, but starts at most `limits.frames` frames and inflates at most
+    /// `limits.inflated_bytes`: a caller that budgets what a peer costs stops a flood (or a compression bomb) at its
+    /// budget, not after serving the whole read it arrived in. A stop leaves the connection in the middle of
+    /// whatever it was reading, so the caller fails it.
+    pub fn feed_within(
         &mut self,
         input: &[u8],
         events: &mut Vec<Event>,
-        max_frames: u32,
-    ) -> Result<usize, ProtocolError> {
+        limits: FeedLimits,
+    ) -> Result<Fed, ProtocolError> {
+        if let Some(compression) = &mut self.compression {
+            compression.inflate_left = limits.inflated_bytes;
+        }
         let mut rest = input;
         let mut started = 0u32;
-        while self.state.reads_input() {
+        let mut stopped = None;
+        // A message an earlier call held back at its inflation limit goes on first.
+        if self.is_inflation_held_back() {
+            match self.inflate_held_input(events) {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => stopped = Some(FeedLimit::InflatedBytes),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        while stopped.is_none() && self.state.reads_input() {
             if self.decoder.at_frame_boundary() && !rest.is_empty() {
-                if started == max_frames {
+                if started == limits.frames {
+                    stopped = Some(FeedLimit::Frames);
                     break;
                 }
                 started += 1;
@@ -481,23 +673,42 @@ impl Connection {
                 Some(FrameEvent::Header(header)) => self.on_header(header, events),
                 Some(FrameEvent::Payload(chunk)) => self.on_payload(chunk, events),
             };
-            if let Err(e) = result {
-                return Err(self.fail(e));
+            match result {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => {
+                    stopped = Some(FeedLimit::InflatedBytes);
+                    break;
+                }
+                Err(e) => return Err(self.fail(e)),
             }
         }
-        Ok(input.len() - rest.len())
+        let inflated = self
+            .compression
+            .as_ref()
+            .map_or(0, |c| limits.inflated_bytes - c.inflate_left);
+        Ok(Fed {
+            used: input.len() - rest.len(),
+            inflated,
+            stopped,
+        })
     }
 
-    /// Queues a data message, unfragmented (we never fragment, 5.4).
+    /// Queues a data message, unfragmented (we never fragment, 5.4), compressed when permessage-deflate is on and
+    /// that makes it smaller.
     pub fn send(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), SendError> {
-        self.send_frame(kind.opcode(), payload)
+        if !self.can_send() {
+            return Err(SendError::Closing);
+        }
+        self.write_message(kind, payload);
+        Ok(())
     }
 
     /// Queues a data message whose payload the caller gives up, e.g. an echo or a relay of a received message. A
     /// large payload is queued as it is, without a copy (a client's is masked in place, 5.3); a small one is
     /// copied as `send` would. `take_output_pieces` hands the payload back untouched.
     pub fn send_owned(&mut self, kind: MessageKind, mut payload: Vec<u8>) -> Result<(), SendError> {
-        if payload.len() < HAND_OVER_MIN {
+        // A message to compress is copied anyway, into its compressed form.
+        if payload.len() < HAND_OVER_MIN || self.compression.is_some() {
             return self.send(kind, &payload);
         }
         if !self.can_send() {
@@ -506,6 +717,7 @@ impl Connection {
         let mask = self.mask_for_next_frame();
         let header = FrameHeader {
             fin: true,
+            rsv1: false,
             opcode: kind.opcode(),
             mask,
             payload_len: payload.len() as u64,
@@ -561,6 +773,32 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes a data message as one frame: compressed with RSV1 set on it when permessage-deflate is on and that makes
+    /// it smaller (RFC 7692 6, 7.2.1), plain otherwise; masked by a client after compressing (RFC 7692 6: the
+    /// payload is masked as any other).
+    fn write_message(&mut self, kind: MessageKind, payload: &[u8]) {
+        if payload.len() >= MIN_COMPRESSED_LEN {
+            if let Some(compression) = self.compression.as_deref_mut() {
+                let mask = self.mask_keys.as_mut().map(MaskKeys::next_key);
+                let header = FrameHeader {
+                    fin: true,
+                    rsv1: true,
+                    opcode: kind.opcode(),
+                    mask,
+                    payload_len: payload.len() as u64,
+                };
+                let compressed = encode_frame_in_place(header, &mut self.output, |out| {
+                    compression.compress(payload, out)
+                });
+                if !compressed {
+                    encode_frame(true, kind.opcode(), payload, mask, &mut self.output);
+                }
+                return;
+            }
+        }
+        self.write_frame(kind.opcode(), payload);
+    }
+
     /// Writes one whole frame, FIN set (we never fragment, 5.4), masked by a client and not by a server (5.1).
     fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let mask = self.mask_for_next_frame();
@@ -591,12 +829,13 @@ impl Connection {
     }
 
     /// A frame's header arrived: a control frame is collected whole (5.5); a data frame must continue the message
-    /// being assembled or start one, not both (5.4), and must keep the message within the size limit (10.4).
+    /// being assembled or start one, not both (5.4), and must keep the message within the size limit (10.4). RSV1 on
+    /// a message's first frame marks it compressed (RFC 7692 6; the decoder refuses it anywhere else).
     fn on_header(
         &mut self,
         header: FrameHeader,
         events: &mut Vec<Event>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Flow, ProtocolError> {
         self.frames_received = self.frames_received.wrapping_add(1);
         if header.opcode.is_control() {
             let payload = Vec::with_capacity(header.payload_len as usize);
@@ -607,7 +846,7 @@ impl Connection {
             if header.payload_len == 0 {
                 self.finish_control(events)?;
             }
-            return Ok(());
+            return Ok(Flow::Go);
         }
         let assembly = self.incoming.as_ref().and_then(|i| i.assembly.as_ref());
         let assembled = match (assembly, header.opcode) {
@@ -622,15 +861,20 @@ impl Connection {
                         limit: self.max_fragments,
                     });
                 }
-                assembly.payload.len() as u64
+                match &assembly.inflating {
+                    Some(inflating) => inflating.received,
+                    None => assembly.payload.len() as u64,
+                }
             }
             (None, _) => 0,
         };
-        // 10.4: refuse a message over the limit as soon as its size is known.
+        // 10.4: refuse a message over the limit as soon as its size is known. A compressed one is held to the
+        // limit twice: what arrives (here), and what it inflates to (as it inflates).
         let limit = self.max_message_size;
         if assembled.saturating_add(header.payload_len) > limit as u64 {
             return Err(ProtocolError::MessageTooBig { limit });
         }
+        let inflating = header.rsv1.then(|| self.start_inflating()).flatten();
         let incoming = self.incoming_mut();
         let assembly = incoming.assembly.get_or_insert_with(|| Assembly {
             kind: if header.opcode == OpCode::Text {
@@ -641,27 +885,51 @@ impl Connection {
             payload: Vec::new(),
             utf8: Utf8Validator::new(),
             fragments: 0,
+            inflating,
         });
         assembly.fragments += 1;
-        assembly
-            .payload
-            .reserve(header.payload_len.min(MAX_PREALLOCATION) as usize);
+        match &mut assembly.inflating {
+            Some(inflating) => inflating.received += header.payload_len,
+            None => assembly
+                .payload
+                .reserve(header.payload_len.min(MAX_PREALLOCATION) as usize),
+        }
         incoming.frame = Some(Receiving::Data { fin: header.fin });
         if header.payload_len == 0 {
-            self.finish_data_frame(events)?;
+            return self.finish_data_frame(events);
         }
-        Ok(())
+        Ok(Flow::Go)
     }
 
-    /// Payload arrived: a control frame's is collected, a data frame's is unmasked into the message (5.3) and, for
-    /// text, checked as UTF-8 at once (5.6, 8.1).
+    /// The decompressor for a compressed message that begins: the one kept for a peer that keeps its context, or
+    /// one borrowed from the loop's pool (RFC 7692 7.1.1: without context takeover none is needed in between).
+    fn start_inflating(&mut self) -> Option<Inflating> {
+        let compression = self.compression.as_mut()?;
+        let inflater = match compression.kept_decompressor.take() {
+            Some(kept) => Inflater::Kept(kept),
+            None if compression.peer_keeps_context => {
+                Inflater::Kept(MessageDecompressor::new(false, self.max_message_size))
+            }
+            None => Inflater::Lent(shared::LentDecompressor::borrow(self.max_message_size)),
+        };
+        Some(Inflating {
+            inflater,
+            input: Vec::new(),
+            frame_ended: false,
+            received: 0,
+        })
+    }
+
+    /// Payload arrived: a control frame's is collected, a data frame's is unmasked into the message (5.3), or, for
+    /// a compressed message, unmasked and inflated into it (RFC 7692 6.2); text is checked as UTF-8 at once (5.6,
+    /// 8.1).
     fn on_payload(
         &mut self,
         chunk: PayloadChunk<'_>,
         events: &mut Vec<Event>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<Flow, ProtocolError> {
         let Some(incoming) = self.incoming.as_deref_mut() else {
-            return Ok(());
+            return Ok(Flow::Go);
         };
         match &mut incoming.frame {
             Some(Receiving::Control { payload, .. }) => {
@@ -673,49 +941,136 @@ impl Connection {
             Some(Receiving::Data { .. }) => {
                 if let Some(assembly) = &mut incoming.assembly {
                     let start = assembly.payload.len();
-                    chunk.unmask_into(&mut assembly.payload);
-                    // 8.1: fail fast, at the first byte that cannot be UTF-8.
-                    if assembly.kind == MessageKind::Text {
-                        assembly
-                            .utf8
-                            .feed(&assembly.payload[start..])
-                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    if let Some(inflating) = &mut assembly.inflating {
+                        chunk.unmask_into(&mut inflating.input);
+                        inflating.frame_ended = chunk.last;
+                        return self.inflate_held_input(events);
                     }
+                    chunk.unmask_into(&mut assembly.payload);
+                    check_utf8(assembly, start)?;
                 }
                 if chunk.last {
-                    self.finish_data_frame(events)?;
+                    return self.finish_data_frame(events);
                 }
             }
             None => {}
         }
-        Ok(())
+        Ok(Flow::Go)
     }
 
-    /// A data frame ended; with FIN its message is complete (5.4), and text must not end inside a code point (8.1).
-    fn finish_data_frame(&mut self, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+    /// True if a compressed message was held back at an inflation limit with input or a frame's end still to go.
+    fn is_inflation_held_back(&self) -> bool {
+        let inflating = self
+            .incoming
+            .as_ref()
+            .and_then(|i| i.assembly.as_ref())
+            .and_then(|a| a.inflating.as_ref());
+        inflating.is_some_and(|i| i.frame_ended || !i.input.is_empty())
+    }
+
+    /// Inflates the compressed bytes received into the message, as far as this call's inflation limit allows
+    /// (RFC 7692 6.2); bytes beyond it wait for the next `feed_within`. Text is checked as UTF-8 as it inflates
+    /// (8.1), and a frame whose bytes are all inflated is finished.
+    fn inflate_held_input(&mut self, events: &mut Vec<Event>) -> Result<Flow, ProtocolError> {
+        let (Some(incoming), Some(compression)) = (
+            self.incoming.as_deref_mut(),
+            self.compression.as_deref_mut(),
+        ) else {
+            return Ok(Flow::Go);
+        };
+        let Some(assembly) = &mut incoming.assembly else {
+            return Ok(Flow::Go);
+        };
+        let Some(inflating) = &mut assembly.inflating else {
+            return Ok(Flow::Go);
+        };
+        let start = assembly.payload.len();
+        let progress = inflating
+            .inflater
+            .get()
+            .feed(
+                &inflating.input,
+                &mut assembly.payload,
+                compression.inflate_left,
+            )
+            .map_err(inflate_error)?;
+        compression.inflate_left -= progress.produced;
+        inflating.input.drain(..progress.consumed);
+        let frame_ended = std::mem::take(&mut inflating.frame_ended);
+        let held_back = progress.status == InflateStatus::BudgetSpent;
+        if held_back {
+            inflating.frame_ended = frame_ended;
+        }
+        check_utf8(assembly, start)?;
+        match (held_back, frame_ended) {
+            (true, _) => Ok(Flow::Stop),
+            (false, true) => self.finish_data_frame(events),
+            (false, false) => Ok(Flow::Go),
+        }
+    }
+
+    /// A data frame is complete; with FIN, so is its message: a compressed one is inflated to its end (RFC 7692
+    /// 7.2.2), text must not end inside a code point (8.1), and the message is handed over.
+    fn finish_data_frame(&mut self, events: &mut Vec<Event>) -> Result<Flow, ProtocolError> {
         let Some(incoming) = self.incoming.as_deref_mut() else {
-            return Ok(());
+            return Ok(Flow::Go);
         };
         let fin = matches!(incoming.frame.take(), Some(Receiving::Data { fin: true }));
         if !fin {
-            return Ok(());
+            return Ok(Flow::Go);
+        }
+        if let (Some(assembly), Some(compression)) =
+            (&mut incoming.assembly, self.compression.as_deref_mut())
+        {
+            // A compressed message with no payload at all is not DEFLATE (an empty one compresses to 0x00,
+            // 7.2.3.6); it is taken as empty, and the decompressor, which saw none of it, is left as it was: fed the
+            // tail alone it would stop inside a stored block and misread the peer's next message.
+            if let Some(inflating) = assembly.inflating.as_mut().filter(|i| i.received > 0) {
+                let start = assembly.payload.len();
+                let progress = inflating
+                    .inflater
+                    .get()
+                    .finish(&mut assembly.payload, compression.inflate_left)
+                    .map_err(inflate_error)?;
+                compression.inflate_left -= progress.produced;
+                let held_back = progress.status == InflateStatus::BudgetSpent;
+                // Held back: the next `feed_within` finishes the frame again.
+                inflating.frame_ended = held_back;
+                check_utf8(assembly, start)?;
+                if held_back {
+                    incoming.frame = Some(Receiving::Data { fin: true });
+                    return Ok(Flow::Stop);
+                }
+            }
         }
         let assembly = incoming.assembly.take();
         self.incoming = None;
-        if let Some(mut assembly) = assembly {
-            let message = match assembly.kind {
-                MessageKind::Text => {
-                    assembly
-                        .utf8
-                        .finish()
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    Message::Text(proven_text(assembly.payload))
-                }
-                MessageKind::Binary => Message::Binary(assembly.payload),
-            };
-            events.push(Event::Message(message));
+        let Some(mut assembly) = assembly else {
+            return Ok(Flow::Go);
+        };
+        // A lent decompressor goes back to the pool as it is dropped here; a kept one stays for the next message.
+        if let (
+            Some(Inflating {
+                inflater: Inflater::Kept(kept),
+                ..
+            }),
+            Some(compression),
+        ) = (assembly.inflating.take(), self.compression.as_deref_mut())
+        {
+            compression.kept_decompressor = Some(kept);
         }
-        Ok(())
+        let message = match assembly.kind {
+            MessageKind::Text => {
+                assembly
+                    .utf8
+                    .finish()
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(proven_text(assembly.payload))
+            }
+            MessageKind::Binary => Message::Binary(assembly.payload),
+        };
+        events.push(Event::Message(message));
+        Ok(Flow::Go)
     }
 
     /// A control frame is complete: a Ping is answered with a Pong (5.5.2), a Pong needs nothing (5.5.3), and a
@@ -761,6 +1116,27 @@ impl Connection {
     }
 }
 
+/// 8.1: the bytes appended to a text message from `start` on are checked at once, failing at the first byte that
+/// cannot be UTF-8.
+fn check_utf8(assembly: &mut Assembly, start: usize) -> Result<(), ProtocolError> {
+    if assembly.kind == MessageKind::Text {
+        let added = assembly.payload.get(start..).unwrap_or_default();
+        assembly
+            .utf8
+            .feed(added)
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    Ok(())
+}
+
+/// The protocol error for a message that cannot be inflated: past the size limit (10.4, 1009) or not DEFLATE.
+fn inflate_error(error: InflateError) -> ProtocolError {
+    match error {
+        InflateError::TooBig { limit } => ProtocolError::MessageTooBig { limit },
+        InflateError::Corrupt => ProtocolError::BadCompression,
+    }
+}
+
 /// Turns the payload of a finished text message into a `String` without checking it a second time.
 ///
 /// Every byte of `payload`, in order, went through the message's `Utf8Validator` as it arrived
@@ -781,6 +1157,7 @@ fn proven_text(payload: Vec<u8>) -> String {
 pub fn encode_server_message_header(kind: MessageKind, payload_len: usize, out: &mut Vec<u8>) {
     let header = FrameHeader {
         fin: true,
+        rsv1: false,
         opcode: kind.opcode(),
         mask: None,
         payload_len: payload_len as u64,
@@ -793,6 +1170,31 @@ pub fn encode_server_message_header(kind: MessageKind, payload_len: usize, out: 
 /// sends one message to many connections encodes it once with this and shares the bytes.
 pub fn encode_server_message(kind: MessageKind, payload: &[u8], out: &mut Vec<u8>) {
     encode_frame(true, kind.opcode(), payload, None, out);
+}
+
+/// Appends the frame a server sends for `payload` as a `kind` message to every connection whose messages are
+/// compressed each on its own with a window of `2^window_bits` ([`Connection::shared_compression_window`]): compressed
+/// with RSV1 set if it is long enough and that makes it smaller, and returns true; otherwise appends nothing and
+/// returns false, and the plain frame of [`encode_server_message`] is the one to send.
+pub fn encode_server_message_compressed(
+    kind: MessageKind,
+    payload: &[u8],
+    window_bits: u8,
+    out: &mut Vec<u8>,
+) -> bool {
+    if payload.len() < MIN_COMPRESSED_LEN {
+        return false;
+    }
+    let header = FrameHeader {
+        fin: true,
+        rsv1: true,
+        opcode: kind.opcode(),
+        mask: None,
+        payload_len: payload.len() as u64,
+    };
+    encode_frame_in_place(header, out, |out| {
+        shared::compress_alone(payload, window_bits, out)
+    })
 }
 
 #[cfg(test)]
@@ -1301,6 +1703,21 @@ mod tests {
         assert_eq!((conn.is_mid_message(), conn.buffered_bytes()), (false, 0));
     }
 
+    fn frames(frames: u32) -> FeedLimits {
+        FeedLimits {
+            frames,
+            ..FeedLimits::NONE
+        }
+    }
+
+    fn fed(used: usize, stopped: bool) -> Fed {
+        Fed {
+            used,
+            inflated: 0,
+            stopped: stopped.then_some(FeedLimit::Frames),
+        }
+    }
+
     #[test]
     fn feeding_stops_after_the_frames_allowed_and_says_where() {
         let mut conn = server();
@@ -1310,7 +1727,10 @@ mod tests {
         }
         let one = input.len() / 5;
         let mut events = Vec::new();
-        assert_eq!(conn.feed_frames(&input, &mut events, 3), Ok(3 * one));
+        assert_eq!(
+            conn.feed_within(&input, &mut events, frames(3)),
+            Ok(fed(3 * one, true))
+        );
         assert_eq!(events.len(), 3);
         assert_eq!(
             server_frames(&conn.take_output()).len(),
@@ -1318,8 +1738,8 @@ mod tests {
             "three Pongs, no more"
         );
         assert_eq!(
-            conn.feed_frames(&input[3 * one..], &mut events, 9),
-            Ok(2 * one)
+            conn.feed_within(&input[3 * one..], &mut events, frames(9)),
+            Ok(fed(2 * one, false))
         );
         assert_eq!(events.len(), 5);
     }

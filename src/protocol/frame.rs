@@ -68,6 +68,8 @@ impl OpCode {
 pub struct FrameHeader {
     /// FIN: this is the final fragment of its message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the message this frame begins is compressed (RFC 7692 6).
+    pub rsv1: bool,
     /// What the frame carries.
     pub opcode: OpCode,
     /// The masking key, present on every client-to-server frame and on no server-to-client frame (5.3).
@@ -89,24 +91,71 @@ impl FrameHeader {
 
     /// Appends the header to `out`, with the length in the minimal number of bytes (5.2).
     pub fn encode(&self, out: &mut Vec<u8>) {
+        let (bytes, len) = self.to_bytes();
+        out.extend_from_slice(&bytes[..len]);
+    }
+
+    /// The header's bytes, in the first `encoded_len()` bytes of the array.
+    fn to_bytes(self) -> ([u8; MAX_HEADER_LEN], usize) {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
         let fin = if self.fin { 0x80 } else { 0 };
-        out.push(fin | self.opcode.bits());
+        let rsv1 = if self.rsv1 { 0x40 } else { 0 };
+        bytes[0] = fin | rsv1 | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
+        let mut len = 2;
         match self.payload_len {
-            len @ 0..=125 => out.push(mask_bit | len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
+            payload_len @ 0..=125 => bytes[1] = mask_bit | payload_len as u8,
+            payload_len @ 126..=0xFFFF => {
+                bytes[1] = mask_bit | 126;
+                bytes[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+                len = 4;
             }
-            len => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&len.to_be_bytes());
+            payload_len => {
+                bytes[1] = mask_bit | 127;
+                bytes[2..10].copy_from_slice(&payload_len.to_be_bytes());
+                len = 10;
             }
         }
         if let Some(key) = self.mask {
-            out.extend_from_slice(&key);
+            bytes[len..len + 4].copy_from_slice(&key);
+            len += 4;
         }
+        (bytes, len)
     }
+}
+
+/// Appends one whole frame whose payload `write_payload` appends to `out` and whose length it returns, or nothing
+/// if it returns `None`: for a payload made in place, such as a compressed message, with no copy through a buffer
+/// of its own. `header` gives everything but the length, and a length the payload will not exceed; the payload is
+/// masked if `header` has a key.
+pub fn encode_frame_in_place(
+    header: FrameHeader,
+    out: &mut Vec<u8>,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Option<usize>,
+) -> bool {
+    let start = out.len();
+    // The header is written once the length is known: reserve the longest it can be, then close the gap.
+    let reserved = header.encoded_len();
+    out.resize(start + reserved, 0);
+    let Some(payload_len) = write_payload(out) else {
+        out.truncate(start);
+        return false;
+    };
+    debug_assert_eq!(out.len(), start + reserved + payload_len);
+    let header = FrameHeader {
+        payload_len: payload_len as u64,
+        ..header
+    };
+    let (bytes, header_len) = header.to_bytes();
+    if header_len < reserved {
+        out.copy_within(start + reserved.., start + header_len);
+        out.truncate(start + header_len + payload_len);
+    }
+    out[start..start + header_len].copy_from_slice(&bytes[..header_len]);
+    if let Some(key) = header.mask {
+        apply_mask(&mut out[start + header_len..], key, 0);
+    }
+    true
 }
 
 /// Appends one whole frame to `out`: the header, then the payload, masked with `mask` if one is given.
@@ -137,6 +186,7 @@ pub fn encode_frame(
 ) {
     let header = FrameHeader {
         fin,
+        rsv1: false,
         opcode,
         mask,
         payload_len: payload.len() as u64,
@@ -239,6 +289,8 @@ pub enum FrameEvent<'a> {
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     incoming_mask: IncomingMask,
+    /// permessage-deflate was negotiated: RSV1 may begin a data message (RFC 7692 6).
+    compression: bool,
     header: [u8; MAX_HEADER_LEN],
     header_len: usize,
     /// The frame whose payload is being read: its header and how many payload bytes were read so far.
@@ -250,10 +302,16 @@ impl FrameDecoder {
     pub fn new(incoming_mask: IncomingMask) -> Self {
         FrameDecoder {
             incoming_mask,
+            compression: false,
             header: [0; MAX_HEADER_LEN],
             header_len: 0,
             current: None,
         }
+    }
+
+    /// Lets RSV1 begin a data message: permessage-deflate was negotiated (RFC 7692 6).
+    pub fn allow_compression(&mut self) {
+        self.compression = true;
     }
 
     /// True at a frame boundary: no partial header and no unread payload.
@@ -355,12 +413,15 @@ impl FrameDecoder {
     /// masking direction) and returns the header's full length.
     fn check_fixed_bytes(&self) -> Result<usize, FrameError> {
         let [b0, b1] = [self.header[0], self.header[1]];
-        // 5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated; we negotiate none.
-        if b0 & 0x70 != 0 {
-            return Err(FrameError::ReservedBits);
-        }
         // 5.2: reserved opcodes fail the connection.
         let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::ReservedOpcode(b0 & 0x0F))?;
+        // 5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated. RFC 7692 6: with
+        // permessage-deflate, RSV1 marks the first frame of a compressed message, and only that frame: never a
+        // control frame or a continuation (6.1).
+        let rsv1_allowed = self.compression && matches!(opcode, OpCode::Text | OpCode::Binary);
+        if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_allowed) {
+            return Err(FrameError::ReservedBits);
+        }
         let fin = b0 & 0x80 != 0;
         let masked = b1 & 0x80 != 0;
         let len7 = b1 & 0x7F;
@@ -426,6 +487,7 @@ impl FrameDecoder {
         };
         Ok(FrameHeader {
             fin,
+            rsv1: h[0] & 0x40 != 0,
             opcode,
             mask,
             payload_len,

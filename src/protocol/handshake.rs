@@ -12,6 +12,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use super::extensions::{parse_extensions, ExtensionOffer};
+
 /// The GUID every server appends to the client's key (4.2.2, step 5.4).
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -239,6 +241,8 @@ pub enum UpgradeError {
     /// `Sec-WebSocket-Version` is absent, repeated, or a version other than 13 (426, with
     /// `Sec-WebSocket-Version: 13`).
     UnsupportedVersion,
+    /// `Sec-WebSocket-Extensions` is not an extension list (400, 4.2.1 item 9 and 9.1).
+    MalformedExtensions,
 }
 
 impl UpgradeError {
@@ -269,6 +273,9 @@ impl fmt::Display for UpgradeError {
             }
             UpgradeError::UnsupportedVersion => {
                 "unsupported Sec-WebSocket-Version: this server speaks 13"
+            }
+            UpgradeError::MalformedExtensions => {
+                "malformed Sec-WebSocket-Extensions: expected a list of extensions with parameters"
             }
         })
     }
@@ -337,6 +344,13 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
     }
 }
 
+/// The extensions a request offers, in its order of preference (4.2.1 item 9, 9.1): every element of every
+/// `Sec-WebSocket-Extensions` line. A line that is not an extension list makes the handshake a bad request.
+pub fn extension_offers(head: &RequestHead) -> Result<Vec<ExtensionOffer>, UpgradeError> {
+    parse_extensions(head.values("sec-websocket-extensions"))
+        .map_err(|_| UpgradeError::MalformedExtensions)
+}
+
 /// Appends the 101 response that completes the handshake (4.2.2, step 5).
 ///
 /// ```
@@ -351,12 +365,26 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<String, UpgradeError> {
 /// );
 /// ```
 pub fn write_accept_response(accept: &str, out: &mut Vec<u8>) {
+    write_accept_response_with_extensions(accept, None, out);
+}
+
+/// Appends the 101 response, naming the extensions the server agreed to, if any, as one
+/// `Sec-WebSocket-Extensions` value (4.2.2 step 5, item 4: only extensions the client offered).
+pub fn write_accept_response_with_extensions(
+    accept: &str,
+    extensions: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     );
-    // RFC 6455 4.2.2: we agree to no subprotocol and no extension, so none is named, let alone one not offered.
+    // RFC 6455 4.2.2: we agree to no subprotocol, so none is named.
     out.extend_from_slice(b"Sec-WebSocket-Accept: ");
     out.extend_from_slice(accept.as_bytes());
+    if let Some(extensions) = extensions {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(extensions.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -396,15 +424,10 @@ impl ClientRequest {
         }
     }
 
-    /// The names of the offered extensions, in order (9.1: the token before any parameters).
-    fn offered_extension_names(&self) -> Vec<&str> {
-        self.extensions
-            .as_deref()
-            .and_then(split_extension_list)
-            .unwrap_or_default()
-            .into_iter()
-            .map(extension_name)
-            .collect()
+    /// The offered extensions, in order (9.1); an offer that is not an extension list offers none.
+    fn offered_extensions(&self) -> Vec<ExtensionOffer> {
+        let offer = self.extensions.as_deref().unwrap_or_default();
+        parse_extensions([offer.as_bytes()]).unwrap_or_default()
     }
 }
 
@@ -433,55 +456,16 @@ pub fn write_client_request(host: &str, path: &str, request: &ClientRequest, out
     out.extend_from_slice(b"\r\n");
 }
 
-/// The elements of an extension list (9.1: `1#extension`): split at the commas outside quoted strings, each
-/// trimmed, empty elements skipped (RFC 7230 7). `None` if a quoted string is not closed.
-fn split_extension_list(value: &str) -> Option<Vec<&str>> {
-    let mut elements = Vec::new();
-    let mut start = 0;
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (at, c) in value.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            ',' if !in_quotes => {
-                elements.push(value[start..at].trim());
-                start = at + 1;
-            }
-            _ => {}
-        }
-    }
-    if in_quotes {
-        return None;
-    }
-    elements.push(value[start..].trim());
-    elements.retain(|e| !e.is_empty());
-    Some(elements)
-}
-
-/// The extension token of one list element: what comes before its first `;`, trimmed (9.1).
-fn extension_name(element: &str) -> &str {
-    element.split(';').next().unwrap_or_default().trim()
-}
-
-/// True if `text` is an RFC 7230 token: one or more of the visible ASCII characters that are not separators.
-fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// A server's answer that completes our handshake (4.1), with what it agreed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerResponse {
     /// The length of the response head in bytes, blank line included: the bytes after it are the first frames.
     pub head_len: usize,
     /// The extensions in use, one entry per element of the `Sec-WebSocket-Extensions` list(s), in the server's
-    /// order, as sent but trimmed (e.g. `permessage-deflate; server_no_context_takeover`). Each names an extension
-    /// the request offered; its parameters are for that extension's code to judge. Empty when there are none.
-    pub extensions: Vec<String>,
+    /// order (e.g. `permessage-deflate; server_no_context_takeover`). Each names an extension the request offered;
+    /// its parameters are for that extension's code to judge (`deflate::accept_server_answer`). Empty when there
+    /// are none.
+    pub extensions: Vec<ExtensionOffer>,
     /// The subprotocol the server chose, one of those offered; `None` when it chose none.
     pub subprotocol: Option<String>,
 }
@@ -626,23 +610,16 @@ pub fn parse_server_response(
         _ => return Err(ClientHandshakeError::RepeatedAccept),
     }
     // 4.1, answer item 5 (list syntax in 9.1): every extension in use is one the request offered.
-    let offered = request.offered_extension_names();
-    let mut extensions = Vec::new();
-    for value in values("sec-websocket-extensions") {
-        let elements = std::str::from_utf8(value)
-            .ok()
-            .and_then(split_extension_list)
-            .ok_or(ClientHandshakeError::MalformedExtensions)?;
-        for element in elements {
-            let name = extension_name(element);
-            if !is_token(name) {
-                return Err(ClientHandshakeError::MalformedExtensions);
-            }
-            if !offered.contains(&name) {
-                return Err(ClientHandshakeError::UnrequestedExtension(name.to_owned()));
-            }
-            extensions.push(element.to_owned());
-        }
+    let offered = request.offered_extensions();
+    let extensions = parse_extensions(values("sec-websocket-extensions"))
+        .map_err(|_| ClientHandshakeError::MalformedExtensions)?;
+    if let Some(unrequested) = extensions
+        .iter()
+        .find(|answer| !offered.iter().any(|offer| offer.is(&answer.name)))
+    {
+        return Err(ClientHandshakeError::UnrequestedExtension(
+            unrequested.name.clone(),
+        ));
     }
     // 4.1, answer item 6, and 11.3.4 (at most once in a response): the subprotocol is one the request offered.
     let subprotocol = match values("sec-websocket-protocol").collect::<Vec<_>>()[..] {
@@ -1010,18 +987,23 @@ Sec-WebSocket-Version: 13\r\n\r\n";
     #[test]
     fn rfc_4_1_client_reports_the_agreed_extensions_with_their_parameters() {
         let request = offering(
-            Some("permessage-deflate; client_max_window_bits, x-test; a=\"1,2\""),
+            Some("permessage-deflate; client_max_window_bits, x-test; a=\"12\""),
             &[],
         );
         let response = valid_response_plus(&[
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover , ",
-            "Sec-WebSocket-Extensions: x-test; a=\"1,\\\"2\"",
+            // 9.1: a quoted value is a token once unquoted.
+            "Sec-WebSocket-Extensions: x-test; a=\"1\\2\"",
         ]);
         assert_eq!(
-            answer(&response, &request).map(|r| r.extensions),
+            answer(&response, &request).map(|r| r
+                .extensions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()),
             Ok(vec![
                 "permessage-deflate; server_no_context_takeover".to_owned(),
-                "x-test; a=\"1,\\\"2\"".to_owned(),
+                "x-test; a=12".to_owned(),
             ])
         );
     }

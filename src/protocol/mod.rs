@@ -16,6 +16,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{
-    encode_server_message, encode_server_message_header, Connection, Event, Message, MessageKind,
-    ProtocolError, Role, SendError, State,
+    encode_server_message, encode_server_message_compressed, encode_server_message_header,
+    Connection, Event, Fed, FeedLimit, FeedLimits, Message, MessageKind, ProtocolError, Role,
+    SendError, State,
 };

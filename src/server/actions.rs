@@ -77,8 +77,8 @@ impl Server {
         self.mark_dirty(key);
     }
 
-    /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4), and
-    /// not at all once our Close is out (5.5.1).
+    /// Queues one text message for one chat client, in a frame of its own: unmasked (5.1), unfragmented (5.4),
+    /// uncompressed, and not at all once our Close is out (5.5.1).
     fn send_to(&mut self, key: usize, text: &str) {
         if !self.may_send_personal(key) {
             return;
@@ -87,6 +87,9 @@ impl Server {
             return;
         };
         let mut frame = Vec::with_capacity(text.len() + 10);
+        // Sent plain even to a client that agreed to compression (RFC 7692 6 lets any message go uncompressed): a
+        // personal message can carry a secret (the `joined` welcome's session token) beside text others chose
+        // (member names), and compressing the two together would let its length leak the secret (RFC 7692 8).
         encode_server_message(MessageKind::Text, text.as_bytes(), &mut frame);
         client.queue.push(Chunk::Owned(frame));
         self.metrics.messages_out += 1;

@@ -71,6 +71,19 @@ impl<K: Hash + Eq> Batches<K> {
     /// Appends one frame for `audience`, written into the batch by `encode`, and returns where it lies; `None`
     /// (and nothing appended) for a frame too large for `u32` offsets, over 4 GiB.
     pub fn append(&mut self, audience: K, encode: impl FnOnce(&mut Vec<u8>)) -> Option<Span> {
+        self.append_if(audience, |bytes| {
+            encode(bytes);
+            true
+        })
+    }
+
+    /// Like `append`, for an `encode` that may decline (return false): then nothing is appended and the answer is
+    /// `None`.
+    pub fn append_if(
+        &mut self,
+        audience: K,
+        encode: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> Option<Span> {
         let Batches {
             sealed,
             open,
@@ -87,7 +100,10 @@ impl<K: Hash + Eq> Batches<K> {
             *index = new_index(sealed);
         }
         let start = bytes.len();
-        encode(bytes);
+        if !encode(bytes) {
+            bytes.truncate(start);
+            return None;
+        }
         let offsets =
             u32::try_from(start).and_then(|start| Ok((start, u32::try_from(bytes.len())?)));
         let Ok((start, end)) = offsets else {
@@ -168,6 +184,21 @@ mod tests {
         assert_eq!((a.start, a.end, b.start, b.end), (0, 3, 3, 7));
         batches.seal();
         assert_eq!(&batches.sealed(a.batch).unwrap()[..], b"onetwo!");
+    }
+
+    #[test]
+    fn a_declined_frame_appends_nothing_and_the_next_one_follows_the_last() {
+        let mut batches = Batches::default();
+        let a = batches.append("room", push(b"one")).unwrap();
+        let declined = batches.append_if("room", |out| {
+            out.extend_from_slice(b"partial");
+            false
+        });
+        assert_eq!(declined, None);
+        let b = batches.append("room", push(b"two")).unwrap();
+        assert_eq!((a.end, b.start), (3, 3));
+        batches.seal();
+        assert_eq!(&batches.sealed(a.batch).unwrap()[..], b"onetwo");
     }
 
     #[test]

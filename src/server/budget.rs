@@ -81,6 +81,14 @@ impl InputAllowance {
         self.frames.max(0.0) as u32
     }
 
+    /// How many more bytes may be read now (`usize::MAX` without a byte limit).
+    pub fn bytes_left(&self, limits: &InputLimits) -> usize {
+        if limits.bytes_per_sec == 0 {
+            return usize::MAX;
+        }
+        self.bytes.max(0.0) as usize
+    }
+
     /// True if `bytes` more may be read now.
     pub fn has_bytes_for(&self, limits: &InputLimits, bytes: usize) -> bool {
         limits.bytes_per_sec == 0 || self.bytes >= bytes as f32

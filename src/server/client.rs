@@ -73,6 +73,9 @@ pub struct Client {
     pub failed: bool,
     /// A chat client behind: its queue passed the bound, so it is sent nothing new and not read until it drains.
     pub lagging: bool,
+    /// The window of the compressed frames it shares with other clients (its WebSocket's
+    /// `shared_compression_window`), or `None` if it is sent plain ones.
+    pub shared_window: Option<u8>,
 }
 
 impl Client {
@@ -103,6 +106,7 @@ impl Client {
             fin_received: false,
             failed: false,
             lagging: false,
+            shared_window: None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::client::Phase;
 use super::queue::Chunk;
 use super::Server;
 use crate::http::{self, Endpoint, Refusal, Route};
+use crate::protocol::deflate::DeflateParams;
 use crate::protocol::handshake::{self, RequestHead};
 use crate::protocol::{self, Role};
 
@@ -33,11 +34,13 @@ impl Server {
         if let Err(refusal) = self.admit_address(key, &request) {
             return self.refuse(key, refusal);
         }
-        match http::route(&request, &self.config.origins) {
+        match http::route(&request, &self.config.origins, self.config.compression) {
             Err(refusal) => self.refuse(key, refusal),
-            Ok(Route::Upgrade { endpoint, accept }) => {
-                self.upgrade(key, &request, endpoint, &accept, leftover)
-            }
+            Ok(Route::Upgrade {
+                endpoint,
+                accept,
+                deflate,
+            }) => self.upgrade(key, &request, endpoint, &accept, deflate, leftover),
             Ok(route) => self.respond(key, route, request.method == "HEAD"),
         }
     }
@@ -113,13 +116,15 @@ impl Server {
         self.mark_dirty(key);
     }
 
-    /// Writes the 101 (4.2.2) and turns the client into a WebSocket on `endpoint`.
+    /// Writes the 101 (4.2.2), naming permessage-deflate if it was agreed (RFC 7692 5), and turns the client into
+    /// a WebSocket on `endpoint`.
     fn upgrade(
         &mut self,
         key: usize,
         request: &RequestHead,
         endpoint: Endpoint,
         accept: &str,
+        deflate: Option<DeflateParams>,
         leftover: Vec<u8>,
     ) {
         let Some(client) = self.clients.get_mut(key) else {
@@ -130,9 +135,23 @@ impl Server {
             Endpoint::Echo => self.config.echo_max_message_size,
         };
         let mut response = Vec::with_capacity(160);
-        handshake::write_accept_response(accept, &mut response);
+        let extensions = deflate.map(|params| params.response_header());
+        handshake::write_accept_response_with_extensions(
+            accept,
+            extensions.as_deref(),
+            &mut response,
+        );
         client.queue.push(Chunk::Owned(response));
         let mut ws = protocol::Connection::new(Role::Server, max_message_size);
+        if let Some(params) = &deflate {
+            ws.use_deflate(params);
+            client.shared_window = ws.shared_compression_window();
+            *self
+                .metrics
+                .deflate_upgrades_total
+                .entry(endpoint.label())
+                .or_default() += 1;
+        }
         if self.config.max_fragments > 0 {
             ws.limit_fragments(self.config.max_fragments);
         }

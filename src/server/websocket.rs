@@ -13,7 +13,7 @@ use super::ending::Failure;
 use super::queue::Chunk;
 use super::Server;
 use crate::http::Endpoint;
-use crate::protocol::{CloseCode, Event, Message, State};
+use crate::protocol::{CloseCode, Event, FeedLimit, FeedLimits, Message, State};
 
 impl Server {
     /// Frames arrived for a WebSocket: feed them to its protocol state machine and act on the events in order.
@@ -37,13 +37,28 @@ impl Server {
             overdrawn = Some(Overdrawn::Bytes);
             &[]
         };
+        // Inflated bytes count against the same byte allowance as the bytes read: a compressed message is charged
+        // for what it costs the server to hold, not for what it cost the peer to send.
+        let feed_limits = FeedLimits {
+            frames: client.input.frames_left(limits),
+            inflated_bytes: client
+                .input
+                .bytes_left(limits)
+                .saturating_sub(allowed.len()),
+        };
         let frames_before = ws.frames_received();
-        let result = ws.feed_frames(allowed, &mut events, client.input.frames_left(limits));
+        let result = ws.feed_within(allowed, &mut events, feed_limits);
         let frames = ws.frames_received().wrapping_sub(frames_before);
-        if matches!(result, Ok(used) if used < allowed.len()) {
-            overdrawn = Some(Overdrawn::Frames);
+        let mut inflated = 0;
+        if let Ok(fed) = &result {
+            inflated = fed.inflated;
+            overdrawn = match fed.stopped {
+                Some(FeedLimit::Frames) => Some(Overdrawn::Frames),
+                Some(FeedLimit::InflatedBytes) => Some(Overdrawn::Bytes),
+                None => overdrawn,
+            };
         }
-        if let Err(over) = client.input.spend(limits, frames, allowed.len()) {
+        if let Err(over) = client.input.spend(limits, frames, allowed.len() + inflated) {
             overdrawn = overdrawn.or(Some(over));
         }
         // What an unfinished message holds now counts against the server's total until it completes.

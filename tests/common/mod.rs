@@ -4,6 +4,7 @@
 //! Each test binary uses a subset of these helpers, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod chat;
 
 use std::io::{self, Read, Write};
@@ -11,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use roomcast::protocol::deflate::{accept_server_answer, DeflateParams, CLIENT_OFFER};
 use roomcast::protocol::frame::{FrameDecoder, FrameEvent, IncomingMask, OpCode};
 use roomcast::protocol::handshake;
 use roomcast::protocol::{CloseCode, Connection, Event, Message, MessageKind, Role};
@@ -143,6 +145,15 @@ pub struct TestClient {
     conn: Connection,
     pending: std::collections::VecDeque<Received>,
     eof: bool,
+    /// permessage-deflate as the server agreed to it, if it did.
+    pub deflate: Option<DeflateParams>,
+    /// Reads the server's frames a second time, for their headers.
+    headers: FrameDecoder,
+    /// Data frames received with RSV1 set (compressed, RFC 7692 6) and without.
+    pub compressed_frames: usize,
+    pub plain_frames: usize,
+    /// Bytes received from the server after the handshake.
+    pub wire_bytes: usize,
 }
 
 impl TestClient {
@@ -151,16 +162,32 @@ impl TestClient {
         TestClient::connect_with_headers(addr, path, "")
     }
 
+    /// Connects offering permessage-deflate as browsers do (`CLIENT_OFFER`), and uses it if the server agrees.
+    pub fn connect_deflate(addr: SocketAddr, path: &str) -> io::Result<TestClient> {
+        TestClient::connect_offering(addr, path, "", Some(CLIENT_OFFER))
+    }
+
     /// Connects with extra header lines (each ending in "\r\n").
     pub fn connect_with_headers(
         addr: SocketAddr,
         path: &str,
         extra: &str,
     ) -> io::Result<TestClient> {
+        TestClient::connect_offering(addr, path, extra, None)
+    }
+
+    /// Connects with extra header lines, offering `extensions` if given.
+    pub fn connect_offering(
+        addr: SocketAddr,
+        path: &str,
+        extra: &str,
+        extensions: Option<&str>,
+    ) -> io::Result<TestClient> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let request = handshake::ClientRequest::with_random_key();
+        let mut request = handshake::ClientRequest::with_random_key();
+        request.extensions = extensions.map(str::to_owned);
         let mut bytes = Vec::new();
         handshake::write_client_request(&addr.to_string(), path, &request, &mut bytes);
         // The extra lines go before the blank line that ends the head.
@@ -170,7 +197,7 @@ impl TestClient {
         stream.write_all(&bytes)?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
-        let head_len = loop {
+        let head = loop {
             let n = stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -180,7 +207,7 @@ impl TestClient {
             }
             buf.extend_from_slice(&chunk[..n]);
             match handshake::parse_server_response(&buf, &request) {
-                Ok(Some(answer)) => break answer.head_len,
+                Ok(Some(answer)) => break answer,
                 Ok(None) => continue,
                 Err(e) => {
                     return Err(io::Error::other(format!(
@@ -190,18 +217,42 @@ impl TestClient {
                 }
             }
         };
+        let deflate = accept_server_answer(&head.extensions).map_err(io::Error::other)?;
+        let mut conn = Connection::new(Role::Client, 64 << 20);
+        if let Some(params) = &deflate {
+            conn.use_deflate(params);
+        }
+        let mut headers = FrameDecoder::new(IncomingMask::Forbidden);
+        headers.allow_compression();
         let mut client = TestClient {
             stream,
-            conn: Connection::new(Role::Client, 64 << 20),
+            conn,
             pending: Default::default(),
             eof: false,
+            deflate,
+            headers,
+            compressed_frames: 0,
+            plain_frames: 0,
+            wire_bytes: 0,
         };
-        let leftover = buf.split_off(head_len);
+        let leftover = buf.split_off(head.head_len);
         client.absorb(&leftover);
         Ok(client)
     }
 
     fn absorb(&mut self, bytes: &[u8]) {
+        self.wire_bytes += bytes.len();
+        let mut rest = bytes;
+        while let Ok((used, Some(event))) = self.headers.decode(rest) {
+            rest = &rest[used..];
+            if let FrameEvent::Header(header) = event {
+                match (header.opcode.is_control(), header.rsv1) {
+                    (true, _) => {}
+                    (false, true) => self.compressed_frames += 1,
+                    (false, false) => self.plain_frames += 1,
+                }
+            }
+        }
         let mut events = Vec::new();
         let _ = self.conn.feed(bytes, &mut events);
         for event in events {

@@ -11,11 +11,20 @@
 //   ROOMCAST_SEED    the article holding the original index.html (default ../../../shared/seeds/000_78e6997f1411331a.txt,
 //                    i.e. shared/ beside the repository; /work/shared/seeds/... is tried too)
 //   E2E_SCREENSHOT   where test A saves the screenshot (default ../../docs/chat.png)
+// With another cargo target directory, point ROOMCAST_BIN at its release/roomcast.
 //
 // Test A: our page (src/web/index.html) for two users, one of them behind a TCP proxy that can cut her connections.
 // Test B: the articles' original index.html, unchanged but for its server URL, chatting with our page.
 // Test C: heartbeat: a connection that silently stops carrying data is noticed and replaced (page clock sped up).
 // Test E: a duplicated tab takes the session over: the old tab is closed with 4001, says so and stays offline.
+// Test F: a reload keeps the name (the session token in sessionStorage reclaims it within the name's grace period);
+//         another page asking for it meanwhile is refused with a line that says why, as is a look-alike name.
+// Test G: a crowded room, on a server of its own (--max-room-members 102): the count comes from `memberCount` and
+//         `presence.count`, the list says it is partial (joined lists at most 100 names), and one more is refused
+//         with a `room_full` line.
+// Test H: a page that falls behind (a proxy stops reading for it) further than the history reaches gets `lagged`,
+//         says so, and rejoins with `since` on the same connection; it shows the newest messages once each. On a
+//         server of its own with a small queue bound and history.
 // Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
 //         new epoch's messages (seq starts again at 1, so the dedupe state must be reset).
 
@@ -43,10 +52,10 @@ const XSS = '<img src=x onerror=alert(1)>';
 
 // Hard stop for the whole file, whatever happens (node --test also bounds each test).
 const WATCHDOG = setTimeout(() => {
-  console.error('e2e: global watchdog fired after 170 s; killing the server and exiting');
+  console.error('e2e: global watchdog fired after 300 s; killing the server and exiting');
   stopServerSync();
   process.exit(1);
-}, 170_000);
+}, 300_000);
 WATCHDOG.unref();
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -92,22 +101,36 @@ function startServer(extraArgs = [], addr = '127.0.0.1:0') {
   });
 }
 
+const extraServers = [];  // servers a single test started with flags of its own
+
 function stopServerSync() {
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    try { server.proc.kill('SIGKILL'); } catch { /* gone */ }
+  for (const s of [server, ...extraServers]) {
+    if (s && s.proc.exitCode === null && s.proc.signalCode === null) {
+      try { s.proc.kill('SIGKILL'); } catch { /* gone */ }
+    }
   }
 }
 process.on('exit', stopServerSync);
 
-async function stopServer() {
-  if (!server) return;
-  const { proc } = server;
+async function stopProcess(proc) {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
   const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
   await exited;
   clearTimeout(t);
+}
+
+async function stopServer() {
+  if (server) await stopProcess(server.proc);
+}
+
+/** A server of the test's own, with its own flags; stopped at the end of the file at the latest. */
+async function startExtraServer(args) {
+  const extra = await startServer(args);
+  extraServers.push(extra);
+  closers.push(() => stopProcess(extra.proc));
+  return extra;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -157,6 +180,14 @@ class Proxy {
       p.client.destroy();
       p.upstream.destroy();
     }
+  }
+  /** Stop reading what the server sends on every current connection: to the server, a client that stops reading. */
+  holdDownstream() {
+    for (const p of this.pairs) p.upstream.pause();
+  }
+  /** Carry the server's bytes again. */
+  releaseDownstream() {
+    for (const p of this.pairs) p.upstream.resume();
   }
   /** Keep every current connection open but stop carrying bytes on it (a half-dead link). */
   stall() {
@@ -232,6 +263,30 @@ async function waitForText(page, text, selector = '#messages .msg:not(.pending)'
   } catch (e) {
     const seen = await page.$$eval('#messages .msg', (els) => els.map((x) => `[${x.className}] ${x.textContent}`)).catch(() => []);
     throw new Error(`"${text}" did not show up in ${selector} within ${timeout} ms; the page shows:\n  ${seen.join('\n  ')}`);
+  }
+}
+
+/** The value of one unlabelled series on a server's /metrics. */
+function metric(base, name) {
+  return new Promise((resolve, reject) => {
+    http.get(base + 'metrics', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => {
+        const line = body.split('\n').find((l) => l.startsWith(name + ' '));
+        resolve(line ? Number(line.slice(name.length + 1)) : NaN);
+      });
+    }).on('error', reject);
+  });
+}
+
+async function until(what, check, timeout = 15_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -570,6 +625,196 @@ test('E: a duplicated tab takes the session over; the old tab is told so and doe
   assertClean(second, 'second tab');
   await first.context().close();
   await second.context().close();
+});
+
+test('F: a reload keeps the name with the session token; others are refused it meanwhile, in words', { timeout: 60_000 }, async (t) => {
+  const room = 'reload';
+  const jo = await openPage(server.base);
+  const lee = await openPage(server.base);
+  await joinOurs(jo, 'jo', room);
+  await joinOurs(lee, 'lee', room);
+  const before = JSON.parse(await jo.evaluate(() => sessionStorage.getItem('roomcast.session')));
+  assert.ok(before.session, 'the session token is kept in sessionStorage');
+
+  // Another page asks for the name while jo holds it; another case is not another name.
+  const kim = await openPage(server.base);
+  await kim.fill('#userId', 'JO');
+  await kim.fill('#room', room);
+  await kim.click('#joinBtn');
+  const held = 'Could not join as "JO": another connection holds this name. Choose another name.';
+  await waitForText(kim, held, '#messages .msg.system.error');
+  const told = [held];
+  await kim.waitForFunction(() => document.getElementById('status').classList.contains('offline'));
+  assert.equal(await kim.isDisabled('#userId'), false, 'the name can be changed after a refusal');
+
+  // A look-alike (Latin j, Cyrillic о) is refused whoever is online, in words a person reads.
+  await kim.fill('#userId', 'j\u043e');
+  await kim.click('#joinBtn');
+  await waitForText(kim, 'mixes letters of different scripts', '#messages .msg.system.error');
+  const lookAlike = await kim.locator('#messages .msg.system.error').last().textContent();
+  assert.ok(!lookAlike.includes('userId'), `the line names the field the protocol's way: ${lookAlike}`);
+  told.push(lookAlike);
+
+  // jo reloads: the old connection goes and the name waits for jo's token.
+  await jo.reload();
+  await waitForText(lee, 'User "jo" left the room', '#messages .msg.system');
+  assert.equal(await jo.inputValue('#userId'), 'jo', 'the reloaded page prefills its name');
+  assert.equal(await jo.inputValue('#room'), room, 'and its room');
+  await kim.fill('#userId', 'jo');
+  await kim.click('#joinBtn');
+  await waitForText(kim, 'Could not join as "jo": this name was in use moments ago and is kept for its owner', '#messages .msg.system.error');
+  told.push(await kim.locator('#messages .msg.system.error').last().textContent());
+
+  // jo presses Join: the token from sessionStorage takes the name back.
+  await jo.click('#joinBtn');
+  await waitOnline(jo, 10_000);
+  await waitForText(lee, 'User "jo" joined the room', '#messages .msg.system');
+  const after = JSON.parse(await jo.evaluate(() => sessionStorage.getItem('roomcast.session')));
+  assert.equal(after.session, before.session, 'the name came back with the same session token');
+  assert.ok((await jo.textContent('#members')).includes('jo (you)'));
+
+  // kim takes a name of her own.
+  await kim.fill('#userId', 'kim');
+  await kim.click('#joinBtn');
+  await waitOnline(kim, 10_000);
+  await jo.waitForFunction(() => document.getElementById('memberCount').textContent === '3');
+  t.diagnostic('kim was told: ' + JSON.stringify(told));
+  for (const p of [['jo', jo], ['lee', lee], ['kim', kim]]) assertClean(p[1], p[0]);
+  for (const p of [jo, lee, kim]) await p.context().close();
+});
+
+test('G: a crowded room: the server\'s counts, a list that says it is partial, and room_full in words', { timeout: 90_000 }, async (t) => {
+  // A server of its own: a room of at most 102, and no request rate per address (101 WebSockets from one page).
+  const crowd = await startExtraServer(['--max-room-members', '102', '--handshake-rate-per-ip', '0']);
+  const room = 'crowd';
+  const bots = await openPage(crowd.base);
+  const counts = await bots.evaluate(async ({ room, n }) => {
+    const url = 'ws://' + location.host + '/ws';
+    window.bots = [];
+    const ready = [];
+    for (let i = 0; i < n; i++) {
+      const ws = new WebSocket(url);
+      window.bots.push(ws);
+      ready.push(new Promise((resolve, reject) => {
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'join', v: 2, userId: 'bot' + String(i).padStart(3, '0'), room }));
+        ws.onmessage = (ev) => {
+          const m = JSON.parse(ev.data);
+          if (m.type === 'joined') resolve(m.memberCount);
+          if (m.type === 'error') reject(new Error(m.code + ': ' + m.message));
+        };
+        ws.onclose = (ev) => reject(new Error('bot ' + i + ' closed with ' + ev.code));
+      }));
+    }
+    return Promise.all(ready);
+  }, { room, n: 101 });
+  assert.equal(Math.max(...counts), 101, 'the bots are in');
+
+  // The person arrives 102nd: `joined` names 100 members and counts 102.
+  const viewer = await openPage(crowd.base);
+  await joinOurs(viewer, 'viewer', room);
+  assert.equal(await viewer.textContent('#memberCount'), '102');
+  assert.equal(await viewer.locator('#members li').count(), 101, 'the 100 names listed, and the viewer');
+  assert.equal(await viewer.textContent('#membersNote'), 'Showing 101 of 102 members.');
+  assert.ok(await viewer.isVisible('#membersNote'));
+  assert.match(await viewer.textContent('#roomSub'), /^102 online \(member list incomplete\)$/);
+
+  // One more is refused: the room is full.
+  const late = await openPage(crowd.base);
+  await late.fill('#userId', 'late');
+  await late.fill('#room', room);
+  await late.click('#joinBtn');
+  await waitForText(late, 'Could not join #crowd: the room is full. Try another room, or try again later.', '#messages .msg.system.error');
+  await late.waitForFunction(() => document.getElementById('status').classList.contains('offline'));
+  await late.fill('#room', 'elsewhere');
+  await late.click('#joinBtn');
+  await waitOnline(late, 10_000);
+
+  // 30 leave at once: the count follows `presence.count`, whether they are told one by one or summed up.
+  await bots.evaluate(() => { for (const ws of window.bots.slice(0, 30)) { ws.onclose = null; ws.close(); } });
+  await viewer.waitForFunction(() => document.getElementById('memberCount').textContent === '72', null, { timeout: 10_000 });
+  await viewer.waitForFunction(() => /^72 online/.test(document.getElementById('roomSub').textContent));
+  const summed = await viewer.$$eval('#messages .msg.system', (els) => els.map((e) => e.textContent).filter((x) => / more left the room/.test(x)));
+  t.diagnostic(`the viewer saw the departures ${summed.length ? 'summed up: ' + summed.join(' | ') : 'one by one'}`);
+  assert.equal(await viewer.locator('#members img').count(), 0);
+  for (const p of [['bots', bots], ['viewer', viewer], ['late', late]]) assertClean(p[1], p[0]);
+  for (const p of [bots, viewer, late]) await p.context().close();
+});
+
+test('H: a page that fell behind past the history is told, rejoins with since, and shows the newest once', { timeout: 90_000 }, async (t) => {
+  // A server of its own: a tiny queue bound and history, a long grace, and no chat limits in the flooder's way.
+  const lag = await startExtraServer([
+    '--max-queued-bytes', '65536', '--history', '5', '--slow-consumer-grace', '60',
+    '--rate', '1000', '--burst', '1000', '--rate-bytes', '0', '--room-rate-bytes', '0',
+    '--max-frames-per-sec', '0', '--max-bytes-per-sec', '0',
+  ]);
+  const proxy = await new Proxy(lag.port).listen();
+  closers.push(() => proxy.close());
+  const room = 'lag';
+  const ned = await openPage(`http://127.0.0.1:${proxy.port}/`);
+  await joinOurs(ned, 'ned', room);
+
+  // ned stops reading; a flooder sends far more than the kernel's buffers, the queue bound and the history hold.
+  proxy.holdDownstream();
+  const flo = await openPage(lag.base);
+  const total = 2500;
+  await flo.evaluate(async ({ room, total }) => {
+    const ws = new WebSocket('ws://' + location.host + '/ws');
+    window.flooder = ws;
+    await new Promise((resolve) => { ws.onopen = resolve; });
+    ws.send(JSON.stringify({ type: 'join', v: 2, userId: 'flo', room }));
+    // Paced (10 messages every 20 ms) so that what one server turn reads stays under the queue bound: the flooder
+    // itself keeps up with its own echoes, only ned falls behind.
+    const filler = 'x'.repeat(3900);
+    for (let i = 1; i <= total; i++) {
+      ws.send(JSON.stringify({ type: 'chat', content: `flood ${i} ${filler}` }));
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+  }, { room, total });
+  try {
+    await until('ned to fall behind', async () => await metric(lag.base, 'roomcast_lagging_clients') === 1
+      && await metric(lag.base, 'roomcast_deliveries_skipped_total') > 10);
+  } catch (e) {
+    const seen = {};
+    for (const name of ['roomcast_messages_in_total', 'roomcast_queued_bytes', 'roomcast_lagging_clients',
+      'roomcast_deliveries_skipped_total', 'roomcast_slow_consumers_recovered_total', 'roomcast_slow_consumers_dropped_total']) {
+      seen[name] = await metric(lag.base, name);
+    }
+    throw new Error(`${e.message}: ${JSON.stringify(seen)}`);
+  }
+  const skipped = await metric(lag.base, 'roomcast_deliveries_skipped_total');
+
+  // ned reads again: the server catches it up from the history, which lost some, so ned is told `lagged`.
+  proxy.releaseDownstream();
+  await waitForText(ned, 'Your connection fell behind and some messages were lost', '#messages .msg.system.warn', 20_000);
+  await waitForText(ned, `flood ${total} `, '#messages .msg.other', 20_000);
+  // The rejoin on the same connection: a second "Joined room" line, and the page stays online.
+  await ned.waitForFunction(() => [...document.querySelectorAll('#messages .msg.system')]
+    .filter((e) => e.textContent.startsWith('Joined room')).length === 2, null, { timeout: 10_000 });
+  await waitOnline(ned, 5_000);
+  await ned.waitForTimeout(500); // room for a late duplicate
+  const list = await bubbles(ned);
+  const seen = new Map();
+  for (const m of list) {
+    const hit = /flood (\d+) /.exec(m.text);
+    if (hit) seen.set(hit[1], (seen.get(hit[1]) || 0) + 1);
+  }
+  const dupes = [...seen].filter(([, n]) => n > 1);
+  assert.deepEqual(dupes, [], 'no message is shown twice');
+  for (let i = total - 4; i <= total; i++) assert.equal(seen.get(String(i)), 1, `flood ${i} is shown once`);
+  assert.ok(seen.size < total, 'some were lost (that is what lagged says)');
+  const recovered = await metric(lag.base, 'roomcast_slow_consumers_recovered_total');
+  assert.ok(recovered >= 1, `caught up ${recovered} times`);
+  assert.equal(await metric(lag.base, 'roomcast_slow_consumers_dropped_total'), 0, 'nobody was closed for it');
+  // ned still talks.
+  await sendOurs(ned, 'back in step');
+  await waitForText(ned, 'back in step', '#messages .msg.self');
+  const warned = await ned.locator('#messages .msg.system.warn').count();
+  t.diagnostic(`${skipped} deliveries skipped when ned was released; ned shows ${seen.size} of the ${total} flood messages, ` +
+    `${warned} warning(s); clients caught up ${recovered} time(s)`);
+  assertClean(ned, 'ned');
+  assertClean(flo, 'flo');
+  await ned.context().close();
+  await flo.context().close();
 });
 
 test('D: the server restarts; pages reconnect by themselves and show the new epoch\'s messages', { timeout: 60_000 }, async (t) => {

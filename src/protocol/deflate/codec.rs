@@ -11,7 +11,7 @@ use std::fmt;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::protocol::frame::{encode_frame, FrameHeader, OpCode};
+use crate::protocol::frame::{encode_frame, encode_frame_in_place, FrameHeader, OpCode};
 
 use super::negotiate::{MAX_WINDOW_BITS, MIN_COMPRESS_WINDOW_BITS};
 
@@ -63,8 +63,6 @@ pub struct MessageCompressor {
     deflate: Compress,
     window_bits: u8,
     no_context_takeover: bool,
-    /// A reused buffer for one frame header, so encoding a frame allocates nothing.
-    header: Vec<u8>,
 }
 
 impl fmt::Debug for MessageCompressor {
@@ -96,7 +94,6 @@ impl MessageCompressor {
             ),
             window_bits,
             no_context_takeover,
-            header: Vec::with_capacity(crate::protocol::frame::MAX_HEADER_LEN),
         }
     }
 
@@ -150,46 +147,30 @@ impl MessageCompressor {
             encode_frame(true, opcode, payload, None, out);
             return Ok(false);
         }
-        let start = out.len();
-        let plain = FrameHeader {
+        let header = FrameHeader {
             fin: true,
+            rsv1: true,
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
         };
-        // The compressed payload is smaller, so its header is never longer than the plain one: write the
-        // payload after room for that, then move it forward if its header turns out shorter.
-        let reserved = plain.encoded_len();
-        out.resize(start + reserved, 0);
-        let compressed = match self.compress_if_smaller(payload, out) {
-            Ok(compressed) => compressed,
-            Err(error) => {
-                out.truncate(start);
-                return Err(error);
+        let mut failure = None;
+        let compressed = encode_frame_in_place(header, out, |out| {
+            match self.compress_if_smaller(payload, out) {
+                Ok(compressed) => compressed,
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
             }
-        };
-        let Some(compressed_len) = compressed else {
-            out.truncate(start);
+        });
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if !compressed {
             encode_frame(true, opcode, payload, None, out);
-            return Ok(false);
-        };
-        let header = FrameHeader {
-            payload_len: compressed_len as u64,
-            ..plain
-        };
-        let header_len = header.encoded_len();
-        self.header.clear();
-        header.encode(&mut self.header);
-        // RFC 7692 6: RSV1 on the first (here: only) frame of a compressed message.
-        if let Some(first) = self.header.first_mut() {
-            *first |= RSV1;
         }
-        if header_len < reserved {
-            out.copy_within(start + reserved.., start + header_len);
-            out.truncate(out.len() - (reserved - header_len));
-        }
-        out[start..start + header_len].copy_from_slice(&self.header);
-        Ok(true)
+        Ok(compressed)
     }
 
     /// Compresses `payload` into `out`, giving up (`None`, `out` untouched, compressor reset) as soon as the

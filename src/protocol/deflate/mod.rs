@@ -1,12 +1,14 @@
 //! RFC 7692 permessage-deflate, sans-IO: the handshake negotiation and the per-message codec.
 //!
 //! `negotiate` turns a client's offers into the agreed `DeflateParams` (server) or checks a server's answer
-//! (client); `codec` compresses and inflates message payloads and writes compressed server frames. Neither
-//! touches a socket, a frame decoder or a connection: wiring them into `Connection` (RSV1 on incoming frames,
-//! which messages to compress) is the caller's job.
+//! (client); `codec` compresses (zlib-rs, for a peer that keeps context) and inflates message payloads; `quick`
+//! compresses short messages each on its own, for a server that shares one compressed frame among many peers.
+//! None of them touches a socket or a frame decoder: `Connection` wires them in.
 
 pub mod codec;
 pub mod negotiate;
+pub mod quick;
+pub mod shared;
 
 pub use codec::{
     CompressError, InflateError, InflateStatus, MessageCompressor, MessageDecompressor, Progress,
@@ -15,3 +17,4 @@ pub use negotiate::{
     accept_server_answer, negotiate_server, AnswerError, DeflateParams, ServerDeflatePolicy,
     TakeoverPolicy, CLIENT_OFFER,
 };
+pub use quick::QuickCompressor;

@@ -18,8 +18,12 @@ pub const EXTENSION_NAME: &str = "permessage-deflate";
 /// RFC 7692 7.1.2.2: naming `client_max_window_bits` without a value tells the server it may pick our window.
 pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-/// The smallest window our compressor can use: neither zlib nor zlib-rs deflates raw data with a 256-byte window.
+/// The smallest window zlib (and zlib-rs) can deflate raw data with: a 256-byte window (8 bits) is not one of
+/// theirs. Messages with an 8-bit window are compressed by our own `QuickCompressor`, each on its own.
 pub const MIN_COMPRESS_WINDOW_BITS: u8 = 9;
+
+/// The smallest LZ77 window RFC 7692 7.1.2 allows, 256 bytes.
+pub const MIN_WINDOW_BITS: u8 = 8;
 
 /// The largest LZ77 window, 32 KiB, which is also the default when no parameter names one (RFC 7692 7.1.2).
 pub const MAX_WINDOW_BITS: u8 = 15;
@@ -104,11 +108,11 @@ pub struct ServerDeflatePolicy {
     /// When the client must reset its compressor between messages. `Forbid` means inflate state need only live
     /// while one message arrives.
     pub client_context: TakeoverPolicy,
-    /// The largest window the server compresses with; taken as 9..=15. Below 15 it is named in every answer
+    /// The largest window the server compresses with; taken as 8..=15. Below 15 it is named in every answer
     /// (7.1.2.1 allows that even when not offered).
     pub server_max_window_bits: u8,
     /// The largest window the server asks a client to compress with, when the client's offer lets it ask
-    /// (7.1.2.2); taken as 9..=15.
+    /// (7.1.2.2); taken as 8..=15.
     pub client_max_window_bits: u8,
 }
 
@@ -134,9 +138,8 @@ impl ServerDeflatePolicy {
 /// The server side of RFC 7692 5: accepts the first permessage-deflate offer it can honour and declines the rest.
 ///
 /// Other extensions are ignored (declined). An offer with an unknown parameter, a duplicated parameter or an
-/// invalid value is declined (7), and so is one that demands `server_max_window_bits=8`, which our compressor
-/// cannot use (7.1.2.1 lets a server decline what it does not support). `None` means the upgrade goes on without
-/// compression.
+/// invalid value is declined (7). Every window from 8 to 15 bits can be honoured. `None` means the upgrade goes on
+/// without compression.
 pub fn negotiate_server(
     offers: &[ExtensionOffer],
     policy: &ServerDeflatePolicy,
@@ -154,13 +157,11 @@ pub fn negotiate_server(
 fn answer_offer(offered: &Params, policy: &ServerDeflatePolicy) -> Option<DeflateParams> {
     let server_limit = policy
         .server_max_window_bits
-        .clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS);
+        .clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
     let client_limit = policy
         .client_max_window_bits
-        .clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS);
+        .clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
     let server_max_window_bits = match offered.server_max_window_bits {
-        // 7.1.2.1: decline what we cannot support; our compressor has no 256-byte window.
-        Some(bits) if bits < MIN_COMPRESS_WINDOW_BITS => return None,
         // 7.1.2.1: accept by naming the same or a smaller value.
         Some(bits) => Some(bits.min(server_limit)),
         // 7.1.2.1: a server MAY name it even when it was not offered.
@@ -201,8 +202,6 @@ pub enum AnswerError {
     DuplicateParameter(String),
     /// A parameter with a value it may not have, without one it needs, or out of range.
     InvalidValue(String),
-    /// `client_max_window_bits=8`: a window our compressor cannot use.
-    UnsupportedWindowBits(u8),
 }
 
 impl fmt::Display for AnswerError {
@@ -232,9 +231,6 @@ impl fmt::Display for AnswerError {
                     "permessage-deflate answer has an invalid value for {name:?}"
                 )
             }
-            AnswerError::UnsupportedWindowBits(bits) => {
-                write!(f, "permessage-deflate answer asks for a {bits}-bit window we cannot compress with")
-            }
         }
     }
 }
@@ -263,13 +259,8 @@ pub fn accept_server_answer(
             ParamError::Duplicate(name) => AnswerError::DuplicateParameter(name),
             ParamError::InvalidValue(name) => AnswerError::InvalidValue(name),
         })?;
+        // 7.1.2.2: any window from 8 to 15 is one we can compress with (8 by `QuickCompressor`).
         let client_max_window_bits = params.client_max_window_bits.flatten();
-        if let Some(bits) = client_max_window_bits {
-            // 7: fail if the client does not support the configuration; we cannot compress with 8.
-            if bits < MIN_COMPRESS_WINDOW_BITS {
-                return Err(AnswerError::UnsupportedWindowBits(bits));
-            }
-        }
         agreed = Some(DeflateParams {
             server_no_context_takeover: params.server_no_context_takeover,
             client_no_context_takeover: params.client_no_context_takeover,
@@ -527,8 +518,7 @@ mod tests {
 
     #[test]
     fn first_acceptable_offer_wins_after_declined_ones() {
-        let header = "permessage-deflate; server_max_window_bits=8, \
-                      permessage-deflate; mystery, \
+        let header = "permessage-deflate; mystery, \
                       permessage-deflate; server_no_context_takeover; server_no_context_takeover, \
                       permessage-deflate; server_max_window_bits=12, \
                       permessage-deflate";
@@ -571,10 +561,12 @@ mod tests {
     }
 
     #[test]
-    fn offer_insisting_on_an_8_bit_server_window_is_declined() {
+    fn offer_insisting_on_an_8_bit_server_window_is_accepted() {
+        let params = server("permessage-deflate; server_max_window_bits=8", &ECHO).unwrap();
+        assert_eq!(params.server_window_bits(), 8);
         assert_eq!(
-            server("permessage-deflate; server_max_window_bits=8", &ECHO),
-            None
+            params.response_header(),
+            "permessage-deflate; server_max_window_bits=8"
         );
     }
 
@@ -677,7 +669,7 @@ mod tests {
             ..ECHO
         };
         let params = server("permessage-deflate; client_max_window_bits", &policy).unwrap();
-        assert_eq!(params.server_max_window_bits, Some(9));
+        assert_eq!(params.server_max_window_bits, Some(8));
         assert_eq!(params.client_max_window_bits, None);
     }
 
@@ -782,11 +774,11 @@ mod tests {
     }
 
     #[test]
-    fn client_refuses_an_8_bit_window_it_cannot_compress_with() {
-        assert_eq!(
-            answer("permessage-deflate; client_max_window_bits=8"),
-            Err(AnswerError::UnsupportedWindowBits(8))
-        );
+    fn client_accepts_an_8_bit_window_to_compress_with() {
+        let params = answer("permessage-deflate; client_max_window_bits=8")
+            .unwrap()
+            .unwrap();
+        assert_eq!(params.client_window_bits(), 8);
     }
 
     #[test]
@@ -794,8 +786,8 @@ mod tests {
         assert!(AnswerError::RepeatedExtension
             .to_string()
             .contains("more than once"));
-        assert!(AnswerError::UnsupportedWindowBits(8)
+        assert!(AnswerError::InvalidValue("server_max_window_bits".into())
             .to_string()
-            .contains("8-bit"));
+            .contains("server_max_window_bits"));
     }
 }

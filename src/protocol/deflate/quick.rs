@@ -1,0 +1,460 @@
+//! A small, fast DEFLATE compressor for short messages compressed each on its own (no context takeover): the
+//! one a server shares between every member of a room.
+//!
+//! Owns greedy LZ77 matching over a hash table that never needs clearing, and fixed Huffman coding (RFC 1951
+//! 3.2.6). zlib (and zlib-rs) must clear a 128 KiB hash table to forget one message before the next, which costs
+//! more than compressing a chat message; here every table entry carries the absolute position it was written at,
+//! and an entry from before the current message is simply not a candidate. Fixed codes need no tree in the
+//! output, which suits messages of a few hundred bytes. It must not be used where a peer keeps context between
+//! messages: `codec::MessageCompressor` (zlib-rs) does that, with dynamic codes and better ratios on long data.
+
+/// log2 of the hash table's entries.
+const HASH_BITS: u32 = 12;
+/// The hash table's entries.
+const TABLE_SIZE: usize = 1 << HASH_BITS;
+/// The shortest match DEFLATE can code.
+const MIN_MATCH: usize = 3;
+/// The longest match DEFLATE can code.
+const MAX_MATCH: usize = 258;
+
+/// Compresses messages one at a time into raw DEFLATE data that ends the way RFC 7692 7.2.1 wants it: as if
+/// flushed with Z_SYNC_FLUSH and with the trailing `00 00 ff ff` removed.
+#[derive(Debug)]
+pub struct QuickCompressor {
+    /// For each hash of four bytes, the absolute position (see `base`) where they were last seen.
+    table: Box<[u32; TABLE_SIZE]>,
+    /// The absolute position of the current message's first byte: positions only grow, so entries below it
+    /// belong to earlier messages and are ignored.
+    base: u32,
+    /// The absolute position just past the current message: where the next one starts.
+    next_base: u32,
+    /// The farthest back any match of the last message reached (for tests of the window rule).
+    farthest: usize,
+    /// The longest distance a match may reach back: 2^window_bits (RFC 7692 7.1.2.1).
+    max_distance: usize,
+}
+
+impl QuickCompressor {
+    /// A compressor whose matches reach back at most `2^window_bits` bytes (8..=15).
+    pub fn new(window_bits: u8) -> Self {
+        QuickCompressor {
+            table: Box::new([0; TABLE_SIZE]),
+            base: 1,
+            next_base: 1,
+            farthest: 0,
+            max_distance: 1 << window_bits.clamp(8, 15),
+        }
+    }
+
+    /// Appends the compressed form of `payload` to `out` if it is shorter than `payload`, and returns its length;
+    /// `None` leaves `out` as it was (the caller sends the message uncompressed).
+    pub fn compress_if_smaller(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let start = out.len();
+        self.begin(payload.len());
+        out.reserve(payload.len() + 16);
+        let mut bits = BitWriter::new(out);
+        // RFC 1951 3.2.3: BFINAL = 0 (the message is not the end of a stream), BTYPE = 01 (fixed codes).
+        bits.put(0b010, 3);
+        let mut i = 0;
+        let mut literals_from = 0;
+        // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is not
+        // searched byte by byte.
+        let mut misses = 0usize;
+        while i + MIN_MATCH < payload.len() {
+            let word = read_u32(payload, i);
+            let hash = slot(word);
+            let position = self.position(i);
+            let candidate = std::mem::replace(&mut self.table[hash], position) as usize;
+            let earlier = candidate.wrapping_sub(self.base as usize);
+            if earlier >= i || i - earlier > self.max_distance || read_u32(payload, earlier) != word
+            {
+                misses += 1;
+                i += 1 + (misses >> 6);
+                continue;
+            }
+            misses = 0;
+            let length =
+                4 + common_prefix(&payload[earlier + 4..], &payload[i + 4..], MAX_MATCH - 4);
+            for &byte in &payload[literals_from..i] {
+                bits.literal(byte);
+            }
+            bits.copy(length, i - earlier);
+            self.farthest = self.farthest.max(i - earlier);
+            // Remember a few positions inside the match, so that the next repeat can find it from there.
+            for j in (i + 1..i + length).step_by(4) {
+                if j + MIN_MATCH < payload.len() {
+                    let position = self.position(j);
+                    self.table[slot(read_u32(payload, j))] = position;
+                }
+            }
+            i += length;
+            literals_from = i;
+            if bits.len() - start >= payload.len() {
+                break;
+            }
+        }
+        for &byte in &payload[literals_from.min(payload.len())..] {
+            bits.literal(byte);
+        }
+        bits.end_of_block();
+        // The empty stored block of a sync flush: its three header bits, then zeros to the byte boundary; its
+        // LEN and NLEN (`00 00 ff ff`) are what RFC 7692 7.2.1 removes.
+        bits.put(0, 3);
+        bits.flush_to_byte();
+        let len = out.len() - start;
+        if len >= payload.len() {
+            out.truncate(start);
+            return None;
+        }
+        Some(len)
+    }
+
+    /// Starts a message of `len` bytes: its positions begin past every position used so far. When they would
+    /// overflow, the table is cleared once (every 4 GiB of input).
+    fn begin(&mut self, len: usize) {
+        self.farthest = 0;
+        let end = u64::from(self.next_base) + len as u64 + 1;
+        if u32::try_from(end).is_err() {
+            self.table.fill(0);
+            self.next_base = 1;
+        }
+        self.base = self.next_base;
+        self.next_base = self.base + len as u32 + 1;
+    }
+
+    fn position(&self, i: usize) -> u32 {
+        self.base.wrapping_add(i as u32)
+    }
+}
+
+/// The four bytes at `i`, little-endian; 0 past the end (never a match: callers check lengths first).
+#[inline]
+fn read_u32(data: &[u8], i: usize) -> u32 {
+    data.get(i..i + 4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// The hash table slot of four bytes.
+#[inline]
+fn slot(word: u32) -> usize {
+    (word.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize & (TABLE_SIZE - 1)
+}
+
+/// How many leading bytes `a` and `b` share, at most `max`.
+fn common_prefix(a: &[u8], b: &[u8], max: usize) -> usize {
+    a.iter()
+        .zip(b)
+        .take(max)
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// RFC 1951 3.2.5: the base lengths of codes 257..=285.
+const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+/// RFC 1951 3.2.5: the extra bits of codes 257..=285.
+const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+/// RFC 1951 3.2.5: the base distances of codes 0..=29.
+const DISTANCE_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+/// RFC 1951 3.2.5: the extra bits of distance codes 0..=29.
+const DISTANCE_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+
+/// RFC 1951 3.2.6: the fixed literal/length codes, bit-reversed for writing, and their lengths, by symbol.
+static FIXED_CODES: [(u16, u8); 288] = {
+    let mut table = [(0u16, 0u8); 288];
+    let mut symbol = 0;
+    while symbol < 288 {
+        let (code, length) = match symbol {
+            0..=143 => (0x30 + symbol, 8),
+            144..=255 => (0x190 + symbol - 144, 9),
+            256..=279 => (symbol - 256, 7),
+            _ => (0xC0 + symbol - 280, 8),
+        };
+        table[symbol as usize] = (reverse(code, length), length as u8);
+        symbol += 1;
+    }
+    table
+};
+
+/// For each match length 3..=258, the index of its length code (its symbol is 257 + index).
+static LENGTH_INDEX: [u8; 259] = {
+    let mut table = [0u8; 259];
+    let mut index = 0;
+    let mut length = 3;
+    while length <= 258 {
+        while index + 1 < 29 && LENGTH_BASE[index + 1] as usize <= length {
+            index += 1;
+        }
+        table[length] = index as u8;
+        length += 1;
+    }
+    table
+};
+
+/// The low `length` bits of `code` in reverse order: Huffman codes go out most significant bit first.
+const fn reverse(code: u32, length: u32) -> u16 {
+    let mut reversed = 0;
+    let mut i = 0;
+    while i < length {
+        reversed |= ((code >> i) & 1) << (length - 1 - i);
+        i += 1;
+    }
+    reversed as u16
+}
+
+/// The index of the distance code for `distance` (1..=32768).
+fn distance_index(distance: usize) -> usize {
+    // Codes 0..=3 are the distances 1..=4; from there every two codes double the range (RFC 1951 3.2.5).
+    if distance <= 4 {
+        return distance - 1;
+    }
+    let d = distance - 1;
+    let top = usize::BITS - 1 - d.leading_zeros();
+    (2 * top as usize) + ((d >> (top - 1)) & 1)
+}
+
+/// Writes DEFLATE's bit stream: fields least significant bit first, Huffman codes most significant bit first
+/// (RFC 1951 3.1.1), gathered 64 bits at a time.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    pending: u64,
+    count: u32,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        BitWriter {
+            out,
+            pending: 0,
+            count: 0,
+        }
+    }
+
+    /// Bytes written so far (without the bits still pending).
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends the low `count` bits (at most 32) of `value`, least significant first.
+    fn put(&mut self, value: u32, count: u32) {
+        self.pending |= u64::from(value) << self.count;
+        self.count += count;
+        if self.count >= 32 {
+            self.out
+                .extend_from_slice(&(self.pending as u32).to_le_bytes());
+            self.pending >>= 32;
+            self.count -= 32;
+        }
+    }
+
+    /// The fixed code of literal/length symbol `symbol`.
+    fn symbol(&mut self, symbol: usize) {
+        let (code, length) = FIXED_CODES[symbol];
+        self.put(u32::from(code), u32::from(length));
+    }
+
+    fn literal(&mut self, byte: u8) {
+        self.symbol(usize::from(byte));
+    }
+
+    fn end_of_block(&mut self) {
+        self.symbol(256);
+    }
+
+    /// A match of `length` (3..=258) bytes `distance` (1..=32768) back.
+    fn copy(&mut self, length: usize, distance: usize) {
+        let index = usize::from(LENGTH_INDEX[length]);
+        self.symbol(257 + index);
+        let extra = LENGTH_EXTRA[index];
+        if extra > 0 {
+            self.put(
+                (length - usize::from(LENGTH_BASE[index])) as u32,
+                u32::from(extra),
+            );
+        }
+        let index = distance_index(distance);
+        self.put(u32::from(reverse(index as u32, 5)), 5);
+        let extra = DISTANCE_EXTRA[index];
+        if extra > 0 {
+            self.put(
+                (distance - usize::from(DISTANCE_BASE[index])) as u32,
+                u32::from(extra),
+            );
+        }
+    }
+
+    /// Pads with zero bits to the next byte boundary and writes what is pending.
+    fn flush_to_byte(&mut self) {
+        let bytes = self.count.div_ceil(8) as usize;
+        self.out
+            .extend_from_slice(&self.pending.to_le_bytes()[..bytes]);
+        self.pending = 0;
+        self.count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::deflate::codec::MessageDecompressor;
+
+    /// Inflates as a peer would: the data, then `00 00 ff ff` (RFC 7692 7.2.2).
+    fn inflate(compressed: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        MessageDecompressor::new(true, 1 << 20)
+            .decompress_message(compressed, &mut out)
+            .expect("valid DEFLATE");
+        out
+    }
+
+    fn chat(seq: u32, content: &str) -> Vec<u8> {
+        format!(
+            r#"{{"type":"chat","room":"lobby","seq":{seq},"from":"alice","content":"{content}","timestamp":1795307457209}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_chat_message_round_trips_and_is_smaller() {
+        let mut compressor = QuickCompressor::new(15);
+        let message = chat(
+            12,
+            "Hello everyone, the meeting is at ten; the notes of the meeting are in the other room.",
+        );
+        let mut out = Vec::new();
+        let len = compressor
+            .compress_if_smaller(&message, &mut out)
+            .expect("smaller");
+        assert_eq!(len, out.len());
+        assert!(len < message.len(), "{len} vs {}", message.len());
+        assert_eq!(inflate(&out), message);
+    }
+
+    #[test]
+    fn messages_are_independent_whatever_came_before() {
+        let mut compressor = QuickCompressor::new(15);
+        let first = chat(1, "repeat repeat repeat repeat repeat repeat");
+        let second = chat(2, "repeat repeat repeat repeat repeat repeat");
+        let mut out = Vec::new();
+        compressor.compress_if_smaller(&first, &mut out).unwrap();
+        let mut alone = Vec::new();
+        compressor.compress_if_smaller(&second, &mut alone).unwrap();
+        // A peer that never saw the first message, with a fresh window, inflates the second.
+        assert_eq!(inflate(&alone), second);
+    }
+
+    #[test]
+    fn incompressible_data_is_refused_and_leaves_the_output_untouched() {
+        let mut compressor = QuickCompressor::new(15);
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        let mut out = b"kept".to_vec();
+        assert_eq!(compressor.compress_if_smaller(&noise, &mut out), None);
+        assert_eq!(out, b"kept");
+        assert_eq!(compressor.compress_if_smaller(b"", &mut out), None);
+        assert_eq!(compressor.compress_if_smaller(b"ab", &mut out), None);
+    }
+
+    #[test]
+    fn matches_never_reach_further_back_than_the_window() {
+        // The same 60 bytes 600 bytes apart, the filler between them unmatchable: a 512-byte window may not
+        // match them, a 32 KiB one does.
+        let block: Vec<u8> = (0..60u8).map(|i| b'a' + i % 26).collect();
+        let mut message = block.clone();
+        message.extend((0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80));
+        message.extend(&block);
+        let mut narrow = QuickCompressor::new(9);
+        let mut out = Vec::new();
+        let _ = narrow.compress_if_smaller(&message, &mut out);
+        assert!(narrow.farthest <= 512, "reached {} back", narrow.farthest);
+        let mut wide = QuickCompressor::new(15);
+        let mut out = Vec::new();
+        let _ = wide.compress_if_smaller(&message, &mut out);
+        assert!(wide.farthest > 600, "reached {} back", wide.farthest);
+    }
+
+    #[test]
+    fn positions_overflowing_start_over_with_a_clean_table() {
+        let mut compressor = QuickCompressor::new(15);
+        compressor.next_base = u32::MAX - 10;
+        let message = chat(7, "overflow overflow overflow overflow");
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            compressor.compress_if_smaller(&message, &mut out).unwrap();
+            assert_eq!(inflate(&out), message);
+        }
+    }
+
+    #[test]
+    fn round_trips_through_many_shapes_and_lengths() {
+        let mut compressor = QuickCompressor::new(15);
+        let mut state = 0x2545_f491_u64;
+        for case in 0..3_000u32 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 35) as usize % 3_000;
+            let alphabet = 1 + (state >> 20) as usize % 40;
+            let message: Vec<u8> = (0..len)
+                .map(|i| {
+                    let x = (i as u64).wrapping_mul(state | 1) >> 7;
+                    if x % 5 == 0 {
+                        b"the quick brown fox "[i % 20]
+                    } else {
+                        (x % alphabet as u64) as u8 + b' '
+                    }
+                })
+                .collect();
+            let mut out = vec![0xEE; case as usize % 3];
+            let before = out.len();
+            match compressor.compress_if_smaller(&message, &mut out) {
+                Some(len) => {
+                    assert_eq!(out.len(), before + len);
+                    assert!(len < message.len());
+                    assert_eq!(inflate(&out[before..]), message, "case {case}");
+                }
+                None => assert_eq!(out.len(), before),
+            }
+        }
+    }
+
+    #[test]
+    fn long_runs_use_the_longest_matches() {
+        let mut compressor = QuickCompressor::new(15);
+        let message = vec![b'z'; 5_000];
+        let mut out = Vec::new();
+        let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
+        assert!(len < 100, "{len} bytes for 5,000 z");
+        assert_eq!(inflate(&out), message);
+    }
+
+    #[test]
+    fn distance_codes_follow_the_rfc_table() {
+        for distance in 1..=32_768usize {
+            let expected = DISTANCE_BASE.partition_point(|&base| usize::from(base) <= distance) - 1;
+            assert_eq!(distance_index(distance), expected, "distance {distance}");
+        }
+        for (length, &index) in LENGTH_INDEX.iter().enumerate().skip(3) {
+            let expected = LENGTH_BASE.partition_point(|&base| usize::from(base) <= length) - 1;
+            assert_eq!(usize::from(index), expected, "length {length}");
+        }
+    }
+}
