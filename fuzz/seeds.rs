@@ -6,13 +6,15 @@
 //! bits), 4 (reserved opcodes), 5 (fragmentation, interleaved control frames), 6 (invalid UTF-8, fail-fast), 7
 //! (closing, close codes from 7.7 and 7.9) and 9 (large messages, declared in the header only where a whole
 //! frame would make the seed large), 12 and 13 (permessage-deflate: Autobahn's offers and answers, RFC 7692's
-//! example payloads, compressed messages), plus the handshake's requirements and the chat protocol's messages.
+//! example payloads, compressed messages, and conversations through compressing connections), plus the
+//! handshake's requirements and the chat protocol's messages.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use roomcast_fuzz::chat_ops::{ChatInput, ChatOp, Content, JoinExtras, Name, RawText};
 use roomcast_fuzz::conn_ops::{ClientFrame, ConnInput, LenForm, Op, Payload};
+use roomcast_fuzz::deflate_ops::{Body, DeflateInput, DeflateOp, Negotiation, ReaderPlan};
 use roomcast_fuzz::extensions_input::ExtensionsInput;
 use roomcast_fuzz::inflate_input::{InflateInput, MessageOp};
 use roomcast_fuzz::raw::RawInput;
@@ -37,6 +39,7 @@ fn main() {
     total += write_target(&root, "chat_message", chat_seeds());
     total += write_target(&root, "extensions", extensions_seeds());
     total += write_target(&root, "inflate", inflate_seeds());
+    total += write_target(&root, "deflate_connection", deflate_connection_seeds());
     println!("wrote {total} seeds under {}", root.display());
 }
 
@@ -1198,6 +1201,295 @@ fn inflate_seeds() -> Vec<(String, Vec<u8>)> {
                     msg(3, 0, 0, &[0x8f, 0x11, 0xe3, 0x5a, 0x02]),
                 ],
                 &[],
+            ),
+        ),
+    ]
+}
+
+/// A body of `data` repeated `(repeat + 1) << scale` times.
+fn body(data: &[u8], repeat: u8, scale: u8) -> Body {
+    Body {
+        repeat,
+        scale,
+        data: data.to_vec(),
+    }
+}
+
+/// A reader plan: read sizes, inflation budgets, frame budgets (see `deflate_ops`).
+fn reader(reads: &[u8], inflate: &[u8], frames: &[u8]) -> ReaderPlan {
+    ReaderPlan {
+        reads: reads.to_vec(),
+        inflate: inflate.to_vec(),
+        frames: frames.to_vec(),
+    }
+}
+
+/// Conversations through compressing connections: the chat route's and the echo route's negotiations, small
+/// windows, fragments with Pings between them, budgets of zero and one byte, bombs, damaged and misplaced RSV1
+/// frames, and both closing handshakes.
+fn deflate_connection_seeds() -> Vec<(String, Vec<u8>)> {
+    // Negotiation flags (see `deflate_ops::Negotiation`): bit 3 offers client_max_window_bits as browsers do;
+    // bits 5 and 6 are the chat route's policy (no context takeover either way); bit 7 offers nothing.
+    let browser_offer = 0x08;
+    let chat_route = browser_offer | 0x60;
+    let no_offer = 0x80;
+    let negotiation = |flags: u8, windows: u8| Negotiation {
+        flags,
+        windows,
+        policy_windows: 0x77,
+    };
+    let chat = b"{\"type\":\"chat\",\"room\":\"lobby\",\"text\":\"the quick brown fox jumps over the lazy dog\"} ";
+    let client = |flags: u8, body: Body, cuts: &[u8]| DeflateOp::ClientMessage {
+        flags,
+        body,
+        cuts: cuts.to_vec(),
+    };
+    let server = |flags: u8, body: Body| DeflateOp::ServerMessage { flags, body };
+    let input = |negotiation: Negotiation,
+                 limit: u8,
+                 fragment_limit: u8,
+                 readers: (ReaderPlan, ReaderPlan),
+                 ops: Vec<DeflateOp>| {
+        DeflateInput {
+            negotiation,
+            limit,
+            fragment_limit,
+            reader_a: readers.0,
+            reader_b: readers.1,
+            ops,
+        }
+        .encode()
+    };
+    let plain_readers = || (reader(&[], &[], &[]), reader(&[7, 0xF0], &[], &[]));
+    // Limit selectors: 0 is 64 KiB, 7 is 4 KiB.
+    let (limit_64k, limit_4k) = (0, 7);
+    vec![
+        (
+            "chat-route-shared-frames".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    server(4, body(chat, 3, 0)),
+                    client(0, body(b"hi", 0, 0), &[]),
+                    server(4, body(b"ok", 0, 0)),
+                    client(0, body(chat, 3, 0), &[]),
+                    server(4, body(chat, 3, 0)),
+                ],
+            ),
+        ),
+        (
+            "echo-route-context-takeover".into(),
+            input(
+                negotiation(browser_offer, 0),
+                limit_64k,
+                0,
+                (reader(&[1], &[0x41], &[]), reader(&[], &[], &[])),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    client(0, body(chat, 3, 0), &[]),
+                    server(2, body(chat, 3, 0)),
+                    server(2, body(chat, 3, 0)),
+                    client(1, body(&[1, 2, 3, 4, 5, 6, 7, 8], 255, 2), &[]),
+                    server(3, body(&[9, 8, 7], 255, 3)),
+                ],
+            ),
+        ),
+        (
+            "small-windows".into(),
+            // Offers server_max_window_bits=9 and client_max_window_bits=10, both contexts kept.
+            input(
+                negotiation(0x04 | 0x08 | 0x10, 0x21),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 40, 0), &[]),
+                    server(0, body(chat, 40, 0)),
+                    client(0, body(chat, 40, 0), &[]),
+                    server(0, body(chat, 40, 0)),
+                ],
+            ),
+        ),
+        (
+            "fragments-with-pings-one-byte-budget".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                0,
+                (reader(&[1], &[2], &[]), reader(&[0xF0], &[0x50], &[1])),
+                vec![
+                    client(2, body(chat, 20, 0), &[64, 128, 192]),
+                    client(3, body(&[0; 16], 255, 0), &[0, 0, 255]),
+                    client(0, body(b"short", 0, 0), &[128]),
+                ],
+            ),
+        ),
+        (
+            "zero-budgets-then-none".into(),
+            input(
+                negotiation(browser_offer, 0),
+                limit_64k,
+                0,
+                (
+                    reader(&[0x20], &[1, 1, 2], &[1]),
+                    reader(&[3], &[1, 0], &[2]),
+                ),
+                vec![
+                    client(0, body(chat, 30, 0), &[]),
+                    client(0, body(chat, 30, 0), &[100]),
+                    server(0, body(chat, 2, 0)),
+                ],
+            ),
+        ),
+        (
+            "client-message-over-the-limit".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_4k,
+                0,
+                (reader(&[], &[0x80], &[]), reader(&[0xF1], &[], &[])),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    client(0, body(b"aaaa", 255, 3), &[]),
+                    server(0, body(b"after the failure", 0, 0)),
+                ],
+            ),
+        ),
+        (
+            "fragment-limit".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                2,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[128]),
+                    client(2, body(chat, 3, 0), &[64, 128]),
+                ],
+            ),
+        ),
+        (
+            "injected-bomb".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_4k,
+                0,
+                (reader(&[], &[0x48], &[]), reader(&[5], &[], &[])),
+                // Binary, sent as two frames with a Ping between them.
+                vec![DeflateOp::Deflated {
+                    flags: 0x01 | 0x10 | 0x80,
+                    arg: 20,
+                    body: body(&[0], 255, 7),
+                }],
+            ),
+        ),
+        (
+            "injected-damaged-and-final-block".into(),
+            input(
+                negotiation(browser_offer, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    DeflateOp::Deflated {
+                        flags: 0x02,
+                        arg: 0,
+                        body: body(chat, 3, 0),
+                    },
+                    client(0, body(chat, 3, 0), &[]),
+                    DeflateOp::Deflated {
+                        flags: 0x04,
+                        arg: 77,
+                        body: body(chat, 3, 0),
+                    },
+                ],
+            ),
+        ),
+        (
+            "rsv1-on-a-continuation".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![DeflateOp::Deflated {
+                    flags: 0x10 | 0x20,
+                    arg: 128,
+                    body: body(chat, 3, 0),
+                }],
+            ),
+        ),
+        (
+            "rsv1-on-a-ping".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    DeflateOp::Frame {
+                        flags: 0x01 | 0x08,
+                        opcode: 0x9,
+                        payload: b"p".to_vec(),
+                    },
+                ],
+            ),
+        ),
+        (
+            "rsv1-without-deflate".into(),
+            input(
+                negotiation(no_offer, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    DeflateOp::Deflated {
+                        flags: 0,
+                        arg: 0,
+                        body: body(chat, 3, 0),
+                    },
+                ],
+            ),
+        ),
+        (
+            "closing-both-ways".into(),
+            input(
+                negotiation(chat_route, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    DeflateOp::ServerClose {
+                        code: 1001,
+                        reason: b"going away".to_vec(),
+                    },
+                    client(0, body(chat, 3, 0), &[]),
+                    server(0, body(chat, 3, 0)),
+                    DeflateOp::ClientClose {
+                        code: 1000,
+                        reason: vec![],
+                    },
+                ],
+            ),
+        ),
+        (
+            "raw-garbage".into(),
+            input(
+                negotiation(browser_offer, 0),
+                limit_64k,
+                0,
+                plain_readers(),
+                vec![
+                    client(0, body(chat, 3, 0), &[]),
+                    DeflateOp::Raw(vec![0xC1, 0x83, 1, 2, 3, 4, 0xff, 0xff, 0xff]),
+                ],
             ),
         ),
     ]

@@ -5,7 +5,7 @@
 //! (RFC 6455 5.1-5.6, 5.5.1, 7.4 and 8.1): the events in order, and the error that fails the connection, with the
 //! error a connection that reads incrementally would report when the stream ends early. It shares no code with
 //! `roomcast::protocol` beyond the event and error types it answers in. Where one frame breaks several rules, it
-//! reports them in the order `roomcast` documents: RSV bits, opcode, control-frame rules, masking, length
+//! reports them in the order `roomcast` checks them: opcode, RSV bits, control-frame rules, masking, length
 //! encoding, then message rules (continuation, size), then the payload (UTF-8, Close body).
 
 use roomcast::protocol::close::{CloseBodyError, CloseCode, CloseFrame};
@@ -136,11 +136,13 @@ fn header(bytes: &[u8]) -> Result<Option<(usize, bool, u8, [u8; 4], u64)>, Proto
     let opcode = b0 & 0x0F;
     let len7 = b1 & 0x7F;
     let fail = |e: FrameError| Err(ProtocolError::Frame(e));
-    if b0 & 0x70 != 0 {
-        return fail(FrameError::ReservedBits);
-    }
+    // The opcode is judged before the RSV bits, as the decoder does: with permessage-deflate, whether RSV1 is
+    // allowed depends on the opcode (RFC 7692 6.1). Both are 1002.
     if !matches!(opcode, 0x0..=0x2 | 0x8..=0xA) {
         return fail(FrameError::ReservedOpcode(opcode));
+    }
+    if b0 & 0x70 != 0 {
+        return fail(FrameError::ReservedBits);
     }
     if opcode >= 0x8 && !fin {
         return fail(FrameError::FragmentedControl);

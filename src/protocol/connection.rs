@@ -985,15 +985,15 @@ impl Connection {
             return Ok(Flow::Go);
         };
         let start = assembly.payload.len();
-        let progress = inflating
-            .inflater
-            .get()
-            .feed(
-                &inflating.input,
-                &mut assembly.payload,
-                compression.inflate_left,
-            )
-            .map_err(inflate_error)?;
+        let result = inflating.inflater.get().feed(
+            &inflating.input,
+            &mut assembly.payload,
+            compression.inflate_left,
+        );
+        let progress = match result {
+            Ok(progress) => progress,
+            Err(error) => return Err(inflate_failure(assembly, start, error)),
+        };
         compression.inflate_left -= progress.produced;
         inflating.input.drain(..progress.consumed);
         let frame_ended = std::mem::take(&mut inflating.frame_ended);
@@ -1027,11 +1027,14 @@ impl Connection {
             // tail alone it would stop inside a stored block and misread the peer's next message.
             if let Some(inflating) = assembly.inflating.as_mut().filter(|i| i.received > 0) {
                 let start = assembly.payload.len();
-                let progress = inflating
+                let result = inflating
                     .inflater
                     .get()
-                    .finish(&mut assembly.payload, compression.inflate_left)
-                    .map_err(inflate_error)?;
+                    .finish(&mut assembly.payload, compression.inflate_left);
+                let progress = match result {
+                    Ok(progress) => progress,
+                    Err(error) => return Err(inflate_failure(assembly, start, error)),
+                };
                 compression.inflate_left -= progress.produced;
                 let held_back = progress.status == InflateStatus::BudgetSpent;
                 // Held back: the next `feed_within` finishes the frame again.
@@ -1127,6 +1130,17 @@ fn check_utf8(assembly: &mut Assembly, start: usize) -> Result<(), ProtocolError
             .map_err(|_| ProtocolError::InvalidUtf8)?;
     }
     Ok(())
+}
+
+/// The error an inflate call that failed after appending to the message from `start` on fails the connection
+/// with. What inflated before the failure (up to the size limit, or up to the bad data) was appended, and a text
+/// message's bytes are checked first (8.1): invalid UTF-8 among them came before the failure, so it is the error,
+/// however the input was cut and whatever each call's inflation limit.
+fn inflate_failure(assembly: &mut Assembly, start: usize, error: InflateError) -> ProtocolError {
+    match check_utf8(assembly, start) {
+        Err(invalid_text) => invalid_text,
+        Ok(()) => inflate_error(error),
+    }
 }
 
 /// The protocol error for a message that cannot be inflated: past the size limit (10.4, 1009) or not DEFLATE.
@@ -1701,6 +1715,93 @@ mod tests {
         assert!(conn.buffered_bytes() >= 1000, "{}", conn.buffered_bytes());
         conn.feed(&frame[500..], &mut events).unwrap();
         assert_eq!((conn.is_mid_message(), conn.buffered_bytes()), (false, 0));
+    }
+
+    /// A server that reads compressed messages, each compressed on its own (RFC 7692 7.1.1).
+    fn deflating_server(max_message_size: usize) -> Connection {
+        let mut conn = Connection::new(Role::Server, max_message_size);
+        conn.use_deflate(&DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        });
+        conn
+    }
+
+    /// A masked client frame with RSV1 set: a whole compressed message (RFC 7692 6).
+    fn compressed_client_frame(opcode: OpCode, deflated: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            fin: true,
+            rsv1: true,
+            opcode,
+            mask: Some(KEY),
+            payload_len: deflated.len() as u64,
+        };
+        let mut out = Vec::new();
+        encode_frame_in_place(header, &mut out, |out| {
+            out.extend_from_slice(deflated);
+            Some(deflated.len())
+        });
+        out
+    }
+
+    /// Feeds `input` as a server loop does with an inflation limit per call: what a call leaves is given again,
+    /// and a call stopped at the limit is repeated, until the input is used or the connection fails.
+    fn feed_with_inflation_limit(
+        conn: &mut Connection,
+        input: &[u8],
+        inflated_bytes: usize,
+    ) -> Result<(), ProtocolError> {
+        let limits = FeedLimits {
+            frames: u32::MAX,
+            inflated_bytes,
+        };
+        let mut events = Vec::new();
+        let mut rest = input;
+        loop {
+            let fed = conn.feed_within(rest, &mut events, limits)?;
+            rest = &rest[fed.used..];
+            if fed.stopped.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_inflated_before_corrupt_data_is_the_error_however_the_input_is_cut() {
+        // A stored block holding "a", 0xFF, "b" (RFC 1951 3.2.4), then a block of the reserved type 11.
+        let deflated = [0x00, 0x03, 0x00, 0xfc, 0xff, b'a', 0xff, b'b', 0x07];
+        let frame = compressed_client_frame(OpCode::Text, &deflated);
+        let mut whole = deflating_server(1 << 20);
+        let mut events = Vec::new();
+        assert_eq!(
+            whole.feed(&frame, &mut events),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let mut bytewise = deflating_server(1 << 20);
+        let (_, result) = feed_bytewise(&mut bytewise, &frame);
+        assert_eq!(result, Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_inflated_before_the_size_limit_is_the_error_whatever_the_inflation_limit() {
+        let mut text = b"a\xff".to_vec();
+        text.extend_from_slice(&[b'a'; 5000]);
+        let mut deflated = Vec::new();
+        MessageCompressor::new(15, true)
+            .compress(&text, &mut deflated)
+            .unwrap();
+        let frame = compressed_client_frame(OpCode::Text, &deflated);
+        for inflated_bytes in [usize::MAX, 1, 2, 1000] {
+            let mut conn = deflating_server(1000);
+            assert_eq!(
+                feed_with_inflation_limit(&mut conn, &frame, inflated_bytes),
+                Err(ProtocolError::InvalidUtf8),
+                "{inflated_bytes} bytes inflated per call"
+            );
+            assert_eq!(close_code_sent(&mut conn), Some(1007));
+        }
     }
 
     fn frames(frames: u32) -> FeedLimits {
