@@ -116,8 +116,18 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
 
 /// A process's resident set size in KiB, from `VmRSS` in `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A process's peak resident set size so far in KiB, from `VmHWM` in `/proc/PID/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The value of the `/proc/PID/status` line starting with `field`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -166,5 +176,6 @@ mod tests {
     fn reads_own_cpu_time() {
         assert!(cpu_ticks(None).is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+        assert!(peak_rss_kib(std::process::id()) >= rss_kib(std::process::id()));
     }
 }
