@@ -268,7 +268,7 @@ struct Inflating {
 /// lent by the thread's pool for this message alone.
 #[derive(Debug)]
 enum Inflater {
-    Kept(MessageDecompressor),
+    Kept(Box<MessageDecompressor>),
     Lent(shared::LentDecompressor),
 }
 
@@ -387,8 +387,10 @@ struct Compression {
     peer_keeps_context: bool,
     /// The window our compressed messages may use (2^bits).
     our_window_bits: u8,
-    kept_compressor: Option<MessageCompressor>,
-    kept_decompressor: Option<MessageDecompressor>,
+    /// Boxed, as each is a few hundred bytes of zlib stream state that most connections never make: this struct is
+    /// allocated for every connection that agreed to permessage-deflate.
+    kept_compressor: Option<Box<MessageCompressor>>,
+    kept_decompressor: Option<Box<MessageDecompressor>>,
     /// How many more inflated bytes this `feed_within` may produce.
     inflate_left: usize,
 }
@@ -408,7 +410,7 @@ impl Compression {
         let bits = self.our_window_bits;
         let compressor = self
             .kept_compressor
-            .get_or_insert_with(|| MessageCompressor::new(bits, false));
+            .get_or_insert_with(|| Box::new(MessageCompressor::new(bits, false)));
         // A compressor that fails has reset itself, and the message goes out plain: the peer never saw the
         // abandoned bytes, so its window and ours still agree.
         compressor.compress_if_smaller(payload, out).ok().flatten()
@@ -907,9 +909,9 @@ impl Connection {
         let compression = self.compression.as_mut()?;
         let inflater = match compression.kept_decompressor.take() {
             Some(kept) => Inflater::Kept(kept),
-            None if compression.peer_keeps_context => {
-                Inflater::Kept(MessageDecompressor::new(false, self.max_message_size))
-            }
+            None if compression.peer_keeps_context => Inflater::Kept(Box::new(
+                MessageDecompressor::new(false, self.max_message_size),
+            )),
             None => Inflater::Lent(shared::LentDecompressor::borrow(self.max_message_size)),
         };
         Some(Inflating {
@@ -1843,5 +1845,15 @@ mod tests {
             Ok(fed(2 * one, false))
         );
         assert_eq!(events.len(), 5);
+    }
+
+    #[test]
+    fn what_deflate_adds_to_every_connection_is_a_few_words() {
+        // Allocated by `use_deflate` for each connection that agreed; the codecs it may keep are boxed apart.
+        assert!(
+            std::mem::size_of::<Compression>() <= 4 * std::mem::size_of::<usize>(),
+            "{} bytes",
+            std::mem::size_of::<Compression>()
+        );
     }
 }

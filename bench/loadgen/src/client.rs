@@ -14,6 +14,11 @@
 //! `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
 //! per-message allocation, copy and UTF-8 check of message assembly, which otherwise cost the generator more CPU
 //! per delivery than roomcast spends producing it (see docs/benchmarks.md).
+//!
+//! A client asked to (`offer_deflate`) offers permessage-deflate (RFC 7692) with roomcast's `CLIENT_OFFER`, checks
+//! the answer with `accept_server_answer`, compresses what it sends through `Connection::use_deflate`, and inflates
+//! every compressed message it receives before handing it over, on either receive path (the fast one through
+//! `inflate`, which may hand out the kept text of a byte-identical copy).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -21,6 +26,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use roomcast::protocol::close::parse_close_body;
+use roomcast::protocol::deflate::{accept_server_answer, DeflateParams, CLIENT_OFFER};
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
@@ -28,6 +34,8 @@ use roomcast::protocol::handshake::{
     parse_server_response, write_client_request, ClientHandshakeError, ClientRequest,
 };
 use roomcast::protocol::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role};
+
+use crate::inflate::Inflate;
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -128,6 +136,14 @@ pub struct Client {
     server_close: Option<CloseFrame>,
     /// The HTTP status the server answered the upgrade with, when it was not 101.
     refused_status: Option<u16>,
+    /// permessage-deflate is offered in the upgrade request.
+    offers_deflate: bool,
+    /// The fast receive path may hand out the kept text of a byte-identical compressed message (`inflate`).
+    reuse_inflated: bool,
+    /// What the server agreed to, once its 101 named permessage-deflate.
+    deflate: Option<DeflateParams>,
+    /// Bytes read from the socket since the connection opened, handshake included.
+    bytes_read: u64,
 }
 
 impl Client {
@@ -163,7 +179,29 @@ impl Client {
             out_sent: 0,
             server_close: None,
             refused_status: None,
+            offers_deflate: false,
+            reuse_inflated: false,
+            deflate: None,
+            bytes_read: 0,
         })
+    }
+
+    /// Makes the upgrade request offer permessage-deflate (`CLIENT_OFFER`, RFC 7692 5). Must be called before the
+    /// connect completes; no effect on raw framing. With `reuse_inflated`, the fast receive path hands out the
+    /// kept text of a byte-identical message compressed on its own instead of inflating it again (`inflate`).
+    pub fn offer_deflate(&mut self, reuse_inflated: bool) {
+        self.offers_deflate = true;
+        self.reuse_inflated = reuse_inflated;
+    }
+
+    /// The permessage-deflate parameters the server agreed to, if it did.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Bytes read from the socket so far: the upgrade response and every frame, as they came over TCP.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// True once messages can be sent: the TCP connect (and for WebSocket, the handshake) completed.
@@ -198,7 +236,10 @@ impl Client {
             self.stream.set_nodelay(true)?;
             match self.codec {
                 Codec::WebSocket { .. } => {
-                    let request = ClientRequest::with_random_key();
+                    let mut request = ClientRequest::with_random_key();
+                    if self.offers_deflate {
+                        request.extensions = Some(CLIENT_OFFER.to_string());
+                    }
                     let mut bytes = Vec::with_capacity(200);
                     write_client_request(&self.host, self.path, &request, &mut bytes);
                     self.queue(bytes);
@@ -237,6 +278,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.bytes_read += n as u64;
             self.on_bytes(&buf[..n], &mut on_message)?;
             if self.is_closed() {
                 return Ok(false);
@@ -284,6 +326,17 @@ impl Client {
                 return Ok(());
             };
             let head_len = answer.head_len;
+            // RFC 7692 5: the answer names what we compress and inflate with, or nothing.
+            let agreed = accept_server_answer(&answer.extensions)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if let (Some(params), Codec::WebSocket { ws, frames, .. }) = (&agreed, &mut self.codec)
+            {
+                ws.use_deflate(params);
+                if let Some(frames) = frames {
+                    frames.use_deflate(params, self.reuse_inflated);
+                }
+            }
+            self.deflate = agreed;
             let response = std::mem::take(response);
             self.phase = Phase::Open;
             return self.on_bytes(&response[head_len..], on_message);
@@ -416,6 +469,11 @@ impl Client {
         }
     }
 
+    /// Queues bytes to be written as they are, e.g. a frame the caller built itself. Written by `flush`.
+    pub fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.queue(bytes);
+    }
+
     /// Queues a binary message for the echo service.
     pub fn send_echo(&mut self, payload: &[u8]) {
         match self.codec {
@@ -491,6 +549,10 @@ struct FrameReceiver {
     pong_masks: PongMasks,
     /// The payload of the server's Close frame, once it arrived.
     closed_with: Option<Vec<u8>>,
+    /// How compressed messages are inflated, once permessage-deflate is agreed.
+    inflate: Option<Inflate>,
+    /// The data message being received is compressed (RSV1 on its first frame, RFC 7692 6).
+    compressed: bool,
 }
 
 /// The masking keys of the Pongs `FrameReceiver` sends.
@@ -515,7 +577,16 @@ impl FrameReceiver {
                 Masks::Fast { seed } => PongMasks::Fast(seed | 1),
             },
             closed_with: None,
+            inflate: None,
+            compressed: false,
         }
+    }
+
+    /// Accepts compressed messages from now on, inflated as `params` say the server compresses them; `reuse` as
+    /// `Inflate::Alone` takes it.
+    fn use_deflate(&mut self, params: &DeflateParams, reuse: bool) {
+        self.decoder.allow_compression();
+        self.inflate = Some(Inflate::for_params(params, reuse));
     }
 
     /// The server's Close frame as parsed from its payload (RFC 6455 5.5.1); a malformed body is reported with
@@ -579,7 +650,11 @@ impl FrameReceiver {
             }
             let kind = match header.opcode {
                 OpCode::Continuation => self.message,
-                opcode => Some(opcode),
+                opcode => {
+                    // RFC 7692 6: RSV1 on a message's first frame (the decoder refuses it elsewhere).
+                    self.compressed = header.rsv1;
+                    Some(opcode)
+                }
             };
             let Some(kind) = kind else {
                 return Err(io::Error::new(
@@ -589,14 +664,14 @@ impl FrameReceiver {
             };
             let complete = last && header.fin;
             if complete && self.assembly.is_empty() {
-                deliver(kind, data, on_message);
+                self.deliver(kind, Whole::Slice(data), on_message)?;
                 self.message = None;
                 continue;
             }
             self.assembly.extend_from_slice(data);
             self.message = Some(kind);
             if complete {
-                deliver(kind, &self.assembly, on_message);
+                self.deliver(kind, Whole::Assembly, on_message)?;
                 self.assembly.clear();
                 self.message = None;
             }
@@ -624,7 +699,39 @@ impl FrameReceiver {
     }
 }
 
-fn deliver(kind: OpCode, data: &[u8], on_message: &mut impl FnMut(Received<'_>)) {
+/// Where a whole received message is.
+enum Whole<'a> {
+    /// In the read buffer, as it arrived.
+    Slice(&'a [u8]),
+    /// In the receiver's assembly buffer.
+    Assembly,
+}
+
+impl FrameReceiver {
+    /// Hands a whole message to `on_message`, inflated first if it came compressed.
+    fn deliver(
+        &mut self,
+        kind: OpCode,
+        whole: Whole<'_>,
+        on_message: &mut impl FnMut(Received<'_>),
+    ) -> io::Result<()> {
+        let data = match whole {
+            Whole::Slice(data) => data,
+            Whole::Assembly => &self.assembly,
+        };
+        match (&mut self.inflate, self.compressed) {
+            (Some(inflate), true) => {
+                inflate.message(data, MAX_MESSAGE, |text| hand_over(kind, text, on_message))
+            }
+            _ => {
+                hand_over(kind, data, on_message);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn hand_over(kind: OpCode, data: &[u8], on_message: &mut impl FnMut(Received<'_>)) {
     match kind {
         OpCode::Text => on_message(Received::Text(data)),
         OpCode::Binary => on_message(Received::Binary(data)),
@@ -710,6 +817,79 @@ mod tests {
             pong_for(Masks::Random, b"hello world").0,
             pong_for(Masks::Random, b"hello world").0
         );
+    }
+
+    /// What a server that agreed to `params` sends for each of `texts`, and the texts.
+    fn server_frames(params: &DeflateParams, texts: &[String]) -> Vec<u8> {
+        let mut server = Connection::new(Role::Server, MAX_MESSAGE);
+        server.use_deflate(params);
+        for text in texts {
+            server.send(MessageKind::Text, text.as_bytes()).unwrap();
+        }
+        server.take_output()
+    }
+
+    /// The texts a deflate-enabled `FrameReceiver` delivers for `stream`, fed in pieces of `piece` bytes.
+    fn received_texts(params: &DeflateParams, stream: &[u8], piece: usize) -> Vec<String> {
+        let mut receiver = FrameReceiver::new(Masks::Fast { seed: 1 });
+        receiver.use_deflate(params, true);
+        let mut texts = Vec::new();
+        let mut pong = Vec::new();
+        for chunk in stream.chunks(piece) {
+            let mut record = |m: Received<'_>| {
+                if let Received::Text(t) = m {
+                    texts.push(String::from_utf8(t.to_vec()).unwrap());
+                }
+            };
+            assert!(receiver.feed(chunk, &mut record, &mut pong).unwrap());
+        }
+        texts
+    }
+
+    fn chat_lines() -> Vec<String> {
+        (0..3)
+            .map(|i| {
+                format!("message {i}: ")
+                    + &"the meeting is moved to the afternoon, see you there. ".repeat(8)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_split_anywhere() {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        };
+        let texts = chat_lines();
+        let stream = server_frames(&params, &texts);
+        assert!(
+            stream.len() < texts.iter().map(String::len).sum::<usize>() / 2,
+            "compressed"
+        );
+        for piece in [stream.len(), 1, 7, 100] {
+            assert_eq!(
+                received_texts(&params, &stream, piece),
+                texts,
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_of_a_server_that_keeps_context_are_inflated_in_order() {
+        let params = DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        };
+        let texts = chat_lines();
+        let stream = server_frames(&params, &texts);
+        assert_eq!(received_texts(&params, &stream, stream.len()), texts);
+        assert_eq!(received_texts(&params, &stream, 13), texts);
     }
 
     #[test]

@@ -17,13 +17,22 @@
 //! - `attack`: one attack of the hardening issue at the issue's scale, with a bystander doing round trips beside
 //!   it: the server's peak and final memory, the bystander's latency, and how the server treated the attackers.
 //! - `attack-table`: a markdown table from the JSON lines of many `attack` runs.
+//! - `summarize-deflate`: the permessage-deflate tables and targets from the JSON lines of `bench/deflate.sh`.
+//! - `bomb`: one small permessage-deflate frame that inflates past the message size limit; the server's Close
+//!   and the growth of its peak memory.
+//!
+//! `--deflate` makes every connection offer permessage-deflate (RFC 7692): fan-out and idle then run compressed
+//! where the server agrees, and each report says how many connections it agreed with, and its answer.
 //!
 //! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer and the
 //! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
 //! expected number of deliveries is computed from it.
 
 mod attack;
+mod bomb;
 mod client;
+mod deflate_summary;
+mod inflate;
 mod soak;
 mod stats;
 mod summary;
@@ -64,6 +73,19 @@ enum Scenario {
     Attack(attack::AttackArgs),
     /// Reads JSON lines of `attack` runs and prints them as one markdown table.
     AttackTable(attack::table::TableArgs),
+    /// One small compressed frame that inflates past the message size limit: the server's Close and peak memory.
+    Bomb(bomb::BombArgs),
+    /// Reads JSON lines of bench/deflate.sh and prints the permessage-deflate tables and targets as markdown.
+    SummarizeDeflate(deflate_summary::DeflateSummaryArgs),
+}
+
+/// What fills a fan-out message's content after its stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Padding {
+    /// `x` repeated: the same bytes in every message.
+    X,
+    /// English-like chat text, a different stretch of it in every message.
+    Words,
 }
 
 /// The server under test.
@@ -132,6 +154,15 @@ struct Common {
     /// random source: predictable (RFC 6455 10.3 asks for unpredictable keys), for a server that is trusted
     #[arg(long)]
     fast_masks: bool,
+    /// Offer permessage-deflate (RFC 7692) on every connection; where the server agrees, compress what is sent
+    /// and inflate every compressed message received
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate: inflate every compressed message received, even a byte-identical copy of one just
+    /// inflated (by default a room's copies of a message compressed on its own are inflated once; see
+    /// docs/benchmarks.md)
+    #[arg(long)]
+    inflate_every_copy: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,9 +178,13 @@ struct FanoutArgs {
     /// Senders per room (the first members of each room)
     #[arg(long, default_value_t = 1)]
     senders: usize,
-    /// Chat content size in bytes (at least 26: the marker, timestamp, sender and phase)
+    /// Chat content size in bytes (at least 34: the marker, timestamp, sender, sequence number and phase)
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// What fills the content after its stamp: `x` repeated, or English-like chat text (`words`), different in
+    /// every message, which compresses as real chat does
+    #[arg(long, value_enum, default_value_t = Padding::X)]
+    padding: Padding,
     /// Messages per second per sender; 0 sends as fast as the window allows
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -209,10 +244,12 @@ fn main() -> ExitCode {
         Scenario::Fanout(args) => run_fanout(&args),
         Scenario::Idle(args) => run_idle(&args),
         Scenario::Echo(args) => run_echo(&args),
+        Scenario::Bomb(args) => bomb::run(&args),
         Scenario::Summarize(args) => return summary::run(&args),
         Scenario::Soak(args) => return soak::main(&args),
         Scenario::Attack(args) => return attack::main(&args),
         Scenario::AttackTable(args) => return attack::table::run(&args),
+        Scenario::SummarizeDeflate(args) => return deflate_summary::run(&args),
     };
     match result {
         Ok(report) => {
@@ -317,9 +354,34 @@ impl Pool {
             self.poll.registry(),
             Token(index),
         )?;
+        let mut client = client;
+        if common.deflate {
+            client.offer_deflate(!common.inflate_every_copy);
+        }
         self.clients.push(client);
         self.flagged.push(false);
         Ok(index)
+    }
+
+    /// How many connections agreed to permessage-deflate.
+    fn deflate_agreed(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.deflate().is_some())
+            .count()
+    }
+
+    /// The server's permessage-deflate answer as the first connection that has one received it, for the report.
+    fn deflate_answer(&self) -> Option<String> {
+        self.clients
+            .iter()
+            .find_map(|c| c.deflate())
+            .map(|params| params.response_header())
+    }
+
+    /// Bytes read by every connection so far.
+    fn bytes_read(&self) -> u64 {
+        self.clients.iter().map(Client::bytes_read).sum()
     }
 
     fn fail(&mut self, index: usize, error: String) {
@@ -418,23 +480,183 @@ impl Pool {
 }
 
 /// The chat content of a fan-out message: `@`, the send time (16 hex digits), the sender (8 hex digits), the
-/// sender's sequence number (8 hex digits), the phase (`w` warm-up, `m` measured), then `x` up to the size.
-/// Nothing in it needs JSON or HTML escaping.
+/// sender's sequence number (8 hex digits), the phase (`w` warm-up, `m` measured), then the padding up to the
+/// size: `x` repeated, or a stretch of English-like chat text that differs from message to message. Nothing in
+/// it needs JSON or HTML escaping.
 struct ContentWriter {
     buf: Vec<u8>,
+    /// With `Padding::Words`: the text the padding is cut from, and where each of its words starts.
+    text: Option<(Vec<u8>, Vec<usize>)>,
+    /// Messages written, which picks the stretch of text.
+    written: u64,
 }
 
 /// Bytes of the content before the padding.
 const CONTENT_HEAD: usize = 1 + 16 + 8 + 8 + 1;
 
+/// Common words of English chat, most frequent first; `chat_text` draws the earlier ones more often.
+const CHAT_WORDS: &[&str] = &[
+    "the",
+    "to",
+    "I",
+    "you",
+    "a",
+    "and",
+    "it",
+    "is",
+    "that",
+    "for",
+    "of",
+    "in",
+    "we",
+    "on",
+    "this",
+    "be",
+    "have",
+    "can",
+    "just",
+    "so",
+    "with",
+    "not",
+    "are",
+    "do",
+    "was",
+    "if",
+    "at",
+    "but",
+    "will",
+    "what",
+    "get",
+    "all",
+    "about",
+    "think",
+    "now",
+    "there",
+    "know",
+    "like",
+    "they",
+    "me",
+    "my",
+    "from",
+    "yes",
+    "no",
+    "one",
+    "up",
+    "out",
+    "good",
+    "time",
+    "today",
+    "tomorrow",
+    "meeting",
+    "thanks",
+    "please",
+    "someone",
+    "anyone",
+    "release",
+    "build",
+    "deploy",
+    "again",
+    "later",
+    "look",
+    "check",
+    "still",
+    "going",
+    "need",
+    "working",
+    "fixed",
+    "issue",
+    "branch",
+    "review",
+    "test",
+    "tests",
+    "failing",
+    "green",
+    "lunch",
+    "coffee",
+    "morning",
+    "afternoon",
+    "team",
+    "call",
+    "sure",
+    "sounds",
+    "great",
+    "idea",
+    "maybe",
+    "after",
+    "before",
+    "should",
+    "would",
+    "could",
+    "next",
+    "week",
+    "done",
+];
+
+/// About `len` bytes of English-like chat text: sentences of common words with capitals, commas and stops,
+/// drawn from a fixed seed so every run sends the same text.
+pub(crate) fn chat_text(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut text = Vec::with_capacity(len + 64);
+    let mut words_left = 0;
+    while text.len() < len {
+        let starts_sentence = words_left == 0;
+        if starts_sentence {
+            words_left = 4 + next() % 12;
+        }
+        // Squaring a uniform draw favours the frequent words, as real text does.
+        let u = (next() % 1024) as usize;
+        let word = CHAT_WORDS[u * u * CHAT_WORDS.len() / (1024 * 1024)];
+        if !text.is_empty() {
+            text.push(b' ');
+        }
+        let at = text.len();
+        text.extend_from_slice(word.as_bytes());
+        if starts_sentence {
+            text[at] = text[at].to_ascii_uppercase();
+        }
+        words_left -= 1;
+        if words_left == 0 {
+            text.push(if next() % 5 == 0 { b'?' } else { b'.' });
+        } else if next() % 9 == 0 {
+            text.push(b',');
+        }
+    }
+    text
+}
+
 impl ContentWriter {
-    fn new(size: usize) -> ContentWriter {
+    fn new(size: usize, padding: Padding) -> ContentWriter {
+        let size = size.max(CONTENT_HEAD);
+        let text = (padding == Padding::Words).then(|| {
+            let text = chat_text(64 * 1024 + size);
+            let starts = std::iter::once(0)
+                .chain((0..text.len()).filter(|&i| text[i] == b' ').map(|i| i + 1))
+                .filter(|&start| start + size <= text.len())
+                .collect();
+            (text, starts)
+        });
         ContentWriter {
-            buf: vec![b'x'; size.max(CONTENT_HEAD)],
+            buf: vec![b'x'; size],
+            text,
+            written: 0,
         }
     }
 
     fn write(&mut self, sent_at: u64, sender: u32, seq: u32, measured: bool) -> &[u8] {
+        if let Some((text, starts)) = &self.text {
+            // A stretch starting at a word, picked by a multiplicative hash of the message count.
+            let pick = self.written.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            let start = starts[(pick % starts.len() as u64) as usize];
+            let padding = self.buf.len() - CONTENT_HEAD;
+            self.buf[CONTENT_HEAD..].copy_from_slice(&text[start..start + padding]);
+            self.written += 1;
+        }
         self.buf[0] = b'@';
         write_hex(&mut self.buf[1..17], sent_at);
         write_hex(&mut self.buf[17..25], u64::from(sender));
@@ -719,19 +941,23 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mut tally = FanoutTally::default();
     let mut hints = vec![0u32; total];
     let mut ready: Vec<usize> = (0..senders.len()).collect();
-    let mut writer = ContentWriter::new(args.size);
+    let mut writer = ContentWriter::new(args.size, args.padding);
     let mut opened = Vec::new();
     let mut mark_start = None;
     let mut mark_end = None;
+    let mut bytes_at_start = pool.bytes_read();
+    let mut bytes_at_end = None;
     loop {
         let now = clock.now();
         if stage == Stage::Warmup && now >= measure_at {
             stage = Stage::Measure;
             mark_start = Some(CpuMark::take(clock, common.server_pid));
+            bytes_at_start = pool.bytes_read();
         }
         if stage == Stage::Measure && now >= measure_end {
             stage = Stage::Drain;
             mark_end = Some(CpuMark::take(clock, common.server_pid));
+            bytes_at_end = Some(pool.bytes_read());
         }
         if stage == Stage::Drain && (now >= drain_end || tally.delivered >= tally.sent * recipients)
         {
@@ -820,6 +1046,12 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mark_start = mark_start.unwrap_or_else(|| CpuMark::take(clock, common.server_pid));
     let mark_end = mark_end.unwrap_or(generator_end);
     let (secs, generator_cpu, server_cpu) = mark_start.until(&mark_end);
+    let bytes_in_window = bytes_at_end
+        .unwrap_or_else(|| pool.bytes_read())
+        .saturating_sub(bytes_at_start);
+    let deflate_agreed = pool.deflate_agreed();
+    let deflate_answer = pool.deflate_answer();
+    let inflate_counts = inflate::counts();
     pool.close_all();
     let expected = tally.sent * recipients;
     let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
@@ -831,6 +1063,13 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
         "members": members,
         "senders_per_room": senders_per_room,
         "size": args.size.max(CONTENT_HEAD),
+        "padding": format!("{:?}", args.padding).to_lowercase(),
+        "deflate_offered": common.deflate,
+        "deflate_agreed": deflate_agreed,
+        "deflate_answer": deflate_answer,
+        "inflated": inflate_counts.inflated,
+        "inflate_reused": inflate_counts.reused,
+        "inflate_every_copy": common.inflate_every_copy,
         "rate": args.rate,
         "window": args.window,
         "connections": total,
@@ -844,6 +1083,8 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
         "delivered_total": tally.delivered_total,
         "messages_per_sec": round3(tally.sent as f64 / secs),
         "deliveries_per_sec": round3(tally.delivered_in_window as f64 / secs),
+        "bytes_read_in_window": bytes_in_window,
+        "wire_bytes_per_delivery": round3(bytes_in_window as f64 / tally.delivered_in_window.max(1) as f64),
         "latency_us": {
             "p50": us(tally.latency.quantile(0.50)),
             "p90": us(tally.latency.quantile(0.90)),
@@ -916,6 +1157,8 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
     }
     let rss_after = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
     let open = pool.clients.iter().filter(|c| c.is_open()).count();
+    let deflate_agreed = pool.deflate_agreed();
+    let deflate_answer = pool.deflate_answer();
     pool.close_all();
     let per_conn = (rss_after.saturating_sub(rss_before) * 1024) as f64 / args.conns.max(1) as f64;
     Ok(json!({
@@ -924,6 +1167,9 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
         "server_kind": common.server_kind.name(),
         "connections": args.conns,
         "open_at_end": open,
+        "deflate_offered": common.deflate,
+        "deflate_agreed": deflate_agreed,
+        "deflate_answer": deflate_answer,
         "rooms": rooms,
         "setup_s": round3(setup_secs),
         "notices_received": other_messages,
@@ -1054,7 +1300,7 @@ mod tests {
 
     #[test]
     fn content_round_trips_through_a_chat_payload() {
-        let mut writer = ContentWriter::new(64);
+        let mut writer = ContentWriter::new(64, Padding::X);
         let content = writer.write(0x1234_5678_9abc, 42, 7, true).to_vec();
         assert_eq!(content.len(), 64);
         let mut json = br#"{"type":"chat","room":"r0","seq":7,"from":"u3","content":""#.to_vec();
@@ -1071,6 +1317,28 @@ mod tests {
         assert_ne!(hint, 0);
         assert_eq!(parse_content(&json, &mut hint), Some(stamp));
         assert_eq!(parse_content(&content, &mut hint), Some(stamp));
+    }
+
+    #[test]
+    fn word_padding_is_plain_english_text_that_differs_between_messages() {
+        let mut writer = ContentWriter::new(512, Padding::Words);
+        let first = writer.write(1, 2, 3, true).to_vec();
+        let second = writer.write(1, 2, 3, true).to_vec();
+        assert_eq!((first.len(), second.len()), (512, 512));
+        assert_ne!(first[CONTENT_HEAD..], second[CONTENT_HEAD..]);
+        for content in [&first, &second] {
+            let padding = &content[CONTENT_HEAD..];
+            assert!(
+                padding
+                    .iter()
+                    .all(|&b| b.is_ascii_alphabetic() || b" ,.?".contains(&b)),
+                "nothing to escape: {}",
+                String::from_utf8_lossy(padding)
+            );
+            assert!(padding.split(|&b| b == b' ').count() > 60, "words");
+            let mut hint = 0;
+            assert_eq!(parse_content(content, &mut hint).map(|s| s.seq), Some(3));
+        }
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
 
+/// A process's peak resident set size so far in KiB, from `VmHWM` in `/proc/PID/status`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
 /// One KiB figure of `/proc/PID/status`, named with its colon: `VmRSS:`, `VmHWM:` (the peak resident set size the
 /// kernel saw), `VmSize:`. `None` once the process is gone (a zombie has no `Vm` lines either).
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {

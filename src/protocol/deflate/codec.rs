@@ -452,20 +452,22 @@ impl MessageDecompressor {
                 return Ok((consumed, appended, false));
             }
             let limit_left = self.max_message_len.saturating_sub(self.produced);
-            // At the limit, a one-byte probe tells whether the message wants to go past it.
-            let room = if limit_left == 0 {
-                1
-            } else {
-                room_wanted.min(limit_left).min(budget_left)
-            };
             let start = out.len();
-            out.resize(start + room, 0);
+            // At the limit, a one-byte probe tells whether the message wants to go past it. It is inflated
+            // beside `out`, not into it: growing `out` by a byte that is never kept would double its capacity
+            // (a reallocation, and the copy of everything inflated so far) exactly when a bomb reaches the limit.
+            let mut probe = [0u8; 1];
+            let (room, target) = if limit_left == 0 {
+                (1, &mut probe[..])
+            } else {
+                let room = room_wanted.min(limit_left).min(budget_left);
+                out.resize(start + room, 0);
+                (room, &mut out[start..])
+            };
             let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
-            let status = self.inflate.decompress(
-                &input[consumed..],
-                &mut out[start..],
-                FlushDecompress::None,
-            );
+            let status = self
+                .inflate
+                .decompress(&input[consumed..], target, FlushDecompress::None);
             let used = (self.inflate.total_in() - in_before) as usize;
             let made = (self.inflate.total_out() - out_before) as usize;
             // Output comes strictly in stream order, so a byte past the limit precedes any bad data after it.
@@ -850,6 +852,21 @@ mod tests {
         let result = decompressor.feed(&bomb, &mut out, usize::MAX);
         assert_eq!(result, Err(InflateError::TooBig { limit }));
         assert!(out.len() <= limit);
+    }
+
+    #[test]
+    fn a_bomb_stopped_at_the_limit_does_not_grow_the_output_past_it() {
+        let limit = 64 * 1024;
+        let mut decompressor = MessageDecompressor::new(true, limit);
+        let mut out = Vec::with_capacity(limit);
+        let result = decompressor.feed(&zero_bomb(1), &mut out, usize::MAX);
+        assert_eq!(result, Err(InflateError::TooBig { limit }));
+        assert_eq!(out.len(), limit);
+        assert_eq!(
+            out.capacity(),
+            limit,
+            "the probe past the limit is not written to the output"
+        );
     }
 
     #[test]

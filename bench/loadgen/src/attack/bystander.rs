@@ -22,7 +22,7 @@ use super::outcome::{Ended, Outcome};
 use crate::client::Received;
 use crate::soak::wire::{classify, join_json, ServerMessage, Stamp};
 use crate::stats::Histogram;
-use crate::{round1, round3, Clock, ContentWriter};
+use crate::{round1, round3, Clock, ContentWriter, Padding};
 
 /// The bystander's room; no attack touches it.
 pub const ROOM: &str = "bystander-room";
@@ -165,7 +165,7 @@ impl Bystander {
             interval_ns,
             slot: None,
             phase: Phase::Connecting,
-            writer: ContentWriter::new(CONTENT_BYTES),
+            writer: ContentWriter::new(CONTENT_BYTES, Padding::X),
             sent: 0,
             in_flight: None,
             next_at: 0,
