@@ -987,6 +987,39 @@ fn cross_origin_browser_request_is_refused_with_403() {
 // ---------------------------------------------------------------------------------------------------------------
 
 #[test]
+fn chat_refusals_are_counted_by_code() {
+    let _guard = shared();
+    let server = TestServer::start();
+    let before = scrape(server.addr);
+    for code in [
+        "name_taken",
+        "not_joined",
+        "invalid_json",
+        "rate_limited",
+        "room_full",
+    ] {
+        let series = format!("roomcast_chat_refusals_total{{code=\"{code}\"}}");
+        assert!(
+            before.samples.contains_key(&series),
+            "{series} is listed before it moves"
+        );
+    }
+    let mut alice = server.ws("/ws");
+    join(&mut alice, "alice", "lobby");
+    let mut impostor = server.ws("/ws");
+    impostor.send_json(&json!({"type": "join", "userId": "alice", "room": "lobby", "v": 2}));
+    assert_eq!(impostor.recv_type("error")["code"], "name_taken");
+    // An error goes to a client that joined with v2 as an `error` (to others, as a `system` line).
+    alice.send_text("{not json");
+    assert_eq!(alice.recv_type("error")["code"], "invalid_json");
+    let after = scrape(server.addr);
+    for code in ["name_taken", "invalid_json"] {
+        let series = format!("roomcast_chat_refusals_total{{code=\"{code}\"}}");
+        assert_eq!(after.get(&series) - before.get(&series), 1.0, "{series}");
+    }
+}
+
+#[test]
 fn metrics_parse_as_prometheus_text_and_every_counter_moves() {
     let _guard = shared();
     let server = TestServer::start();

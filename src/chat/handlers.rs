@@ -309,6 +309,13 @@ impl Chat {
             self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out);
             return;
         };
+        // What it will cost is at least its text: refused before it is encoded (a flood of refusals would
+        // otherwise cost an encoding each), charged exactly once it is.
+        let at_least = content.len() + room_name.len() + from.len();
+        if let Some(refusal) = self.cannot_afford(client, Some(room_id), at_least, now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
         let fields = wire::ChatFields {
             room: &room_name,
             seq,
@@ -341,6 +348,36 @@ impl Chat {
             v1_payload: Some(v1_payload),
             seq: Some(seq),
         });
+    }
+
+    /// The refusal `charge_bytes` would give `bytes` now, if any, without charging anything.
+    fn cannot_afford(
+        &self,
+        client: ClientId,
+        room: Option<RoomId>,
+        bytes: usize,
+        now: Now,
+    ) -> Option<&'static str> {
+        let config = &self.config;
+        let sender = self.participants.get(&client)?;
+        if !sender.bytes.has(
+            now.mono_ms,
+            config.rate_bytes_per_sec,
+            config.rate_burst_bytes,
+            bytes,
+        ) {
+            return Some(BYTE_RATE_LIMITED);
+        }
+        let room = self.rooms.get(room?)?;
+        if !room.could_carry(
+            now.mono_ms,
+            config.room_rate_bytes_per_sec,
+            config.room_burst_bytes,
+            bytes,
+        ) {
+            return Some(ROOM_RATE_LIMITED);
+        }
+        None
     }
 
     /// Charges `bytes` sent by `client` against its byte rate and, for a chat message, its room's volume: what one
@@ -397,6 +434,11 @@ impl Chat {
             self.send_error(client, ErrorCode::NotOnline, NOT_ONLINE, Dialect::V1, out);
             return;
         };
+        let at_least = content.len() + sender.user.shown().len();
+        if let Some(refusal) = self.cannot_afford(client, None, at_least, now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
         let encode_for = |dialect: Dialect| {
             if dialect == Dialect::V1 {
                 wire::encode(&Out::DmV1 {

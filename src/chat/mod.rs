@@ -286,6 +286,8 @@ pub struct Chat {
     canned: Canned,
     /// Where chat messages are serialised before they get their shared `Rc<str>`.
     scratch: String,
+    /// Errors sent to clients since the start, by `ErrorCode::index`.
+    refusals: [u64; ErrorCode::ALL.len()],
 }
 
 impl Chat {
@@ -305,6 +307,7 @@ impl Chat {
             storms: IdMap::default(),
             canned,
             scratch: String::new(),
+            refusals: [0; ErrorCode::ALL.len()],
         }
     }
 
@@ -328,6 +331,7 @@ impl Chat {
         match verdict {
             Verdict::Pass => {}
             Verdict::Drop => {
+                self.refusals[ErrorCode::RateLimited.index()] += 1;
                 let canned = if state.dialect == Dialect::V2 {
                     &self.canned.rate_limited
                 } else {
@@ -409,6 +413,13 @@ impl Chat {
         })
     }
 
+    /// How many errors of each code (`rate_limited`, `name_taken`, ...) clients have been sent since the start.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ErrorCode::ALL
+            .iter()
+            .map(|code| (code.as_str(), self.refusals[code.index()]))
+    }
+
     /// Rooms with at least one member.
     pub fn room_count(&self) -> usize {
         self.rooms.occupied()
@@ -454,7 +465,7 @@ impl Chat {
     /// Tell `client` its frame could not be handled, and why: as an `error` if the frame was a join announcing V2
     /// (`announced`) or the client's last join was V2, else as a `system` line the original page shows.
     fn send_error(
-        &self,
+        &mut self,
         client: ClientId,
         code: ErrorCode,
         message: &str,
@@ -467,6 +478,7 @@ impl Chat {
                 .get(&client)
                 .is_some_and(|p| p.dialect == Dialect::V2);
         let dialect = if v2 { Dialect::V2 } else { Dialect::V1 };
+        self.refusals[code.index()] += 1;
         let payload = encode_error(code, message, dialect);
         out.push(Action::Send {
             to: client,

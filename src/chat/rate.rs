@@ -79,6 +79,16 @@ impl ByteBucket {
         }
     }
 
+    /// True if `bytes` would fit at `now_ms`; nothing is taken or refilled.
+    pub(super) fn has(&self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
+        if !(rate.is_finite() && rate > 0.0) {
+            return true;
+        }
+        let elapsed_ms = now_ms.saturating_sub(self.last_ms);
+        let tokens = (self.tokens + elapsed_ms as f64 * rate / 1000.0).min(f64::from(burst));
+        tokens >= bytes as f64
+    }
+
     /// Refills for the time since the last call, then takes `bytes` if they fit; false (and nothing taken) if not.
     pub(super) fn take(&mut self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
         if !(rate.is_finite() && rate > 0.0) {
@@ -164,6 +174,19 @@ mod tests {
             "50 refilled in half a second"
         );
         assert!(bucket.take(1_000, 100.0, 1_000, 100));
+    }
+
+    #[test]
+    fn asking_whether_bytes_fit_takes_nothing_and_sees_the_refill() {
+        let mut bucket = ByteBucket::new(1_000, 0);
+        assert!(bucket.take(0, 100.0, 1_000, 900));
+        assert!(!bucket.has(0, 100.0, 1_000, 200));
+        assert!(
+            bucket.has(1_000, 100.0, 1_000, 200),
+            "100 refilled in a second"
+        );
+        assert!(bucket.has(0, 100.0, 1_000, 100), "asking took nothing");
+        assert!(bucket.take(0, 100.0, 1_000, 100));
     }
 
     #[test]

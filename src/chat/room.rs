@@ -111,6 +111,11 @@ impl Room {
         self.volume.take(now_ms, rate, burst, bytes)
     }
 
+    /// True if the room could carry `bytes` more now; nothing is charged.
+    pub(super) fn could_carry(&self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
+        self.volume.has(now_ms, rate, burst, bytes)
+    }
+
     /// Take the seq for a new chat message.
     pub(super) fn next_seq(&mut self) -> u64 {
         self.seq = self.seq.saturating_add(1);

@@ -31,6 +31,25 @@ pub(super) enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of `index`.
+    pub(super) const ALL: [ErrorCode; 10] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidField,
+        ErrorCode::TooLong,
+        ErrorCode::NotJoined,
+        ErrorCode::NameTaken,
+        ErrorCode::NotOnline,
+        ErrorCode::RateLimited,
+        ErrorCode::Lagged,
+        ErrorCode::RoomFull,
+    ];
+
+    /// Its place in `ALL`.
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
     /// The `code` on the wire.
     pub(super) fn as_str(self) -> &'static str {
         match self {

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub accept_errors: u64,
     /// WebSockets the server failed for going over a budget, by reason label.
     pub connections_failed: BTreeMap<&'static str, u64>,
+    /// Errors the chat has sent to clients, by code (`rate_limited`, `name_taken`, `room_full`, ...), as of the
+    /// last render: the chat counts them, the server copies them here before rendering.
+    pub chat_refusals: Vec<(&'static str, u64)>,
 }
 
 /// The `reason` labels of `roomcast_connections_failed_total`: WebSockets failed for going over a budget.
@@ -251,6 +254,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "roomcast_connections_failed_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_chat_refusals_total Chat requests refused with an error, by its code.\n\
+             # TYPE roomcast_chat_refusals_total counter"
+        );
+        for (code, value) in &self.chat_refusals {
+            let _ = writeln!(
+                out,
+                "roomcast_chat_refusals_total{{code=\"{code}\"}} {value}"
             );
         }
         let _ = writeln!(

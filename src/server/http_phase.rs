@@ -89,6 +89,7 @@ impl Server {
                 http::write_response(200, "text/plain; charset=utf-8", &[], b"ok\n", &mut out)
             }
             Route::Metrics => {
+                self.metrics.chat_refusals = self.chat.refusals().collect();
                 let text = self.metrics.render(self.gauges());
                 http::write_response(
                     200,

@@ -24,7 +24,9 @@ use roomcast::protocol::close::parse_close_body;
 use roomcast::protocol::frame::{
     encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
 };
-use roomcast::protocol::handshake::{parse_server_response, write_client_request, ClientRequest};
+use roomcast::protocol::handshake::{
+    parse_server_response, write_client_request, ClientHandshakeError, ClientRequest,
+};
 use roomcast::protocol::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role};
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
@@ -124,6 +126,8 @@ pub struct Client {
     out_sent: usize,
     /// The body of the server's Close frame, once one arrived.
     server_close: Option<CloseFrame>,
+    /// The HTTP status the server answered the upgrade with, when it was not 101.
+    refused_status: Option<u16>,
 }
 
 impl Client {
@@ -158,6 +162,7 @@ impl Client {
             out: Vec::new(),
             out_sent: 0,
             server_close: None,
+            refused_status: None,
         })
     }
 
@@ -266,8 +271,15 @@ impl Client {
     ) -> io::Result<()> {
         if let Phase::Handshake { request, response } = &mut self.phase {
             response.extend_from_slice(bytes);
-            let answer = parse_server_response(response, request)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let answer = match parse_server_response(response, request) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if let ClientHandshakeError::Status(status) = e {
+                        self.refused_status = Some(status);
+                    }
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                }
+            };
             let Some(answer) = answer else {
                 return Ok(());
             };
@@ -379,6 +391,11 @@ impl Client {
     /// The server's Close frame (its code and reason), once one arrived.
     pub fn server_close(&self) -> Option<&CloseFrame> {
         self.server_close.as_ref()
+    }
+
+    /// The HTTP status of a refused upgrade (429, 503, ...): set when the server answered anything but 101.
+    pub fn refused_status(&self) -> Option<u16> {
+        self.refused_status
     }
 
     /// Writes `bytes` straight to the socket, bypassing the output queue: how a flooding client pushes

@@ -14,11 +14,15 @@
 //! - `summarize`: medians and ratios to roomcast, as a markdown table, from the JSON lines of many runs.
 //! - `soak`: minutes of innocent chat clients under attack (floods, replay bursts, large messages, connection
 //!   churn), checked for drops, losses, duplicates and latency, with the server's memory sampled every 5 s.
+//! - `attack`: one attack of the hardening issue at the issue's scale, with a bystander doing round trips beside
+//!   it: the server's peak and final memory, the bystander's latency, and how the server treated the attackers.
+//! - `attack-table`: a markdown table from the JSON lines of many `attack` runs.
 //!
 //! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer and the
 //! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
 //! expected number of deliveries is computed from it.
 
+mod attack;
 mod client;
 mod soak;
 mod stats;
@@ -56,6 +60,10 @@ enum Scenario {
     Summarize(summary::SummarizeArgs),
     /// Minutes of innocent chat under attack: drops, losses, duplicates, latency and server memory.
     Soak(soak::SoakArgs),
+    /// One attack of the hardening issue, with a bystander beside it: server memory, latency, treatment.
+    Attack(attack::AttackArgs),
+    /// Reads JSON lines of `attack` runs and prints them as one markdown table.
+    AttackTable(attack::table::TableArgs),
 }
 
 /// The server under test.
@@ -203,6 +211,8 @@ fn main() -> ExitCode {
         Scenario::Echo(args) => run_echo(&args),
         Scenario::Summarize(args) => return summary::run(&args),
         Scenario::Soak(args) => return soak::main(&args),
+        Scenario::Attack(args) => return attack::main(&args),
+        Scenario::AttackTable(args) => return attack::table::run(&args),
     };
     match result {
         Ok(report) => {

@@ -16,11 +16,11 @@
 //!   whole history), large-message senders, and idle connections opened and dropped. Each group can be switched
 //!   off; attackers the server closes come back, at most `--attacker-reconnects` per second.
 
-mod attack;
+pub(crate) mod attack;
 mod budget;
-mod report;
+pub(crate) mod report;
 mod track;
-mod wire;
+pub(crate) mod wire;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};

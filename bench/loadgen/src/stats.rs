@@ -116,9 +116,35 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
 
 /// A process's resident set size in KiB, from `VmRSS` in `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// One KiB figure of `/proc/PID/status`, named with its colon: `VmRSS:`, `VmHWM:` (the peak resident set size the
+/// kernel saw), `VmSize:`. `None` once the process is gone (a zombie has no `Vm` lines either).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One CPU's time from `/proc/stat`, in clock ticks: (busy, steal, total). Busy is everything but idle, iowait and
+/// steal; steal is time the hypervisor gave to another guest.
+pub fn core_ticks(core: usize) -> Option<(u64, u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user and nice).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    let steal = *fields.get(7)?;
+    Some((total - idle - steal, steal, total))
 }
 
 /// CPU use between two readings, in percent of one core; `None` if either reading failed.
@@ -166,5 +192,11 @@ mod tests {
     fn reads_own_cpu_time() {
         assert!(cpu_ticks(None).is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+        let (busy, steal, total) = core_ticks(0).expect("cpu0 in /proc/stat");
+        assert!(busy + steal <= total && total > 0);
+        // The peak read after the current size is at least that size: VmHWM never goes down.
+        let rss = rss_kib(std::process::id()).unwrap_or(u64::MAX);
+        let hwm = status_kib(std::process::id(), "VmHWM:").unwrap_or(0);
+        assert!(hwm >= rss, "VmHWM {hwm} KiB under VmRSS {rss} KiB");
     }
 }
