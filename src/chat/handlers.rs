@@ -8,7 +8,6 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use super::claims::{Refused, Taking};
-use super::history::SharedText;
 use super::names::Name;
 use super::request::JoinRequest;
 use super::room::Seat;
@@ -177,7 +176,7 @@ impl Chat {
             payload: wire::encode(&Out::System { content: &line }),
         });
         let since = req.since.as_ref().map(|s| (&*s.epoch, s.seq));
-        let replay = room.replay(since, self.config.max_replay_bytes);
+        let replay = room.replay(since, self.config.max_replay_bytes, req.dialect);
         if req.dialect == Dialect::V2 {
             let joined = Out::Joined {
                 room: room.name(),
@@ -198,36 +197,23 @@ impl Chat {
                 payload: wire::encode(&joined),
             });
         }
-        let texts = self.rooms.history_from(room_id, replay.start);
-        self.send_history(client, texts, req.dialect, out);
+        self.send_history(client, room_id, replay.start, req.dialect, out);
     }
 
-    /// Resends stored chat messages: to a V2 client as they are, shared with the history; to a V1 client in its
-    /// escaped form, made again from the stored one.
+    /// Resends the chat messages room `room_id` keeps from position `start` on, in the form `dialect` was sent them
+    /// live, as slices shared with the history: no message is parsed, escaped or copied again, whatever the
+    /// dialect.
     pub(super) fn send_history(
         &mut self,
         client: ClientId,
-        texts: Vec<SharedText>,
+        room_id: RoomId,
+        start: usize,
         dialect: Dialect,
         out: &mut Vec<Action>,
     ) {
-        if texts.is_empty() {
-            return;
-        }
-        if dialect == Dialect::V2 {
+        let texts = self.rooms.history_from(room_id, start, dialect);
+        if !texts.is_empty() {
             out.push(Action::Replay { to: client, texts });
-            return;
-        }
-        for text in texts {
-            let Some(stored) = wire::StoredChat::parse(text.as_bytes()) else {
-                continue;
-            };
-            let payload = escaped_for_v1(&mut self.scratch, &stored.fields())
-                .unwrap_or_else(|| Rc::from(stored.text()));
-            out.push(Action::Send {
-                to: client,
-                payload,
-            });
         }
     }
 
@@ -301,7 +287,8 @@ impl Chat {
     }
 
     /// `chat`: one message to the whole room, the sender included, kept in the room's history. V1 members get the
-    /// same Rc unless a field needs HTML-escaping for them; then a second serialisation, escaped.
+    /// same Rc unless a field needs HTML-escaping for them; then a second serialisation, escaped, which the history
+    /// keeps beside the first so that a V1 replay is as cheap as a V2 one.
     pub(super) fn chat(
         &mut self,
         client: ClientId,
@@ -337,8 +324,7 @@ impl Chat {
             timestamp: now.unix_ms,
         };
         let payload = wire::encode_chat(&mut self.scratch, &fields);
-        let v1_payload =
-            escaped_for_v1(&mut self.scratch, &fields).unwrap_or_else(|| payload.clone());
+        let escaped = escaped_for_v1(&mut self.scratch, &fields);
         if let Some(refusal) = self.charge_bytes(client, Some(room_id), payload.len(), now) {
             self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
             return;
@@ -350,9 +336,11 @@ impl Chat {
             room_id,
             seq,
             &payload,
+            escaped.as_deref(),
             self.config.history_len,
             self.config.max_history_bytes,
         );
+        let v1_payload = escaped.unwrap_or_else(|| payload.clone());
         out.push(Action::Broadcast {
             room: room_id,
             except: None,

@@ -88,9 +88,11 @@ pub struct ChatConfig {
     pub abuse_drops: u32,
     /// Rooms with nobody in them whose history is still kept; beyond it the longest-empty is forgotten.
     pub max_empty_rooms: usize,
-    /// Bytes of history all rooms together keep; beyond it the least recently active room's oldest messages go.
+    /// Bytes of history all rooms together keep, a message's V1 form included when it has one; beyond it the least
+    /// recently active room's oldest messages go.
     pub max_history_bytes: usize,
-    /// Bytes of history one join (or one catch-up) may be resent; beyond it the newest that fit, as a gap.
+    /// Bytes of history one join (or one catch-up) may be resent, counted in the form its dialect is sent; beyond it
+    /// the newest that fit, as a gap.
     pub max_replay_bytes: usize,
     /// How long a freed user name stays reserved for the session that held it, in milliseconds (0: freed at once).
     pub name_grace_ms: u64,
@@ -159,8 +161,9 @@ pub enum Action {
         /// with [`Chat::catch_up`]); `None` for notices.
         seq: Option<u64>,
     },
-    /// Send these stored chat messages to one client, in order, as they are: slices of a room's history, shared
-    /// with it rather than copied (a replay after `since`, or the catch-up of a client that fell behind).
+    /// Send these stored chat messages to one client, in order, as they are: slices of a room's history, in the form
+    /// the client's dialect was sent them live, shared with it rather than copied (a replay after `since`, or the
+    /// catch-up of a client that fell behind).
     Replay {
         /// The recipient.
         to: ClientId,
@@ -428,8 +431,8 @@ impl Chat {
     }
 
     /// `client` fell behind in `room` and was not sent its chat messages from seq `from` on: send them now, from
-    /// the history, as far as it still holds them and `max_replay_bytes` allows, and say so (`lagged`) when some
-    /// are lost. Nothing if the client is no longer in that room.
+    /// the history, as far as it still holds them and `max_replay_bytes` allows (counted in the form its dialect
+    /// is sent), and say so (`lagged`) when some are lost. Nothing if the client is no longer in that room.
     pub fn catch_up(&mut self, client: ClientId, room: RoomId, from: u64, out: &mut Vec<Action>) {
         let Some(joined) = self
             .participants
@@ -447,12 +450,11 @@ impl Chat {
         };
         let start = history.position_after(from.saturating_sub(1));
         let kept_from = history.oldest_kept_seq();
-        let capped = history.start_within(start, self.config.max_replay_bytes);
+        let capped = history.start_within(start, self.config.max_replay_bytes, dialect);
         if capped > start || kept_from.is_some_and(|oldest| oldest > from) {
             self.send_error(client, ErrorCode::Lagged, LAGGED, dialect, out);
         }
-        let texts = self.rooms.history_from(room, capped);
-        self.send_history(client, texts, dialect, out);
+        self.send_history(client, room, capped, dialect, out);
     }
 
     /// Bytes of chat history every room holds together.

@@ -99,9 +99,10 @@ impl Room {
         self.history.oldest_seq()
     }
 
-    /// The latest position from `start` on whose messages to the end fit in `max_bytes`.
-    pub(super) fn start_within(&self, start: usize, max_bytes: usize) -> usize {
-        self.history.start_within(start, max_bytes)
+    /// The latest position from `start` on whose messages to the end fit in `max_bytes`, in the form a client of
+    /// `dialect` is sent.
+    pub(super) fn start_within(&self, start: usize, max_bytes: usize, dialect: Dialect) -> usize {
+        self.history.start_within(start, max_bytes, dialect)
     }
 
     /// Charges `bytes` of chat at `now_ms` against the room's volume (`rate` a second, `burst` at once); false if
@@ -121,11 +122,17 @@ impl Room {
         self.seq
     }
 
-    /// What to resend to a joiner that last saw `since` = (epoch, seq); `None` means it asked for nothing. At most
-    /// `max_bytes` of history are resent: when more was missed, the newest messages that fit are, as a gap.
-    pub(super) fn replay(&self, since: Option<(&str, u64)>, max_bytes: usize) -> Replay {
+    /// What to resend to a joiner of `dialect` that last saw `since` = (epoch, seq); `None` means it asked for
+    /// nothing. At most `max_bytes` of history, counted in the form that dialect is sent, are resent: when more was
+    /// missed, the newest messages that fit are, as a gap.
+    pub(super) fn replay(
+        &self,
+        since: Option<(&str, u64)>,
+        max_bytes: usize,
+        dialect: Dialect,
+    ) -> Replay {
         let replay = self.replay_unbounded(since);
-        let start = self.history.start_within(replay.start, max_bytes);
+        let start = self.history.start_within(replay.start, max_bytes, dialect);
         if start == replay.start {
             return replay;
         }
@@ -304,13 +311,15 @@ impl Rooms {
         }
     }
 
-    /// Keeps a chat message of room `id` (its V2 form), at most `capacity` per room, then drops history until every
-    /// room's together holds at most `max_bytes`: the oldest segments of the least recently active rooms first.
+    /// Keeps a chat message of room `id` (`text`, its V2 form, and `v1_text`, its V1 form when that differs), at
+    /// most `capacity` per room, then drops history until every room's together holds at most `max_bytes`, both
+    /// forms counted: the oldest segments of the least recently active rooms first.
     pub(super) fn remember(
         &mut self,
         id: RoomId,
         seq: u64,
         text: &str,
+        v1_text: Option<&str>,
         capacity: usize,
         max_bytes: usize,
     ) {
@@ -319,7 +328,7 @@ impl Rooms {
         };
         self.activity += 1;
         room.last_active = self.activity;
-        let change = room.history.push(seq, text, capacity);
+        let change = room.history.push(seq, text, v1_text, capacity);
         self.history_bytes = self.history_bytes.saturating_add_signed(change);
         while self.history_bytes > max_bytes {
             let coldest = self
@@ -334,14 +343,19 @@ impl Rooms {
         }
     }
 
-    /// The messages of room `id` kept from position `start` on, as first sent (the V2 form), shared with its
-    /// history.
-    pub(super) fn history_from(&mut self, id: RoomId, start: usize) -> Vec<SharedText> {
+    /// The messages of room `id` kept from position `start` on, as first sent to clients of `dialect`, shared with
+    /// its history.
+    pub(super) fn history_from(
+        &mut self,
+        id: RoomId,
+        start: usize,
+        dialect: Dialect,
+    ) -> Vec<SharedText> {
         let Some(room) = self.rooms.get_mut(&id) else {
             return Vec::new();
         };
         let before = room.history.bytes();
-        let texts = room.history.texts_from(start);
+        let texts = room.history.texts_from(start, dialect);
         self.history_bytes = self.history_bytes + room.history.bytes() - before;
         texts
     }
@@ -396,7 +410,7 @@ mod tests {
         }
         for _ in seqs {
             let seq = rooms.get_mut(id).expect("room").next_seq();
-            rooms.remember(id, seq, &format!("m{seq}"), capacity, usize::MAX);
+            rooms.remember(id, seq, &format!("m{seq}"), None, capacity, usize::MAX);
         }
         (rooms, id)
     }
@@ -422,8 +436,14 @@ mod tests {
         since: Option<(&str, u64)>,
         max_bytes: usize,
     ) -> (Replay, Vec<String>) {
-        let replay = rooms.get(id).expect("room").replay(since, max_bytes);
-        (replay, texts(rooms.history_from(id, replay.start)))
+        let replay = rooms
+            .get(id)
+            .expect("room")
+            .replay(since, max_bytes, Dialect::V2);
+        (
+            replay,
+            texts(rooms.history_from(id, replay.start, Dialect::V2)),
+        )
     }
 
     #[test]
@@ -453,11 +473,11 @@ mod tests {
         let hot = rooms.open("hot", || Rc::from("E"));
         let text = "z".repeat(4_000);
         for seq in 1..=20 {
-            rooms.remember(cold, seq, &text, 1_000, usize::MAX);
+            rooms.remember(cold, seq, &text, None, 1_000, usize::MAX);
         }
         let budget = rooms.history_bytes() + 8_000;
         for seq in 1..=20 {
-            rooms.remember(hot, seq, &text, 1_000, budget);
+            rooms.remember(hot, seq, &text, None, 1_000, budget);
             assert!(rooms.history_bytes() <= budget);
         }
         let (cold_left, hot_left) = (
@@ -469,10 +489,51 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_form_counts_against_the_budget_and_the_coldest_room_pays_for_it() {
+        let mut rooms = Rooms::new();
+        let cold = rooms.open("cold", || Rc::from("E"));
+        let hot = rooms.open("hot", || Rc::from("E"));
+        let (text, v1_text) = ("<".repeat(4_000), "&lt;".repeat(4_000));
+        rooms.remember(cold, 1, &text, None, 10, usize::MAX);
+        rooms.history_from(cold, 0, Dialect::V2);
+        assert_eq!(rooms.history_bytes(), 4_000, "no V1 form, nothing extra");
+        // Room for the cold message and one hot one with its V1 form, not for a second: the cold room must pay.
+        let budget = 4_000 + 2 * 20_000 - 1;
+        rooms.remember(hot, 1, &text, Some(&v1_text), 10, budget);
+        assert_eq!(rooms.history_bytes(), 24_000, "both forms counted");
+        rooms.remember(hot, 2, &text, Some(&v1_text), 10, budget);
+        assert!(rooms.history_bytes() <= budget);
+        assert_eq!(
+            rooms.get(cold).unwrap().history.len(),
+            0,
+            "the cold room paid"
+        );
+        assert_eq!(rooms.get(hot).unwrap().history.len(), 2);
+    }
+
+    #[test]
+    fn a_replay_is_cut_on_the_bytes_its_dialect_is_sent() {
+        let mut rooms = Rooms::new();
+        let id = rooms.open("r", || Rc::from("E"));
+        for _ in 1..=3 {
+            let seq = rooms.get_mut(id).expect("room").next_seq();
+            rooms.remember(id, seq, "<<", Some("&lt;&lt;"), 10, usize::MAX);
+        }
+        let room = rooms.get(id).expect("room");
+        let since = Some(("E", 0));
+        let v2 = room.replay(since, 6, Dialect::V2);
+        assert_eq!((v2.gap, v2.count), (None, 3));
+        let v1 = room.replay(since, 16, Dialect::V1);
+        assert_eq!((v1.gap, v1.count), (Some(Gap::Gap), 2));
+        let texts = texts(rooms.history_from(id, v1.start, Dialect::V1));
+        assert_eq!(texts, ["&lt;&lt;", "&lt;&lt;"]);
+    }
+
+    #[test]
     fn a_forgotten_room_gives_its_history_bytes_back() {
         let mut rooms = Rooms::new();
         let id = rooms.open("gone", || Rc::from("E"));
-        rooms.remember(id, 1, "hello", 10, usize::MAX);
+        rooms.remember(id, 1, "hello", None, 10, usize::MAX);
         assert!(rooms.history_bytes() > 0);
         rooms.evict_excess(0);
         assert_eq!(rooms.history_bytes(), 0);

@@ -698,11 +698,11 @@ fn chat_is_serialised_once_shared_by_both_forms_and_replayed_byte_for_byte() {
         3,
         json!({"type": "join", "userId": "cat", "room": "lobby", "since": {"epoch": epoch, "seq": 0}}),
     );
-    let replayed = out.actions.iter().find_map(|a| match a {
-        Action::Send { payload: p, .. } if p.contains("\"chat\"") => Some(p.clone()),
-        _ => None,
-    });
-    assert_eq!(replayed.as_deref(), Some(&**payload));
+    let replayed = replayed_texts(&out);
+    let [replayed] = replayed.as_slice() else {
+        panic!("expected one replayed message: {:?}", out.actions);
+    };
+    assert_eq!(replayed.as_bytes(), payload.as_bytes());
 }
 
 #[test]
@@ -1172,6 +1172,133 @@ fn legacy_joiner_replays_the_escaped_history() {
     assert_eq!(contents(&v1.to(2)), [XSS_ESCAPED]);
     let v2 = join_since(&mut h, 3, "cat", "lobby", since);
     assert_eq!(contents(&v2), [XSS]);
+}
+
+/// The texts of every `Replay` in an outcome, in order.
+fn replayed_texts(out: &Outcome) -> Vec<SharedText> {
+    out.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Replay { texts, .. } => Some(texts.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Joins `user` on `client` into `room` with `since` = (epoch, 0), in v1 (no `v`) or v2.
+fn join_since_start(
+    h: &mut Harness,
+    client: ClientId,
+    user: &str,
+    room: &str,
+    epoch: &Value,
+    dialect: Dialect,
+) -> Outcome {
+    let mut join =
+        json!({"type": "join", "userId": user, "room": room, "since": {"epoch": epoch, "seq": 0}});
+    if dialect == Dialect::V2 {
+        join["v"] = json!(2);
+    }
+    h.send(client, join)
+}
+
+#[test]
+fn a_v1_replay_of_an_escaped_message_is_byte_for_byte_what_live_v1_members_got() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, XSS, "lobby")["epoch"].clone();
+    h.join_v1(2, "bob", "lobby");
+    let (payload, legacy) = broadcast_payloads(&h.say(1, &format!("{XSS} & 'q'")));
+    let v1 = join_since_start(&mut h, 3, "cat", "lobby", &epoch, Dialect::V1);
+    let v2 = join_since_start(&mut h, 4, "dan", "lobby", &epoch, Dialect::V2);
+    let (v1, v2) = (replayed_texts(&v1), replayed_texts(&v2));
+    assert_eq!(v1.len(), 1, "a v1 replay is a shared Replay, not a Send");
+    assert_eq!(v1[0].as_bytes(), legacy.as_bytes());
+    assert_eq!(v2[0].as_bytes(), payload.as_bytes());
+    assert!(
+        Rc::ptr_eq(v1[0].shared().0, v2[0].shared().0),
+        "both forms are slices of one history segment"
+    );
+}
+
+#[test]
+fn a_v1_replay_of_a_message_that_needs_no_escaping_shares_the_v2_bytes() {
+    let mut h = Harness::new();
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    h.say(1, "plain words / \\ ; `x`");
+    let v1 = join_since_start(&mut h, 2, "bob", "lobby", &epoch, Dialect::V1);
+    let v2 = join_since_start(&mut h, 3, "cat", "lobby", &epoch, Dialect::V2);
+    assert_eq!(replayed_texts(&v1), replayed_texts(&v2), "the same slice");
+    assert_eq!(replayed_texts(&v1).len(), 1);
+}
+
+#[test]
+fn a_message_escaped_for_v1_counts_both_forms_against_the_history_budget() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "plain");
+    let before = h.chat.history_bytes();
+    let (payload, _) = broadcast_payloads(&h.say(1, &"a".repeat(500)));
+    let plain_cost = h.chat.history_bytes() - before;
+    assert_eq!(
+        plain_cost,
+        payload.len(),
+        "a plain message costs its one text"
+    );
+
+    h.join(1, "ann", "marked");
+    let before = h.chat.history_bytes();
+    let (payload, legacy) = broadcast_payloads(&h.say(1, &"<".repeat(500)));
+    assert_eq!(
+        h.chat.history_bytes() - before,
+        payload.len() + legacy.len(),
+        "an escaped message costs both its forms"
+    );
+}
+
+#[test]
+fn a_v1_replay_is_cut_at_max_replay_bytes_counted_in_its_escaped_form() {
+    let content = "<".repeat(100);
+    let mut probe = Harness::new();
+    probe.join(1, "ann", "lobby");
+    let (payload, legacy) = broadcast_payloads(&probe.say(1, &content));
+    let mut h = Harness::with(ChatConfig {
+        max_replay_bytes: 3 * payload.len(),
+        ..ChatConfig::default()
+    });
+    let epoch = h.joined(1, "ann", "lobby")["epoch"].clone();
+    for _ in 0..3 {
+        h.say(1, &content);
+    }
+    let v2 = join_since_start(&mut h, 2, "bob", "lobby", &epoch, Dialect::V2);
+    assert_eq!(replayed_texts(&v2).len(), 3, "the v2 forms fit");
+    let v1 = replayed_texts(&join_since_start(
+        &mut h,
+        3,
+        "cat",
+        "lobby",
+        &epoch,
+        Dialect::V1,
+    ));
+    let sent: usize = v1.iter().map(|t| t.as_bytes().len()).sum();
+    assert!(v1.len() < 3, "the v1 forms do not all fit");
+    assert_eq!(v1.len(), 3 * payload.len() / legacy.len(), "{sent} bytes");
+    assert!(v1.iter().all(|t| t.as_bytes().len() == legacy.len()));
+}
+
+#[test]
+fn a_lagging_v1_member_is_caught_up_with_the_escaped_forms() {
+    let mut h = Harness::new();
+    h.join_v1(1, "ann", "lobby");
+    let live = h.say(1, XSS);
+    let (_, legacy) = broadcast_payloads(&live);
+    h.say(1, "plain");
+    let mut out = Vec::new();
+    h.chat.catch_up(1, room_of(&live), 1, &mut out);
+    let caught_up = h.resolve(out);
+    let texts = replayed_texts(&caught_up);
+    assert_eq!(texts.len(), 2);
+    assert_eq!(texts[0].as_bytes(), legacy.as_bytes());
+    assert_eq!(contents(&caught_up.to(1)), [XSS_ESCAPED, "plain"]);
 }
 
 #[test]

@@ -447,44 +447,6 @@ pub(super) struct ChatFields<'a> {
     pub(super) timestamp: u64,
 }
 
-/// A stored `chat` message read back, to be sent again in another form (a V1 replay: rare, so it may allocate).
-#[derive(Debug, Deserialize)]
-pub(super) struct StoredChat {
-    #[serde(skip)]
-    text: String,
-    room: String,
-    seq: u64,
-    from: String,
-    content: String,
-    timestamp: u64,
-}
-
-impl StoredChat {
-    /// Reads a stored message; `None` if it is not one `encode_chat` wrote.
-    pub(super) fn parse(text: &[u8]) -> Option<StoredChat> {
-        let text = std::str::from_utf8(text).ok()?;
-        let mut stored: StoredChat = serde_json::from_str(text).ok()?;
-        stored.text = text.to_owned();
-        Some(stored)
-    }
-
-    /// Its fields.
-    pub(super) fn fields(&self) -> ChatFields<'_> {
-        ChatFields {
-            room: &self.room,
-            seq: self.seq,
-            from: &self.from,
-            content: &self.content,
-            timestamp: self.timestamp,
-        }
-    }
-
-    /// The text as stored.
-    pub(super) fn text(&self) -> &str {
-        &self.text
-    }
-}
-
 /// The `chat` message written by hand: the hottest serialisation (one per chat message), byte for byte what serde
 /// would give for `{type, room, seq, from, content, timestamp}`. It is built in `scratch`, kept by the caller
 /// from one message to the next, so a message costs one allocation: its shared `Rc<str>`.
@@ -569,8 +531,6 @@ mod tests {
             };
             let ours = encode_chat(&mut scratch, &fields);
             assert_eq!(&*ours, reference.as_str());
-            let stored = StoredChat::parse(ours.as_bytes()).expect("reads back");
-            assert_eq!(&*encode_chat(&mut scratch, &stored.fields()), &*ours);
         }
     }
 
