@@ -374,6 +374,7 @@ impl<'a> BitWriter<'a> {
 mod tests {
     use super::*;
     use crate::protocol::deflate::codec::MessageDecompressor;
+    use proptest::prelude::*;
 
     /// Inflates as a peer would: the data, then `00 00 ff ff` (RFC 7692 7.2.2).
     fn inflate(compressed: &[u8]) -> Vec<u8> {
@@ -521,6 +522,45 @@ mod tests {
         for (length, &index) in LENGTH_INDEX.iter().enumerate().skip(3) {
             let expected = LENGTH_BASE.partition_point(|&base| usize::from(base) <= length) - 1;
             assert_eq!(usize::from(index), expected, "length {length}");
+        }
+    }
+
+    /// A message built of pieces of any bytes (so literals of both fixed code lengths), each repeated a few
+    /// times (so matches of many lengths and distances), sometimes a long run of one byte.
+    fn pieced_message() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            4 => (proptest::collection::vec(any::<u8>(), 1..24), 1..5usize),
+            2 => (proptest::collection::vec(b' '..b'~', 1..12), 1..8usize),
+            1 => (proptest::collection::vec(any::<u8>(), 1..2), 100..700usize),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| {
+            pieces
+                .into_iter()
+                .flat_map(|(bytes, times)| bytes.repeat(times))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_inflates_back_or_is_refused_untouched(
+            messages in proptest::collection::vec(pieced_message(), 1..4),
+            window_bits in 8u8..=15,
+        ) {
+            let mut compressor = QuickCompressor::new(window_bits);
+            for message in &messages {
+                let mut out = vec![0xAB];
+                match compressor.compress_if_smaller(message, &mut out) {
+                    Some(len) => {
+                        prop_assert_eq!(out.len(), 1 + len);
+                        prop_assert!(len < message.len());
+                        prop_assert_eq!(out[0], 0xAB);
+                        prop_assert_eq!(&inflate(&out[1..]), message);
+                        prop_assert!(compressor.farthest <= 1 << window_bits);
+                    }
+                    None => prop_assert_eq!(out, vec![0xAB]),
+                }
+            }
         }
     }
 }
