@@ -110,22 +110,23 @@ impl Claims {
     }
 
     /// `client` gives up the name with `key`: reserved for `token` until `now_ms + grace_ms` (freed at once with no
-    /// grace). Nothing happens if `client` does not hold it (a newer connection took it over).
+    /// grace, or with no token to reserve it for). Nothing happens if `client` does not hold it (a newer connection
+    /// took it over).
     pub(super) fn release(
         &mut self,
         key: &str,
         client: ClientId,
-        token: Rc<str>,
+        token: Option<Rc<str>>,
         now_ms: u64,
         grace_ms: u64,
     ) {
         if self.holder(key) != Some(client) {
             return;
         }
-        if grace_ms == 0 {
+        let Some(token) = token.filter(|_| grace_ms > 0) else {
             self.by_key.remove(key);
             return;
-        }
+        };
         let until_ms = now_ms.saturating_add(grace_ms);
         let reserved = Claim::Reserved(Box::new(Reservation { token, until_ms }));
         let Some(key) = self.by_key.get_key_value(key).map(|(key, _)| key.clone()) else {
@@ -209,7 +210,7 @@ mod tests {
     fn a_released_name_is_reserved_for_its_token_during_the_grace_period() {
         let mut claims = Claims::default();
         claims.hold(&key("ann"), 1);
-        claims.release("ann", 1, token("t1"), 1_000, 60_000);
+        claims.release("ann", 1, Some(token("t1")), 1_000, 60_000);
         assert_eq!(claims.holder("ann"), None, "a reserved name has no holder");
         assert_eq!(
             claims.may_take("ann", 2, None, 1_005, no_holder),
@@ -232,7 +233,7 @@ mod tests {
         // Connection ids are reused: the client that held the name is no proof of anything once it is gone.
         let mut claims = Claims::default();
         claims.hold(&key("ann"), 1);
-        claims.release("ann", 1, token("t1"), 0, 60_000);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
         assert_eq!(
             claims.may_take("ann", 1, None, 10, no_holder),
             Err(Refused::Reserved)
@@ -243,15 +244,24 @@ mod tests {
     fn without_grace_a_released_name_is_free_at_once() {
         let mut claims = Claims::default();
         claims.hold(&key("ann"), 1);
-        claims.release("ann", 1, token("t1"), 0, 0);
+        claims.release("ann", 1, Some(token("t1")), 0, 0);
         assert_eq!(claims.len(), 0);
+    }
+
+    #[test]
+    fn without_a_token_a_released_name_is_free_at_once() {
+        let mut claims = Claims::default();
+        claims.hold(&key("ann"), 1);
+        claims.release("ann", 1, None, 0, 60_000);
+        assert_eq!(claims.len(), 0);
+        assert!(claims.ending.is_empty());
     }
 
     #[test]
     fn only_the_holder_releases_a_name() {
         let mut claims = Claims::default();
         claims.hold(&key("ann"), 2);
-        claims.release("ann", 1, token("t1"), 0, 60_000);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
         assert_eq!(claims.holder("ann"), Some(2));
     }
 
@@ -260,7 +270,7 @@ mod tests {
         let mut claims = Claims::default();
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
             claims.hold(&key(name), i);
-            claims.release(name, i, token(name), i as u64, 10);
+            claims.release(name, i, Some(token(name)), i as u64, 10);
         }
         claims.hold(&key("b"), 7);
         claims.expire(11);
@@ -276,7 +286,7 @@ mod tests {
         let mut claims = Claims::default();
         let ann = key("ann");
         claims.hold(&ann, 1);
-        claims.release("ann", 1, token("t1"), 0, 60_000);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
         claims.hold(&ann, 2);
         assert_eq!(
             Rc::strong_count(&ann),

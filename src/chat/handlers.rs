@@ -42,17 +42,16 @@ impl Chat {
         let taking = self
             .claims
             .may_take(key, client, session, now.mono_ms, |holder| {
-                participants
-                    .get(&holder)?
-                    .joined
-                    .as_ref()
-                    .map(|j| j.token.clone())
+                participants.get(&holder)?.held_token()
             });
         let (mut token, replacing) = match taking {
             Ok(Taking::Free) => (None, None),
             Ok(Taking::Reclaimed(token)) => (Some(token), None),
             Ok(Taking::Replacing(holder)) => {
-                let token = self.joined(holder).map(|j| j.token.clone());
+                let token = self
+                    .participants
+                    .get(&holder)
+                    .and_then(Participant::held_token);
                 (token, Some(holder))
             }
             Err(refused) => {
@@ -70,15 +69,15 @@ impl Chat {
             return;
         }
 
-        if let Some(previous) = self
+        if let Some((previous, previous_token)) = self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
             if token.is_none() && previous.user.key() == key {
-                token = Some(previous.token.clone());
+                token = previous_token.clone();
             }
-            self.depart(client, previous, true, now, out);
+            self.depart(client, previous, previous_token, true, now, out);
         }
 
         let mut silent = false;
@@ -90,11 +89,11 @@ impl Chat {
             });
             let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;
-                c.joined.take()
+                c.take_seat()
             });
-            if let Some(stale) = stale {
+            if let Some((stale, stale_token)) = stale {
                 silent = self.rooms.lookup(&req.room) == Some(stale.room);
-                self.depart(holder, stale, !silent, now, out);
+                self.depart(holder, stale, stale_token, !silent, now, out);
             }
             log::debug!("connection {holder} replaced by {client}");
         }
@@ -124,9 +123,8 @@ impl Chat {
         state.joined = Some(Joined {
             user: req.user.clone(),
             room: room_id,
-            index,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             dialect,
-            token: token.clone(),
         });
         state.dialect = dialect;
         state.session = Some(token.clone());
@@ -486,9 +484,9 @@ impl Chat {
         match self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
-            Some(joined) => self.depart(client, joined, true, now, out),
+            Some((joined, token)) => self.depart(client, joined, token, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
     }
@@ -499,6 +497,7 @@ impl Chat {
         &mut self,
         client: ClientId,
         joined: Joined,
+        token: Option<Rc<str>>,
         notify: bool,
         now: Now,
         out: &mut Vec<Action>,
@@ -506,17 +505,20 @@ impl Chat {
         self.claims.release(
             joined.user.key(),
             client,
-            joined.token.clone(),
+            token,
             now.mono_ms,
             self.config.name_grace_ms,
         );
-        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, client) {
+        if let Some((moved, index)) = self
+            .rooms
+            .unseat(joined.room, joined.index as usize, client)
+        {
             if let Some(j) = self
                 .participants
                 .get_mut(&moved)
                 .and_then(|c| c.joined.as_mut())
             {
-                j.index = index;
+                j.index = u32::try_from(index).unwrap_or(u32::MAX);
             }
         }
         if notify {

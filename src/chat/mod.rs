@@ -223,12 +223,12 @@ struct Joined {
     user: Name,
     /// The room it is in.
     room: RoomId,
-    /// Its position in the room's member list, kept current as others leave.
-    index: usize,
+    /// Its position in the room's member list, kept current as others leave. 32 bits, as this is kept for every
+    /// member: a room of more (never seen) has its later positions saturate, and `Rooms::unseat` looks a member
+    /// up when its position is wrong.
+    index: u32,
     /// The dialect it joined with.
     dialect: Dialect,
-    /// The session token that lets a newer connection reclaim the name.
-    token: Rc<str>,
 }
 
 /// Everything the chat knows about one client that has sent at least one frame.
@@ -246,8 +246,9 @@ struct Participant {
     /// The dialect of its last successful join, kept after it leaves; V1 until then, so that errors are sent in
     /// the form the original page can show.
     dialect: Dialect,
-    /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
-    /// connection may take that name back during its grace period without showing the token again.
+    /// The session token of its last name: while it is in a room, the token that lets a newer connection reclaim
+    /// the name it holds; kept after it leaves (for as long as the connection lasts), so the same connection may
+    /// take that name back during its grace period without showing the token again.
     session: Option<Rc<str>>,
 }
 
@@ -263,6 +264,17 @@ impl Participant {
             dialect: Dialect::V1,
             session: None,
         }
+    }
+
+    /// The session token of the name it holds, if it is in a room.
+    fn held_token(&self) -> Option<Rc<str>> {
+        self.joined.as_ref().and(self.session.clone())
+    }
+
+    /// Takes it out of its room's bookkeeping: its seat, and the token it held the name with.
+    fn take_seat(&mut self) -> Option<(Joined, Option<Rc<str>>)> {
+        let joined = self.joined.take()?;
+        Some((joined, self.session.clone()))
     }
 }
 
@@ -396,11 +408,11 @@ impl Chat {
     /// `client` is gone (closed for any reason) at `now`. Leaves its room (others told); its name stays reserved
     /// for its session during the grace period.
     pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
-        let Some(state) = self.participants.remove(&client) else {
+        let Some(mut state) = self.participants.remove(&client) else {
             return;
         };
-        if let Some(joined) = state.joined {
-            self.depart(client, joined, true, now, out);
+        if let Some((joined, token)) = state.take_seat() {
+            self.depart(client, joined, token, true, now, out);
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
