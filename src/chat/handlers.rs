@@ -116,10 +116,12 @@ impl Chat {
         };
         self.claims.hold(key, client);
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         state.joined = Some(Joined {
             user: req.user.clone(),
             room: room_id,

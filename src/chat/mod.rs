@@ -7,6 +7,7 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod by_client;
 mod claims;
 mod handlers;
 mod history;
@@ -25,6 +26,7 @@ use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+use by_client::ByClient;
 use claims::Claims;
 pub use history::SharedText;
 use names::Name;
@@ -35,7 +37,7 @@ use session::IdSource;
 use wire::{ErrorCode, Out};
 
 /// The server's key for one client (a WebSocket on the chat route). The server calls [`Chat::disconnect`] before it
-/// reuses one.
+/// reuses one. Keys are small and reused (the server's slab keys): the chat keeps a slot per key up to the largest.
 pub type ClientId = usize;
 
 /// Which of the two JSON dialects a client speaks, decided by its last `join`.
@@ -290,7 +292,7 @@ pub struct Chat {
     config: ChatConfig,
     ids: IdSource,
     rooms: Rooms,
-    participants: IdMap<ClientId, Participant>,
+    participants: ByClient<Participant>,
     /// Who holds each user name, and which freed names are reserved.
     claims: Claims,
     /// This loop turn's arrivals and departures, by room.
@@ -314,7 +316,7 @@ impl Chat {
             config,
             ids: IdSource::new(secret),
             rooms: Rooms::new(),
-            participants: IdMap::default(),
+            participants: ByClient::default(),
             claims: Claims::default(),
             storms: IdMap::default(),
             canned,
@@ -327,10 +329,12 @@ impl Chat {
     /// order.
     pub fn handle_text(&mut self, client: ClientId, text: &str, now: Now, out: &mut Vec<Action>) {
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         if state.closing {
             return;
         }
