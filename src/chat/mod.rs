@@ -237,6 +237,8 @@ struct Joined {
 struct Participant {
     /// Its rate limiter: every frame is charged.
     bucket: TokenBucket,
+    /// Frames `bucket` dropped in a row, since it last had a token.
+    drops: u32,
     /// Its join limiter: every `join` is charged again here.
     joins: TokenBucket,
     /// Its byte limiter: the bytes of every chat message and DM it sends.
@@ -259,6 +261,7 @@ impl Participant {
     fn new(config: &ChatConfig, now: Now) -> Self {
         Participant {
             bucket: TokenBucket::new(config.rate_burst, now.mono_ms),
+            drops: 0,
             joins: TokenBucket::new(config.join_burst, now.mono_ms),
             bytes: ByteBucket::new(config.rate_burst_bytes, now.mono_ms),
             joined: None,
@@ -339,6 +342,7 @@ impl Chat {
             return;
         }
         let verdict = state.bucket.charge(
+            &mut state.drops,
             now.mono_ms,
             config.rate_per_sec,
             config.rate_burst,
@@ -372,13 +376,11 @@ impl Chat {
         }
         match request::parse(text, self.config.max_content_chars) {
             Ok(Request::Join(join)) => {
-                let joins = state.joins.charge(
-                    now.mono_ms,
-                    config.join_rate_per_sec,
-                    config.join_burst,
-                    u32::MAX,
-                );
-                if joins == Verdict::Pass {
+                let joins =
+                    state
+                        .joins
+                        .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
+                if joins {
                     self.join(client, join, now, out)
                 } else {
                     let dialect = join.dialect;
