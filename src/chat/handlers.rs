@@ -33,6 +33,9 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        let Some(seat) = Seat::new(client, req.dialect, req.user.shown().clone()) else {
+            return;
+        };
         self.claims.expire(now.mono_ms);
         let key = req.user.key();
         let participants = &self.participants;
@@ -106,11 +109,6 @@ impl Chat {
         let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
         let user = req.user.shown().clone();
         let dialect = req.dialect;
-        let seat = Seat {
-            client,
-            dialect,
-            user: user.clone(),
-        };
         let Some(index) = self.rooms.seat(room_id, seat) else {
             return;
         };
@@ -232,7 +230,7 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| seat.client == client) {
+        if room.seats().iter().all(|seat| seat.client() == client) {
             return;
         }
         let storm = self.storms.entry(room_id).or_default();

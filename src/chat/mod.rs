@@ -426,7 +426,7 @@ impl Chat {
     /// The current members of a room, for the server to resolve Broadcast; O(1) to start, no allocation.
     pub fn members(&self, room: RoomId) -> impl Iterator<Item = Member> + '_ {
         self.rooms.seats(room).iter().map(|seat| Member {
-            client: seat.client,
+            client: seat.client(),
             dialect: seat.dialect,
         })
     }
