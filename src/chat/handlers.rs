@@ -33,6 +33,9 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        let Some(seat) = Seat::new(client, req.dialect, req.user.shown().clone()) else {
+            return;
+        };
         self.claims.expire(now.mono_ms);
         let key = req.user.key();
         let participants = &self.participants;
@@ -42,17 +45,16 @@ impl Chat {
         let taking = self
             .claims
             .may_take(key, client, session, now.mono_ms, |holder| {
-                participants
-                    .get(&holder)?
-                    .joined
-                    .as_ref()
-                    .map(|j| j.token.clone())
+                participants.get(&holder)?.held_token()
             });
         let (mut token, replacing) = match taking {
             Ok(Taking::Free) => (None, None),
             Ok(Taking::Reclaimed(token)) => (Some(token), None),
             Ok(Taking::Replacing(holder)) => {
-                let token = self.joined(holder).map(|j| j.token.clone());
+                let token = self
+                    .participants
+                    .get(&holder)
+                    .and_then(Participant::held_token);
                 (token, Some(holder))
             }
             Err(refused) => {
@@ -70,15 +72,15 @@ impl Chat {
             return;
         }
 
-        if let Some(previous) = self
+        if let Some((previous, previous_token)) = self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
             if token.is_none() && previous.user.key() == key {
-                token = Some(previous.token.clone());
+                token = previous_token.clone();
             }
-            self.depart(client, previous, true, now, out);
+            self.depart(client, previous, previous_token, true, now, out);
         }
 
         let mut silent = false;
@@ -90,11 +92,11 @@ impl Chat {
             });
             let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;
-                c.joined.take()
+                c.take_seat()
             });
-            if let Some(stale) = stale {
+            if let Some((stale, stale_token)) = stale {
                 silent = self.rooms.lookup(&req.room) == Some(stale.room);
-                self.depart(holder, stale, !silent, now, out);
+                self.depart(holder, stale, stale_token, !silent, now, out);
             }
             log::debug!("connection {holder} replaced by {client}");
         }
@@ -107,26 +109,22 @@ impl Chat {
         let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
         let user = req.user.shown().clone();
         let dialect = req.dialect;
-        let seat = Seat {
-            client,
-            dialect,
-            user: user.clone(),
-        };
         let Some(index) = self.rooms.seat(room_id, seat) else {
             return;
         };
         self.claims.hold(key, client);
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         state.joined = Some(Joined {
             user: req.user.clone(),
             room: room_id,
-            index,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             dialect,
-            token: token.clone(),
         });
         state.dialect = dialect;
         state.session = Some(token.clone());
@@ -232,7 +230,7 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| seat.client == client) {
+        if room.seats().iter().all(|seat| seat.client() == client) {
             return;
         }
         let storm = self.storms.entry(room_id).or_default();
@@ -486,9 +484,9 @@ impl Chat {
         match self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
-            Some(joined) => self.depart(client, joined, true, now, out),
+            Some((joined, token)) => self.depart(client, joined, token, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
     }
@@ -499,6 +497,7 @@ impl Chat {
         &mut self,
         client: ClientId,
         joined: Joined,
+        token: Option<Rc<str>>,
         notify: bool,
         now: Now,
         out: &mut Vec<Action>,
@@ -506,17 +505,20 @@ impl Chat {
         self.claims.release(
             joined.user.key(),
             client,
-            joined.token.clone(),
+            token,
             now.mono_ms,
             self.config.name_grace_ms,
         );
-        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, client) {
+        if let Some((moved, index)) = self
+            .rooms
+            .unseat(joined.room, joined.index as usize, client)
+        {
             if let Some(j) = self
                 .participants
                 .get_mut(&moved)
                 .and_then(|c| c.joined.as_mut())
             {
-                j.index = index;
+                j.index = u32::try_from(index).unwrap_or(u32::MAX);
             }
         }
         if notify {

@@ -7,6 +7,7 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod by_client;
 mod claims;
 mod handlers;
 mod history;
@@ -25,6 +26,7 @@ use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+use by_client::ByClient;
 use claims::Claims;
 pub use history::SharedText;
 use names::Name;
@@ -35,7 +37,7 @@ use session::IdSource;
 use wire::{ErrorCode, Out};
 
 /// The server's key for one client (a WebSocket on the chat route). The server calls [`Chat::disconnect`] before it
-/// reuses one.
+/// reuses one. Keys are small and reused (the server's slab keys): the chat keeps a slot per key up to the largest.
 pub type ClientId = usize;
 
 /// Which of the two JSON dialects a client speaks, decided by its last `join`.
@@ -223,18 +225,20 @@ struct Joined {
     user: Name,
     /// The room it is in.
     room: RoomId,
-    /// Its position in the room's member list, kept current as others leave.
-    index: usize,
+    /// Its position in the room's member list, kept current as others leave. 32 bits, as this is kept for every
+    /// member: a room of more (never seen) has its later positions saturate, and `Rooms::unseat` looks a member
+    /// up when its position is wrong.
+    index: u32,
     /// The dialect it joined with.
     dialect: Dialect,
-    /// The session token that lets a newer connection reclaim the name.
-    token: Rc<str>,
 }
 
 /// Everything the chat knows about one client that has sent at least one frame.
 struct Participant {
     /// Its rate limiter: every frame is charged.
     bucket: TokenBucket,
+    /// Frames `bucket` dropped in a row, since it last had a token.
+    drops: u32,
     /// Its join limiter: every `join` is charged again here.
     joins: TokenBucket,
     /// Its byte limiter: the bytes of every chat message and DM it sends.
@@ -246,8 +250,9 @@ struct Participant {
     /// The dialect of its last successful join, kept after it leaves; V1 until then, so that errors are sent in
     /// the form the original page can show.
     dialect: Dialect,
-    /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
-    /// connection may take that name back during its grace period without showing the token again.
+    /// The session token of its last name: while it is in a room, the token that lets a newer connection reclaim
+    /// the name it holds; kept after it leaves (for as long as the connection lasts), so the same connection may
+    /// take that name back during its grace period without showing the token again.
     session: Option<Rc<str>>,
 }
 
@@ -256,6 +261,7 @@ impl Participant {
     fn new(config: &ChatConfig, now: Now) -> Self {
         Participant {
             bucket: TokenBucket::new(config.rate_burst, now.mono_ms),
+            drops: 0,
             joins: TokenBucket::new(config.join_burst, now.mono_ms),
             bytes: ByteBucket::new(config.rate_burst_bytes, now.mono_ms),
             joined: None,
@@ -263,6 +269,17 @@ impl Participant {
             dialect: Dialect::V1,
             session: None,
         }
+    }
+
+    /// The session token of the name it holds, if it is in a room.
+    fn held_token(&self) -> Option<Rc<str>> {
+        self.joined.as_ref().and(self.session.clone())
+    }
+
+    /// Takes it out of its room's bookkeeping: its seat, and the token it held the name with.
+    fn take_seat(&mut self) -> Option<(Joined, Option<Rc<str>>)> {
+        let joined = self.joined.take()?;
+        Some((joined, self.session.clone()))
     }
 }
 
@@ -278,7 +295,7 @@ pub struct Chat {
     config: ChatConfig,
     ids: IdSource,
     rooms: Rooms,
-    participants: IdMap<ClientId, Participant>,
+    participants: ByClient<Participant>,
     /// Who holds each user name, and which freed names are reserved.
     claims: Claims,
     /// This loop turn's arrivals and departures, by room.
@@ -302,7 +319,7 @@ impl Chat {
             config,
             ids: IdSource::new(secret),
             rooms: Rooms::new(),
-            participants: IdMap::default(),
+            participants: ByClient::default(),
             claims: Claims::default(),
             storms: IdMap::default(),
             canned,
@@ -315,14 +332,17 @@ impl Chat {
     /// order.
     pub fn handle_text(&mut self, client: ClientId, text: &str, now: Now, out: &mut Vec<Action>) {
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         if state.closing {
             return;
         }
         let verdict = state.bucket.charge(
+            &mut state.drops,
             now.mono_ms,
             config.rate_per_sec,
             config.rate_burst,
@@ -356,13 +376,11 @@ impl Chat {
         }
         match request::parse(text, self.config.max_content_chars) {
             Ok(Request::Join(join)) => {
-                let joins = state.joins.charge(
-                    now.mono_ms,
-                    config.join_rate_per_sec,
-                    config.join_burst,
-                    u32::MAX,
-                );
-                if joins == Verdict::Pass {
+                let joins =
+                    state
+                        .joins
+                        .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
+                if joins {
                     self.join(client, join, now, out)
                 } else {
                     let dialect = join.dialect;
@@ -396,11 +414,11 @@ impl Chat {
     /// `client` is gone (closed for any reason) at `now`. Leaves its room (others told); its name stays reserved
     /// for its session during the grace period.
     pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
-        let Some(state) = self.participants.remove(&client) else {
+        let Some(mut state) = self.participants.remove(&client) else {
             return;
         };
-        if let Some(joined) = state.joined {
-            self.depart(client, joined, true, now, out);
+        if let Some((joined, token)) = state.take_seat() {
+            self.depart(client, joined, token, true, now, out);
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
@@ -408,7 +426,7 @@ impl Chat {
     /// The current members of a room, for the server to resolve Broadcast; O(1) to start, no allocation.
     pub fn members(&self, room: RoomId) -> impl Iterator<Item = Member> + '_ {
         self.rooms.seats(room).iter().map(|seat| Member {
-            client: seat.client,
+            client: seat.client(),
             dialect: seat.dialect,
         })
     }

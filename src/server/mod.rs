@@ -56,7 +56,7 @@ use addresses::AddressBook;
 use batch::Batches;
 use broadcast::{Audience, Lag};
 use budget::InputLimits;
-use client::{Client, Phase};
+use client::{Client, Flags, Phase};
 use timeouts::{Millis, Timeouts};
 use timers::Timers;
 
@@ -212,7 +212,7 @@ impl Server {
                         let closed = event.is_read_closed() || event.is_error();
                         if closed {
                             if let Some(client) = self.clients.get_mut(key) {
-                                client.read_closed = true;
+                                client.flags.set(Flags::READ_CLOSED, true);
                             }
                         }
                         if event.is_readable() || closed {
