@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::Value;
 
+use crate::summary::{fmt_value, lookup, median};
+
 /// Options of `summarize-deflate`.
 #[derive(Debug, Args)]
 pub struct DeflateSummaryArgs {
@@ -35,25 +37,6 @@ const VARIANTS: [&str; 4] = [
 struct Group {
     scenario: String,
     runs: BTreeMap<&'static str, Vec<Value>>,
-}
-
-fn lookup(run: &Value, path: &[&str]) -> Option<f64> {
-    path.iter().try_fold(run, |v, key| v.get(key))?.as_f64()
-}
-
-/// The median of the figures (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
 }
 
 impl Group {
@@ -85,16 +68,6 @@ impl Group {
             fmt_value(max),
             values.len()
         )
-    }
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 
