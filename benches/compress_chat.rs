@@ -14,53 +14,20 @@ use std::time::Instant;
 
 use roomcast::protocol::deflate::{MessageCompressor, QuickCompressor};
 
+mod support;
+
 const RUNS: usize = 15;
 const MESSAGES: usize = 1_000;
 
-const WORDS: [&str; 24] = [
-    "meeting",
-    "tomorrow",
-    "the",
-    "release",
-    "notes",
-    "room",
-    "anyone",
-    "seen",
-    "proposal",
-    "around",
-    "afternoon",
-    "thanks",
-    "roadmap",
-    "weather",
-    "coffee",
-    "build",
-    "green",
-    "deploy",
-    "again",
-    "later",
-    "question",
-    "great",
-    "idea",
-    "lunch",
-];
-
 /// `count` chat messages whose content has about `words` words, all different.
 fn messages(count: usize, words: usize) -> Vec<Vec<u8>> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    (0..count)
-        .map(|seq| {
-            let content: Vec<&str> = (0..words)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    WORDS[(state % WORDS.len() as u64) as usize]
-                })
-                .collect();
+    support::contents(count, words)
+        .into_iter()
+        .enumerate()
+        .map(|(seq, content)| {
             format!(
-                r#"{{"type":"chat","room":"lobby","seq":{seq},"from":"user{}","content":"{}","timestamp":{}}}"#,
+                r#"{{"type":"chat","room":"lobby","seq":{seq},"from":"user{}","content":"{content}","timestamp":{}}}"#,
                 seq % 97,
-                content.join(" "),
                 1_795_307_457_209u64 + seq as u64 * 37
             )
             .into_bytes()

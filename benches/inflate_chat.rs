@@ -22,56 +22,21 @@ use roomcast::protocol::frame::{FrameHeader, OpCode};
 use roomcast::protocol::mask::apply_mask;
 use roomcast::protocol::{Connection, Event, Role};
 
+mod support;
+
 const RUNS: usize = 11;
 const MESSAGES: usize = 1_000;
 const LIMIT: usize = 64 * 1024;
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-const WORDS: [&str; 24] = [
-    "meeting",
-    "tomorrow",
-    "the",
-    "release",
-    "notes",
-    "room",
-    "anyone",
-    "seen",
-    "proposal",
-    "around",
-    "afternoon",
-    "thanks",
-    "roadmap",
-    "weather",
-    "coffee",
-    "build",
-    "green",
-    "deploy",
-    "again",
-    "later",
-    "question",
-    "great",
-    "idea",
-    "lunch",
-];
-
 /// `count` different chat messages as a browser sends them, of about 500 bytes each.
 fn messages(count: usize) -> Vec<Vec<u8>> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    (0..count)
-        .map(|seq| {
-            let content: Vec<&str> = (0..64)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    WORDS[(state % WORDS.len() as u64) as usize]
-                })
-                .collect();
-            format!(
-                r#"{{"type":"send","room":"lobby","seq":{seq},"content":"{}"}}"#,
-                content.join(" ")
-            )
-            .into_bytes()
+    support::contents(count, 64)
+        .into_iter()
+        .enumerate()
+        .map(|(seq, content)| {
+            format!(r#"{{"type":"send","room":"lobby","seq":{seq},"content":"{content}"}}"#)
+                .into_bytes()
         })
         .collect()
 }
