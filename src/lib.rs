@@ -8,6 +8,8 @@
 
 pub mod protocol;
 
+pub mod auth;
+
 pub mod chat;
 pub mod config;
 pub mod http;
