@@ -88,7 +88,7 @@ impl Chat {
             out.push(Action::Close {
                 client: holder,
                 code: CLOSE_REPLACED,
-                reason: "replaced",
+                reason: "replaced".into(),
             });
             let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;

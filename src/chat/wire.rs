@@ -28,11 +28,13 @@ pub(super) enum ErrorCode {
     RateLimited,
     Lagged,
     RoomFull,
+    Unauthorized,
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `index`.
-    pub(super) const ALL: [ErrorCode; 10] = [
+    pub(super) const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidField,
@@ -43,6 +45,8 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Lagged,
         ErrorCode::RoomFull,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
     ];
 
     /// Its place in `ALL`.
@@ -63,6 +67,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Lagged => "lagged",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -165,6 +171,7 @@ pub(super) struct Frame<'a> {
     pub(super) since: Option<SinceField<'a>>,
     pub(super) content: Option<Loose<'a>>,
     pub(super) to: Option<Loose<'a>>,
+    pub(super) token: Option<Loose<'a>>,
 }
 
 impl<'a> Frame<'a> {
@@ -204,6 +211,7 @@ impl<'de: 'a, 'a> Visitor<'de> for FrameVisitor<'a> {
                 "session" => &mut frame.session,
                 "content" => &mut frame.content,
                 "to" => &mut frame.to,
+                "token" => &mut frame.token,
                 "since" => {
                     frame.since = map.next_value::<Option<SinceField<'a>>>()?;
                     continue;

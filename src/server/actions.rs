@@ -30,7 +30,7 @@ impl Server {
                         client,
                         code,
                         reason,
-                    } => self.close_websocket(client, code, reason),
+                    } => self.close_websocket(client, code, &reason),
                 }
             }
         }
