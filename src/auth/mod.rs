@@ -100,7 +100,9 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TokenError::Malformed => "the token is not a JWT this server can read",
-            TokenError::WrongAlgorithm => "the token is signed with another algorithm than the server's key",
+            TokenError::WrongAlgorithm => {
+                "the token is signed with another algorithm than the server's key"
+            }
             TokenError::BadSignature => "the token's signature does not verify",
             TokenError::NotYetValid => "the token is not valid yet (nbf)",
             TokenError::Expired => "the token has expired (exp)",

@@ -114,7 +114,10 @@ fn a_valid_es256_token_is_accepted_by_the_ec_key() {
 fn an_expired_token_is_refused_as_expired_once_past_the_leeway() {
     let token = hs256(SECRET, &json!({"sub": "ann", "exp": NOW_S}));
     let verifier = hs_verifier();
-    assert!(verifier.verify(&token, NOW_MS + 4_999).is_ok(), "within the leeway");
+    assert!(
+        verifier.verify(&token, NOW_MS + 4_999).is_ok(),
+        "within the leeway"
+    );
     assert_eq!(
         verifier.verify(&token, NOW_MS + 5_000),
         Err(TokenError::Expired)
@@ -288,7 +291,11 @@ fn a_short_secret_a_private_key_or_a_file_without_a_public_key_is_refused() {
         Err(KeyError::SecretTooShort { len: 5 })
     );
     assert!(Verifier::hs256(&[b'x'; MIN_SECRET_BYTES]).is_ok());
-    for pem in ["not a key", "", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"] {
+    for pem in [
+        "not a key",
+        "",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    ] {
         assert_eq!(
             Verifier::from_public_key_pem(pem.as_bytes()).map(|_| ()),
             Err(KeyError::UnreadablePublicKey),

@@ -26,7 +26,8 @@ pub(super) const CLOSE_UNAUTHORIZED: CloseCode = CloseCode::new(4003);
 /// Close code for a connection whose token expired (refused as expired, or reached its `exp` without a refresh).
 pub(super) const CLOSE_TOKEN_EXPIRED: CloseCode = CloseCode::new(4004);
 
-const TOKEN_REQUIRED: &str = "this server needs a token: send it in join (\"token\") or in the URL (?token=)";
+const TOKEN_REQUIRED: &str =
+    "this server needs a token: send it in join (\"token\") or in the URL (?token=)";
 const NOT_JOINED_IN_TIME: &str = "no valid join within the handshake timeout";
 const OTHER_SUB: &str = "the token is for another userId than this connection's";
 const USER_NOT_SUB: &str = "\"userId\" must be the token's sub";
@@ -99,7 +100,13 @@ impl Chat {
     /// `client` opened a WebSocket on the chat route at `now`, showing `token` in its URL if it did. With tokens
     /// required, its join deadline starts, and a token it showed is checked as if it came in a `join`. Nothing
     /// happens in open mode.
-    pub fn connect(&mut self, client: ClientId, token: Option<&str>, now: Now, out: &mut Vec<Action>) {
+    pub fn connect(
+        &mut self,
+        client: ClientId,
+        token: Option<&str>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         if self.grants.verifier.is_none() {
             return;
         }
@@ -138,7 +145,13 @@ impl Chat {
                     });
                     if current {
                         self.grants.by_client.remove(&client);
-                        self.close_for_token(client, CLOSE_TOKEN_EXPIRED, "token expired", now, out);
+                        self.close_for_token(
+                            client,
+                            CLOSE_TOKEN_EXPIRED,
+                            "token expired",
+                            now,
+                            out,
+                        );
                     }
                 }
                 DeadlineKind::Join => {
@@ -198,17 +211,39 @@ impl Chat {
             .get(&client)
             .is_some_and(|grant| !grant.identity.may_dm);
         if forbidden {
-            self.send_error(client, ErrorCode::Forbidden, DM_NOT_ALLOWED, Dialect::V1, out);
+            self.send_error(
+                client,
+                ErrorCode::Forbidden,
+                DM_NOT_ALLOWED,
+                Dialect::V1,
+                out,
+            );
         }
         !forbidden
     }
 
     /// `refresh`: a new token for the connection's `sub`, which then lasts until the new token's `exp`. Ignored in
     /// open mode.
-    pub(super) fn refresh(&mut self, client: ClientId, token: &str, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn refresh(
+        &mut self,
+        client: ClientId,
+        token: &str,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
         if self.grants.verifier.is_some() {
             self.present_token(client, token, Dialect::V1, now, out);
         }
+    }
+
+    /// The connections whose token's `sub` is the user name `user` (as normalised).
+    pub(super) fn clients_of_sub(&self, user: &str) -> Vec<ClientId> {
+        self.grants
+            .by_client
+            .iter()
+            .filter(|(_, grant)| grant.user.as_deref() == Some(user))
+            .map(|(client, _)| *client)
+            .collect()
     }
 
     /// `client` is gone: its grant and deadlines with it.
@@ -377,9 +412,9 @@ mod tests {
             let mut seen = Seen::default();
             for action in actions {
                 match action {
-                    Action::Send { to, payload } => {
-                        seen.sent.push((to, serde_json::from_str(&payload).expect("JSON")))
-                    }
+                    Action::Send { to, payload } => seen
+                        .sent
+                        .push((to, serde_json::from_str(&payload).expect("JSON"))),
                     Action::Close { client, code, .. } => seen.closed.push((client, code.get())),
                     _ => {}
                 }
@@ -441,7 +476,11 @@ mod tests {
         h.connect(1, None);
         let seen = h.join(1, "ann", "lobby", None);
         assert_eq!(seen.codes_to(1), ["unauthorized"]);
-        assert_eq!(seen.types_to(1), ["error"], "the v2 form, as the join announced");
+        assert_eq!(
+            seen.types_to(1),
+            ["error"],
+            "the v2 form, as the join announced"
+        );
         assert_eq!(seen.closed, [(1, 4003)]);
         assert_eq!(h.chat.member_count(), 0);
     }
@@ -512,7 +551,12 @@ mod tests {
     #[test]
     fn dm_false_forbids_sending_private_messages() {
         let mut h = Harness::new();
-        h.join(1, "ann", "lobby", Some(&token("ann", 60, json!({"dm": false}))));
+        h.join(
+            1,
+            "ann",
+            "lobby",
+            Some(&token("ann", 60, json!({"dm": false}))),
+        );
         h.join(2, "bob", "lobby", Some(&token("bob", 60, json!({}))));
         let seen = h.send(1, json!({"type": "dm", "to": "bob", "content": "hi"}));
         assert_eq!(seen.codes_to(1), ["forbidden"]);
@@ -538,7 +582,10 @@ mod tests {
         assert_eq!(seen.types_to(1), ["system"]);
         assert_eq!(seen.closed, [(1, 4003)]);
         let seen = h.join(1, "ann", "lobby", Some(&token("ann", 60, json!({}))));
-        assert!(seen.sent.is_empty(), "frames after the close are ignored: {seen:?}");
+        assert!(
+            seen.sent.is_empty(),
+            "frames after the close are ignored: {seen:?}"
+        );
     }
 
     #[test]
@@ -548,9 +595,16 @@ mod tests {
         h.join(1, "ann", "lobby", None);
         let seen = h.join(1, "bob", "lobby", Some(&token("bob", 60, json!({}))));
         assert_eq!(seen.codes_to(1), ["forbidden"]);
-        let seen = h.send(1, json!({"type": "refresh", "token": token("bob", 600, json!({}))}));
+        let seen = h.send(
+            1,
+            json!({"type": "refresh", "token": token("bob", 600, json!({}))}),
+        );
         assert_eq!(seen.codes_to(1), ["forbidden"]);
-        assert_eq!(h.at(60_000).closed, [(1, 4004)], "ann's token still runs out");
+        assert_eq!(
+            h.at(60_000).closed,
+            [(1, 4004)],
+            "ann's token still runs out"
+        );
     }
 
     #[test]
@@ -567,7 +621,10 @@ mod tests {
         let mut h = Harness::new();
         h.join(1, "ann", "lobby", Some(&token("ann", 60, json!({}))));
         h.mono_ms = 50_000;
-        let seen = h.send(1, json!({"type": "refresh", "token": token("ann", 120, json!({}))}));
+        let seen = h.send(
+            1,
+            json!({"type": "refresh", "token": token("ann", 120, json!({}))}),
+        );
         assert!(seen.sent.is_empty() && seen.closed.is_empty(), "{seen:?}");
         assert!(h.at(60_000).closed.is_empty(), "past the first exp");
         assert!(h.at(119_999).closed.is_empty());
@@ -579,7 +636,10 @@ mod tests {
         let mut h = Harness::new();
         h.join(1, "ann", "lobby", Some(&token("ann", 60, json!({}))));
         h.mono_ms = 30_000;
-        let seen = h.send(1, json!({"type": "refresh", "token": token("ann", 20, json!({}))}));
+        let seen = h.send(
+            1,
+            json!({"type": "refresh", "token": token("ann", 20, json!({}))}),
+        );
         assert_eq!(seen.closed, [(1, 4004)]);
         h.join(2, "bob", "lobby", Some(&token("bob", 60, json!({}))));
         let seen = h.send(2, json!({"type": "refresh", "token": "x.y.z"}));

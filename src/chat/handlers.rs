@@ -527,7 +527,7 @@ impl Chat {
     }
 
     /// The room and name `client` holds, if it has joined.
-    fn joined(&self, client: ClientId) -> Option<&Joined> {
+    pub(super) fn joined(&self, client: ClientId) -> Option<&Joined> {
         self.participants
             .get(&client)
             .and_then(|c| c.joined.as_ref())
@@ -537,7 +537,10 @@ impl Chat {
 /// The V1 form of a chat message when it differs from the V2 one: the original page puts fields into innerHTML,
 /// so every user-controlled one is escaped for it. `None` when nothing needs escaping, so that both dialects share
 /// one serialisation.
-fn escaped_for_v1(scratch: &mut String, fields: &wire::ChatFields<'_>) -> Option<Rc<str>> {
+pub(super) fn escaped_for_v1(
+    scratch: &mut String,
+    fields: &wire::ChatFields<'_>,
+) -> Option<Rc<str>> {
     match (
         wire::escape_html(fields.room),
         wire::escape_html(fields.from),

@@ -7,6 +7,7 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod app;
 mod by_client;
 mod claims;
 mod grants;
@@ -28,6 +29,7 @@ use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+pub use app::{AppRefusal, RoomSummary, APPLICATION_SENDER};
 use by_client::ByClient;
 use claims::Claims;
 use grants::Grants;

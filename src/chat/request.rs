@@ -60,12 +60,19 @@ pub(super) struct JoinRequest<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Request<'a> {
     Join(JoinRequest<'a>),
-    Chat { content: Cow<'a, str> },
-    Dm { to: Name, content: Cow<'a, str> },
+    Chat {
+        content: Cow<'a, str>,
+    },
+    Dm {
+        to: Name,
+        content: Cow<'a, str>,
+    },
     Leave,
     Ping,
     /// A new connection token for the same `sub`, which extends the connection past the old one's `exp`.
-    Refresh { token: Cow<'a, str> },
+    Refresh {
+        token: Cow<'a, str>,
+    },
 }
 
 /// Which field a name came in, for the error message.

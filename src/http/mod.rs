@@ -5,6 +5,7 @@
 //! decision, and decisions into response bytes. The WebSocket handshake rules themselves are in
 //! `crate::protocol::handshake`.
 
+pub mod api;
 pub mod metrics;
 pub mod origin;
 
@@ -263,9 +264,13 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
