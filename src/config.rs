@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::auth::Verifier;
 use crate::chat::ChatConfig;
+use crate::http::api::ApiKey;
 use crate::http::origin::OriginPolicy;
 use crate::http::Compression;
 
@@ -65,6 +67,11 @@ pub struct Config {
     pub compression: Compression,
     /// The chat's limits.
     pub chat: ChatConfig,
+    /// Connection tokens (`--auth-secret`, `--auth-public-key`): every chat connection must show a valid one. `None`
+    /// is open mode: the first connection to claim a free name takes it.
+    pub auth: Option<Verifier>,
+    /// The server API's key (`--api-key`); `None` turns the API off (404).
+    pub api_key: Option<ApiKey>,
 }
 
 impl Default for Config {
@@ -91,6 +98,8 @@ impl Default for Config {
             origins: OriginPolicy::default(),
             compression: Compression::Deflate,
             chat: ChatConfig::default(),
+            auth: None,
+            api_key: None,
         }
     }
 }

@@ -312,6 +312,16 @@ pub fn drop_body(response: &mut Vec<u8>) {
     }
 }
 
+/// The connection token in a request target's query (`/ws?token=...`), percent-decoded: browsers cannot set
+/// headers on a WebSocket, so a page may put its token there. The first `token` parameter counts.
+pub fn query_token(target: &str) -> Option<String> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .and_then(api::percent_decode)
+}
+
 /// Appends the chat page.
 pub fn write_page(out: &mut Vec<u8>) {
     write_response(
