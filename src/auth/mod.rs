@@ -154,7 +154,7 @@ struct NumericDate(f64);
 impl NumericDate {
     /// In whole milliseconds; `None` for a negative date. A float past `u64::MAX` saturates, which `exp` may.
     fn unix_ms(self) -> Option<u64> {
-        (self.0 >= 0.0).then(|| (self.0 * 1000.0) as u64)
+        (self.0 >= 0.0).then_some((self.0 * 1000.0) as u64)
     }
 }
 
