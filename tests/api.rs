@@ -561,3 +561,24 @@ fn the_chat_page_and_websockets_are_unchanged_with_the_api_on() {
     let mut client: TestClient = server.ws("/ws");
     join_expect(&mut client, "ann", "lobby", 1);
 }
+
+#[test]
+fn a_client_that_expects_100_continue_is_told_to_send_its_body() {
+    let server = server();
+    let mut stream = server.tcp();
+    let body = json!({"room": "lobby", "content": "x".repeat(2000)}).to_string();
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut pending = Vec::new();
+    let interim = read_answer(&mut stream, &mut pending);
+    assert_eq!(interim.status, 100);
+    stream.write_all(body.as_bytes()).expect("write");
+    assert_eq!(
+        read_answer(&mut stream, &mut pending).json(),
+        json!({"seq": 1})
+    );
+}

@@ -36,6 +36,17 @@ impl Server {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
+        // RFC 9110 10.1.1: a client that asked whether to send its body (curl does, for bodies over 1 KiB) is told
+        // to go on, rather than left to wait for its own timeout.
+        if leftover.len() < head.body_len && request.has_token("expect", "100-continue") {
+            client
+                .queue
+                .push(Chunk::Owned(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()));
+            self.mark_dirty(key);
+        }
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
         client.phase = Phase::ReadingBody {
             head: Box::new(head),
             body: leftover,
