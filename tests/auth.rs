@@ -471,3 +471,18 @@ fn the_real_binary_never_logs_a_token_even_at_debug() {
         assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
     }
 }
+
+#[test]
+fn help_does_not_show_the_secrets_set_in_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .arg("--help")
+        .env("ROOMCAST_AUTH_SECRET", SECRET)
+        .env("ROOMCAST_API_KEY", "an-api-key-in-the-environment")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("[env: ROOMCAST_AUTH_SECRET]"), "{help}");
+    assert!(!help.contains(SECRET), "{help}");
+    assert!(!help.contains("an-api-key-in-the-environment"), "{help}");
+}

@@ -1346,6 +1346,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-room-members", "ROOMCAST_MAX_ROOM_MEMBERS"),
         ("--max-history-bytes", "ROOMCAST_MAX_HISTORY_BYTES"),
         ("--max-replay-bytes", "ROOMCAST_MAX_REPLAY_BYTES"),
+        ("--auth-secret", "ROOMCAST_AUTH_SECRET"),
+        ("--auth-public-key", "ROOMCAST_AUTH_PUBLIC_KEY"),
+        ("--auth-leeway", "ROOMCAST_AUTH_LEEWAY"),
+        ("--api-key", "ROOMCAST_API_KEY"),
     ];
     // Each option's entry runs from its `--name` line to the next option; pair the name with the env var in it.
     let mut listed: Vec<(String, String)> = Vec::new();
@@ -1361,7 +1365,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         } else if let (Some(entry), Some((_, rest))) =
             (listed.last_mut(), line.split_once("[env: "))
         {
-            entry.1 = rest.split('=').next().unwrap_or_default().to_owned();
+            // `[env: NAME=value]`, or `[env: NAME]` for the secrets, whose values help never shows.
+            entry.1 = rest.split(['=', ']']).next().unwrap_or_default().to_owned();
         }
     }
     listed.retain(|(name, _)| name != "--help" && name != "--version");

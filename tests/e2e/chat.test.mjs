@@ -35,7 +35,8 @@
 // Test J: a server of its own with --deflate off: the 101 names no extension, nothing comes compressed, and chat
 //         and DMs work.
 // Test K: a signed-in chat (--auth-secret): a page given a token in its URL fragment takes its name from it, is
-//         refused a room its token does not allow with a line that says so, and joins an allowed one; a page whose
+//         refused a room its token does not allow with a line that says so, joins an allowed one, and after a reload
+//         is still signed in (the token is kept for the tab); a page whose
 //         embedding site provides window.roomcastToken refreshes a short-lived token on the open connection and
 //         stays past its first expiry; a page with no token is told, in words, that it must sign in.
 // Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
@@ -1216,6 +1217,13 @@ test('K: a signed-in chat: a fragment token names the user, a forbidden room is 
   await guest.fill('#room', 'lobby');
   await guest.click('#joinBtn');
   await waitForText(guest, 'needs you to sign in through the site it belongs to', '#messages .msg');
+
+  // A reload stays signed in: the fragment's token was kept for this tab.
+  await kim.reload({ waitUntil: 'load' });
+  await kim.waitForFunction(() => document.getElementById('userId').value === 'kim');
+  await kim.fill('#room', 'lobby');
+  await kim.click('#joinBtn');
+  await waitOnline(kim, 10_000);
 
   assertClean(kim, 'kim');
   assertClean(lee, 'lee');
