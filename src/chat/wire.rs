@@ -382,10 +382,54 @@ static BYTE_CLASS: [u8; 256] = {
     table
 };
 
-/// Whether `text` holds a byte of `class`.
+/// Whether `text` holds a byte of `class`: eight bytes at a time (a chat line has none, and is scanned whole by
+/// every field that is encoded or escaped), then the tail byte by byte through [`BYTE_CLASS`].
 fn contains(text: &str, class: u8) -> bool {
-    text.bytes()
-        .any(|b| BYTE_CLASS[usize::from(b)] & class != 0)
+    let bytes = text.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    let found = words.by_ref().any(|word| {
+        let mut lanes = [0; 8];
+        lanes.copy_from_slice(word);
+        let word = u64::from_le_bytes(lanes);
+        (class & JSON_SPECIAL != 0 && word_has_json_special(word))
+            || (class & HTML_SPECIAL != 0 && word_has_html_special(word))
+    });
+    found
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| BYTE_CLASS[usize::from(b)] & class != 0)
+}
+
+/// 0x01 in every byte of a word.
+const LANES_01: u64 = u64::from_le_bytes([0x01; 8]);
+/// 0x80 in every byte of a word.
+const LANES_80: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Whether a byte of `word` is below `n` (`n` at most 0x80): the borrow of subtracting `n` from a byte reaches its
+/// top bit only if the byte was below `n`, and `!word` keeps bytes that had the top bit set from counting. Exact as
+/// a yes or no (which byte it was is not needed).
+fn word_has_byte_below(word: u64, n: u8) -> bool {
+    word.wrapping_sub(LANES_01 * u64::from(n)) & !word & LANES_80 != 0
+}
+
+/// Whether a byte of `word` equals `byte`: a byte equal to it is zero after the exclusive or.
+fn word_has_byte(word: u64, byte: u8) -> bool {
+    word_has_byte_below(word ^ (LANES_01 * u64::from(byte)), 1)
+}
+
+/// A [`JSON_SPECIAL`] byte in `word`: a control character, `"` or `\\`.
+fn word_has_json_special(word: u64) -> bool {
+    word_has_byte_below(word, 0x20) || word_has_byte(word, b'"') || word_has_byte(word, b'\\')
+}
+
+/// An [`HTML_SPECIAL`] byte in `word`: `< > & " '`.
+fn word_has_html_special(word: u64) -> bool {
+    word_has_byte(word, b'<')
+        || word_has_byte(word, b'>')
+        || word_has_byte(word, b'&')
+        || word_has_byte(word, b'"')
+        || word_has_byte(word, b'\'')
 }
 
 /// `text` with `< > & " '` replaced by their HTML character references, for the fields the articles' client
@@ -644,6 +688,76 @@ mod tests {
                 "{byte:#x}"
             );
         }
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_special_byte_at_every_position_and_nothing_else() {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 33] {
+            let plain = "a".repeat(len);
+            assert!(!contains(&plain, JSON_SPECIAL), "{len}");
+            assert!(!contains(&plain, HTML_SPECIAL), "{len}");
+            for position in 0..len {
+                for byte in 0..=127u8 {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[position] = byte;
+                    let text = String::from_utf8(bytes).unwrap();
+                    for class in [JSON_SPECIAL, HTML_SPECIAL] {
+                        assert_eq!(
+                            contains(&text, class),
+                            BYTE_CLASS[usize::from(byte)] & class != 0,
+                            "byte {byte:#x} at {position} of {len}, class {class}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_tests_agree_with_the_byte_table_on_arbitrary_words() {
+        // Bytes drawn from a few interesting values (specials, their neighbours, 0x00, 0x7f, 0x80, 0xff) and from
+        // anywhere, so that borrows between neighbouring bytes get tried.
+        let picks = [
+            0x00, 0x1f, 0x20, 0x21, b'"', b'\\', b'<', b'>', b'&', b'\'', 0x7f, 0x80, 0xa0, 0xff,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut lanes = state.to_le_bytes();
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                if (state >> (i + 40)) & 1 == 1 {
+                    *lane = picks[usize::from(*lane) % picks.len()];
+                }
+            }
+            let word = u64::from_le_bytes(lanes);
+            let by_table = |class: u8| {
+                lanes
+                    .iter()
+                    .any(|&b| BYTE_CLASS[usize::from(b)] & class != 0)
+            };
+            assert_eq!(
+                word_has_json_special(word),
+                by_table(JSON_SPECIAL),
+                "{lanes:x?}"
+            );
+            assert_eq!(
+                word_has_html_special(word),
+                by_table(HTML_SPECIAL),
+                "{lanes:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_sees_no_special_byte_in_multibyte_characters() {
+        // Every byte of a multi-byte UTF-8 character is 0x80 or above: never special, whatever its neighbours.
+        let text = "é😀ü\u{7ff}\u{ffff}ß".repeat(5);
+        assert!(!contains(&text, JSON_SPECIAL));
+        assert!(!contains(&text, HTML_SPECIAL));
+        assert!(contains(&format!("{text}\u{1f}"), JSON_SPECIAL));
+        assert!(contains(&format!("{text}'{text}"), HTML_SPECIAL));
     }
 
     #[test]
