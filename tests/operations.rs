@@ -1346,6 +1346,9 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-room-members", "ROOMCAST_MAX_ROOM_MEMBERS"),
         ("--max-history-bytes", "ROOMCAST_MAX_HISTORY_BYTES"),
         ("--max-replay-bytes", "ROOMCAST_MAX_REPLAY_BYTES"),
+        ("--redis", "ROOMCAST_REDIS"),
+        ("--node-id", "ROOMCAST_NODE_ID"),
+        ("--reuse-port", "ROOMCAST_REUSE_PORT"),
     ];
     // Each option's entry runs from its `--name` line to the next option; pair the name with the env var in it.
     let mut listed: Vec<(String, String)> = Vec::new();

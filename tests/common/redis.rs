@@ -20,9 +20,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` child process on 127.0.0.1; killed and reaped on drop.
 pub struct RedisServer {
-    /// The port it listens on.
+    /// The port it listens on (and listens on again after `start_again`).
     pub port: u16,
-    child: Child,
+    binary: PathBuf,
+    /// `None` while stopped.
+    child: Option<Child>,
 }
 
 impl RedisServer {
@@ -66,10 +68,14 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let mut server = RedisServer { port, child };
+        let mut server = RedisServer {
+            port,
+            binary: binary.clone(),
+            child: Some(child),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
                 return Err(format!(
                     "redis-server exited with {status} (port {port} taken?)"
                 ));
@@ -82,6 +88,22 @@ impl RedisServer {
         Err(format!(
             "redis-server did not answer PING on port {port} within {START_TIMEOUT:?}"
         ))
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved, connections break at once); the port stays this server's.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port after `stop`.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let again = RedisServer::spawn(&self.binary, self.port)
+            .unwrap_or_else(|e| panic!("restarting redis-server: {e}"));
+        *self = again;
     }
 
     fn answers_ping(&self) -> bool {
@@ -108,8 +130,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
