@@ -1,0 +1,71 @@
+//! The names roomcast gives its Redis keys and channels, and the scripts it runs there.
+//!
+//! Owns the naming only, so that every node spells a room's keys alike; it must not send anything. Every name starts
+//! with `roomcast:`, so one Redis can hold other data beside a cluster's. A room's name is used as it is (keys and
+//! channels are binary-safe), after `roomcast:room:`, and its keys end in a suffix no channel has.
+
+use super::script::Script;
+
+/// The start of every key and channel.
+pub const PREFIX: &str = "roomcast:";
+
+/// The start of a room's channel; the room's name follows.
+const ROOM_CHANNEL_PREFIX: &str = "roomcast:room:";
+
+/// The publish script: numbers, keeps and publishes one room's messages of one loop turn.
+pub const PUBLISH_SOURCE: &str = include_str!("publish.lua");
+
+/// The publish script, hashed.
+pub fn publish_script() -> Script {
+    Script::new(PUBLISH_SOURCE)
+}
+
+/// The channel a room's chat messages are published to: `roomcast:room:<room>`.
+pub fn room_channel(room: &str) -> Vec<u8> {
+    [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes()].concat()
+}
+
+/// The room a channel named by `room_channel` belongs to.
+pub fn room_of_channel(channel: &[u8]) -> Option<&str> {
+    let room = channel.strip_prefix(ROOM_CHANNEL_PREFIX.as_bytes())?;
+    std::str::from_utf8(room).ok()
+}
+
+/// The counter of a room's last seq: `roomcast:room:<room>:seq`.
+pub fn room_seq_key(room: &str) -> Vec<u8> {
+    [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":seq"].concat()
+}
+
+/// The stream of a room's history, id `<seq>-0`: `roomcast:room:<room>:stream`.
+pub fn room_stream_key(room: &str) -> Vec<u8> {
+    [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":stream"].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_channel_gives_back_its_room() {
+        let channel = room_channel("lobby:east");
+        assert_eq!(channel, b"roomcast:room:lobby:east");
+        assert_eq!(room_of_channel(&channel), Some("lobby:east"));
+        assert_eq!(room_of_channel(b"other:room:x"), None);
+    }
+
+    #[test]
+    fn a_rooms_keys_differ_from_each_other_and_from_other_rooms_keys() {
+        let keys = [
+            room_seq_key("a"),
+            room_stream_key("a"),
+            room_seq_key("a:stream"),
+            room_stream_key("a:seq"),
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            assert!(key.starts_with(PREFIX.as_bytes()));
+            for other in &keys[i + 1..] {
+                assert_ne!(key, other);
+            }
+        }
+    }
+}
