@@ -1,15 +1,89 @@
 //! roomcast with `--redis`: the link to a real `redis-server` (`common::redis`, skipped loudly without one), what
-//! `/healthz` and `/metrics` say about it while Redis comes and goes, `--reuse-port`, and a bad `--redis` URL.
+//! `/healthz` and `/metrics` say about it while Redis comes and goes, `--reuse-port`, a bad `--redis` URL, and chat
+//! across nodes that are real processes of the binary sharing one Redis.
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::attack::{gauge, series, wait_until};
+use common::chat::chat_msg;
 use common::redis::RedisServer;
-use common::TestServer;
+use common::{join, parse_http_response, TestClient, TestServer};
+use serde_json::Value;
+
+/// The `roomcast` binary as one node of a cluster, on 127.0.0.1:0; killed on drop.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts a node with `--redis` and `--node-id`, and waits until its `/healthz` says Redis is ready.
+    fn start(redis: &RedisServer, node_id: &str) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--redis",
+                &redis.url(),
+                "--node-id",
+                node_id,
+            ])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn roomcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("roomcast listening on http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let process = Process { child, addr };
+        assert!(
+            wait_until(Duration::from_secs(10), || process.healthz() == 200),
+            "node {node_id} never reached Redis"
+        );
+        process
+    }
+
+    fn healthz(&self) -> u16 {
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+        let mut response = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+        parse_http_response(&response).0
+    }
+
+    fn ws(&self) -> TestClient {
+        TestClient::connect(self.addr, "/ws").expect("websocket handshake")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next `chat` message, skipping everything else (presence, system lines).
+fn next_chat(client: &mut TestClient) -> Value {
+    client.recv_type("chat")
+}
 
 /// A server on 127.0.0.1:0 that joins the cluster at `redis`.
 fn node(redis: &RedisServer, node_id: &str) -> TestServer {
@@ -120,5 +194,111 @@ fn a_bad_redis_url_exits_2_with_the_reason() {
     assert!(
         stderr.contains("--redis") && stderr.contains("99999") && stderr.contains("port"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_chat_message_reaches_members_on_both_nodes_with_one_seq_sequence() {
+    let Some(redis) =
+        RedisServer::start("a_chat_message_reaches_members_on_both_nodes_with_one_seq_sequence")
+    else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    let mut cat = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    join(&mut cat, "cat", "lobby");
+    // Subscriptions are asked for at the end of the join's turn: a message sent right after may wait for them, but
+    // is not lost.
+    ann.send_json(&chat_msg("from a"));
+    bob.send_json(&chat_msg("from b"));
+    let mut orders = Vec::new();
+    for (who, client) in [("ann", &mut ann), ("bob", &mut bob), ("cat", &mut cat)] {
+        let first = next_chat(client);
+        let second = next_chat(client);
+        for message in [&first, &second] {
+            assert_eq!(message["room"], "lobby", "{who}: {message}");
+        }
+        orders.push((
+            first["seq"].as_u64().expect("seq"),
+            first["content"].clone(),
+            second["seq"].as_u64().expect("seq"),
+            second["content"].clone(),
+        ));
+    }
+    // Every member, on either node, saw the same two messages with the same seqs in the same order: 1 then 2.
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[1], orders[2]);
+    assert_eq!((orders[0].0, orders[0].2), (1, 2));
+    // Nothing is delivered twice.
+    assert!(ann.is_quiet(Duration::from_millis(200)));
+    assert!(cat.is_quiet(Duration::from_millis(200)));
+}
+
+#[test]
+fn a_room_with_no_member_on_a_node_is_not_delivered_there_and_seqs_go_on_across_nodes() {
+    let Some(redis) = RedisServer::start(
+        "a_room_with_no_member_on_a_node_is_not_delivered_there_and_seqs_go_on_across_nodes",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    join(&mut ann, "ann", "east");
+    join(&mut bob, "bob", "west");
+    for i in 0..3 {
+        ann.send_json(&chat_msg(&format!("east {i}")));
+    }
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| next_chat(&mut ann)["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(
+        bob.is_quiet(Duration::from_millis(200)),
+        "bob is not in east"
+    );
+    // A member of east arrives on node b: the room's next message is seq 4 there too.
+    let mut cat = b.ws();
+    join(&mut cat, "cat", "east");
+    cat.send_json(&chat_msg("east from b"));
+    let seen_by_ann = next_chat(&mut ann);
+    let seen_by_cat = next_chat(&mut cat);
+    assert_eq!(seen_by_ann, seen_by_cat);
+    assert_eq!(seen_by_cat["seq"], 4);
+    assert_eq!(seen_by_cat["from"], "cat");
+}
+
+#[test]
+fn while_redis_is_away_a_chat_message_is_answered_unavailable() {
+    let Some(mut redis) =
+        RedisServer::start("while_redis_is_away_a_chat_message_is_answered_unavailable")
+    else {
+        return;
+    };
+    let server = node(&redis, "n1");
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 200));
+    let mut ann = server.ws("/ws");
+    join(&mut ann, "ann", "lobby");
+    redis.stop();
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 503));
+    ann.send_json(&chat_msg("into the void"));
+    let error = ann.recv_type("error");
+    assert_eq!(error["code"], "unavailable", "{error}");
+    redis.start_again();
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 200));
+    // Back: the connection stayed open, and chat works again (the fresh Redis starts the room's seqs anew).
+    ann.send_json(&chat_msg("back"));
+    let message = next_chat(&mut ann);
+    assert_eq!(message["content"], "back");
+    let body = common::attack::scrape(&server);
+    assert_eq!(
+        series(&body, "roomcast_chat_refusals_total{code=\"unavailable\"}"),
+        Some(1)
     );
 }

@@ -111,6 +111,10 @@ pub struct ChatConfig {
     pub room_burst_bytes: u32,
     /// The most members one room may hold; a join beyond gets `room_full`.
     pub max_room_members: usize,
+    /// A cluster engine numbers and carries chat messages (`--redis`): a chat message is handed to it as
+    /// [`Action::Publish`] instead of being numbered and broadcast here, and comes back through
+    /// [`Chat::deliver_published`], on this node as on every other.
+    pub relayed: bool,
 }
 
 impl Default for ChatConfig {
@@ -132,6 +136,7 @@ impl Default for ChatConfig {
             room_rate_bytes_per_sec: 64.0 * 1024.0,
             room_burst_bytes: 256 * 1024,
             max_room_members: 5000,
+            relayed: false,
         }
     }
 }
@@ -170,6 +175,17 @@ pub enum Action {
         /// The messages' texts, each one JSON object ready to go in a text frame.
         texts: Vec<SharedText>,
     },
+    /// With [`ChatConfig::relayed`]: hand this chat message to the cluster engine, which numbers it in its room and
+    /// gives it back to every node through [`Chat::deliver_published`]. Its text is
+    /// [`chat_message_head`]`(room)`, then the seq in decimal, then `tail`.
+    Publish {
+        /// The sender, to tell if the engine cannot take the message ([`Chat::refuse_unavailable`]).
+        client: ClientId,
+        /// The room's name.
+        room: Rc<str>,
+        /// The message's JSON after its seq: `,"from":...,"content":...,"timestamp":...}`.
+        tail: Rc<str>,
+    },
     /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
     Close {
         /// The client to close.
@@ -179,6 +195,30 @@ pub enum Action {
         /// The close reason for the Close frame.
         reason: &'static str,
     },
+}
+
+/// What became of a chat message a cluster engine handed back ([`Chat::deliver_published`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Broadcast to the room's members here. `gap` is set when seqs between the latest delivered and this one
+    /// never arrived.
+    Delivered {
+        /// Messages before this one are missing.
+        gap: bool,
+    },
+    /// Nobody here is in that room.
+    NotHere,
+    /// Its seq is not after the room's latest. A subscription delivers each message once and in order, so the
+    /// room's numbering began again (the engine lost the room's data): the room took a new epoch and dropped its
+    /// history here, and the message was delivered as the first of the new numbering.
+    Restarted,
+    /// Not a chat message of the shape [`Action::Publish`] makes.
+    Malformed,
+}
+
+/// What every chat message of room `room` says before its seq: `{"type":"chat","room":"<room>","seq":`.
+pub fn chat_message_head(room: &str) -> String {
+    wire::encode_chat_head(room)
 }
 
 /// One member of a room, as the server needs it to deliver a [`Action::Broadcast`].
@@ -194,6 +234,8 @@ pub struct Member {
 const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
 /// Close code for a client whose name a newer connection reclaimed with its session token.
 const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
+/// The message of an `unavailable` error.
+const UNAVAILABLE: &str = "the cluster cannot carry messages right now; the message was not sent";
 /// The message of a `rate_limited` error for a frame over the frame rate.
 const RATE_LIMITED: &str = "over the rate limit; the message was dropped";
 /// The message of a `rate_limited` error for a message over its sender's byte rate.
@@ -298,10 +340,14 @@ impl Chat {
             rate_limited: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V2),
             rate_limited_v1: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V1),
         };
+        let mut rooms = Rooms::new();
+        if config.relayed {
+            rooms.track_occupancy();
+        }
         Chat {
             config,
             ids: IdSource::new(secret),
-            rooms: Rooms::new(),
+            rooms,
             participants: IdMap::default(),
             claims: Claims::default(),
             storms: IdMap::default(),
@@ -460,6 +506,95 @@ impl Chat {
     /// Bytes of chat history every room holds together.
     pub fn history_bytes(&self) -> usize {
         self.rooms.history_bytes()
+    }
+
+    /// With [`ChatConfig::relayed`]: a chat message the cluster engine numbered and handed back (`text`, as every
+    /// member is sent it). Delivered to the room's members here, in both dialects, and kept in its history. A seq
+    /// not after the room's latest means the engine's numbering began again ([`Delivery::Restarted`]).
+    pub fn deliver_published(&mut self, text: &str, out: &mut Vec<Action>) -> Delivery {
+        let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+            return Delivery::Malformed;
+        };
+        if published.kind != "chat" {
+            return Delivery::Malformed;
+        }
+        let Some(room_id) = self.rooms.lookup(&published.room) else {
+            return Delivery::NotHere;
+        };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return Delivery::NotHere;
+        };
+        if room.seats().is_empty() {
+            return Delivery::NotHere;
+        }
+        let latest = room.latest_seq();
+        let restarted = published.seq <= latest;
+        if restarted {
+            let epoch = self.ids.epoch(published.timestamp);
+            self.rooms.restart(room_id, epoch);
+        }
+        // A room this node has just opened (or restarted) knows no seq yet: its first message sets where it starts.
+        let gap = !restarted && latest != 0 && published.seq > latest + 1;
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.advance_seq(published.seq);
+        }
+        let fields = wire::ChatFields {
+            room: &published.room,
+            seq: published.seq,
+            from: &published.from,
+            content: &published.content,
+            timestamp: published.timestamp,
+        };
+        let payload: Rc<str> = Rc::from(text);
+        let escaped = handlers::escaped_for_v1(&mut self.scratch, &fields);
+        self.rooms.remember(
+            room_id,
+            published.seq,
+            &payload,
+            escaped.as_deref(),
+            self.config.history_len,
+            self.config.max_history_bytes,
+        );
+        let v1_payload = escaped.unwrap_or_else(|| payload.clone());
+        out.push(Action::Broadcast {
+            room: room_id,
+            except: None,
+            payload,
+            v1_payload: Some(v1_payload),
+            seq: Some(published.seq),
+        });
+        if restarted {
+            Delivery::Restarted
+        } else {
+            Delivery::Delivered { gap }
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the cluster engine cannot carry `client`'s message (Redis is unreachable, or
+    /// refused it): tell the client with an `unavailable` error. Nothing if the client is gone.
+    pub fn refuse_unavailable(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        if self.participants.contains_key(&client) {
+            self.send_error(
+                client,
+                ErrorCode::Unavailable,
+                UNAVAILABLE,
+                Dialect::V1,
+                out,
+            );
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the rooms that gained their first member here or lost their last since the
+    /// last call, each once, with whether it has a member now (the engine subscribes to those that do).
+    pub fn take_occupancy_changes(&mut self) -> Vec<(Rc<str>, bool)> {
+        let mut changes: Vec<(Rc<str>, bool)> = Vec::new();
+        for name in self.rooms.take_occupancy_changes() {
+            if changes.iter().all(|(seen, _)| *seen != name) {
+                let occupied = self.rooms.is_occupied(&name);
+                changes.push((name, occupied));
+            }
+        }
+        changes
     }
 
     /// Tell `client` its frame could not be handled, and why: as an `error` if the frame was a join announcing V2

@@ -164,6 +164,8 @@ impl Harness {
                     code,
                     reason,
                 } => closed.push((*client, code.get(), *reason)),
+                // Handed to the cluster engine: the relayed tests read it from `actions`.
+                Action::Publish { .. } => {}
             }
         }
         Outcome {
@@ -1540,4 +1542,169 @@ fn a_storm_of_departures_is_announced_one_by_one_only_up_to_the_cap_then_summed_
     let mut out = Vec::new();
     h.chat.end_turn(&mut out);
     assert!(out.is_empty(), "a quiet turn sends nothing");
+}
+
+// ---- relayed through a cluster engine ----------------------------------------------------------------------
+
+fn relayed() -> Harness {
+    Harness::with(ChatConfig {
+        relayed: true,
+        ..ChatConfig::default()
+    })
+}
+
+impl Harness {
+    /// What the engine would hand back for `published`, numbered `seq`: delivered like the server does.
+    fn deliver(&mut self, published: &Action, seq: u64) -> (Delivery, Outcome) {
+        let Action::Publish { room, tail, .. } = published else {
+            panic!("not a publication: {published:?}");
+        };
+        let text = format!("{}{seq}{tail}", chat_message_head(room));
+        let mut out = Vec::new();
+        let delivery = self.chat.deliver_published(&text, &mut out);
+        (delivery, self.resolve(out))
+    }
+
+    /// The one `Publish` among what `client` saying `content` made happen.
+    fn say_relayed(&mut self, client: ClientId, content: &str) -> Action {
+        let outcome = self.say(client, content);
+        assert!(outcome.delivered.is_empty(), "{:?}", outcome.delivered);
+        let mut publications = outcome
+            .actions
+            .into_iter()
+            .filter(|action| matches!(action, Action::Publish { .. }));
+        let publication = publications.next().expect("a Publish");
+        assert!(publications.next().is_none());
+        publication
+    }
+}
+
+#[test]
+fn relayed_chat_is_handed_to_the_engine_not_broadcast() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "hi");
+    let Action::Publish { client, room, tail } = &publication else {
+        unreachable!()
+    };
+    assert_eq!((*client, &**room), (1, "lobby"));
+    assert!(
+        tail.starts_with(r#","from":"ann","content":"hi","timestamp":"#),
+        "{tail}"
+    );
+}
+
+#[test]
+fn a_published_message_is_delivered_to_every_member_in_both_dialects() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "<b>hi</b>");
+    let (delivery, outcome) = h.deliver(&publication, 7);
+    assert_eq!(delivery, Delivery::Delivered { gap: false });
+    assert_eq!(
+        outcome.only(1),
+        json!({"type": "chat", "room": "lobby", "seq": 7, "from": "ann", "content": "<b>hi</b>",
+               "timestamp": T0})
+    );
+    assert_eq!(outcome.only(2)["content"], "&lt;b&gt;hi&lt;/b&gt;");
+    assert_eq!(outcome.only(2)["seq"], 7);
+}
+
+#[test]
+fn a_skipped_seq_is_a_gap() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "one");
+    assert_eq!(
+        h.deliver(&publication, 3).0,
+        Delivery::Delivered { gap: false }
+    );
+    assert_eq!(
+        h.deliver(&publication, 5).0,
+        Delivery::Delivered { gap: true }
+    );
+}
+
+#[test]
+fn a_seq_that_goes_back_restarts_the_room_with_a_new_epoch_and_is_delivered() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let before = h.joined(2, "bob", "lobby")["epoch"].clone();
+    let publication = h.say_relayed(1, "old numbering");
+    h.deliver(&publication, 41);
+    let (delivery, outcome) = h.deliver(&publication, 1);
+    assert_eq!(delivery, Delivery::Restarted);
+    assert_eq!(outcome.only(1)["seq"], 1);
+    h.disconnect(2);
+    let after = h.joined(3, "cat", "lobby");
+    assert_ne!(after["epoch"], before);
+    assert_eq!(after["seq"], 1);
+}
+
+#[test]
+fn a_published_message_of_a_room_nobody_here_is_in_is_not_delivered() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut publication = h.say_relayed(1, "hi");
+    if let Action::Publish { room, .. } = &mut publication {
+        *room = Rc::from("elsewhere");
+    }
+    assert_eq!(h.deliver(&publication, 1).0, Delivery::NotHere);
+    let mut out = Vec::new();
+    assert_eq!(
+        h.chat.deliver_published("{\"type\":\"pong\"}", &mut out),
+        Delivery::Malformed
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_published_message_joins_the_history_a_rejoin_replays() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "kept");
+    h.deliver(&publication, 1);
+    let joined = h.joined(2, "bob", "lobby");
+    assert_eq!(joined["seq"], 1);
+}
+
+#[test]
+fn the_engine_is_told_which_rooms_gained_their_first_member_or_lost_their_last() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    h.join(3, "cat", "attic");
+    assert_eq!(
+        h.chat.take_occupancy_changes(),
+        [(Rc::from("lobby"), true), (Rc::from("attic"), true)]
+    );
+    h.disconnect(1);
+    assert_eq!(h.chat.take_occupancy_changes(), []);
+    h.disconnect(2);
+    h.join(3, "cat", "lobby");
+    assert_eq!(
+        h.chat.take_occupancy_changes(),
+        [(Rc::from("lobby"), true), (Rc::from("attic"), false)]
+    );
+}
+
+#[test]
+fn a_chat_that_cannot_be_relayed_is_answered_unavailable() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    h.chat.refuse_unavailable(1, &mut out);
+    assert_eq!(h.resolve(out).error_code(1), "unavailable");
+    let mut nobody = Vec::new();
+    h.chat.refuse_unavailable(9, &mut nobody);
+    assert!(nobody.is_empty(), "a client that is gone is told nothing");
+}
+
+#[test]
+fn without_a_cluster_engine_nothing_is_recorded_for_it() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    assert!(h.chat.take_occupancy_changes().is_empty());
 }

@@ -93,6 +93,8 @@ pub struct RedisStatus {
     pub reconnects: u64,
     /// Publications Redis refused or never answered.
     pub publish_errors: u64,
+    /// Chat messages that came back from Redis with seqs missing before them.
+    pub gaps: u64,
 }
 
 impl Metrics {
@@ -323,6 +325,12 @@ fn render_redis(out: &mut String, redis: RedisStatus) {
          # TYPE roomcast_redis_publish_errors_total counter\nroomcast_redis_publish_errors_total {}",
         redis.publish_errors
     );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_gaps_total Chat messages that came back from Redis with seqs missing before them.\n\
+         # TYPE roomcast_redis_gaps_total counter\nroomcast_redis_gaps_total {}",
+        redis.gaps
+    );
 }
 
 #[cfg(test)]
@@ -367,6 +375,7 @@ mod tests {
                 round_trip_us: 250,
                 reconnects: 2,
                 publish_errors: 3,
+                gaps: 4,
             }),
             ..Gauges::default()
         });
@@ -379,5 +388,6 @@ mod tests {
             "# TYPE roomcast_redis_reconnects_total counter\nroomcast_redis_reconnects_total 2\n"
         ));
         assert!(text.contains("\nroomcast_redis_publish_errors_total 3\n"));
+        assert!(text.contains("\nroomcast_redis_gaps_total 4\n"));
     }
 }

@@ -49,7 +49,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::chat::{self, Action, Chat};
+use crate::chat::{self, Action, Chat, ChatConfig};
 use crate::cluster::NodeId;
 use crate::config::Config;
 use crate::http::metrics::{Gauges, Metrics};
@@ -150,7 +150,13 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let chat = Chat::new(config.chat.clone(), random_secret());
+        let chat = Chat::new(
+            ChatConfig {
+                relayed: config.redis.is_some(),
+                ..config.chat.clone()
+            },
+            random_secret(),
+        );
         let cluster = config.redis.clone().map(|url| {
             let node = config.node_id.clone().unwrap_or_else(|| {
                 let mut random = [0u8; 4];
@@ -158,7 +164,7 @@ impl Server {
                 NodeId::from_random(random)
             });
             info!("node {node}: connecting to Redis at {url}");
-            Cluster::new(url, node)
+            Cluster::new(url, node, config.chat.history_len)
         });
         Ok(Server {
             poll,

@@ -4,14 +4,19 @@
 //! Owns connecting (non-blocking, with a timeout), the handshake's outcome, reading replies into the link,
 //! writing what the link owes once per turn (so a turn's commands go out pipelined in one write), a `PING` per
 //! second on each connection (the round-trip time, and the proof that it is alive), and reconnecting with
-//! jittered backoff (`cluster::backoff`) when either connection fails. It must not decide what the chat does with
-//! Redis: it hands replies and messages to the server and takes commands from it.
+//! jittered backoff (`cluster::backoff`) when either connection fails; and the chat's traffic through them: a
+//! subscription to the channel of every room with a member here, one publish script call per room per turn for
+//! that room's chat messages (`Action::Publish`), and the messages that come back on the subscriptions, handed to
+//! the chat (`Chat::deliver_published`), which delivers them here, this node's own included. It must not decide
+//! what the chat says: who gets what is the chat's decision.
 //!
 //! A host name in `--redis` is resolved at each connection attempt, in the loop: an IP address costs nothing, a
 //! name costs a resolver lookup (use an address or `/etc/hosts` where that matters).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -20,8 +25,10 @@ use mio::{Interest, Registry, Token};
 
 use super::timeouts::Millis;
 use super::Server;
+use crate::chat::{self, Delivery};
 use crate::cluster::backoff::Backoff;
-use crate::cluster::{Handshake, LinkError, LinkEvent, NodeId, RedisLink, RedisUrl};
+use crate::cluster::keys;
+use crate::cluster::{Handshake, LinkError, LinkEvent, NodeId, RedisLink, RedisUrl, Script};
 use crate::http::metrics::RedisStatus;
 
 /// The command connection's token (the slab's keys never come near `usize::MAX`).
@@ -41,6 +48,33 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub(super) enum Tag {
     /// A keepalive `PING`, sent at this instant.
     Ping(Instant),
+    /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
+    Publish(Vec<(usize, u32)>),
+}
+
+/// A chat message waiting for its room's script call.
+struct Pending {
+    key: usize,
+    serial: u32,
+    tail: Rc<str>,
+}
+
+/// Where the subscription to a room's channel stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subscribed {
+    /// Not asked for on the current subscriber connection.
+    No,
+    /// `SUBSCRIBE` sent, its confirmation not yet back.
+    Asked,
+    /// Confirmed: this node receives what is published to the room from now on.
+    Yes,
+}
+
+/// A room with a member on this node.
+struct RoomChannel {
+    subscribed: Subscribed,
+    /// Its chat messages of this turn (and of earlier turns, while the subscription is not yet confirmed).
+    pending: Vec<Pending>,
 }
 
 /// Which of the two connections.
@@ -130,14 +164,34 @@ pub(super) struct Cluster {
     events: Vec<LinkEvent<Tag>>,
     /// Whether both connections were ready at the end of the last turn (for logging the change).
     was_ready: bool,
+    /// The rooms with a member here, by name.
+    rooms: HashMap<Rc<str>, RoomChannel>,
+    /// Rooms whose channel is to be subscribed to on the current subscriber connection.
+    to_subscribe: Vec<Rc<str>>,
+    /// Rooms with messages in `pending`.
+    to_publish: Vec<Rc<str>>,
+    /// The publish script.
+    publish: Script,
+    /// The stream's approximate length (`--history`).
+    history_len: String,
+    /// Chat messages that came back with seqs missing before them.
+    gaps: u64,
 }
 
 impl Cluster {
-    /// A cluster member with no connection yet: the first turn of the loop connects.
-    pub(super) fn new(url: RedisUrl, node: NodeId) -> Cluster {
+    /// A cluster member with no connection yet: the first turn of the loop connects. Room streams keep about
+    /// `history_len` messages.
+    pub(super) fn new(url: RedisUrl, node: NodeId, history_len: usize) -> Cluster {
+        let publish = keys::publish_script();
         let connection = |role: Role| RedisConnection {
             role,
-            handshake: Handshake::new(&url, format!("roomcast-{node}-{}", role.name())),
+            handshake: match role {
+                Role::Commands => Handshake::new(&url, format!("roomcast-{node}-{}", role.name()))
+                    .with_script(publish),
+                Role::Subscriber => {
+                    Handshake::new(&url, format!("roomcast-{node}-{}", role.name()))
+                }
+            },
             live: None,
             retry_at: Millis(0),
             backoff: Backoff::default(),
@@ -153,6 +207,12 @@ impl Cluster {
             publish_errors: 0,
             events: Vec::new(),
             was_ready: false,
+            rooms: HashMap::new(),
+            to_subscribe: Vec::new(),
+            to_publish: Vec::new(),
+            publish,
+            history_len: history_len.to_string(),
+            gaps: 0,
         }
     }
 
@@ -173,6 +233,7 @@ impl Cluster {
             round_trip_us: self.round_trip_us,
             reconnects: self.reconnects,
             publish_errors: self.publish_errors,
+            gaps: self.gaps,
         }
     }
 
@@ -340,6 +401,7 @@ impl Server {
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.events = events;
         }
+        self.apply_actions();
         if let Err(lost) = outcome {
             self.lose_redis(role, lost);
         }
@@ -364,10 +426,37 @@ impl Server {
                         u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 }
             }
-            LinkEvent::Message { .. }
-            | LinkEvent::PatternMessage { .. }
-            | LinkEvent::Subscribed { .. }
-            | LinkEvent::Unsubscribed { .. } => {}
+            LinkEvent::Reply {
+                tag: Tag::Publish(senders),
+                reply,
+            } => {
+                if let Some(error) = reply.error() {
+                    warn!("Redis refused a publication: {error}");
+                    cluster.publish_errors += senders.len() as u64;
+                    self.refuse_senders(&senders);
+                }
+            }
+            LinkEvent::Subscribed { channel, .. } => {
+                let room =
+                    keys::room_of_channel(&channel).and_then(|room| cluster.rooms.get_mut(room));
+                if let Some(room) = room.filter(|room| room.subscribed == Subscribed::Asked) {
+                    room.subscribed = Subscribed::Yes;
+                }
+            }
+            LinkEvent::Message { payload, .. } => {
+                let Ok(text) = std::str::from_utf8(&payload) else {
+                    return;
+                };
+                match self.chat.deliver_published(text, &mut self.actions) {
+                    Delivery::Delivered { gap: true } => cluster.gaps += 1,
+                    Delivery::Restarted => {
+                        warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
+                    }
+                    Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
+                    Delivery::Delivered { gap: false } | Delivery::NotHere => {}
+                }
+            }
+            LinkEvent::PatternMessage { .. } | LinkEvent::Unsubscribed { .. } => {}
             LinkEvent::SubscriptionRefused { message, .. } => {
                 warn!("Redis refused a subscription: {message}");
             }
@@ -399,16 +488,174 @@ impl Server {
                 cluster.url
             );
         }
+        if role == Role::Subscriber {
+            // A new subscriber connection subscribes again to every room, and publishes wait for it.
+            cluster.to_subscribe = cluster.rooms.keys().cloned().collect();
+            for room in cluster.rooms.values_mut() {
+                room.subscribed = Subscribed::No;
+            }
+        }
+        let mut refused = Vec::new();
         for tag in unanswered {
             match tag {
                 Tag::Ping(_) => {}
+                Tag::Publish(senders) => {
+                    cluster.publish_errors += senders.len() as u64;
+                    refused.extend(senders);
+                }
             }
         }
+        self.refuse_senders(&refused);
+    }
+
+    /// The chat asked for a chat message to be published to `room`: it waits for the end of the turn, when the
+    /// room's messages go to Redis in one script call. Refused at once while Redis is not ready.
+    pub(super) fn publish(&mut self, key: usize, room: Rc<str>, tail: Rc<str>) {
+        let Some(serial) = self.clients.get(key).map(|client| client.serial) else {
+            return;
+        };
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if !cluster.is_ready() {
+            self.refuse_senders(&[(key, serial)]);
+            return;
+        }
+        let channel = cluster.rooms.entry(room.clone()).or_insert_with(|| {
+            cluster.to_subscribe.push(room.clone());
+            RoomChannel {
+                subscribed: Subscribed::No,
+                pending: Vec::new(),
+            }
+        });
+        if channel.pending.is_empty() {
+            cluster.to_publish.push(room);
+        }
+        channel.pending.push(Pending { key, serial, tail });
+    }
+
+    /// Tells each sender still connected (the same connection: key and serial) that its message was not sent.
+    fn refuse_senders(&mut self, senders: &[(usize, u32)]) {
+        for &(key, serial) in senders {
+            if self
+                .clients
+                .get(key)
+                .is_some_and(|client| client.serial == serial)
+            {
+                self.chat.refuse_unavailable(key, &mut self.actions);
+            }
+        }
+    }
+
+    /// Subscribes to the rooms that gained a member here, unsubscribes from those that lost their last.
+    fn follow_occupancy(&mut self) {
+        let changes = self.chat.take_occupancy_changes();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let mut refused = Vec::new();
+        let mut leave: Vec<Vec<u8>> = Vec::new();
+        for (room, occupied) in changes {
+            if occupied {
+                if !cluster.rooms.contains_key(&room) {
+                    cluster.to_subscribe.push(room.clone());
+                    cluster.rooms.insert(
+                        room,
+                        RoomChannel {
+                            subscribed: Subscribed::No,
+                            pending: Vec::new(),
+                        },
+                    );
+                }
+            } else if let Some(channel) = cluster.rooms.remove(&room) {
+                if channel.subscribed != Subscribed::No {
+                    leave.push(keys::room_channel(&room));
+                }
+                refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
+            }
+        }
+        if let Some(live) = cluster.subscriber.live.as_mut() {
+            let names: Vec<&[u8]> = leave.iter().map(Vec::as_slice).collect();
+            // UNSUBSCRIBE answers one confirmation per channel (https://redis.io/commands/unsubscribe).
+            if let Err(e) = live.link.unsubscribe(&names) {
+                warn!("cannot encode UNSUBSCRIBE: {e}");
+            }
+        }
+        self.refuse_senders(&refused);
+    }
+
+    /// Queues the subscriptions still to be asked for, in one `SUBSCRIBE`, and each room's script call.
+    fn queue_room_traffic(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if let Some(live) = cluster.subscriber.live.as_mut() {
+            let mut channels: Vec<Vec<u8>> = Vec::new();
+            for room in cluster.to_subscribe.drain(..) {
+                if let Some(channel) = cluster.rooms.get_mut(&room) {
+                    if channel.subscribed == Subscribed::No {
+                        channel.subscribed = Subscribed::Asked;
+                        channels.push(keys::room_channel(&room));
+                    }
+                }
+            }
+            let names: Vec<&[u8]> = channels.iter().map(Vec::as_slice).collect();
+            if let Err(e) = live.link.subscribe(&names) {
+                warn!("cannot encode SUBSCRIBE: {e}");
+            }
+        }
+        if !cluster.is_ready() {
+            let mut refused = Vec::new();
+            for room in cluster.to_publish.drain(..) {
+                if let Some(channel) = cluster.rooms.get_mut(&room) {
+                    refused.extend(channel.pending.drain(..).map(|p| (p.key, p.serial)));
+                }
+            }
+            self.refuse_senders(&refused);
+            return;
+        }
+        let Some(live) = cluster.commands.live.as_mut() else {
+            return;
+        };
+        let mut waiting = Vec::new();
+        for room in cluster.to_publish.drain(..) {
+            let Some(channel) = cluster.rooms.get_mut(&room) else {
+                continue;
+            };
+            if channel.subscribed != Subscribed::Yes {
+                // Published before this node listens, its own members would miss it: it waits.
+                waiting.push(room);
+                continue;
+            }
+            let head = chat::chat_message_head(&room);
+            let channel_name = keys::room_channel(&room);
+            let mut args: Vec<&[u8]> = Vec::with_capacity(3 + channel.pending.len());
+            args.push(&channel_name);
+            args.push(cluster.history_len.as_bytes());
+            args.push(head.as_bytes());
+            args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
+            let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
+            let seq_key = keys::room_seq_key(&room);
+            let stream_key = keys::room_stream_key(&room);
+            let queued = live.link.queue_script(
+                &cluster.publish,
+                &[&seq_key, &stream_key],
+                &args,
+                Tag::Publish(senders),
+            );
+            if let Err(e) = queued {
+                warn!("cannot encode a publication: {e}");
+            }
+            channel.pending.clear();
+        }
+        cluster.to_publish = waiting;
     }
 
     /// The Redis side of finishing a turn: connect what is due, time out what is stuck, ping, and write what the
     /// links owe (everything this turn queued, in one write per connection).
     pub(super) fn redis_turn(&mut self) {
+        self.follow_occupancy();
+        self.queue_room_traffic();
         for role in [Role::Commands, Role::Subscriber] {
             if let Err(lost) = self.redis_connection_turn(role) {
                 self.lose_redis(role, lost);
@@ -429,6 +676,8 @@ impl Server {
                 );
             }
         }
+        // The refusals this turn's Redis work produced go out with the turn's flush.
+        self.apply_actions();
     }
 
     fn redis_connection_turn(&mut self, role: Role) -> Result<(), Lost> {
