@@ -72,6 +72,9 @@ pub struct Config {
     pub node_id: Option<NodeId>,
     /// Sets `SO_REUSEPORT` on the listener so that several processes on one machine can listen on one port.
     pub reuse_port: bool,
+    /// With `redis`: how often this node tells Redis it is alive and renews the names its clients hold. A node not
+    /// heard from for 3 intervals is dead: the others remove it, and its names are free.
+    pub node_heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             redis: None,
             node_id: None,
             reuse_port: false,
+            node_heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -196,6 +196,10 @@ struct Cli {
     /// Share the listening port with other processes (SO_REUSEPORT): one process per core, Redis between them
     #[arg(long, env = "ROOMCAST_REUSE_PORT")]
     reuse_port: bool,
+
+    /// Seconds between this node's heartbeats to Redis; a node silent for 3 of them is dead and its names are freed
+    #[arg(long, env = "ROOMCAST_NODE_HEARTBEAT", default_value_t = Seconds(DEFAULTS.node_heartbeat))]
+    node_heartbeat: Seconds,
 }
 
 /// The defaults, from the one place they are defined.
@@ -244,6 +248,9 @@ impl Cli {
                  before it is ever pinged",
                 self.ping_interval.0, self.idle_timeout.0
             ));
+        }
+        if self.node_heartbeat.0.is_zero() {
+            return Err("--node-heartbeat must be above 0 seconds".to_owned());
         }
         Ok(())
     }
@@ -304,6 +311,7 @@ impl Cli {
             redis: self.redis,
             node_id: self.node_id,
             reuse_port: self.reuse_port,
+            node_heartbeat: self.node_heartbeat.0,
         }
     }
 }
@@ -399,6 +407,12 @@ mod tests {
             Some("n1".to_owned())
         );
         assert!(config.reuse_port);
+    }
+
+    #[test]
+    fn a_node_heartbeat_of_zero_is_refused() {
+        let cli = Cli::try_parse_from(["roomcast", "--node-heartbeat", "0"]).expect("parses");
+        assert!(cli.validate().is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use common::attack::{gauge, series, wait_until};
 use common::chat::chat_msg;
 use common::redis::RedisServer;
 use common::{join, parse_http_response, TestClient, TestServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The `roomcast` binary as one node of a cluster, on 127.0.0.1:0; killed on drop.
 struct Process {
@@ -24,6 +24,11 @@ struct Process {
 impl Process {
     /// Starts a node with `--redis` and `--node-id`, and waits until its `/healthz` says Redis is ready.
     fn start(redis: &RedisServer, node_id: &str) -> Process {
+        Process::start_with(redis, node_id, &[])
+    }
+
+    /// `start` with more flags.
+    fn start_with(redis: &RedisServer, node_id: &str, flags: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args([
                 "--addr",
@@ -33,6 +38,7 @@ impl Process {
                 "--node-id",
                 node_id,
             ])
+            .args(flags)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -70,6 +76,11 @@ impl Process {
 
     fn ws(&self) -> TestClient {
         TestClient::connect(self.addr, "/ws").expect("websocket handshake")
+    }
+
+    /// Starts a node with a short heartbeat (`--node-heartbeat`), so that its death is noticed quickly.
+    fn start_with_heartbeat(redis: &RedisServer, node_id: &str, seconds: &str) -> Process {
+        Process::start_with(redis, node_id, &["--node-heartbeat", seconds])
     }
 }
 
@@ -300,5 +311,99 @@ fn while_redis_is_away_a_chat_message_is_answered_unavailable() {
     assert_eq!(
         series(&body, "roomcast_chat_refusals_total{code=\"unavailable\"}"),
         Some(1)
+    );
+}
+
+/// Joins `name` into `room` on a fresh connection; true if it was `joined`, false on an error.
+fn try_join(node: &Process, name: &str, room: &str) -> bool {
+    let mut client = node.ws();
+    client.send_json(&json!({"type": "join", "userId": name, "room": room, "v": 2}));
+    loop {
+        let message = client.recv_json();
+        match message["type"].as_str() {
+            Some("joined") => return true,
+            Some("error") => return false,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_name_held_on_one_node_is_taken_on_another_and_free_once_released() {
+    let Some(redis) =
+        RedisServer::start("a_name_held_on_one_node_is_taken_on_another_and_free_once_released")
+    else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start_with(&redis, "node-b", &["--name-grace", "0"]);
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "lobby");
+    // The same name, and a name a person cannot tell from it, are taken on the other node.
+    for name in ["ann", "ANN"] {
+        let mut impostor = b.ws();
+        impostor.send_json(&json!({"type": "join", "userId": name, "room": "lobby", "v": 2}));
+        let error = impostor.recv_type("error");
+        assert_eq!(error["code"], "name_taken", "{name}: {error}");
+    }
+    // Held on b and left there (no grace on b), the name is free for a at once.
+    let mut bea = b.ws();
+    join(&mut bea, "bea", "attic");
+    assert!(!try_join(&a, "bea", "lobby"), "bea is held on b");
+    bea.send_json(&json!({"type": "leave"}));
+    assert!(
+        wait_until(Duration::from_secs(5), || try_join(&a, "bea", "lobby")),
+        "bea was never freed"
+    );
+}
+
+#[test]
+fn a_dm_reaches_a_user_on_another_node_and_an_unknown_name_is_not_online() {
+    let Some(redis) =
+        RedisServer::start("a_dm_reaches_a_user_on_another_node_and_an_unknown_name_is_not_online")
+    else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    join(&mut ann, "ann", "east");
+    join(&mut bob, "bob", "west");
+    ann.send_json(&json!({"type": "dm", "to": "bob", "content": "psst"}));
+    let received = bob.recv_type("dm");
+    assert_eq!(
+        (&received["from"], &received["to"], &received["content"]),
+        (&json!("ann"), &json!("bob"), &json!("psst"))
+    );
+    let copy = ann.recv_type("dm");
+    assert_eq!((&copy["from"], &copy["to"]), (&json!("ann"), &json!("bob")));
+    ann.send_json(&json!({"type": "dm", "to": "nobody", "content": "hello?"}));
+    assert_eq!(ann.recv_type("error")["code"], "not_online");
+}
+
+#[test]
+fn the_names_of_a_node_killed_outright_are_free_after_three_heartbeats() {
+    let Some(redis) =
+        RedisServer::start("the_names_of_a_node_killed_outright_are_free_after_three_heartbeats")
+    else {
+        return;
+    };
+    let a = Process::start_with_heartbeat(&redis, "node-a", "0.2");
+    let b = Process::start_with_heartbeat(&redis, "node-b", "0.2");
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "lobby");
+    assert!(!try_join(&b, "ann", "lobby"), "ann is held on a");
+    // SIGKILL: node a says nothing to anyone; its heartbeat stops, and its names expire 3 heartbeats (0.6 s) later.
+    drop(a);
+    let started = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || try_join(&b, "ann", "lobby")),
+        "the dead node's name was never freed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "freed after {:?}",
+        started.elapsed()
     );
 }

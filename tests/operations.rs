@@ -1349,6 +1349,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--redis", "ROOMCAST_REDIS"),
         ("--node-id", "ROOMCAST_NODE_ID"),
         ("--reuse-port", "ROOMCAST_REUSE_PORT"),
+        ("--node-heartbeat", "ROOMCAST_NODE_HEARTBEAT"),
     ];
     // Each option's entry runs from its `--name` line to the next option; pair the name with the env var in it.
     let mut listed: Vec<(String, String)> = Vec::new();

@@ -21,15 +21,18 @@ const NOT_JOINED: &str = "join a room first";
 const NAME_TAKEN: &str = "another connection holds this userId";
 const NAME_RESERVED: &str =
     "this userId was in use moments ago and is kept for its owner's session for a while";
-const NOT_ONLINE: &str = "no connection holds this userId";
+pub(super) const NOT_ONLINE: &str = "no connection holds this userId";
 const ROOM_FULL: &str = "the room holds as many members as it may; try another room";
 
 impl Chat {
     /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
+    /// With a cluster engine, a name this node does not hold yet is asked for first (`Action::ClaimName`): the join
+    /// waits, and goes on from here with `claimed` once the engine grants it (`Chat::name_claimed`).
     pub(super) fn join(
         &mut self,
         client: ClientId,
         req: JoinRequest<'_>,
+        claimed: bool,
         now: Now,
         out: &mut Vec<Action>,
     ) {
@@ -67,6 +70,16 @@ impl Chat {
 
         if self.is_full(&req.room, [Some(client), replacing]) {
             self.send_error(client, ErrorCode::RoomFull, ROOM_FULL, req.dialect, out);
+            return;
+        }
+
+        // A live holder here shows the name is this node's already; any other name may be held on another node.
+        if self.config.relayed && !claimed && replacing.is_none() {
+            let key = Rc::from(key);
+            if let Some(participant) = self.participants.get_mut(&client) {
+                participant.claiming = Some(req.into_owned());
+                out.push(Action::ClaimName { client, key });
+            }
             return;
         }
 
@@ -464,6 +477,10 @@ impl Chat {
             .holder(to.key())
             .and_then(|r| self.joined(r).map(|j| (r, j)))
         else {
+            if self.config.relayed && !self.claims.is_claimed(to.key()) {
+                self.relay_dm(client, to, content, now, out);
+                return;
+            }
             self.send_error(client, ErrorCode::NotOnline, NOT_ONLINE, Dialect::V1, out);
             return;
         };
@@ -473,21 +490,13 @@ impl Chat {
             return;
         }
         let encode_for = |dialect: Dialect| {
-            if dialect == Dialect::V1 {
-                wire::encode(&Out::DmV1 {
-                    from: &wire::escape_html(sender.user.shown()),
-                    content: &wire::escape_html(content),
-                    timestamp: now.unix_ms,
-                    private: true,
-                })
-            } else {
-                wire::encode(&Out::Dm {
-                    from: sender.user.shown(),
-                    to: target.user.shown(),
-                    content,
-                    timestamp: now.unix_ms,
-                })
-            }
+            encode_dm(
+                dialect,
+                sender.user.shown(),
+                target.user.shown(),
+                content,
+                now.unix_ms,
+            )
         };
         let delivered = encode_for(target.dialect);
         let copy = (recipient != client).then(|| {
@@ -510,6 +519,40 @@ impl Chat {
         out.push(Action::Send {
             to: recipient,
             payload: delivered,
+        });
+    }
+
+    /// A DM to a name no client here holds, handed to the cluster engine for the node that holds it; charged like
+    /// one delivered here.
+    fn relay_dm(
+        &mut self,
+        client: ClientId,
+        to: &Name,
+        content: &str,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(sender) = self.joined(client) else {
+            return;
+        };
+        let from = sender.user.shown().clone();
+        let dialect = sender.dialect;
+        let text = wire::encode_relayed_dm(&wire::RelayedDm {
+            to_key: Cow::Borrowed(to.key()),
+            from: Cow::Borrowed(&from),
+            content: Cow::Borrowed(content),
+            timestamp: now.unix_ms,
+        });
+        let copy = encode_dm(dialect, &from, to.shown(), content, now.unix_ms);
+        if let Some(refusal) = self.charge_bytes(client, None, copy.len(), now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
+        out.push(Action::RelayDm {
+            client,
+            to_key: Rc::from(to.key()),
+            text,
+            copy,
         });
     }
 
@@ -536,8 +579,15 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        let key = joined.user.key();
+        if self.config.relayed && self.claims.holder(key) == Some(client) {
+            out.push(Action::ReleaseName {
+                key: Rc::from(key),
+                grace_ms: self.config.name_grace_ms,
+            });
+        }
         self.claims.release(
-            joined.user.key(),
+            key,
             client,
             joined.token.clone(),
             now.mono_ms,
@@ -587,6 +637,32 @@ pub(super) fn escaped_for_v1(
                 ..*fields
             },
         )),
+    }
+}
+
+/// A DM from `from` to `to` as a client of `dialect` receives it: `dm` for V2; for V1 a private `chat`, its fields
+/// HTML-escaped.
+pub(super) fn encode_dm(
+    dialect: Dialect,
+    from: &str,
+    to: &str,
+    content: &str,
+    timestamp: u64,
+) -> Rc<str> {
+    if dialect == Dialect::V1 {
+        wire::encode(&Out::DmV1 {
+            from: &wire::escape_html(from),
+            content: &wire::escape_html(content),
+            timestamp,
+            private: true,
+        })
+    } else {
+        wire::encode(&Out::Dm {
+            from,
+            to,
+            content,
+            timestamp,
+        })
     }
 }
 

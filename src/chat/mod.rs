@@ -186,6 +186,35 @@ pub enum Action {
         /// The message's JSON after its seq: `,"from":...,"content":...,"timestamp":...}`.
         tail: Rc<str>,
     },
+    /// With [`ChatConfig::relayed`]: ask the cluster engine for the name with `key` across the cluster, for
+    /// `client`'s join, which waits for [`Chat::name_claimed`].
+    ClaimName {
+        /// The joiner.
+        client: ClientId,
+        /// The name's key (its confusable skeleton, `names.rs`).
+        key: Rc<str>,
+    },
+    /// With [`ChatConfig::relayed`]: nobody here holds the name with `key` any more; across the cluster it stays
+    /// reserved for `grace_ms` (freed at once with 0), then is free.
+    ReleaseName {
+        /// The name's key.
+        key: Rc<str>,
+        /// How long it stays reserved.
+        grace_ms: u64,
+    },
+    /// With [`ChatConfig::relayed`]: a DM to a name nobody here holds. The engine hands `text` to the node holding
+    /// `to_key`, whose chat delivers it ([`Chat::deliver_relayed_dm`]); if no node holds it, the sender is told
+    /// ([`Chat::refuse_not_online`]). `copy` is the sender's own copy, to be sent once the DM is on its way.
+    RelayDm {
+        /// The sender.
+        client: ClientId,
+        /// The key of the recipient's name.
+        to_key: Rc<str>,
+        /// The DM as the recipient's node reads it.
+        text: Rc<str>,
+        /// The sender's copy.
+        copy: Rc<str>,
+    },
     /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
     Close {
         /// The client to close.
@@ -216,6 +245,17 @@ pub enum Delivery {
     Malformed,
 }
 
+/// How the cluster engine answered a [`Action::ClaimName`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// The name is this node's now.
+    Granted,
+    /// Another node holds the name, or keeps it reserved.
+    Taken,
+    /// The engine could not be asked.
+    Unavailable,
+}
+
 /// What every chat message of room `room` says before its seq: `{"type":"chat","room":"<room>","seq":`.
 pub fn chat_message_head(room: &str) -> String {
     wire::encode_chat_head(room)
@@ -234,6 +274,8 @@ pub struct Member {
 const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
 /// Close code for a client whose name a newer connection reclaimed with its session token.
 const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
+/// The message of a `name_taken` error for a name another node holds.
+const NAME_TAKEN_ELSEWHERE: &str = "another connection holds this userId";
 /// The message of an `unavailable` error.
 const UNAVAILABLE: &str = "the cluster cannot carry messages right now; the message was not sent";
 /// The message of a `rate_limited` error for a frame over the frame rate.
@@ -291,6 +333,8 @@ struct Participant {
     /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
     /// connection may take that name back during its grace period without showing the token again.
     session: Option<Rc<str>>,
+    /// With [`ChatConfig::relayed`]: the join waiting for the cluster engine to grant its name.
+    claiming: Option<request::JoinRequest<'static>>,
 }
 
 impl Participant {
@@ -304,6 +348,7 @@ impl Participant {
             closing: false,
             dialect: Dialect::V1,
             session: None,
+            claiming: None,
         }
     }
 }
@@ -409,7 +454,7 @@ impl Chat {
                     u32::MAX,
                 );
                 if joins == Verdict::Pass {
-                    self.join(client, join, now, out)
+                    self.join(client, join, false, now, out)
                 } else {
                     let dialect = join.dialect;
                     self.send_error(
@@ -568,6 +613,102 @@ impl Chat {
         } else {
             Delivery::Delivered { gap }
         }
+    }
+
+    /// With [`ChatConfig::relayed`]: the cluster engine answered the [`Action::ClaimName`] for `key` pushed for
+    /// `client`'s join. Granted, the join goes on as it would have on one node; otherwise the joiner is told
+    /// `name_taken` or `unavailable`. An answer nobody waits for any more (the client left, or joined again with
+    /// another name) changes nothing.
+    pub fn name_claimed(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        answer: ClaimAnswer,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(participant) = self.participants.get_mut(&client) else {
+            return;
+        };
+        if participant
+            .claiming
+            .as_ref()
+            .is_none_or(|req| req.user.key() != key)
+        {
+            return;
+        }
+        let Some(req) = participant.claiming.take() else {
+            return;
+        };
+        match answer {
+            ClaimAnswer::Granted => self.join(client, req, true, now, out),
+            ClaimAnswer::Taken => self.send_error(
+                client,
+                ErrorCode::NameTaken,
+                NAME_TAKEN_ELSEWHERE,
+                req.dialect,
+                out,
+            ),
+            ClaimAnswer::Unavailable => self.send_error(
+                client,
+                ErrorCode::Unavailable,
+                UNAVAILABLE,
+                req.dialect,
+                out,
+            ),
+        }
+    }
+
+    /// True if a client here holds the name with `key` or it is reserved here: the cluster engine keeps it.
+    pub fn holds_name(&self, key: &str) -> bool {
+        self.claims.is_claimed(key)
+    }
+
+    /// The keys of every name a client here holds, for the cluster engine to keep them alive.
+    pub fn held_name_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.claims.held_keys()
+    }
+
+    /// With [`ChatConfig::relayed`]: the DM `client` sent to a name no node holds: tell it `not_online`.
+    pub fn refuse_not_online(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        if self.participants.contains_key(&client) {
+            self.send_error(
+                client,
+                ErrorCode::NotOnline,
+                handlers::NOT_ONLINE,
+                Dialect::V1,
+                out,
+            );
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: a DM another node relayed ([`Action::RelayDm`]) for a name held here. Sent to
+    /// its holder in the holder's dialect; nothing if nobody here holds the name now.
+    pub fn deliver_relayed_dm(&mut self, text: &str, out: &mut Vec<Action>) {
+        let Ok(relayed) = serde_json::from_str::<wire::RelayedDm<'_>>(text) else {
+            return;
+        };
+        let Some(recipient) = self.claims.holder(&relayed.to_key) else {
+            return;
+        };
+        let Some(target) = self
+            .participants
+            .get(&recipient)
+            .and_then(|p| p.joined.as_ref())
+        else {
+            return;
+        };
+        let payload = handlers::encode_dm(
+            target.dialect,
+            &relayed.from,
+            target.user.shown(),
+            &relayed.content,
+            relayed.timestamp,
+        );
+        out.push(Action::Send {
+            to: recipient,
+            payload,
+        });
     }
 
     /// With [`ChatConfig::relayed`]: the cluster engine cannot carry `client`'s message (Redis is unreachable, or

@@ -15,6 +15,9 @@ const T0: u64 = 1_700_000_000_000;
 struct Harness {
     chat: Chat,
     mono_ms: u64,
+    /// What a relayed chat's claims are answered with, at once, as if the engine had answered in the same turn
+    /// (`None`: left unanswered).
+    claim_answer: Option<ClaimAnswer>,
 }
 
 /// What one call made happen.
@@ -73,6 +76,7 @@ impl Harness {
         Harness {
             chat: Chat::new(config, [42; 32]),
             mono_ms: 0,
+            claim_answer: Some(ClaimAnswer::Granted),
         }
     }
 
@@ -86,6 +90,19 @@ impl Harness {
     fn text(&mut self, client: ClientId, text: &str) -> Outcome {
         let mut out = Vec::new();
         self.chat.handle_text(client, text, self.now(), &mut out);
+        let claims: Vec<(ClientId, Rc<str>)> = out
+            .iter()
+            .filter_map(|action| match action {
+                Action::ClaimName { client, key } => Some((*client, key.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(answer) = self.claim_answer {
+            for (client, key) in claims {
+                let now = self.now();
+                self.chat.name_claimed(client, &key, answer, now, &mut out);
+            }
+        }
         self.resolve(out)
     }
 
@@ -164,8 +181,11 @@ impl Harness {
                     code,
                     reason,
                 } => closed.push((*client, code.get(), *reason)),
-                // Handed to the cluster engine: the relayed tests read it from `actions`.
-                Action::Publish { .. } => {}
+                // Handed to the cluster engine: the relayed tests read them from `actions`.
+                Action::Publish { .. }
+                | Action::ClaimName { .. }
+                | Action::ReleaseName { .. }
+                | Action::RelayDm { .. } => {}
             }
         }
         Outcome {
@@ -1707,4 +1727,108 @@ fn without_a_cluster_engine_nothing_is_recorded_for_it() {
     let mut h = Harness::new();
     h.join(1, "ann", "lobby");
     assert!(h.chat.take_occupancy_changes().is_empty());
+}
+
+#[test]
+fn a_relayed_join_waits_for_its_name_and_goes_on_once_granted() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let asked = h.join(1, "Ann", "lobby");
+    assert!(asked.delivered.is_empty(), "{:?}", asked.delivered);
+    let key = asked
+        .actions
+        .iter()
+        .find_map(|action| match action {
+            Action::ClaimName { client: 1, key } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("a ClaimName");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, &key, ClaimAnswer::Granted, now, &mut out);
+    let outcome = h.resolve(out);
+    assert_eq!(outcome.to(1)[1]["type"], "joined");
+    assert!(h.chat.holds_name(&key));
+}
+
+#[test]
+fn a_relayed_join_whose_name_another_node_holds_is_name_taken_or_unavailable() {
+    let mut h = relayed();
+    h.claim_answer = Some(ClaimAnswer::Taken);
+    assert_eq!(h.join(1, "ann", "lobby").error_code(1), "name_taken");
+    h.claim_answer = Some(ClaimAnswer::Unavailable);
+    assert_eq!(h.join(2, "bob", "lobby").error_code(2), "unavailable");
+    assert_eq!(h.chat.member_count(), 0);
+}
+
+#[test]
+fn an_answer_for_a_claim_nobody_waits_for_changes_nothing() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, "someone-else", ClaimAnswer::Granted, now, &mut out);
+    h.chat
+        .name_claimed(7, "ann", ClaimAnswer::Granted, now, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(h.chat.member_count(), 0);
+}
+
+#[test]
+fn leaving_releases_the_name_for_the_grace_period_across_the_cluster() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let left = h.send(1, json!({"type": "leave"}));
+    let released: Vec<(Rc<str>, u64)> = left
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::ReleaseName { key, grace_ms } => Some((key.clone(), *grace_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        released,
+        [(Rc::from("ann"), ChatConfig::default().name_grace_ms)]
+    );
+    assert_eq!(h.chat.held_name_keys().count(), 0);
+    assert!(
+        h.chat.holds_name("ann"),
+        "still reserved here during the grace period"
+    );
+}
+
+#[test]
+fn a_dm_to_a_name_not_held_here_is_relayed_and_delivered_by_the_node_that_holds_it() {
+    let mut sender_node = relayed();
+    sender_node.join(1, "ann", "lobby");
+    let sent = sender_node.send(1, json!({"type": "dm", "to": "Bob", "content": "<psst>"}));
+    assert!(sent.delivered.is_empty(), "the copy waits for the engine");
+    let Some(Action::RelayDm {
+        to_key, text, copy, ..
+    }) = sent
+        .actions
+        .iter()
+        .find(|action| matches!(action, Action::RelayDm { .. }))
+    else {
+        panic!("no RelayDm in {:?}", sent.actions);
+    };
+    assert_eq!(&**to_key, "bob");
+    assert_eq!(parse(copy)["to"], "Bob");
+    let mut holder_node = relayed();
+    holder_node.join_v1(5, "bob", "west");
+    let mut out = Vec::new();
+    holder_node.chat.deliver_relayed_dm(text, &mut out);
+    let delivered = holder_node.resolve(out).only(5);
+    assert_eq!(
+        (
+            &delivered["from"],
+            &delivered["content"],
+            &delivered["private"]
+        ),
+        (&json!("ann"), &json!("&lt;psst&gt;"), &json!(true))
+    );
 }

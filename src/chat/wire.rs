@@ -521,6 +521,30 @@ pub(super) struct Published<'a> {
     pub(super) timestamp: u64,
 }
 
+/// A DM on its way from one node to another: what the recipient's node needs to write it for its holder.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RelayedDm<'a> {
+    /// The key of the recipient's name.
+    #[serde(borrow, rename = "toKey")]
+    pub(super) to_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) content: Cow<'a, str>,
+    pub(super) timestamp: u64,
+}
+
+/// A relayed DM as JSON.
+pub(super) fn encode_relayed_dm(dm: &RelayedDm<'_>) -> Rc<str> {
+    match serde_json::to_string(dm) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a relayed DM: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
 /// Serialise a message once, into the form every recipient shares.
 pub(super) fn encode(message: &Out<'_>) -> Rc<str> {
     match serde_json::to_string(message) {

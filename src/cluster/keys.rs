@@ -1,4 +1,4 @@
-//! The names roomcast gives its Redis keys and channels, and the scripts it runs there.
+//! The names roomcast gives its Redis keys and channels, and the scripts it runs there (`*.lua` beside this file).
 //!
 //! Owns the naming only, so that every node spells a room's keys alike; it must not send anything. Every name starts
 //! with `roomcast:`, so one Redis can hold other data beside a cluster's. A room's name is used as it is (keys and
@@ -18,6 +18,43 @@ pub const PUBLISH_SOURCE: &str = include_str!("publish.lua");
 /// The publish script, hashed.
 pub fn publish_script() -> Script {
     Script::new(PUBLISH_SOURCE)
+}
+
+/// The script that takes a name for a node: `SET NX PX`, renewing a name the node holds already.
+pub fn claim_script() -> Script {
+    Script::new(include_str!("claim.lua"))
+}
+
+/// The script that releases a node's name, reserved for a grace period.
+pub fn release_script() -> Script {
+    Script::new(include_str!("release.lua"))
+}
+
+/// The node heartbeat: renews its names, scores it in `NODES`, and removes dead nodes.
+pub fn heartbeat_script() -> Script {
+    Script::new(include_str!("heartbeat.lua"))
+}
+
+/// The script that hands a DM to the node holding its recipient's name.
+pub fn dm_script() -> Script {
+    Script::new(include_str!("dm.lua"))
+}
+
+/// The ZSET of live nodes, scored by their last heartbeat.
+pub const NODES: &str = "roomcast:nodes";
+
+/// The start of a node's channel, on which it receives the DMs for names it holds; the node's id follows.
+pub const NODE_CHANNEL_PREFIX: &str = "roomcast:node:";
+
+/// A node's channel: `roomcast:node:<id>`.
+pub fn node_channel(node: &str) -> Vec<u8> {
+    [NODE_CHANNEL_PREFIX.as_bytes(), node.as_bytes()].concat()
+}
+
+/// The key that says which node holds a user name: `roomcast:name:<key>`, `key` being the name's confusable
+/// skeleton, so that two names a person cannot tell apart are one key.
+pub fn name_key(key: &str) -> Vec<u8> {
+    [b"roomcast:name:".as_slice(), key.as_bytes()].concat()
 }
 
 /// The channel a room's chat messages are published to: `roomcast:room:<room>`.
@@ -44,6 +81,28 @@ pub fn room_stream_key(room: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_channels_and_name_keys_are_apart_from_rooms() {
+        assert_eq!(node_channel("n1"), b"roomcast:node:n1");
+        assert_eq!(room_of_channel(&node_channel("n1")), None);
+        assert_eq!(name_key("ann"), b"roomcast:name:ann");
+    }
+
+    #[test]
+    fn every_script_has_its_own_sha() {
+        let shas = [
+            publish_script(),
+            claim_script(),
+            release_script(),
+            heartbeat_script(),
+            dm_script(),
+        ]
+        .map(|script| script.sha().to_owned());
+        for (i, sha) in shas.iter().enumerate() {
+            assert!(!shas[i + 1..].contains(sha));
+        }
+    }
 
     #[test]
     fn a_rooms_channel_gives_back_its_room() {

@@ -28,6 +28,14 @@ impl Server {
                         seq,
                     } => self.broadcast(room, except, &payload, v1_payload.as_deref(), seq),
                     Action::Publish { client, room, tail } => self.publish(client, room, tail),
+                    Action::ClaimName { client, key } => self.claim_name(client, key),
+                    Action::ReleaseName { key, grace_ms } => self.release_name(key, grace_ms),
+                    Action::RelayDm {
+                        client,
+                        to_key,
+                        text,
+                        copy,
+                    } => self.relay_dm(client, to_key, text, copy),
                     Action::Close {
                         client,
                         code,

@@ -16,6 +16,7 @@
 //! | `ending.rs` | the one close path, slow consumers, lingering for the FIN, removal, shutdown |
 //! | `timers.rs`, `timeouts.rs` | deadlines: the heap, and the pure rules of what is due when |
 //! | `redis.rs` | with `--redis`: the two connections to Redis, their reconnects, and the turn's pipelined write |
+//! | `relay.rs` | with `--redis`: the chat's traffic through them: subscriptions, publications, names, DMs, heartbeats |
 //!
 //! Readiness is edge-triggered: every readable event is read until WouldBlock (or a fairness cap, after which the
 //! client is revisited in the same turn's tail), and every queue is written until WouldBlock; WRITABLE interest is
@@ -33,6 +34,7 @@ mod http_phase;
 mod queue;
 mod read;
 mod redis;
+mod relay;
 mod timeouts;
 mod timers;
 mod websocket;
@@ -164,7 +166,9 @@ impl Server {
                 NodeId::from_random(random)
             });
             info!("node {node}: connecting to Redis at {url}");
-            Cluster::new(url, node, config.chat.history_len)
+            let heartbeat_ms = u64::try_from(config.node_heartbeat.as_millis()).unwrap_or(u64::MAX);
+            let relay = relay::Relay::new(node.clone(), config.chat.history_len, heartbeat_ms);
+            Cluster::new(url, node, relay)
         });
         Ok(Server {
             poll,

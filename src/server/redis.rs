@@ -4,30 +4,25 @@
 //! Owns connecting (non-blocking, with a timeout), the handshake's outcome, reading replies into the link,
 //! writing what the link owes once per turn (so a turn's commands go out pipelined in one write), a `PING` per
 //! second on each connection (the round-trip time, and the proof that it is alive), and reconnecting with
-//! jittered backoff (`cluster::backoff`) when either connection fails; and the chat's traffic through them: a
-//! subscription to the channel of every room with a member here, one publish script call per room per turn for
-//! that room's chat messages (`Action::Publish`), and the messages that come back on the subscriptions, handed to
-//! the chat (`Chat::deliver_published`), which delivers them here, this node's own included. It must not decide
-//! what the chat says: who gets what is the chat's decision.
+//! jittered backoff (`cluster::backoff`) when either connection fails. What the chat sends and receives through
+//! them is `relay.rs`'s: this file hands it the replies and pushes, and the commands that will never be answered.
+//! It must not decide what the chat says.
 //!
 //! A host name in `--redis` is resolved at each connection attempt, in the loop: an IP address costs nothing, a
 //! name costs a resolver lookup (use an address or `/etc/hosts` where that matters).
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::relay::{Job, Relay};
 use super::timeouts::Millis;
 use super::Server;
-use crate::chat::{self, Delivery};
 use crate::cluster::backoff::Backoff;
-use crate::cluster::keys;
 use crate::cluster::{Handshake, LinkError, LinkEvent, NodeId, RedisLink, RedisUrl, Script};
 use crate::http::metrics::RedisStatus;
 
@@ -48,33 +43,8 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub(super) enum Tag {
     /// A keepalive `PING`, sent at this instant.
     Ping(Instant),
-    /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
-    Publish(Vec<(usize, u32)>),
-}
-
-/// A chat message waiting for its room's script call.
-struct Pending {
-    key: usize,
-    serial: u32,
-    tail: Rc<str>,
-}
-
-/// Where the subscription to a room's channel stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Subscribed {
-    /// Not asked for on the current subscriber connection.
-    No,
-    /// `SUBSCRIBE` sent, its confirmation not yet back.
-    Asked,
-    /// Confirmed: this node receives what is published to the room from now on.
-    Yes,
-}
-
-/// A room with a member on this node.
-struct RoomChannel {
-    subscribed: Subscribed,
-    /// Its chat messages of this turn (and of earlier turns, while the subscription is not yet confirmed).
-    pending: Vec<Pending>,
+    /// One of the chat's commands (`relay.rs`).
+    Relay(Job),
 }
 
 /// Which of the two connections.
@@ -158,36 +128,25 @@ pub(super) struct Cluster {
     round_trip_us: u64,
     /// Connections lost after they had been ready.
     reconnects: u64,
-    /// Publications Redis refused or never answered.
-    publish_errors: u64,
     /// Reused for each read's events.
     events: Vec<LinkEvent<Tag>>,
     /// Whether both connections were ready at the end of the last turn (for logging the change).
     was_ready: bool,
-    /// The rooms with a member here, by name.
-    rooms: HashMap<Rc<str>, RoomChannel>,
-    /// Rooms whose channel is to be subscribed to on the current subscriber connection.
-    to_subscribe: Vec<Rc<str>>,
-    /// Rooms with messages in `pending`.
-    to_publish: Vec<Rc<str>>,
-    /// The publish script.
-    publish: Script,
-    /// The stream's approximate length (`--history`).
-    history_len: String,
-    /// Chat messages that came back with seqs missing before them.
-    gaps: u64,
+    /// The chat's traffic through Redis.
+    pub(super) relay: Relay,
 }
 
 impl Cluster {
-    /// A cluster member with no connection yet: the first turn of the loop connects. Room streams keep about
-    /// `history_len` messages.
-    pub(super) fn new(url: RedisUrl, node: NodeId, history_len: usize) -> Cluster {
-        let publish = keys::publish_script();
+    /// A cluster member with no connection yet: the first turn of the loop connects. `relay` is the chat's side;
+    /// its scripts are loaded on the command connection.
+    pub(super) fn new(url: RedisUrl, node: NodeId, relay: Relay) -> Cluster {
         let connection = |role: Role| RedisConnection {
             role,
             handshake: match role {
-                Role::Commands => Handshake::new(&url, format!("roomcast-{node}-{}", role.name()))
-                    .with_script(publish),
+                Role::Commands => relay.scripts().into_iter().fold(
+                    Handshake::new(&url, format!("roomcast-{node}-{}", role.name())),
+                    Handshake::with_script,
+                ),
                 Role::Subscriber => {
                     Handshake::new(&url, format!("roomcast-{node}-{}", role.name()))
                 }
@@ -204,15 +163,9 @@ impl Cluster {
             url,
             round_trip_us: 0,
             reconnects: 0,
-            publish_errors: 0,
             events: Vec::new(),
             was_ready: false,
-            rooms: HashMap::new(),
-            to_subscribe: Vec::new(),
-            to_publish: Vec::new(),
-            publish,
-            history_len: history_len.to_string(),
-            gaps: 0,
+            relay,
         }
     }
 
@@ -221,9 +174,33 @@ impl Cluster {
         &self.node
     }
 
-    /// Both connections finished their handshakes and are up.
+    /// Both connections finished their handshakes and are up, and this node listens on its channel.
     pub(super) fn is_ready(&self) -> bool {
-        self.commands.is_ready() && self.subscriber.is_ready()
+        self.commands.is_ready() && self.subscriber.is_ready() && self.relay.is_listening()
+    }
+
+    /// The chat's side, and the command connection's link if there is one: apart, so that a call can be built
+    /// from the one and queued on the other.
+    pub(super) fn relay_and_commands(&mut self) -> (&mut Relay, Option<&mut RedisLink<Tag>>) {
+        let link = self.commands.live.as_mut().map(|live| &mut live.link);
+        (&mut self.relay, link)
+    }
+
+    /// True while a subscriber connection exists (commands queued on it follow its handshake).
+    pub(super) fn has_subscriber(&self) -> bool {
+        self.subscriber.live.is_some()
+    }
+
+    /// Queues a (un)subscription on the subscriber connection, if there is one.
+    pub(super) fn on_subscriber(
+        &mut self,
+        queue: impl FnOnce(&mut RedisLink<Tag>) -> Result<(), LinkError>,
+    ) {
+        if let Some(live) = self.subscriber.live.as_mut() {
+            if let Err(e) = queue(&mut live.link) {
+                warn!("cannot encode a subscription: {e}");
+            }
+        }
     }
 
     /// The figures `/metrics` shows.
@@ -232,16 +209,18 @@ impl Cluster {
             up: self.is_ready(),
             round_trip_us: self.round_trip_us,
             reconnects: self.reconnects,
-            publish_errors: self.publish_errors,
-            gaps: self.gaps,
+            publish_errors: self.relay.publish_errors,
+            gaps: self.relay.gaps,
         }
     }
 
     /// The earliest point at which `turn` has something to do.
     pub(super) fn next_deadline(&self) -> Option<Millis> {
+        let heartbeat = self.is_ready().then(|| self.relay.next_deadline());
         [&self.commands, &self.subscriber]
             .into_iter()
             .map(RedisConnection::next_deadline)
+            .chain(heartbeat)
             .min()
     }
 
@@ -249,6 +228,27 @@ impl Cluster {
         match role {
             Role::Commands => &mut self.commands,
             Role::Subscriber => &mut self.subscriber,
+        }
+    }
+}
+
+/// Queues a script call for the chat on the command connection's `link`; false if there is none, or the call cannot
+/// be encoded (logged).
+pub(super) fn queue_script(
+    link: Option<&mut RedisLink<Tag>>,
+    script: Script,
+    keys: &[&[u8]],
+    args: &[&[u8]],
+    job: Job,
+) -> bool {
+    let Some(link) = link else {
+        return false;
+    };
+    match link.queue_script(&script, keys, args, Tag::Relay(job)) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("cannot encode a call of script {script:?}: {e}");
+            false
         }
     }
 }
@@ -427,39 +427,10 @@ impl Server {
                 }
             }
             LinkEvent::Reply {
-                tag: Tag::Publish(senders),
+                tag: Tag::Relay(job),
                 reply,
-            } => {
-                if let Some(error) = reply.error() {
-                    warn!("Redis refused a publication: {error}");
-                    cluster.publish_errors += senders.len() as u64;
-                    self.refuse_senders(&senders);
-                }
-            }
-            LinkEvent::Subscribed { channel, .. } => {
-                let room =
-                    keys::room_of_channel(&channel).and_then(|room| cluster.rooms.get_mut(room));
-                if let Some(room) = room.filter(|room| room.subscribed == Subscribed::Asked) {
-                    room.subscribed = Subscribed::Yes;
-                }
-            }
-            LinkEvent::Message { payload, .. } => {
-                let Ok(text) = std::str::from_utf8(&payload) else {
-                    return;
-                };
-                match self.chat.deliver_published(text, &mut self.actions) {
-                    Delivery::Delivered { gap: true } => cluster.gaps += 1,
-                    Delivery::Restarted => {
-                        warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
-                    }
-                    Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
-                    Delivery::Delivered { gap: false } | Delivery::NotHere => {}
-                }
-            }
-            LinkEvent::PatternMessage { .. } | LinkEvent::Unsubscribed { .. } => {}
-            LinkEvent::SubscriptionRefused { message, .. } => {
-                warn!("Redis refused a subscription: {message}");
-            }
+            } => self.on_relay_reply(job, reply),
+            push => self.on_relay_push(push),
         }
     }
 
@@ -489,173 +460,22 @@ impl Server {
             );
         }
         if role == Role::Subscriber {
-            // A new subscriber connection subscribes again to every room, and publishes wait for it.
-            cluster.to_subscribe = cluster.rooms.keys().cloned().collect();
-            for room in cluster.rooms.values_mut() {
-                room.subscribed = Subscribed::No;
-            }
+            cluster.relay.resubscribe();
         }
-        let mut refused = Vec::new();
-        for tag in unanswered {
-            match tag {
-                Tag::Ping(_) => {}
-                Tag::Publish(senders) => {
-                    cluster.publish_errors += senders.len() as u64;
-                    refused.extend(senders);
-                }
-            }
-        }
-        self.refuse_senders(&refused);
-    }
-
-    /// The chat asked for a chat message to be published to `room`: it waits for the end of the turn, when the
-    /// room's messages go to Redis in one script call. Refused at once while Redis is not ready.
-    pub(super) fn publish(&mut self, key: usize, room: Rc<str>, tail: Rc<str>) {
-        let Some(serial) = self.clients.get(key).map(|client| client.serial) else {
-            return;
-        };
-        let Some(cluster) = self.cluster.as_mut() else {
-            return;
-        };
-        if !cluster.is_ready() {
-            self.refuse_senders(&[(key, serial)]);
-            return;
-        }
-        let channel = cluster.rooms.entry(room.clone()).or_insert_with(|| {
-            cluster.to_subscribe.push(room.clone());
-            RoomChannel {
-                subscribed: Subscribed::No,
-                pending: Vec::new(),
-            }
-        });
-        if channel.pending.is_empty() {
-            cluster.to_publish.push(room);
-        }
-        channel.pending.push(Pending { key, serial, tail });
-    }
-
-    /// Tells each sender still connected (the same connection: key and serial) that its message was not sent.
-    fn refuse_senders(&mut self, senders: &[(usize, u32)]) {
-        for &(key, serial) in senders {
-            if self
-                .clients
-                .get(key)
-                .is_some_and(|client| client.serial == serial)
-            {
-                self.chat.refuse_unavailable(key, &mut self.actions);
-            }
-        }
-    }
-
-    /// Subscribes to the rooms that gained a member here, unsubscribes from those that lost their last.
-    fn follow_occupancy(&mut self) {
-        let changes = self.chat.take_occupancy_changes();
-        let Some(cluster) = self.cluster.as_mut() else {
-            return;
-        };
-        let mut refused = Vec::new();
-        let mut leave: Vec<Vec<u8>> = Vec::new();
-        for (room, occupied) in changes {
-            if occupied {
-                if !cluster.rooms.contains_key(&room) {
-                    cluster.to_subscribe.push(room.clone());
-                    cluster.rooms.insert(
-                        room,
-                        RoomChannel {
-                            subscribed: Subscribed::No,
-                            pending: Vec::new(),
-                        },
-                    );
-                }
-            } else if let Some(channel) = cluster.rooms.remove(&room) {
-                if channel.subscribed != Subscribed::No {
-                    leave.push(keys::room_channel(&room));
-                }
-                refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
-            }
-        }
-        if let Some(live) = cluster.subscriber.live.as_mut() {
-            let names: Vec<&[u8]> = leave.iter().map(Vec::as_slice).collect();
-            // UNSUBSCRIBE answers one confirmation per channel (https://redis.io/commands/unsubscribe).
-            if let Err(e) = live.link.unsubscribe(&names) {
-                warn!("cannot encode UNSUBSCRIBE: {e}");
-            }
-        }
-        self.refuse_senders(&refused);
-    }
-
-    /// Queues the subscriptions still to be asked for, in one `SUBSCRIBE`, and each room's script call.
-    fn queue_room_traffic(&mut self) {
-        let Some(cluster) = self.cluster.as_mut() else {
-            return;
-        };
-        if let Some(live) = cluster.subscriber.live.as_mut() {
-            let mut channels: Vec<Vec<u8>> = Vec::new();
-            for room in cluster.to_subscribe.drain(..) {
-                if let Some(channel) = cluster.rooms.get_mut(&room) {
-                    if channel.subscribed == Subscribed::No {
-                        channel.subscribed = Subscribed::Asked;
-                        channels.push(keys::room_channel(&room));
-                    }
-                }
-            }
-            let names: Vec<&[u8]> = channels.iter().map(Vec::as_slice).collect();
-            if let Err(e) = live.link.subscribe(&names) {
-                warn!("cannot encode SUBSCRIBE: {e}");
-            }
-        }
-        if !cluster.is_ready() {
-            let mut refused = Vec::new();
-            for room in cluster.to_publish.drain(..) {
-                if let Some(channel) = cluster.rooms.get_mut(&room) {
-                    refused.extend(channel.pending.drain(..).map(|p| (p.key, p.serial)));
-                }
-            }
-            self.refuse_senders(&refused);
-            return;
-        }
-        let Some(live) = cluster.commands.live.as_mut() else {
-            return;
-        };
-        let mut waiting = Vec::new();
-        for room in cluster.to_publish.drain(..) {
-            let Some(channel) = cluster.rooms.get_mut(&room) else {
-                continue;
-            };
-            if channel.subscribed != Subscribed::Yes {
-                // Published before this node listens, its own members would miss it: it waits.
-                waiting.push(room);
-                continue;
-            }
-            let head = chat::chat_message_head(&room);
-            let channel_name = keys::room_channel(&room);
-            let mut args: Vec<&[u8]> = Vec::with_capacity(3 + channel.pending.len());
-            args.push(&channel_name);
-            args.push(cluster.history_len.as_bytes());
-            args.push(head.as_bytes());
-            args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
-            let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
-            let seq_key = keys::room_seq_key(&room);
-            let stream_key = keys::room_stream_key(&room);
-            let queued = live.link.queue_script(
-                &cluster.publish,
-                &[&seq_key, &stream_key],
-                &args,
-                Tag::Publish(senders),
-            );
-            if let Err(e) = queued {
-                warn!("cannot encode a publication: {e}");
-            }
-            channel.pending.clear();
-        }
-        cluster.to_publish = waiting;
+        let jobs = unanswered
+            .into_iter()
+            .filter_map(|tag| match tag {
+                Tag::Ping(_) => None,
+                Tag::Relay(job) => Some(job),
+            })
+            .collect();
+        self.on_relay_lost(jobs);
     }
 
     /// The Redis side of finishing a turn: connect what is due, time out what is stuck, ping, and write what the
     /// links owe (everything this turn queued, in one write per connection).
     pub(super) fn redis_turn(&mut self) {
-        self.follow_occupancy();
-        self.queue_room_traffic();
+        self.relay_turn();
         for role in [Role::Commands, Role::Subscriber] {
             if let Err(lost) = self.redis_connection_turn(role) {
                 self.lose_redis(role, lost);

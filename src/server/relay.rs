@@ -1,0 +1,552 @@
+//! The chat's traffic through Redis, with `--redis`: what `redis.rs`'s two connections carry for the chat.
+//!
+//! Owns a subscription to the channel of every room with a member on this node and to the node's own channel; one
+//! publish script call per room per turn for that room's chat messages (`Action::Publish`), delivered here only
+//! when they come back on the subscription (`Chat::deliver_published`); the claim and release of user names across
+//! the cluster (`Action::ClaimName`, `Action::ReleaseName`); DMs to names held on other nodes (`Action::RelayDm`);
+//! and the node's heartbeat, which renews its names and removes dead nodes. Every chat message, claim or DM that
+//! Redis refuses or never answers gets its sender an answer (`unavailable`, `name_taken`, `not_online`): nothing
+//! is dropped without a word. It must not touch the sockets (`redis.rs` does) nor decide what the chat says.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use log::{debug, info, warn};
+
+use super::redis::{queue_script, Tag};
+use super::timeouts::Millis;
+use super::Server;
+use crate::chat::{self, Action, ClaimAnswer, Delivery};
+use crate::cluster::keys;
+use crate::cluster::{LinkEvent, NodeId, Reply, Script};
+
+/// A command of the chat's, waiting for its reply.
+#[derive(Debug)]
+pub(super) enum Job {
+    /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
+    Publish(Vec<(usize, u32)>),
+    /// A name asked for a joiner.
+    Claim {
+        /// The joiner's slab key and serial.
+        client: (usize, u32),
+        /// The name's key.
+        name: Rc<str>,
+    },
+    /// A DM handed to the node holding its recipient's name; `copy` goes to the sender once it is on its way.
+    Dm {
+        /// The sender's slab key and serial.
+        client: (usize, u32),
+        /// The sender's copy.
+        copy: Rc<str>,
+    },
+    /// A name released, or the node's heartbeat: nobody waits for these.
+    Housekeeping,
+}
+
+/// A chat message waiting for its room's script call.
+struct Pending {
+    key: usize,
+    serial: u32,
+    tail: Rc<str>,
+}
+
+/// Where a subscription stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subscribed {
+    /// Not asked for on the current subscriber connection.
+    No,
+    /// `SUBSCRIBE` sent, its confirmation not yet back.
+    Asked,
+    /// Confirmed: what is published to the channel reaches this node from now on.
+    Yes,
+}
+
+/// A room with a member on this node.
+struct RoomChannel {
+    subscribed: Subscribed,
+    /// Its chat messages of this turn (and of earlier turns, while the subscription is not yet confirmed).
+    pending: Vec<Pending>,
+}
+
+/// The chat's side of the cluster.
+pub(super) struct Relay {
+    node: NodeId,
+    /// The node's own channel (DMs for the names it holds).
+    node_channel: Vec<u8>,
+    node_subscribed: Subscribed,
+    /// The rooms with a member here, by name.
+    rooms: HashMap<Rc<str>, RoomChannel>,
+    /// Rooms whose channel is to be subscribed to on the current subscriber connection.
+    to_subscribe: Vec<Rc<str>>,
+    /// Rooms with messages in `pending`.
+    to_publish: Vec<Rc<str>>,
+    publish: Script,
+    claim: Script,
+    release: Script,
+    heartbeat: Script,
+    dm: Script,
+    /// The stream's approximate length (`--history`).
+    history_len: String,
+    /// How often the heartbeat goes out, in milliseconds.
+    heartbeat_ms: u64,
+    /// How long a name lives in Redis unless the heartbeat renews it: 3 heartbeats.
+    name_ttl: String,
+    /// When the next heartbeat goes out.
+    next_heartbeat: Millis,
+    /// Chat messages Redis refused or never answered.
+    pub(super) publish_errors: u64,
+    /// Chat messages that came back with seqs missing before them.
+    pub(super) gaps: u64,
+}
+
+impl Relay {
+    /// The chat's side of node `node`: room streams keep about `history_len` messages, and the heartbeat goes out
+    /// every `heartbeat_ms`.
+    pub(super) fn new(node: NodeId, history_len: usize, heartbeat_ms: u64) -> Relay {
+        Relay {
+            node_channel: keys::node_channel(node.as_str()),
+            node,
+            node_subscribed: Subscribed::No,
+            rooms: HashMap::new(),
+            to_subscribe: Vec::new(),
+            to_publish: Vec::new(),
+            publish: keys::publish_script(),
+            claim: keys::claim_script(),
+            release: keys::release_script(),
+            heartbeat: keys::heartbeat_script(),
+            dm: keys::dm_script(),
+            history_len: history_len.to_string(),
+            heartbeat_ms: heartbeat_ms.max(1),
+            name_ttl: heartbeat_ms.max(1).saturating_mul(3).to_string(),
+            next_heartbeat: Millis(0),
+            publish_errors: 0,
+            gaps: 0,
+        }
+    }
+
+    /// The scripts the command connection loads in its handshake.
+    pub(super) fn scripts(&self) -> [Script; 5] {
+        [
+            self.publish,
+            self.claim,
+            self.release,
+            self.heartbeat,
+            self.dm,
+        ]
+    }
+
+    /// The subscriber connection is subscribed to this node's channel.
+    pub(super) fn is_listening(&self) -> bool {
+        self.node_subscribed == Subscribed::Yes
+    }
+
+    /// When the next heartbeat is due.
+    pub(super) fn next_deadline(&self) -> Millis {
+        self.next_heartbeat
+    }
+
+    /// A new subscriber connection: every subscription is to be asked for again, and publications wait for them.
+    pub(super) fn resubscribe(&mut self) {
+        self.node_subscribed = Subscribed::No;
+        self.to_subscribe = self.rooms.keys().cloned().collect();
+        for room in self.rooms.values_mut() {
+            room.subscribed = Subscribed::No;
+        }
+    }
+
+    fn add_room(&mut self, room: Rc<str>) -> &mut RoomChannel {
+        let to_subscribe = &mut self.to_subscribe;
+        self.rooms.entry(room.clone()).or_insert_with(|| {
+            to_subscribe.push(room);
+            RoomChannel {
+                subscribed: Subscribed::No,
+                pending: Vec::new(),
+            }
+        })
+    }
+}
+
+/// The slab key and serial of a client, if it is still connected.
+fn who(server: &Server, key: usize) -> Option<(usize, u32)> {
+    server.clients.get(key).map(|client| (key, client.serial))
+}
+
+impl Server {
+    fn relay_mut(&mut self) -> Option<&mut Relay> {
+        self.cluster.as_mut().map(|cluster| &mut cluster.relay)
+    }
+
+    fn cluster_ready(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.is_ready())
+    }
+
+    /// True if `client` is still the connection it was (same slab key and serial).
+    fn still_there(&self, (key, serial): (usize, u32)) -> bool {
+        self.clients
+            .get(key)
+            .is_some_and(|client| client.serial == serial)
+    }
+
+    /// Tells each sender still connected that its message was not sent.
+    fn refuse_senders(&mut self, senders: &[(usize, u32)]) {
+        for &sender in senders {
+            if self.still_there(sender) {
+                self.chat.refuse_unavailable(sender.0, &mut self.actions);
+            }
+        }
+    }
+
+    /// The chat asked for a chat message to be published to `room`: it waits for the end of the turn, when the
+    /// room's messages go to Redis in one script call. Refused at once while Redis is not ready.
+    pub(super) fn publish(&mut self, key: usize, room: Rc<str>, tail: Rc<str>) {
+        let Some((key, serial)) = who(self, key) else {
+            return;
+        };
+        if !self.cluster_ready() {
+            self.refuse_senders(&[(key, serial)]);
+            return;
+        }
+        let Some(relay) = self.relay_mut() else {
+            return;
+        };
+        let first = relay
+            .rooms
+            .get(&room)
+            .is_none_or(|channel| channel.pending.is_empty());
+        if first {
+            relay.to_publish.push(room.clone());
+        }
+        relay
+            .add_room(room)
+            .pending
+            .push(Pending { key, serial, tail });
+    }
+
+    /// The chat asked for a name across the cluster for a joiner: the claim script goes out with the turn.
+    pub(super) fn claim_name(&mut self, key: usize, name: Rc<str>) {
+        let Some(client) = who(self, key) else {
+            return;
+        };
+        let queued = self.cluster_ready()
+            && self.cluster.as_mut().is_some_and(|cluster| {
+                let (relay, link) = cluster.relay_and_commands();
+                let name_key = keys::name_key(&name);
+                let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), relay.name_ttl.as_bytes()];
+                let job = Job::Claim {
+                    client,
+                    name: name.clone(),
+                };
+                queue_script(link, relay.claim, &[&name_key], &args, job)
+            });
+        if !queued {
+            let now = super::chat_time(self.now);
+            self.chat
+                .name_claimed(key, &name, ClaimAnswer::Unavailable, now, &mut self.actions);
+        }
+    }
+
+    /// Nobody here holds the name any more: reserved across the cluster for the grace period, then free. While
+    /// Redis is away nothing is sent: the name's key expires by itself.
+    pub(super) fn release_name(&mut self, name: Rc<str>, grace_ms: u64) {
+        if !self.cluster_ready() {
+            return;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let (relay, link) = cluster.relay_and_commands();
+        let grace = grace_ms.to_string();
+        let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), grace.as_bytes()];
+        queue_script(
+            link,
+            relay.release,
+            &[&keys::name_key(&name)],
+            &args,
+            Job::Housekeeping,
+        );
+    }
+
+    /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
+    pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
+        let Some(client) = who(self, key) else {
+            return;
+        };
+        let queued = self.cluster_ready()
+            && self.cluster.as_mut().is_some_and(|cluster| {
+                let (relay, link) = cluster.relay_and_commands();
+                let args: [&[u8]; 2] = [keys::NODE_CHANNEL_PREFIX.as_bytes(), text.as_bytes()];
+                queue_script(
+                    link,
+                    relay.dm,
+                    &[&keys::name_key(&to_key)],
+                    &args,
+                    Job::Dm { client, copy },
+                )
+            });
+        if !queued {
+            self.chat.refuse_unavailable(key, &mut self.actions);
+        }
+    }
+
+    /// The reply to one of the chat's commands.
+    pub(super) fn on_relay_reply(&mut self, job: Job, reply: Reply) {
+        match job {
+            Job::Publish(senders) => {
+                if let Some(error) = reply.error() {
+                    warn!("Redis refused a publication: {error}");
+                    if let Some(relay) = self.relay_mut() {
+                        relay.publish_errors += senders.len() as u64;
+                    }
+                    self.refuse_senders(&senders);
+                }
+            }
+            Job::Claim { client, name } => {
+                let answer = match reply.as_int() {
+                    Some(1) => ClaimAnswer::Granted,
+                    Some(_) => ClaimAnswer::Taken,
+                    None => {
+                        warn!("Redis refused a name claim: {:?}", reply.error());
+                        ClaimAnswer::Unavailable
+                    }
+                };
+                if self.still_there(client) {
+                    let now = super::chat_time(self.now);
+                    self.chat
+                        .name_claimed(client.0, &name, answer, now, &mut self.actions);
+                }
+                // Granted to a joiner that left, or that asked for another name meanwhile: nobody holds it here.
+                if answer == ClaimAnswer::Granted && !self.chat.holds_name(&name) {
+                    self.release_name(name, 0);
+                }
+            }
+            Job::Dm { client, copy } => {
+                if !self.still_there(client) {
+                    return;
+                }
+                match reply.as_int() {
+                    Some(n) if n > 0 => self.actions.push(Action::Send {
+                        to: client.0,
+                        payload: copy,
+                    }),
+                    Some(_) => self.chat.refuse_not_online(client.0, &mut self.actions),
+                    None => self.chat.refuse_unavailable(client.0, &mut self.actions),
+                }
+            }
+            Job::Housekeeping => {
+                if let Some(error) = reply.error() {
+                    warn!("Redis refused a heartbeat or a name release: {error}");
+                } else if let Some(dead) = reply.as_array().filter(|dead| !dead.is_empty()) {
+                    info!("nodes not heard from in 3 heartbeats, removed: {dead:?}");
+                }
+            }
+        }
+    }
+
+    /// Commands that will never be answered (the command connection broke): each waiting client is told.
+    pub(super) fn on_relay_lost(&mut self, jobs: Vec<Job>) {
+        let now = super::chat_time(self.now);
+        for job in jobs {
+            match job {
+                Job::Publish(senders) => {
+                    if let Some(relay) = self.relay_mut() {
+                        relay.publish_errors += senders.len() as u64;
+                    }
+                    self.refuse_senders(&senders);
+                }
+                Job::Claim { client, name } => {
+                    if self.still_there(client) {
+                        self.chat.name_claimed(
+                            client.0,
+                            &name,
+                            ClaimAnswer::Unavailable,
+                            now,
+                            &mut self.actions,
+                        );
+                    }
+                }
+                Job::Dm { client, .. } => self.refuse_senders(&[client]),
+                Job::Housekeeping => {}
+            }
+        }
+    }
+
+    /// A push on the subscriber connection: a confirmation, or a message on a room's or this node's channel.
+    pub(super) fn on_relay_push(&mut self, event: LinkEvent<Tag>) {
+        let Some(relay) = self.cluster.as_mut().map(|cluster| &mut cluster.relay) else {
+            return;
+        };
+        match event {
+            LinkEvent::Subscribed { channel, .. } if channel == relay.node_channel => {
+                relay.node_subscribed = Subscribed::Yes;
+            }
+            LinkEvent::Subscribed { channel, .. } => {
+                let room =
+                    keys::room_of_channel(&channel).and_then(|room| relay.rooms.get_mut(room));
+                if let Some(room) = room.filter(|room| room.subscribed == Subscribed::Asked) {
+                    room.subscribed = Subscribed::Yes;
+                }
+            }
+            LinkEvent::Message { channel, payload } => {
+                let Ok(text) = std::str::from_utf8(&payload) else {
+                    return;
+                };
+                if channel == relay.node_channel {
+                    self.chat.deliver_relayed_dm(text, &mut self.actions);
+                    return;
+                }
+                match self.chat.deliver_published(text, &mut self.actions) {
+                    Delivery::Delivered { gap: true } => relay.gaps += 1,
+                    Delivery::Restarted => {
+                        warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
+                    }
+                    Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
+                    Delivery::Delivered { gap: false } | Delivery::NotHere => {}
+                }
+            }
+            LinkEvent::SubscriptionRefused { message, .. } => {
+                warn!("Redis refused a subscription: {message}");
+            }
+            LinkEvent::Reply { .. }
+            | LinkEvent::PatternMessage { .. }
+            | LinkEvent::Unsubscribed { .. } => {}
+        }
+    }
+
+    /// The chat's part of the turn, before the connections write: follow the rooms' occupancy, ask for the
+    /// subscriptions still missing, send each room's publications, and the heartbeat when it is due.
+    pub(super) fn relay_turn(&mut self) {
+        self.follow_occupancy();
+        self.queue_subscriptions();
+        self.queue_publications();
+        self.queue_heartbeat();
+    }
+
+    /// Subscribes to the rooms that gained a member here, unsubscribes from those that lost their last.
+    fn follow_occupancy(&mut self) {
+        let changes = self.chat.take_occupancy_changes();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let relay = &mut cluster.relay;
+        let mut refused = Vec::new();
+        let mut leave: Vec<Vec<u8>> = Vec::new();
+        for (room, occupied) in changes {
+            if occupied {
+                relay.add_room(room);
+            } else if let Some(channel) = relay.rooms.remove(&room) {
+                if channel.subscribed != Subscribed::No {
+                    leave.push(keys::room_channel(&room));
+                }
+                refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
+            }
+        }
+        let names: Vec<&[u8]> = leave.iter().map(Vec::as_slice).collect();
+        // UNSUBSCRIBE answers one confirmation per channel (https://redis.io/commands/unsubscribe).
+        cluster.on_subscriber(|link| link.unsubscribe(&names));
+        self.refuse_senders(&refused);
+    }
+
+    /// Asks, in one `SUBSCRIBE`, for this node's channel and the rooms' channels not yet asked for on the current
+    /// subscriber connection.
+    fn queue_subscriptions(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if !cluster.has_subscriber() {
+            return;
+        }
+        let relay = &mut cluster.relay;
+        let mut channels: Vec<Vec<u8>> = Vec::new();
+        if relay.node_subscribed == Subscribed::No {
+            relay.node_subscribed = Subscribed::Asked;
+            channels.push(relay.node_channel.clone());
+        }
+        for room in relay.to_subscribe.drain(..) {
+            if let Some(channel) = relay.rooms.get_mut(&room) {
+                if channel.subscribed == Subscribed::No {
+                    channel.subscribed = Subscribed::Asked;
+                    channels.push(keys::room_channel(&room));
+                }
+            }
+        }
+        let names: Vec<&[u8]> = channels.iter().map(Vec::as_slice).collect();
+        cluster.on_subscriber(|link| link.subscribe(&names));
+    }
+
+    /// One script call per room with publications whose subscription is confirmed; the others wait for theirs.
+    fn queue_publications(&mut self) {
+        if !self.cluster_ready() {
+            let mut refused = Vec::new();
+            if let Some(relay) = self.relay_mut() {
+                for room in std::mem::take(&mut relay.to_publish) {
+                    if let Some(channel) = relay.rooms.get_mut(&room) {
+                        refused.extend(channel.pending.drain(..).map(|p| (p.key, p.serial)));
+                    }
+                }
+            }
+            self.refuse_senders(&refused);
+            return;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let mut waiting = Vec::new();
+        let (relay, mut link) = cluster.relay_and_commands();
+        for room in std::mem::take(&mut relay.to_publish) {
+            let Some(channel) = relay.rooms.get_mut(&room) else {
+                continue;
+            };
+            if channel.subscribed != Subscribed::Yes {
+                // Published before this node listens, its own members would miss it: it waits.
+                waiting.push(room);
+                continue;
+            }
+            let head = chat::chat_message_head(&room);
+            let channel_name = keys::room_channel(&room);
+            let mut args: Vec<&[u8]> = Vec::with_capacity(3 + channel.pending.len());
+            args.push(&channel_name);
+            args.push(relay.history_len.as_bytes());
+            args.push(head.as_bytes());
+            args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
+            let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
+            let keys = [keys::room_seq_key(&room), keys::room_stream_key(&room)];
+            let job = Job::Publish(senders);
+            if !queue_script(
+                link.as_deref_mut(),
+                relay.publish,
+                &[&keys[0], &keys[1]],
+                &args,
+                job,
+            ) {
+                // Not expected: the command connection is ready.
+                warn!("the publications of room {room} could not be queued");
+            }
+            channel.pending.clear();
+        }
+        relay.to_publish = waiting;
+    }
+
+    /// The node's heartbeat, when it is due and the command connection is ready: it renews every name held here.
+    fn queue_heartbeat(&mut self) {
+        let now = self.now;
+        if !self.cluster_ready() {
+            return;
+        }
+        let names: Vec<Vec<u8>> = self.chat.held_name_keys().map(keys::name_key).collect();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if now < cluster.relay.next_heartbeat {
+            return;
+        }
+        let (relay, link) = cluster.relay_and_commands();
+        relay.next_heartbeat = Millis(now.0.saturating_add(relay.heartbeat_ms));
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + names.len());
+        keys.push(keys::NODES.as_bytes());
+        keys.extend(names.iter().map(Vec::as_slice));
+        let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), relay.name_ttl.as_bytes()];
+        queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
+    }
+}
