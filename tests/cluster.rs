@@ -407,3 +407,85 @@ fn the_names_of_a_node_killed_outright_are_free_after_three_heartbeats() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_client_moving_to_another_node_with_since_gets_exactly_what_it_missed() {
+    let Some(redis) = RedisServer::start(
+        "a_client_moving_to_another_node_with_since_gets_exactly_what_it_missed",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let joined_on_a = join(&mut ann, "ann", "lobby");
+    let mut bob = b.ws();
+    let joined_on_b = join(&mut bob, "bob", "lobby");
+    // One numbering for the room, whichever node is asked.
+    assert_eq!(joined_on_a["epoch"], joined_on_b["epoch"]);
+    for i in 1..=3 {
+        bob.send_json(&chat_msg(&format!("seen {i}")));
+    }
+    let mut last_seen = 0;
+    for _ in 1..=3 {
+        last_seen = next_chat(&mut ann)["seq"].as_u64().expect("seq");
+    }
+    assert_eq!(last_seen, 3);
+    for seq in 1..=3 {
+        assert_eq!(next_chat(&mut bob)["seq"], seq);
+    }
+    drop(ann);
+    for i in 4..=5 {
+        bob.send_json(&chat_msg(&format!("missed {i}")));
+    }
+    assert_eq!(next_chat(&mut bob)["seq"], 4);
+    assert_eq!(next_chat(&mut bob)["seq"], 5);
+    // Ann comes back on node b, whose history it never read from, with what it saw last; then on a fresh node c,
+    // which never had a member in the room. (Under other names: "ann" stays reserved on node a for its session,
+    // and a session reclaims a name only on the node that holds it.)
+    let c = Process::start(&redis, "node-c");
+    for (node, name) in [(&b, "ann-on-b"), (&c, "ann-on-c")] {
+        let mut back = node.ws();
+        back.send_json(
+            &json!({"type": "join", "userId": name, "room": "lobby", "v": 2,
+            "since": {"epoch": joined_on_a["epoch"], "seq": last_seen}}),
+        );
+        let joined = back.recv_type("joined");
+        assert_eq!(joined["replay"]["complete"], true, "{name}: {joined}");
+        assert_eq!(joined["replay"]["count"], 2, "{name}: {joined}");
+        assert_eq!(joined["seq"], 5, "{name}: {joined}");
+        let replayed: Vec<Value> = (0..2)
+            .map(|_| next_chat(&mut back)["content"].clone())
+            .collect();
+        assert_eq!(replayed, [json!("missed 4"), json!("missed 5")], "{name}");
+        assert!(
+            back.is_quiet(Duration::from_millis(200)),
+            "{name}: more than it missed"
+        );
+    }
+}
+
+#[test]
+fn after_redis_lost_its_data_a_since_of_the_old_numbering_is_incomplete() {
+    let Some(mut redis) =
+        RedisServer::start("after_redis_lost_its_data_a_since_of_the_old_numbering_is_incomplete")
+    else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let mut ann = a.ws();
+    let joined = join(&mut ann, "ann", "lobby");
+    ann.send_json(&chat_msg("before"));
+    assert_eq!(next_chat(&mut ann)["seq"], 1);
+    redis.start_again();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 200));
+    let mut bob = a.ws();
+    bob.send_json(
+        &json!({"type": "join", "userId": "bob", "room": "lobby", "v": 2,
+        "since": {"epoch": joined["epoch"], "seq": 1}}),
+    );
+    let rejoined = bob.recv_type("joined");
+    assert_ne!(rejoined["epoch"], joined["epoch"], "{rejoined}");
+    assert_eq!(rejoined["replay"]["complete"], false, "{rejoined}");
+    assert_eq!(rejoined["replay"]["reason"], "epoch", "{rejoined}");
+}

@@ -76,9 +76,10 @@ impl Chat {
         // A live holder here shows the name is this node's already; any other name may be held on another node.
         if self.config.relayed && !claimed && replacing.is_none() {
             let key = Rc::from(key);
+            let room = Rc::from(&*req.room);
             if let Some(participant) = self.participants.get_mut(&client) {
                 participant.claiming = Some(req.into_owned());
-                out.push(Action::ClaimName { client, key });
+                out.push(Action::ClaimName { client, key, room });
             }
             return;
         }

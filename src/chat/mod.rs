@@ -186,13 +186,15 @@ pub enum Action {
         /// The message's JSON after its seq: `,"from":...,"content":...,"timestamp":...}`.
         tail: Rc<str>,
     },
-    /// With [`ChatConfig::relayed`]: ask the cluster engine for the name with `key` across the cluster, for
-    /// `client`'s join, which waits for [`Chat::name_claimed`].
+    /// With [`ChatConfig::relayed`]: ask the cluster engine for the name with `key` across the cluster, and for
+    /// the state of `room`, for `client`'s join, which waits for [`Chat::name_claimed`].
     ClaimName {
         /// The joiner.
         client: ClientId,
         /// The name's key (its confusable skeleton, `names.rs`).
         key: Rc<str>,
+        /// The room it joins.
+        room: Rc<str>,
     },
     /// With [`ChatConfig::relayed`]: nobody here holds the name with `key` any more; across the cluster it stays
     /// reserved for `grace_ms` (freed at once with 0), then is free.
@@ -237,19 +239,32 @@ pub enum Delivery {
     },
     /// Nobody here is in that room.
     NotHere,
-    /// Its seq is not after the room's latest. A subscription delivers each message once and in order, so the
-    /// room's numbering began again (the engine lost the room's data): the room took a new epoch and dropped its
-    /// history here, and the message was delivered as the first of the new numbering.
+    /// Its seq is not after the room's latest: the room has it already (from the engine's answer to a join).
+    Stale,
+    /// It came in another epoch than the room's here: the engine's numbering began again (it lost the room's
+    /// data). The room took the new epoch and dropped its history here, and the message was delivered.
     Restarted,
     /// Not a chat message of the shape [`Action::Publish`] makes.
     Malformed,
 }
 
+/// A room as the cluster engine has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomState {
+    /// The epoch of its numbering.
+    pub epoch: String,
+    /// Its latest seq.
+    pub seq: u64,
+    /// Its latest messages, oldest first, each as clients receive it: all it keeps, or those after the seq this
+    /// node knew when the node's epoch was the room's.
+    pub messages: Vec<String>,
+}
+
 /// How the cluster engine answered a [`Action::ClaimName`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimAnswer {
-    /// The name is this node's now.
-    Granted,
+    /// The name is this node's now; the room joined is as given.
+    Granted(RoomState),
     /// Another node holds the name, or keeps it reserved.
     Taken,
     /// The engine could not be asked.
@@ -554,9 +569,15 @@ impl Chat {
     }
 
     /// With [`ChatConfig::relayed`]: a chat message the cluster engine numbered and handed back (`text`, as every
-    /// member is sent it). Delivered to the room's members here, in both dialects, and kept in its history. A seq
-    /// not after the room's latest means the engine's numbering began again ([`Delivery::Restarted`]).
-    pub fn deliver_published(&mut self, text: &str, out: &mut Vec<Action>) -> Delivery {
+    /// member is sent it), in the room's numbering `epoch`. Delivered to the room's members here, in both dialects,
+    /// and kept in its history. Another epoch than the room's here means the numbering began again (the engine lost
+    /// the room's data): the room takes it, and drops its history ([`Delivery::Restarted`]).
+    pub fn deliver_published(
+        &mut self,
+        epoch: &str,
+        text: &str,
+        out: &mut Vec<Action>,
+    ) -> Delivery {
         let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
             return Delivery::Malformed;
         };
@@ -566,20 +587,43 @@ impl Chat {
         let Some(room_id) = self.rooms.lookup(&published.room) else {
             return Delivery::NotHere;
         };
-        let Some(room) = self.rooms.get_mut(room_id) else {
+        let Some(room) = self.rooms.get(room_id) else {
             return Delivery::NotHere;
         };
         if room.seats().is_empty() {
             return Delivery::NotHere;
         }
-        let latest = room.latest_seq();
-        let restarted = published.seq <= latest;
+        let restarted = &**room.epoch() != epoch;
         if restarted {
-            let epoch = self.ids.epoch(published.timestamp);
-            self.rooms.restart(room_id, epoch);
+            self.rooms.restart(room_id, Rc::from(epoch));
         }
-        // A room this node has just opened (or restarted) knows no seq yet: its first message sets where it starts.
-        let gap = !restarted && latest != 0 && published.seq > latest + 1;
+        let latest = self.rooms.get(room_id).map_or(0, |room| room.latest_seq());
+        if published.seq <= latest {
+            return Delivery::Stale;
+        }
+        let gap = published.seq > latest + 1;
+        let (payload, v1_payload) = self.keep_published(room_id, text, &published);
+        out.push(Action::Broadcast {
+            room: room_id,
+            except: None,
+            payload,
+            v1_payload: Some(v1_payload),
+            seq: Some(published.seq),
+        });
+        if restarted {
+            Delivery::Restarted
+        } else {
+            Delivery::Delivered { gap }
+        }
+    }
+
+    /// Keeps a published message in its room's history (the seq moves to it); returns its V2 and V1 forms.
+    fn keep_published(
+        &mut self,
+        room_id: RoomId,
+        text: &str,
+        published: &wire::Published<'_>,
+    ) -> (Rc<str>, Rc<str>) {
         if let Some(room) = self.rooms.get_mut(room_id) {
             room.advance_seq(published.seq);
         }
@@ -601,18 +645,46 @@ impl Chat {
             self.config.max_history_bytes,
         );
         let v1_payload = escaped.unwrap_or_else(|| payload.clone());
-        out.push(Action::Broadcast {
-            room: room_id,
-            except: None,
-            payload,
-            v1_payload: Some(v1_payload),
-            seq: Some(published.seq),
-        });
-        if restarted {
-            Delivery::Restarted
-        } else {
-            Delivery::Delivered { gap }
+        (payload, v1_payload)
+    }
+
+    /// With [`ChatConfig::relayed`]: room `name` as the cluster engine has it (its epoch, latest seq and latest
+    /// messages, oldest first). The room here takes them on: another epoch drops its history, and the messages
+    /// after its latest are kept.
+    fn sync_room(&mut self, name: &str, state: RoomState) {
+        let epoch: Rc<str> = Rc::from(state.epoch.as_str());
+        let room_id = self.rooms.open(name, || epoch.clone());
+        if self
+            .rooms
+            .get(room_id)
+            .is_some_and(|room| *room.epoch() != epoch)
+        {
+            self.rooms.restart(room_id, epoch);
         }
+        for text in &state.messages {
+            let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+                continue;
+            };
+            let latest = self.rooms.get(room_id).map_or(0, |room| room.latest_seq());
+            if published.kind == "chat" && published.room == name && published.seq > latest {
+                self.keep_published(room_id, text, &published);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.advance_seq(state.seq);
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: where room `name` stands here, its epoch and latest seq, if it is remembered:
+    /// the cluster engine then sends only what came after.
+    pub fn room_sync_point(&self, name: &str) -> Option<(Rc<str>, u64)> {
+        let room = self.rooms.get(self.rooms.lookup(name)?)?;
+        Some((room.epoch().clone(), room.latest_seq()))
+    }
+
+    /// A new, unguessable epoch, for the cluster engine to give a room that has none.
+    pub fn fresh_epoch(&mut self, now: Now) -> Rc<str> {
+        self.ids.epoch(now.unix_ms)
     }
 
     /// With [`ChatConfig::relayed`]: the cluster engine answered the [`Action::ClaimName`] for `key` pushed for
@@ -641,7 +713,10 @@ impl Chat {
             return;
         };
         match answer {
-            ClaimAnswer::Granted => self.join(client, req, true, now, out),
+            ClaimAnswer::Granted(state) => {
+                self.sync_room(&req.room, state);
+                self.join(client, req, true, now, out)
+            }
             ClaimAnswer::Taken => self.send_error(
                 client,
                 ErrorCode::NameTaken,

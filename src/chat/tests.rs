@@ -76,7 +76,11 @@ impl Harness {
         Harness {
             chat: Chat::new(config, [42; 32]),
             mono_ms: 0,
-            claim_answer: Some(ClaimAnswer::Granted),
+            claim_answer: Some(ClaimAnswer::Granted(RoomState {
+                epoch: String::new(),
+                seq: 0,
+                messages: Vec::new(),
+            })),
         }
     }
 
@@ -90,20 +94,41 @@ impl Harness {
     fn text(&mut self, client: ClientId, text: &str) -> Outcome {
         let mut out = Vec::new();
         self.chat.handle_text(client, text, self.now(), &mut out);
-        let claims: Vec<(ClientId, Rc<str>)> = out
+        let claims: Vec<(ClientId, Rc<str>, Rc<str>)> = out
             .iter()
             .filter_map(|action| match action {
-                Action::ClaimName { client, key } => Some((*client, key.clone())),
+                Action::ClaimName { client, key, room } => {
+                    Some((*client, key.clone(), room.clone()))
+                }
                 _ => None,
             })
             .collect();
-        if let Some(answer) = self.claim_answer {
-            for (client, key) in claims {
-                let now = self.now();
-                self.chat.name_claimed(client, &key, answer, now, &mut out);
-            }
+        for (client, key, room) in claims {
+            let Some(answer) = self.claim_answer.clone() else {
+                break;
+            };
+            // Granted as the engine would for a room it knows as this node does.
+            let answer = match answer {
+                ClaimAnswer::Granted(_) => ClaimAnswer::Granted(self.room_state(&room)),
+                other => other,
+            };
+            let now = self.now();
+            self.chat.name_claimed(client, &key, answer, now, &mut out);
         }
         self.resolve(out)
+    }
+
+    /// Room `room` as this chat knows it, as a cluster engine would describe it (a fixed epoch if it is new).
+    fn room_state(&self, room: &str) -> RoomState {
+        let (epoch, seq) = self
+            .chat
+            .room_sync_point(room)
+            .unwrap_or_else(|| (Rc::from("00000000000000ee"), 0));
+        RoomState {
+            epoch: epoch.to_string(),
+            seq,
+            messages: Vec::new(),
+        }
     }
 
     fn send(&mut self, client: ClientId, message: Value) -> Outcome {
@@ -1576,12 +1601,21 @@ fn relayed() -> Harness {
 impl Harness {
     /// What the engine would hand back for `published`, numbered `seq`: delivered like the server does.
     fn deliver(&mut self, published: &Action, seq: u64) -> (Delivery, Outcome) {
+        let Action::Publish { room, .. } = published else {
+            panic!("not a publication: {published:?}");
+        };
+        let epoch = self.room_state(room).epoch;
+        self.deliver_in(&epoch, published, seq)
+    }
+
+    /// `deliver`, in the numbering `epoch`.
+    fn deliver_in(&mut self, epoch: &str, published: &Action, seq: u64) -> (Delivery, Outcome) {
         let Action::Publish { room, tail, .. } = published else {
             panic!("not a publication: {published:?}");
         };
         let text = format!("{}{seq}{tail}", chat_message_head(room));
         let mut out = Vec::new();
-        let delivery = self.chat.deliver_published(&text, &mut out);
+        let delivery = self.chat.deliver_published(epoch, &text, &mut out);
         (delivery, self.resolve(out))
     }
 
@@ -1621,15 +1655,15 @@ fn a_published_message_is_delivered_to_every_member_in_both_dialects() {
     h.join(1, "ann", "lobby");
     h.join_v1(2, "bob", "lobby");
     let publication = h.say_relayed(1, "<b>hi</b>");
-    let (delivery, outcome) = h.deliver(&publication, 7);
+    let (delivery, outcome) = h.deliver(&publication, 1);
     assert_eq!(delivery, Delivery::Delivered { gap: false });
     assert_eq!(
         outcome.only(1),
-        json!({"type": "chat", "room": "lobby", "seq": 7, "from": "ann", "content": "<b>hi</b>",
+        json!({"type": "chat", "room": "lobby", "seq": 1, "from": "ann", "content": "<b>hi</b>",
                "timestamp": T0})
     );
     assert_eq!(outcome.only(2)["content"], "&lt;b&gt;hi&lt;/b&gt;");
-    assert_eq!(outcome.only(2)["seq"], 7);
+    assert_eq!(outcome.only(2)["seq"], 1);
 }
 
 #[test]
@@ -1638,29 +1672,89 @@ fn a_skipped_seq_is_a_gap() {
     h.join(1, "ann", "lobby");
     let publication = h.say_relayed(1, "one");
     assert_eq!(
-        h.deliver(&publication, 3).0,
+        h.deliver(&publication, 1).0,
         Delivery::Delivered { gap: false }
     );
     assert_eq!(
-        h.deliver(&publication, 5).0,
+        h.deliver(&publication, 3).0,
         Delivery::Delivered { gap: true }
     );
 }
 
 #[test]
-fn a_seq_that_goes_back_restarts_the_room_with_a_new_epoch_and_is_delivered() {
+fn a_message_already_kept_is_not_delivered_again() {
     let mut h = relayed();
     h.join(1, "ann", "lobby");
-    let before = h.joined(2, "bob", "lobby")["epoch"].clone();
+    let publication = h.say_relayed(1, "once");
+    assert_eq!(
+        h.deliver(&publication, 1).0,
+        Delivery::Delivered { gap: false }
+    );
+    let (again, outcome) = h.deliver(&publication, 1);
+    assert_eq!(again, Delivery::Stale);
+    assert!(outcome.delivered.is_empty());
+}
+
+#[test]
+fn a_message_in_another_epoch_restarts_the_room_and_is_delivered() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
     let publication = h.say_relayed(1, "old numbering");
     h.deliver(&publication, 41);
-    let (delivery, outcome) = h.deliver(&publication, 1);
+    let (delivery, outcome) = h.deliver_in("ffffffffffffffff", &publication, 1);
     assert_eq!(delivery, Delivery::Restarted);
     assert_eq!(outcome.only(1)["seq"], 1);
-    h.disconnect(2);
     let after = h.joined(3, "cat", "lobby");
-    assert_ne!(after["epoch"], before);
+    assert_eq!(after["epoch"], "ffffffffffffffff");
     assert_eq!(after["seq"], 1);
+}
+
+#[test]
+fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let key = h
+        .join(1, "ann", "lobby")
+        .actions
+        .iter()
+        .find_map(|action| match action {
+            Action::ClaimName { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("a ClaimName");
+    let kept = |seq: u64, content: &str| {
+        json!({"type": "chat", "room": "lobby", "seq": seq, "from": "bob", "content": content,
+               "timestamp": T0})
+        .to_string()
+    };
+    let state = RoomState {
+        epoch: "0123456789abcdef".into(),
+        seq: 12,
+        messages: vec![kept(11, "eleven"), kept(12, "twelve")],
+    };
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, &key, ClaimAnswer::Granted(state), now, &mut out);
+    let joined = h.resolve(out).to(1)[1].clone();
+    assert_eq!(
+        (&joined["epoch"], &joined["seq"]),
+        (&json!("0123456789abcdef"), &json!(12))
+    );
+    // A later joiner with `since` 10 of that epoch is replayed both, from this node's history.
+    h.claim_answer = Some(ClaimAnswer::Granted(h.room_state("lobby")));
+    let rejoin = h.send(
+        2,
+        json!({"type": "join", "userId": "cat", "room": "lobby", "v": 2,
+               "since": {"epoch": "0123456789abcdef", "seq": 10}}),
+    );
+    let contents: Vec<Value> = rejoin
+        .to(2)
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!("eleven"), json!("twelve")]);
 }
 
 #[test]
@@ -1674,7 +1768,8 @@ fn a_published_message_of_a_room_nobody_here_is_in_is_not_delivered() {
     assert_eq!(h.deliver(&publication, 1).0, Delivery::NotHere);
     let mut out = Vec::new();
     assert_eq!(
-        h.chat.deliver_published("{\"type\":\"pong\"}", &mut out),
+        h.chat
+            .deliver_published("e", "{\"type\":\"pong\"}", &mut out),
         Delivery::Malformed
     );
     assert!(out.is_empty());
@@ -1739,14 +1834,15 @@ fn a_relayed_join_waits_for_its_name_and_goes_on_once_granted() {
         .actions
         .iter()
         .find_map(|action| match action {
-            Action::ClaimName { client: 1, key } => Some(key.clone()),
+            Action::ClaimName { client: 1, key, .. } => Some(key.clone()),
             _ => None,
         })
         .expect("a ClaimName");
     let mut out = Vec::new();
     let now = h.now();
+    let state = h.room_state("lobby");
     h.chat
-        .name_claimed(1, &key, ClaimAnswer::Granted, now, &mut out);
+        .name_claimed(1, &key, ClaimAnswer::Granted(state), now, &mut out);
     let outcome = h.resolve(out);
     assert_eq!(outcome.to(1)[1]["type"], "joined");
     assert!(h.chat.holds_name(&key));
@@ -1769,10 +1865,16 @@ fn an_answer_for_a_claim_nobody_waits_for_changes_nothing() {
     h.join(1, "ann", "lobby");
     let mut out = Vec::new();
     let now = h.now();
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "someone-else",
+        ClaimAnswer::Granted(state.clone()),
+        now,
+        &mut out,
+    );
     h.chat
-        .name_claimed(1, "someone-else", ClaimAnswer::Granted, now, &mut out);
-    h.chat
-        .name_claimed(7, "ann", ClaimAnswer::Granted, now, &mut out);
+        .name_claimed(7, "ann", ClaimAnswer::Granted(state), now, &mut out);
     assert!(out.is_empty());
     assert_eq!(h.chat.member_count(), 0);
 }

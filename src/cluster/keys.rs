@@ -20,9 +20,10 @@ pub fn publish_script() -> Script {
     Script::new(PUBLISH_SOURCE)
 }
 
-/// The script that takes a name for a node: `SET NX PX`, renewing a name the node holds already.
-pub fn claim_script() -> Script {
-    Script::new(include_str!("claim.lua"))
+/// The script of a join: takes the name for the node (`SET NX PX`, renewing a name the node holds already) and
+/// answers the room's epoch, latest seq and latest messages.
+pub fn join_script() -> Script {
+    Script::new(include_str!("join.lua"))
 }
 
 /// The script that releases a node's name, reserved for a grace period.
@@ -73,6 +74,19 @@ pub fn room_seq_key(room: &str) -> Vec<u8> {
     [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":seq"].concat()
 }
 
+/// The epoch of a room's numbering, set by the first node to publish or join: `roomcast:room:<room>:epoch`. A room
+/// whose keys Redis lost gets a new one, and `since` of the old numbering is answered `complete: false`.
+pub fn room_epoch_key(room: &str) -> Vec<u8> {
+    [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":epoch"].concat()
+}
+
+/// A message as a room's channel carries it: the room's epoch, a newline, the message's JSON (which holds no raw
+/// newline). `None` for anything else.
+pub fn split_published(payload: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    text.split_once('\n')
+}
+
 /// The stream of a room's history, id `<seq>-0`: `roomcast:room:<room>:stream`.
 pub fn room_stream_key(room: &str) -> Vec<u8> {
     [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":stream"].concat()
@@ -93,7 +107,7 @@ mod tests {
     fn every_script_has_its_own_sha() {
         let shas = [
             publish_script(),
-            claim_script(),
+            join_script(),
             release_script(),
             heartbeat_script(),
             dm_script(),
@@ -113,9 +127,20 @@ mod tests {
     }
 
     #[test]
+    fn a_published_message_splits_into_its_epoch_and_its_json() {
+        assert_eq!(
+            split_published(b"0123abcd\n{\"type\":\"chat\"}"),
+            Some(("0123abcd", "{\"type\":\"chat\"}"))
+        );
+        assert_eq!(split_published(b"{\"type\":\"chat\"}"), None);
+        assert_eq!(split_published(b"\xff\n{}"), None);
+    }
+
+    #[test]
     fn a_rooms_keys_differ_from_each_other_and_from_other_rooms_keys() {
         let keys = [
             room_seq_key("a"),
+            room_epoch_key("a"),
             room_stream_key("a"),
             room_seq_key("a:stream"),
             room_stream_key("a:seq"),

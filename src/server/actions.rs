@@ -28,7 +28,7 @@ impl Server {
                         seq,
                     } => self.broadcast(room, except, &payload, v1_payload.as_deref(), seq),
                     Action::Publish { client, room, tail } => self.publish(client, room, tail),
-                    Action::ClaimName { client, key } => self.claim_name(client, key),
+                    Action::ClaimName { client, key, room } => self.claim_name(client, key, room),
                     Action::ReleaseName { key, grace_ms } => self.release_name(key, grace_ms),
                     Action::RelayDm {
                         client,

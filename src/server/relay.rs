@@ -16,7 +16,9 @@ use log::{debug, info, warn};
 use super::redis::{queue_script, Tag};
 use super::timeouts::Millis;
 use super::Server;
-use crate::chat::{self, Action, ClaimAnswer, Delivery};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use crate::chat::{self, Action, ClaimAnswer, Delivery, RoomState};
 use crate::cluster::keys;
 use crate::cluster::{LinkEvent, NodeId, Reply, Script};
 
@@ -25,7 +27,7 @@ use crate::cluster::{LinkEvent, NodeId, Reply, Script};
 pub(super) enum Job {
     /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
     Publish(Vec<(usize, u32)>),
-    /// A name asked for a joiner.
+    /// A join's name and room asked for.
     Claim {
         /// The joiner's slab key and serial.
         client: (usize, u32),
@@ -81,7 +83,7 @@ pub(super) struct Relay {
     /// Rooms with messages in `pending`.
     to_publish: Vec<Rc<str>>,
     publish: Script,
-    claim: Script,
+    join: Script,
     release: Script,
     heartbeat: Script,
     dm: Script,
@@ -111,7 +113,7 @@ impl Relay {
             to_subscribe: Vec::new(),
             to_publish: Vec::new(),
             publish: keys::publish_script(),
-            claim: keys::claim_script(),
+            join: keys::join_script(),
             release: keys::release_script(),
             heartbeat: keys::heartbeat_script(),
             dm: keys::dm_script(),
@@ -128,7 +130,7 @@ impl Relay {
     pub(super) fn scripts(&self) -> [Script; 5] {
         [
             self.publish,
-            self.claim,
+            self.join,
             self.release,
             self.heartbeat,
             self.dm,
@@ -224,21 +226,41 @@ impl Server {
             .push(Pending { key, serial, tail });
     }
 
-    /// The chat asked for a name across the cluster for a joiner: the claim script goes out with the turn.
-    pub(super) fn claim_name(&mut self, key: usize, name: Rc<str>) {
+    /// The chat asked for a name across the cluster, and the state of `room`, for a joiner: the join script goes
+    /// out with the turn.
+    pub(super) fn claim_name(&mut self, key: usize, name: Rc<str>, room: Rc<str>) {
         let Some(client) = who(self, key) else {
             return;
         };
+        let fresh = self.chat.fresh_epoch(super::chat_time(self.now));
+        let (known_epoch, known_seq) = self
+            .chat
+            .room_sync_point(&room)
+            .unwrap_or_else(|| (Rc::from(""), 0));
         let queued = self.cluster_ready()
             && self.cluster.as_mut().is_some_and(|cluster| {
                 let (relay, link) = cluster.relay_and_commands();
-                let name_key = keys::name_key(&name);
-                let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), relay.name_ttl.as_bytes()];
+                let keys = [
+                    keys::name_key(&name),
+                    keys::room_epoch_key(&room),
+                    keys::room_seq_key(&room),
+                    keys::room_stream_key(&room),
+                ];
+                let known_seq = known_seq.to_string();
+                let args: [&[u8]; 6] = [
+                    relay.node.as_str().as_bytes(),
+                    relay.name_ttl.as_bytes(),
+                    fresh.as_bytes(),
+                    known_epoch.as_bytes(),
+                    known_seq.as_bytes(),
+                    relay.history_len.as_bytes(),
+                ];
                 let job = Job::Claim {
                     client,
                     name: name.clone(),
                 };
-                queue_script(link, relay.claim, &[&name_key], &args, job)
+                let keys = [&keys[0][..], &keys[1], &keys[2], &keys[3]];
+                queue_script(link, relay.join, &keys, &args, job)
             });
         if !queued {
             let now = super::chat_time(self.now);
@@ -303,21 +325,18 @@ impl Server {
                 }
             }
             Job::Claim { client, name } => {
-                let answer = match reply.as_int() {
-                    Some(1) => ClaimAnswer::Granted,
-                    Some(_) => ClaimAnswer::Taken,
-                    None => {
-                        warn!("Redis refused a name claim: {:?}", reply.error());
-                        ClaimAnswer::Unavailable
-                    }
-                };
+                let answer = join_answer(&reply);
+                if answer == ClaimAnswer::Unavailable {
+                    warn!("Redis refused a join, or answered it oddly: {reply:?}");
+                }
+                let granted = matches!(answer, ClaimAnswer::Granted(_));
                 if self.still_there(client) {
                     let now = super::chat_time(self.now);
                     self.chat
                         .name_claimed(client.0, &name, answer, now, &mut self.actions);
                 }
                 // Granted to a joiner that left, or that asked for another name meanwhile: nobody holds it here.
-                if answer == ClaimAnswer::Granted && !self.chat.holds_name(&name) {
+                if granted && !self.chat.holds_name(&name) {
                     self.release_name(name, 0);
                 }
             }
@@ -389,20 +408,23 @@ impl Server {
                 }
             }
             LinkEvent::Message { channel, payload } => {
-                let Ok(text) = std::str::from_utf8(&payload) else {
-                    return;
-                };
                 if channel == relay.node_channel {
-                    self.chat.deliver_relayed_dm(text, &mut self.actions);
+                    if let Ok(text) = std::str::from_utf8(&payload) {
+                        self.chat.deliver_relayed_dm(text, &mut self.actions);
+                    }
                     return;
                 }
-                match self.chat.deliver_published(text, &mut self.actions) {
+                let Some((epoch, text)) = keys::split_published(&payload) else {
+                    debug!("not a room message from Redis: {payload:?}");
+                    return;
+                };
+                match self.chat.deliver_published(epoch, text, &mut self.actions) {
                     Delivery::Delivered { gap: true } => relay.gaps += 1,
                     Delivery::Restarted => {
                         warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
                     }
                     Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
-                    Delivery::Delivered { gap: false } | Delivery::NotHere => {}
+                    Delivery::Delivered { gap: false } | Delivery::NotHere | Delivery::Stale => {}
                 }
             }
             LinkEvent::SubscriptionRefused { message, .. } => {
@@ -489,6 +511,8 @@ impl Server {
             self.refuse_senders(&refused);
             return;
         }
+        // Used only by a room Redis has no epoch for (new, or lost): one per turn is enough.
+        let fresh = self.chat.fresh_epoch(super::chat_time(self.now));
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -505,21 +529,21 @@ impl Server {
             }
             let head = chat::chat_message_head(&room);
             let channel_name = keys::room_channel(&room);
-            let mut args: Vec<&[u8]> = Vec::with_capacity(3 + channel.pending.len());
+            let mut args: Vec<&[u8]> = Vec::with_capacity(4 + channel.pending.len());
             args.push(&channel_name);
             args.push(relay.history_len.as_bytes());
+            args.push(fresh.as_bytes());
             args.push(head.as_bytes());
             args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
             let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
-            let keys = [keys::room_seq_key(&room), keys::room_stream_key(&room)];
+            let keys = [
+                keys::room_seq_key(&room),
+                keys::room_stream_key(&room),
+                keys::room_epoch_key(&room),
+            ];
             let job = Job::Publish(senders);
-            if !queue_script(
-                link.as_deref_mut(),
-                relay.publish,
-                &[&keys[0], &keys[1]],
-                &args,
-                job,
-            ) {
+            let keys = [&keys[0][..], &keys[1], &keys[2]];
+            if !queue_script(link.as_deref_mut(), relay.publish, &keys, &args, job) {
                 // Not expected: the command connection is ready.
                 warn!("the publications of room {room} could not be queued");
             }
@@ -548,5 +572,72 @@ impl Server {
         keys.extend(names.iter().map(Vec::as_slice));
         let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), relay.name_ttl.as_bytes()];
         queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
+    }
+}
+
+/// The join script's answer: `[1, epoch, seq, [messages]]` granted, `[0]` taken; anything else is unavailable.
+fn join_answer(reply: &Reply) -> ClaimAnswer {
+    let Some(items) = reply.as_array() else {
+        return ClaimAnswer::Unavailable;
+    };
+    match items {
+        [OwnedFrame::Integer(0)] => ClaimAnswer::Taken,
+        [OwnedFrame::Integer(1), OwnedFrame::BulkString(epoch), OwnedFrame::Integer(seq), OwnedFrame::Array(messages)] =>
+        {
+            let (Ok(epoch), Ok(seq)) = (String::from_utf8(epoch.clone()), u64::try_from(*seq))
+            else {
+                return ClaimAnswer::Unavailable;
+            };
+            let messages = messages
+                .iter()
+                .filter_map(|message| match message {
+                    OwnedFrame::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                    _ => None,
+                })
+                .collect();
+            ClaimAnswer::Granted(RoomState {
+                epoch,
+                seq,
+                messages,
+            })
+        }
+        _ => ClaimAnswer::Unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> OwnedFrame {
+        OwnedFrame::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_granted_join_reads_the_rooms_epoch_seq_and_messages() {
+        let reply = Reply::from(OwnedFrame::Array(vec![
+            OwnedFrame::Integer(1),
+            bulk("00112233aabbccdd"),
+            OwnedFrame::Integer(42),
+            OwnedFrame::Array(vec![bulk("{\"a\":1}"), bulk("{\"b\":2}")]),
+        ]));
+        assert_eq!(
+            join_answer(&reply),
+            ClaimAnswer::Granted(RoomState {
+                epoch: "00112233aabbccdd".into(),
+                seq: 42,
+                messages: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_join_is_taken_and_anything_else_unavailable() {
+        let taken = Reply::from(OwnedFrame::Array(vec![OwnedFrame::Integer(0)]));
+        assert_eq!(join_answer(&taken), ClaimAnswer::Taken);
+        let error = Reply::from(OwnedFrame::Error("ERR oops".into()));
+        assert_eq!(join_answer(&error), ClaimAnswer::Unavailable);
+        let odd = Reply::from(OwnedFrame::Array(vec![OwnedFrame::Integer(1)]));
+        assert_eq!(join_answer(&odd), ClaimAnswer::Unavailable);
     }
 }
