@@ -489,3 +489,35 @@ fn after_redis_lost_its_data_a_since_of_the_old_numbering_is_incomplete() {
     assert_eq!(rejoined["replay"]["complete"], false, "{rejoined}");
     assert_eq!(rejoined["replay"]["reason"], "epoch", "{rejoined}");
 }
+
+#[test]
+fn a_first_member_joining_a_busy_room_on_another_node_misses_no_seq() {
+    let Some(redis) =
+        RedisServer::start("a_first_member_joining_a_busy_room_on_another_node_misses_no_seq")
+    else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "busy");
+    const SENT: u64 = 40;
+    let sender = std::thread::spawn(move || {
+        for i in 1..=SENT {
+            ann.send_json(&chat_msg(&format!("m{i}")));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ann
+    });
+    std::thread::sleep(Duration::from_millis(40));
+    // Bob is node b's first member of the room, joining while ann publishes.
+    let mut bob = b.ws();
+    let joined = join(&mut bob, "bob", "busy");
+    let mut expected = joined["seq"].as_u64().expect("seq") + 1;
+    while expected <= SENT {
+        let message = next_chat(&mut bob);
+        assert_eq!(message["seq"], expected, "after joining at {}", joined["seq"]);
+        expected += 1;
+    }
+    let _ann = sender.join().expect("sender");
+}

@@ -682,6 +682,11 @@ impl Chat {
         Some((room.epoch().clone(), room.latest_seq()))
     }
 
+    /// True if room `name` has a member here.
+    pub fn room_is_occupied(&self, name: &str) -> bool {
+        self.rooms.is_occupied(name)
+    }
+
     /// A new, unguessable epoch, for the cluster engine to give a room that has none.
     pub fn fresh_epoch(&mut self, now: Now) -> Rc<str> {
         self.ids.epoch(now.unix_ms)

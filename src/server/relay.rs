@@ -33,6 +33,8 @@ pub(super) enum Job {
         client: (usize, u32),
         /// The name's key.
         name: Rc<str>,
+        /// The room joined.
+        room: Rc<str>,
     },
     /// A DM handed to the node holding its recipient's name; `copy` goes to the sender once it is on its way.
     Dm {
@@ -63,11 +65,31 @@ enum Subscribed {
     Yes,
 }
 
-/// A room with a member on this node.
+/// A join waiting for its room's subscription.
+struct WaitingJoin {
+    key: usize,
+    serial: u32,
+    /// The name's key.
+    name: Rc<str>,
+}
+
+/// A room with a member on this node, or a join into it under way.
 struct RoomChannel {
     subscribed: Subscribed,
     /// Its chat messages of this turn (and of earlier turns, while the subscription is not yet confirmed).
     pending: Vec<Pending>,
+    /// Joins waiting for the subscription (slab key, serial, name's key): the join script runs once this node
+    /// listens to the room, so that whatever is published after the script's answer reaches the node.
+    claims: Vec<WaitingJoin>,
+    /// Join scripts sent and not yet answered.
+    claims_in_flight: usize,
+}
+
+impl RoomChannel {
+    /// Nothing here needs the room's channel but its members, if any.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.claims.is_empty() && self.claims_in_flight == 0
+    }
 }
 
 /// The chat's side of the cluster.
@@ -82,6 +104,8 @@ pub(super) struct Relay {
     to_subscribe: Vec<Rc<str>>,
     /// Rooms with messages in `pending`.
     to_publish: Vec<Rc<str>>,
+    /// Rooms with joins in `claims`.
+    to_claim: Vec<Rc<str>>,
     publish: Script,
     join: Script,
     release: Script,
@@ -112,6 +136,7 @@ impl Relay {
             rooms: HashMap::new(),
             to_subscribe: Vec::new(),
             to_publish: Vec::new(),
+            to_claim: Vec::new(),
             publish: keys::publish_script(),
             join: keys::join_script(),
             release: keys::release_script(),
@@ -163,6 +188,8 @@ impl Relay {
             RoomChannel {
                 subscribed: Subscribed::No,
                 pending: Vec::new(),
+                claims: Vec::new(),
+                claims_in_flight: 0,
             }
         })
     }
@@ -226,19 +253,72 @@ impl Server {
             .push(Pending { key, serial, tail });
     }
 
-    /// The chat asked for a name across the cluster, and the state of `room`, for a joiner: the join script goes
-    /// out with the turn.
+    /// The chat asked for a name across the cluster, and the state of `room`, for a joiner. The join waits for the
+    /// room's subscription (`queue_claims`); refused at once while Redis is not ready.
     pub(super) fn claim_name(&mut self, key: usize, name: Rc<str>, room: Rc<str>) {
-        let Some(client) = who(self, key) else {
+        let Some((key, serial)) = who(self, key) else {
             return;
         };
+        if !self.cluster_ready() {
+            let now = super::chat_time(self.now);
+            self.chat
+                .name_claimed(key, &name, ClaimAnswer::Unavailable, now, &mut self.actions);
+            return;
+        }
+        let Some(relay) = self.relay_mut() else {
+            return;
+        };
+        let first = relay
+            .rooms
+            .get(&room)
+            .is_none_or(|channel| channel.claims.is_empty());
+        if first {
+            relay.to_claim.push(room.clone());
+        }
+        relay
+            .add_room(room)
+            .claims
+            .push(WaitingJoin { key, serial, name });
+    }
+
+    /// One join script per join waiting in a room whose subscription is confirmed; the others wait for theirs.
+    fn queue_claims(&mut self) {
+        let ready = self.cluster_ready();
         let fresh = self.chat.fresh_epoch(super::chat_time(self.now));
-        let (known_epoch, known_seq) = self
-            .chat
-            .room_sync_point(&room)
-            .unwrap_or_else(|| (Rc::from(""), 0));
-        let queued = self.cluster_ready()
-            && self.cluster.as_mut().is_some_and(|cluster| {
+        let Some(relay) = self.relay_mut() else {
+            return;
+        };
+        let mut unavailable: Vec<(usize, u32, Rc<str>, Rc<str>)> = Vec::new();
+        let mut due: Vec<(Rc<str>, Vec<WaitingJoin>)> = Vec::new();
+        let mut waiting = Vec::new();
+        for room in std::mem::take(&mut relay.to_claim) {
+            let Some(channel) = relay.rooms.get_mut(&room) else {
+                continue;
+            };
+            if !ready {
+                unavailable.extend(
+                    channel
+                        .claims
+                        .drain(..)
+                        .map(|join| (join.key, join.serial, join.name, room.clone())),
+                );
+            } else if channel.subscribed == Subscribed::Yes {
+                channel.claims_in_flight += channel.claims.len();
+                due.push((room, std::mem::take(&mut channel.claims)));
+            } else {
+                waiting.push(room);
+            }
+        }
+        relay.to_claim = waiting;
+        for (room, claims) in due {
+            let (known_epoch, known_seq) = self
+                .chat
+                .room_sync_point(&room)
+                .unwrap_or_else(|| (Rc::from(""), 0));
+            let Some(cluster) = self.cluster.as_mut() else {
+                return;
+            };
+            for WaitingJoin { key, serial, name } in claims {
                 let (relay, link) = cluster.relay_and_commands();
                 let keys = [
                     keys::name_key(&name),
@@ -256,16 +336,55 @@ impl Server {
                     relay.history_len.as_bytes(),
                 ];
                 let job = Job::Claim {
-                    client,
+                    client: (key, serial),
                     name: name.clone(),
+                    room: room.clone(),
                 };
                 let keys = [&keys[0][..], &keys[1], &keys[2], &keys[3]];
-                queue_script(link, relay.join, &keys, &args, job)
-            });
-        if !queued {
-            let now = super::chat_time(self.now);
-            self.chat
-                .name_claimed(key, &name, ClaimAnswer::Unavailable, now, &mut self.actions);
+                if !queue_script(link, relay.join, &keys, &args, job) {
+                    if let Some(channel) = relay.rooms.get_mut(&room) {
+                        channel.claims_in_flight = channel.claims_in_flight.saturating_sub(1);
+                    }
+                    unavailable.push((key, serial, name, room.clone()));
+                }
+            }
+        }
+        let now = super::chat_time(self.now);
+        for (key, serial, name, room) in unavailable {
+            if self.still_there((key, serial)) {
+                self.chat.name_claimed(
+                    key,
+                    &name,
+                    ClaimAnswer::Unavailable,
+                    now,
+                    &mut self.actions,
+                );
+            }
+            self.forget_room_if_unused(&room);
+        }
+    }
+
+    /// A room nobody here is in, or about to be, is unsubscribed from.
+    fn forget_room_if_unused(&mut self, room: &Rc<str>) {
+        if self.chat.room_is_occupied(room) {
+            return;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let idle = cluster
+            .relay
+            .rooms
+            .get(room)
+            .is_some_and(RoomChannel::is_idle);
+        if !idle {
+            return;
+        }
+        if let Some(channel) = cluster.relay.rooms.remove(room) {
+            if channel.subscribed != Subscribed::No {
+                let name = keys::room_channel(room);
+                cluster.on_subscriber(|link| link.unsubscribe(&[&name]));
+            }
         }
     }
 
@@ -324,7 +443,13 @@ impl Server {
                     self.refuse_senders(&senders);
                 }
             }
-            Job::Claim { client, name } => {
+            Job::Claim { client, name, room } => {
+                if let Some(channel) = self
+                    .relay_mut()
+                    .and_then(|relay| relay.rooms.get_mut(&room))
+                {
+                    channel.claims_in_flight = channel.claims_in_flight.saturating_sub(1);
+                }
                 let answer = join_answer(&reply);
                 if answer == ClaimAnswer::Unavailable {
                     warn!("Redis refused a join, or answered it oddly: {reply:?}");
@@ -339,6 +464,7 @@ impl Server {
                 if granted && !self.chat.holds_name(&name) {
                     self.release_name(name, 0);
                 }
+                self.forget_room_if_unused(&room);
             }
             Job::Dm { client, copy } => {
                 if !self.still_there(client) {
@@ -374,7 +500,13 @@ impl Server {
                     }
                     self.refuse_senders(&senders);
                 }
-                Job::Claim { client, name } => {
+                Job::Claim { client, name, room } => {
+                    if let Some(channel) = self
+                        .relay_mut()
+                        .and_then(|relay| relay.rooms.get_mut(&room))
+                    {
+                        channel.claims_in_flight = channel.claims_in_flight.saturating_sub(1);
+                    }
                     if self.still_there(client) {
                         self.chat.name_claimed(
                             client.0,
@@ -384,6 +516,7 @@ impl Server {
                             &mut self.actions,
                         );
                     }
+                    self.forget_room_if_unused(&room);
                 }
                 Job::Dm { client, .. } => self.refuse_senders(&[client]),
                 Job::Housekeeping => {}
@@ -441,6 +574,7 @@ impl Server {
     pub(super) fn relay_turn(&mut self) {
         self.follow_occupancy();
         self.queue_subscriptions();
+        self.queue_claims();
         self.queue_publications();
         self.queue_heartbeat();
     }
@@ -457,11 +591,17 @@ impl Server {
         for (room, occupied) in changes {
             if occupied {
                 relay.add_room(room);
-            } else if let Some(channel) = relay.rooms.remove(&room) {
-                if channel.subscribed != Subscribed::No {
-                    leave.push(keys::room_channel(&room));
+            } else if relay
+                .rooms
+                .get(&room)
+                .is_some_and(|channel| channel.claims.is_empty() && channel.claims_in_flight == 0)
+            {
+                if let Some(channel) = relay.rooms.remove(&room) {
+                    if channel.subscribed != Subscribed::No {
+                        leave.push(keys::room_channel(&room));
+                    }
+                    refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
                 }
-                refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
             }
         }
         let names: Vec<&[u8]> = leave.iter().map(Vec::as_slice).collect();
