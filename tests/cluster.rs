@@ -516,8 +516,99 @@ fn a_first_member_joining_a_busy_room_on_another_node_misses_no_seq() {
     let mut expected = joined["seq"].as_u64().expect("seq") + 1;
     while expected <= SENT {
         let message = next_chat(&mut bob);
-        assert_eq!(message["seq"], expected, "after joining at {}", joined["seq"]);
+        assert_eq!(
+            message["seq"], expected,
+            "after joining at {}",
+            joined["seq"]
+        );
         expected += 1;
     }
     let _ann = sender.join().expect("sender");
+}
+
+/// Runs one command on its own connection to `redis` and returns the reply.
+fn redis_command(redis: &RedisServer, words: &[&[u8]]) -> roomcast::cluster::Reply {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(redis.addr()).expect("connect to redis-server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut link: roomcast::cluster::RedisLink<()> =
+        roomcast::cluster::RedisLink::new(&roomcast::cluster::Handshake::default());
+    link.queue(words, ()).expect("encode");
+    stream.write_all(link.pending_output()).expect("write");
+    let mut events = Vec::new();
+    let mut buf = [0u8; 65536];
+    while events.is_empty() {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "redis-server closed the connection");
+        link.feed(&buf[..n], &mut events).expect("reply");
+    }
+    match events.remove(0) {
+        roomcast::cluster::LinkEvent::Reply { reply, .. } => reply,
+        other => panic!("not a reply: {other:?}"),
+    }
+}
+
+/// `calls=` of one command in `INFO commandstats`.
+fn calls(info: &str, command: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
+    let Some(redis) = RedisServer::start(
+        "redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several",
+    ) else {
+        return;
+    };
+    let url = redis.url().parse().expect("redis url");
+    let server = TestServer::with_config(|config| {
+        config.redis = Some(url);
+        config.chat.rate_per_sec = 1e6;
+        config.chat.rate_burst = 1_000_000;
+        config.chat.rate_bytes_per_sec = 0.0;
+        config.chat.room_rate_bytes_per_sec = 0.0;
+    });
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 200));
+    let mut ann = server.ws("/ws");
+    join(&mut ann, "ann", "lobby");
+    // An idle turn's PING and heartbeat are not chat: count from here, and leave them out.
+    redis_command(&redis, &[b"CONFIG", b"RESETSTAT"]);
+    const BURSTS: usize = 10;
+    const PER_BURST: usize = 10;
+    for burst in 0..BURSTS {
+        let texts: Vec<String> = (0..PER_BURST)
+            .map(|i| chat_msg(&format!("{burst}.{i}")).to_string())
+            .collect();
+        ann.send_texts_in_one_write(&texts);
+        for _ in 0..PER_BURST {
+            next_chat(&mut ann);
+        }
+    }
+    let info = redis_command(&redis, &[b"INFO", b"commandstats"]);
+    let info =
+        String::from_utf8_lossy(info.as_bytes().expect("INFO is a bulk string")).into_owned();
+    let messages = (BURSTS * PER_BURST) as f64;
+    let script_calls = calls(&info, "evalsha") + calls(&info, "eval");
+    let inside = calls(&info, "incr") + calls(&info, "xadd") + calls(&info, "publish");
+    eprintln!(
+        "INFO commandstats for {messages} chat messages in {BURSTS} bursts: {script_calls} script calls \
+         ({:.2} per message), {inside} commands run inside them ({:.2} per message)",
+        script_calls as f64 / messages,
+        inside as f64 / messages
+    );
+    assert!(
+        script_calls >= 1 && (script_calls as f64) < messages,
+        "{info}"
+    );
+    assert_eq!(
+        calls(&info, "incr"),
+        BURSTS as u64 * PER_BURST as u64,
+        "{info}"
+    );
 }
