@@ -612,3 +612,49 @@ fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
         "{info}"
     );
 }
+
+#[test]
+fn presence_counts_every_node_and_a_dead_nodes_members_leave_within_three_heartbeats() {
+    let Some(redis) = RedisServer::start(
+        "presence_counts_every_node_and_a_dead_nodes_members_leave_within_three_heartbeats",
+    ) else {
+        return;
+    };
+    let a = Process::start_with_heartbeat(&redis, "node-a", "0.2");
+    let b = Process::start_with_heartbeat(&redis, "node-b", "0.2");
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "lobby");
+    let mut bob = b.ws();
+    let joined = join(&mut bob, "bob", "lobby");
+    assert_eq!(joined["memberCount"], 2, "{joined}");
+    assert_eq!(joined["members"], json!(["bob", "ann"]), "{joined}");
+    // Ann, on the other node, is told, with the room's count over both nodes.
+    assert_eq!(
+        ann.recv_type("presence"),
+        json!({"type": "presence", "room": "lobby", "joined": "bob", "count": 2})
+    );
+    let mut cat = b.ws();
+    join(&mut cat, "cat", "lobby");
+    assert_eq!(ann.recv_type("presence")["count"], 3);
+    cat.send_json(&json!({"type": "leave"}));
+    assert_eq!(
+        ann.recv_type("presence"),
+        json!({"type": "presence", "room": "lobby", "left": "cat", "count": 2})
+    );
+    // Node b dies with bob in the room: ann is told bob left, within 3 heartbeats (0.6 s) and a little.
+    let started = std::time::Instant::now();
+    drop(b);
+    let left = ann.recv_type("presence");
+    assert_eq!(
+        left,
+        json!({"type": "presence", "room": "lobby", "left": "bob", "count": 1})
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "told after {:?}",
+        started.elapsed()
+    );
+    // A newcomer counts what is left.
+    let mut dan = a.ws();
+    assert_eq!(join(&mut dan, "dan", "lobby")["memberCount"], 2);
+}

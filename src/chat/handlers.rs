@@ -147,7 +147,8 @@ impl Chat {
 
         self.welcome(client, room_id, &token, &req, out);
         if !silent {
-            self.announce(room_id, client, &user, true, out);
+            self.announce(room_id, Some(client), &user, true, out);
+            self.tell_cluster(room_id, &user, true, out);
         }
     }
 
@@ -180,11 +181,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let line = format!(
-            "Joined room \"{}\", {} online",
-            room.name(),
-            room.seats().len()
-        );
+        let line = format!("Joined room \"{}\", {} online", room.name(), room.online());
         out.push(Action::Send {
             to: client,
             payload: wire::encode(&Out::System { content: &line }),
@@ -195,8 +192,8 @@ impl Chat {
             let joined = Out::Joined {
                 room: room.name(),
                 user_id: req.user.shown(),
-                members: MemberNames(room.seats()),
-                member_count: room.seats().len(),
+                members: MemberNames(room.seats(), room.remote()),
+                member_count: room.online(),
                 epoch: room.epoch(),
                 seq: room.latest_seq(),
                 session: token,
@@ -235,10 +232,10 @@ impl Chat {
     /// [`ANNOUNCED_PER_TURN`] changes in one room in one loop turn, the rest are only counted, and
     /// [`Chat::end_turn`] sums them up in one line: a storm of arrivals or departures costs the room a bounded
     /// number of broadcasts per turn, not one per member.
-    fn announce(
+    pub(super) fn announce(
         &mut self,
         room_id: RoomId,
-        client: ClientId,
+        except: Option<ClientId>,
         user: &str,
         joined: bool,
         out: &mut Vec<Action>,
@@ -246,7 +243,7 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| seat.client == client) {
+        if room.seats().iter().all(|seat| Some(seat.client) == except) {
             return;
         }
         let storm = self.storms.entry(room_id).or_default();
@@ -265,9 +262,9 @@ impl Chat {
             room: room.name(),
             joined: joined.then_some(user),
             left: (!joined).then_some(user),
-            count: room.seats().len(),
+            count: room.online(),
         };
-        broadcast_notice(room_id, Some(client), &line, &presence, out);
+        broadcast_notice(room_id, except, &line, &presence, out);
     }
 
     /// The end of a loop turn: sums up, in one `system` line and one `presence` per room, the arrivals and
@@ -288,13 +285,13 @@ impl Chat {
                 "{} more joined and {} more left the room; {} online",
                 storm.unannounced_joins,
                 storm.unannounced_leaves,
-                room.seats().len()
+                room.online()
             );
             let presence = Out::Presence {
                 room: room.name(),
                 joined: None,
                 left: None,
-                count: room.seats().len(),
+                count: room.online(),
             };
             broadcast_notice(room_id, None, &line, &presence, out);
         }
@@ -604,7 +601,22 @@ impl Chat {
             }
         }
         if notify {
-            self.announce(joined.room, client, joined.user.shown(), false, out);
+            self.announce(joined.room, Some(client), joined.user.shown(), false, out);
+            self.tell_cluster(joined.room, joined.user.shown(), false, out);
+        }
+    }
+
+    /// With a cluster engine: `user` joined (or left) room `room_id` here; the other nodes are told.
+    fn tell_cluster(&self, room_id: RoomId, user: &str, joined: bool, out: &mut Vec<Action>) {
+        if !self.config.relayed {
+            return;
+        }
+        if let Some(room) = self.rooms.get(room_id) {
+            out.push(Action::Presence {
+                room: room.name().clone(),
+                user: Rc::from(user),
+                joined,
+            });
         }
     }
 

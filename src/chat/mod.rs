@@ -217,6 +217,16 @@ pub enum Action {
         /// The sender's copy.
         copy: Rc<str>,
     },
+    /// With [`ChatConfig::relayed`]: `user` joined (or left) `room` on this node; the other nodes are told, and
+    /// pass it on to their members ([`Chat::remote_presence`]).
+    Presence {
+        /// The room.
+        room: Rc<str>,
+        /// The member's name, as shown.
+        user: Rc<str>,
+        /// Joined, or left.
+        joined: bool,
+    },
     /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
     Close {
         /// The client to close.
@@ -258,6 +268,8 @@ pub struct RoomState {
     /// Its latest messages, oldest first, each as clients receive it: all it keeps, or those after the seq this
     /// node knew when the node's epoch was the room's.
     pub messages: Vec<String>,
+    /// The names of its members on other nodes.
+    pub members_elsewhere: Vec<String>,
 }
 
 /// How the cluster engine answered a [`Action::ClaimName`].
@@ -672,7 +684,40 @@ impl Chat {
         }
         if let Some(room) = self.rooms.get_mut(room_id) {
             room.advance_seq(state.seq);
+            room.set_remote(
+                state
+                    .members_elsewhere
+                    .iter()
+                    .map(|name| Rc::from(name.as_str()))
+                    .collect(),
+            );
         }
+    }
+
+    /// With [`ChatConfig::relayed`]: another node says `event` (a member's arrival or departure, as JSON) of room
+    /// `room`. Its members here are told, as of a member here, and the room's count takes it in.
+    pub fn remote_presence(&mut self, room: &str, event: &str, out: &mut Vec<Action>) {
+        let Ok(event) = serde_json::from_str::<wire::RemotePresence<'_>>(event) else {
+            return;
+        };
+        let Some(room_id) = self.rooms.lookup(room) else {
+            return;
+        };
+        let changed = self
+            .rooms
+            .get_mut(room_id)
+            .is_some_and(|room| room.note_remote(&event.user, event.joined));
+        if changed {
+            self.announce(room_id, None, &event.user, event.joined, out);
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the JSON another node reads for `user` joining (or leaving) a room here.
+    pub fn presence_event(user: &str, joined: bool) -> Rc<str> {
+        wire::encode_remote_presence(&wire::RemotePresence {
+            user: std::borrow::Cow::Borrowed(user),
+            joined,
+        })
     }
 
     /// With [`ChatConfig::relayed`]: where room `name` stands here, its epoch and latest seq, if it is remembered:

@@ -61,6 +61,8 @@ pub(super) struct Room {
     seq: u64,
     history: History,
     seats: Vec<Seat>,
+    /// With a cluster engine: the names of the room's members on other nodes.
+    remote: Vec<Rc<str>>,
     empty_stamp: Option<u64>,
     /// When a chat message was last kept here, in the order of `Rooms::activity`.
     last_active: u64,
@@ -87,6 +89,37 @@ impl Room {
     /// The members, in no particular order.
     pub(super) fn seats(&self) -> &[Seat] {
         &self.seats
+    }
+
+    /// With a cluster engine: the names of the members on other nodes.
+    pub(super) fn remote(&self) -> &[Rc<str>] {
+        &self.remote
+    }
+
+    /// Members here and, with a cluster engine, on other nodes.
+    pub(super) fn online(&self) -> usize {
+        self.seats.len() + self.remote.len()
+    }
+
+    /// With a cluster engine: the members on other nodes are these.
+    pub(super) fn set_remote(&mut self, names: Vec<Rc<str>>) {
+        self.remote = names;
+    }
+
+    /// With a cluster engine: `name` joined (or left) on another node; false if that changes nothing.
+    pub(super) fn note_remote(&mut self, name: &str, joined: bool) -> bool {
+        let at = self.remote.iter().position(|held| &**held == name);
+        match (joined, at) {
+            (true, None) => {
+                self.remote.push(Rc::from(name));
+                true
+            }
+            (false, Some(at)) => {
+                self.remote.swap_remove(at);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The position in the history of the first message with a seq above `seen`.
@@ -285,6 +318,7 @@ impl Rooms {
                 seq: 0,
                 history: History::default(),
                 seats: Vec::new(),
+                remote: Vec::new(),
                 empty_stamp: None,
                 last_active: 0,
                 volume: ByteBucket::new(u32::MAX, 0),

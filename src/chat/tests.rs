@@ -80,6 +80,7 @@ impl Harness {
                 epoch: String::new(),
                 seq: 0,
                 messages: Vec::new(),
+                members_elsewhere: Vec::new(),
             })),
         }
     }
@@ -128,6 +129,7 @@ impl Harness {
             epoch: epoch.to_string(),
             seq,
             messages: Vec::new(),
+            members_elsewhere: Vec::new(),
         }
     }
 
@@ -210,7 +212,8 @@ impl Harness {
                 Action::Publish { .. }
                 | Action::ClaimName { .. }
                 | Action::ReleaseName { .. }
-                | Action::RelayDm { .. } => {}
+                | Action::RelayDm { .. }
+                | Action::Presence { .. } => {}
             }
         }
         Outcome {
@@ -1731,6 +1734,7 @@ fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
         epoch: "0123456789abcdef".into(),
         seq: 12,
         messages: vec![kept(11, "eleven"), kept(12, "twelve")],
+        members_elsewhere: vec!["dan".into()],
     };
     let mut out = Vec::new();
     let now = h.now();
@@ -1741,6 +1745,8 @@ fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
         (&joined["epoch"], &joined["seq"]),
         (&json!("0123456789abcdef"), &json!(12))
     );
+    assert_eq!(joined["memberCount"], 2, "{joined}");
+    assert_eq!(joined["members"], json!(["ann", "dan"]), "{joined}");
     // A later joiner with `since` 10 of that epoch is replayed both, from this node's history.
     h.claim_answer = Some(ClaimAnswer::Granted(h.room_state("lobby")));
     let rejoin = h.send(
@@ -1933,4 +1939,55 @@ fn a_dm_to_a_name_not_held_here_is_relayed_and_delivered_by_the_node_that_holds_
         ),
         (&json!("ann"), &json!("&lt;psst&gt;"), &json!(true))
     );
+}
+
+#[test]
+fn a_member_arriving_or_leaving_on_another_node_is_announced_here_and_counted() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", true), &mut out);
+    let arrived = h.resolve(out);
+    assert_eq!(arrived.to(1)[0], system("User \"bob\" joined the room"));
+    assert_eq!(
+        arrived.to(1)[1],
+        json!({"type": "presence", "room": "lobby", "joined": "bob", "count": 2})
+    );
+    let mut again = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", true), &mut again);
+    assert!(again.is_empty(), "an arrival already known changes nothing");
+    let mut out = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", false), &mut out);
+    assert_eq!(
+        h.resolve(out).to(1)[1],
+        json!({"type": "presence", "room": "lobby", "left": "bob", "count": 1})
+    );
+}
+
+#[test]
+fn relayed_joins_and_leaves_are_told_to_the_cluster_but_a_silent_replacement_is_not() {
+    let mut h = relayed();
+    let presence = |outcome: &Outcome| -> Vec<(String, bool)> {
+        outcome
+            .actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Presence { user, joined, .. } => Some((user.to_string(), *joined)),
+                _ => None,
+            })
+            .collect()
+    };
+    let joined = h.join(1, "ann", "lobby");
+    assert_eq!(presence(&joined), [("ann".to_owned(), true)]);
+    let token = joined.to(1)[1]["session"].clone();
+    let replaced = h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": token}),
+    );
+    assert_eq!(presence(&replaced), []);
+    let left = h.send(2, json!({"type": "leave"}));
+    assert_eq!(presence(&left), [("ann".to_owned(), false)]);
 }

@@ -285,7 +285,7 @@ pub(super) struct ReplayOut {
 }
 
 /// The names of a room's members, serialised as a JSON array without collecting them first.
-pub(super) struct MemberNames<'a>(pub(super) &'a [Seat]);
+pub(super) struct MemberNames<'a>(pub(super) &'a [Seat], pub(super) &'a [Rc<str>]);
 
 /// The most names a `joined` lists: a join into a crowded room must not cost the server (or the joiner's
 /// downlink) the whole room. `memberCount` gives the full number.
@@ -296,8 +296,9 @@ impl Serialize for MemberNames<'_> {
         serializer.collect_seq(
             self.0
                 .iter()
-                .take(JOINED_MEMBERS_LISTED)
-                .map(|seat| &*seat.user),
+                .map(|seat| &*seat.user)
+                .chain(self.1.iter().map(|name| &**name))
+                .take(JOINED_MEMBERS_LISTED),
         )
     }
 }
@@ -519,6 +520,25 @@ pub(super) struct Published<'a> {
     #[serde(borrow)]
     pub(super) content: Cow<'a, str>,
     pub(super) timestamp: u64,
+}
+
+/// A member's arrival or departure on another node, as a room's channel carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RemotePresence<'a> {
+    #[serde(borrow)]
+    pub(super) user: Cow<'a, str>,
+    pub(super) joined: bool,
+}
+
+/// A presence event as JSON.
+pub(super) fn encode_remote_presence(event: &RemotePresence<'_>) -> Rc<str> {
+    match serde_json::to_string(event) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a presence event: {err}");
+            Rc::from("{}")
+        }
+    }
 }
 
 /// A DM on its way from one node to another: what the recipient's node needs to write it for its holder.

@@ -6,10 +6,13 @@
 -- ARGV[4]  the room's epoch as the node knows it ('' if it does not)
 -- ARGV[5]  the room's latest seq as the node knows it
 -- ARGV[6]  how many of the room's latest messages the node keeps (--history)
+-- KEYS[5]  the room's members (HASH: name -> node)
 -- Returns {0} if another node holds or reserves the name. Otherwise the name is this node's (SET PX, renewing a
--- name this node holds already: https://redis.io/commands/set) and the answer is {1, epoch, latest seq, messages}:
--- the room's latest messages, oldest first, at most ARGV[6], and only those after ARGV[5] when the node's epoch is
--- the room's (XREVRANGE with an exclusive bound: https://redis.io/commands/xrevrange).
+-- name this node holds already: https://redis.io/commands/set) and the answer is
+-- {1, epoch, latest seq, messages, members}: the room's latest messages, oldest first, at most ARGV[6], and only
+-- those after ARGV[5] when the node's epoch is the room's (XREVRANGE with an exclusive bound:
+-- https://redis.io/commands/xrevrange); and the room's members as name, node, name, node... (HGETALL:
+-- https://redis.io/commands/hgetall).
 local holder = redis.call('GET', KEYS[1])
 if holder ~= false and holder ~= ARGV[1] then
   return {0}
@@ -27,4 +30,4 @@ local messages = {}
 for i = #rows, 1, -1 do
   messages[#messages + 1] = rows[i][2][2]
 end
-return {1, epoch, seq, messages}
+return {1, epoch, seq, messages, redis.call('HGETALL', KEYS[5])}

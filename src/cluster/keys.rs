@@ -9,8 +9,8 @@ use super::script::Script;
 /// The start of every key and channel.
 pub const PREFIX: &str = "roomcast:";
 
-/// The start of a room's channel; the room's name follows.
-const ROOM_CHANNEL_PREFIX: &str = "roomcast:room:";
+/// The start of a room's channel and keys; the room's name follows.
+pub const ROOM_CHANNEL_PREFIX: &str = "roomcast:room:";
 
 /// The publish script: numbers, keeps and publishes one room's messages of one loop turn.
 pub const PUBLISH_SOURCE: &str = include_str!("publish.lua");
@@ -34,6 +34,28 @@ pub fn release_script() -> Script {
 /// The node heartbeat: renews its names, scores it in `NODES`, and removes dead nodes.
 pub fn heartbeat_script() -> Script {
     Script::new(include_str!("heartbeat.lua"))
+}
+
+/// The script that records a member's arrival or departure on a node and tells the other nodes.
+pub fn presence_script() -> Script {
+    Script::new(include_str!("presence.lua"))
+}
+
+/// A room's members across the cluster, name to node: `roomcast:room:<room>:members`.
+pub fn room_members_key(room: &str) -> Vec<u8> {
+    [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":members"].concat()
+}
+
+/// A node's members, `<room>\n<name>` each, for the others to remove if it dies: `roomcast:node:<id>:members`.
+pub fn node_members_key(node: &str) -> Vec<u8> {
+    [NODE_CHANNEL_PREFIX.as_bytes(), node.as_bytes(), b":members"].concat()
+}
+
+/// A presence event as a room's channel carries it: `@<node>`, a newline, the event's JSON. `None` for anything
+/// else (a chat message starts with its epoch).
+pub fn split_presence(payload: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(payload).ok()?.strip_prefix('@')?;
+    text.split_once('\n')
 }
 
 /// The script that hands a DM to the node holding its recipient's name.
@@ -111,6 +133,7 @@ mod tests {
             release_script(),
             heartbeat_script(),
             dm_script(),
+            presence_script(),
         ]
         .map(|script| script.sha().to_owned());
         for (i, sha) in shas.iter().enumerate() {
@@ -124,6 +147,17 @@ mod tests {
         assert_eq!(channel, b"roomcast:room:lobby:east");
         assert_eq!(room_of_channel(&channel), Some("lobby:east"));
         assert_eq!(room_of_channel(b"other:room:x"), None);
+    }
+
+    #[test]
+    fn a_presence_event_splits_into_its_node_and_its_json_and_a_chat_message_is_not_one() {
+        assert_eq!(
+            split_presence(b"@n1\n{\"user\":\"ann\",\"joined\":true}"),
+            Some(("n1", "{\"user\":\"ann\",\"joined\":true}"))
+        );
+        assert_eq!(split_presence(b"0123abcd\n{}"), None);
+        assert_eq!(room_members_key("r"), b"roomcast:room:r:members");
+        assert_eq!(node_members_key("n1"), b"roomcast:node:n1:members");
     }
 
     #[test]

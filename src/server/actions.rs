@@ -30,6 +30,9 @@ impl Server {
                     Action::Publish { client, room, tail } => self.publish(client, room, tail),
                     Action::ClaimName { client, key, room } => self.claim_name(client, key, room),
                     Action::ReleaseName { key, grace_ms } => self.release_name(key, grace_ms),
+                    Action::Presence { room, user, joined } => {
+                        self.relay_presence(room, user, joined)
+                    }
                     Action::RelayDm {
                         client,
                         to_key,

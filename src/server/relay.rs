@@ -111,6 +111,9 @@ pub(super) struct Relay {
     release: Script,
     heartbeat: Script,
     dm: Script,
+    presence: Script,
+    /// Arrivals and departures here not yet told to the cluster (room, name, joined), kept while Redis is away.
+    presence_queue: Vec<(Rc<str>, Rc<str>, bool)>,
     /// The stream's approximate length (`--history`).
     history_len: String,
     /// How often the heartbeat goes out, in milliseconds.
@@ -142,6 +145,8 @@ impl Relay {
             release: keys::release_script(),
             heartbeat: keys::heartbeat_script(),
             dm: keys::dm_script(),
+            presence: keys::presence_script(),
+            presence_queue: Vec::new(),
             history_len: history_len.to_string(),
             heartbeat_ms: heartbeat_ms.max(1),
             name_ttl: heartbeat_ms.max(1).saturating_mul(3).to_string(),
@@ -152,13 +157,14 @@ impl Relay {
     }
 
     /// The scripts the command connection loads in its handshake.
-    pub(super) fn scripts(&self) -> [Script; 5] {
+    pub(super) fn scripts(&self) -> [Script; 6] {
         [
             self.publish,
             self.join,
             self.release,
             self.heartbeat,
             self.dm,
+            self.presence,
         ]
     }
 
@@ -325,6 +331,7 @@ impl Server {
                     keys::room_epoch_key(&room),
                     keys::room_seq_key(&room),
                     keys::room_stream_key(&room),
+                    keys::room_members_key(&room),
                 ];
                 let known_seq = known_seq.to_string();
                 let args: [&[u8]; 6] = [
@@ -340,7 +347,7 @@ impl Server {
                     name: name.clone(),
                     room: room.clone(),
                 };
-                let keys = [&keys[0][..], &keys[1], &keys[2], &keys[3]];
+                let keys = [&keys[0][..], &keys[1], &keys[2], &keys[3], &keys[4]];
                 if !queue_script(link, relay.join, &keys, &args, job) {
                     if let Some(channel) = relay.rooms.get_mut(&room) {
                         channel.claims_in_flight = channel.claims_in_flight.saturating_sub(1);
@@ -450,7 +457,12 @@ impl Server {
                 {
                     channel.claims_in_flight = channel.claims_in_flight.saturating_sub(1);
                 }
-                let answer = join_answer(&reply);
+                let node = self
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| cluster.relay.node.to_string())
+                    .unwrap_or_default();
+                let answer = join_answer(&reply, &node);
                 if answer == ClaimAnswer::Unavailable {
                     warn!("Redis refused a join, or answered it oddly: {reply:?}");
                 }
@@ -541,6 +553,14 @@ impl Server {
                 }
             }
             LinkEvent::Message { channel, payload } => {
+                if let Some((node, event)) = keys::split_presence(&payload) {
+                    if node != relay.node.as_str() {
+                        if let Some(room) = keys::room_of_channel(&channel) {
+                            self.chat.remote_presence(room, event, &mut self.actions);
+                        }
+                    }
+                    return;
+                }
                 if channel == relay.node_channel {
                     if let Ok(text) = std::str::from_utf8(&payload) {
                         self.chat.deliver_relayed_dm(text, &mut self.actions);
@@ -576,7 +596,48 @@ impl Server {
         self.queue_subscriptions();
         self.queue_claims();
         self.queue_publications();
+        self.queue_presence();
         self.queue_heartbeat();
+    }
+
+    /// A member joined or left a room here: the cluster is told with the turn (or once Redis is back).
+    pub(super) fn relay_presence(&mut self, room: Rc<str>, user: Rc<str>, joined: bool) {
+        if let Some(relay) = self.relay_mut() {
+            relay.presence_queue.push((room, user, joined));
+        }
+    }
+
+    /// The turn's arrivals and departures, one presence script call each, when Redis is ready.
+    fn queue_presence(&mut self) {
+        if !self.cluster_ready() {
+            return;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let (relay, mut link) = cluster.relay_and_commands();
+        let node_members = keys::node_members_key(relay.node.as_str());
+        for (room, user, joined) in std::mem::take(&mut relay.presence_queue) {
+            let room_members = keys::room_members_key(&room);
+            let channel = keys::room_channel(&room);
+            let event = chat::Chat::presence_event(&user, joined);
+            let args: [&[u8]; 6] = [
+                relay.node.as_str().as_bytes(),
+                &channel,
+                room.as_bytes(),
+                user.as_bytes(),
+                if joined { b"1" } else { b"0" },
+                event.as_bytes(),
+            ];
+            let keys: [&[u8]; 2] = [&room_members, &node_members];
+            queue_script(
+                link.as_deref_mut(),
+                relay.presence,
+                &keys,
+                &args,
+                Job::Housekeeping,
+            );
+        }
     }
 
     /// Subscribes to the rooms that gained a member here, unsubscribes from those that lost their last.
@@ -710,19 +771,25 @@ impl Server {
         let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + names.len());
         keys.push(keys::NODES.as_bytes());
         keys.extend(names.iter().map(Vec::as_slice));
-        let args: [&[u8]; 2] = [relay.node.as_str().as_bytes(), relay.name_ttl.as_bytes()];
+        let args: [&[u8]; 4] = [
+            relay.node.as_str().as_bytes(),
+            relay.name_ttl.as_bytes(),
+            keys::NODE_CHANNEL_PREFIX.as_bytes(),
+            keys::ROOM_CHANNEL_PREFIX.as_bytes(),
+        ];
         queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
     }
 }
 
-/// The join script's answer: `[1, epoch, seq, [messages]]` granted, `[0]` taken; anything else is unavailable.
-fn join_answer(reply: &Reply) -> ClaimAnswer {
+/// The join script's answer: `[1, epoch, seq, [messages], [name, node, ...]]` granted (the members on nodes other
+/// than `node` kept), `[0]` taken; anything else is unavailable.
+fn join_answer(reply: &Reply, node: &str) -> ClaimAnswer {
     let Some(items) = reply.as_array() else {
         return ClaimAnswer::Unavailable;
     };
     match items {
         [OwnedFrame::Integer(0)] => ClaimAnswer::Taken,
-        [OwnedFrame::Integer(1), OwnedFrame::BulkString(epoch), OwnedFrame::Integer(seq), OwnedFrame::Array(messages)] =>
+        [OwnedFrame::Integer(1), OwnedFrame::BulkString(epoch), OwnedFrame::Integer(seq), OwnedFrame::Array(messages), OwnedFrame::Array(members)] =>
         {
             let (Ok(epoch), Ok(seq)) = (String::from_utf8(epoch.clone()), u64::try_from(*seq))
             else {
@@ -735,10 +802,22 @@ fn join_answer(reply: &Reply) -> ClaimAnswer {
                     _ => None,
                 })
                 .collect();
+            let members_elsewhere = members
+                .chunks_exact(2)
+                .filter_map(|pair| match pair {
+                    [OwnedFrame::BulkString(name), OwnedFrame::BulkString(held_by)]
+                        if held_by.as_slice() != node.as_bytes() =>
+                    {
+                        String::from_utf8(name.clone()).ok()
+                    }
+                    _ => None,
+                })
+                .collect();
             ClaimAnswer::Granted(RoomState {
                 epoch,
                 seq,
                 messages,
+                members_elsewhere,
             })
         }
         _ => ClaimAnswer::Unavailable,
@@ -760,13 +839,15 @@ mod tests {
             bulk("00112233aabbccdd"),
             OwnedFrame::Integer(42),
             OwnedFrame::Array(vec![bulk("{\"a\":1}"), bulk("{\"b\":2}")]),
+            OwnedFrame::Array(vec![bulk("ann"), bulk("n1"), bulk("bob"), bulk("n2")]),
         ]));
         assert_eq!(
-            join_answer(&reply),
+            join_answer(&reply, "n1"),
             ClaimAnswer::Granted(RoomState {
                 epoch: "00112233aabbccdd".into(),
                 seq: 42,
                 messages: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
+                members_elsewhere: vec!["bob".into()],
             })
         );
     }
@@ -774,10 +855,10 @@ mod tests {
     #[test]
     fn a_refused_join_is_taken_and_anything_else_unavailable() {
         let taken = Reply::from(OwnedFrame::Array(vec![OwnedFrame::Integer(0)]));
-        assert_eq!(join_answer(&taken), ClaimAnswer::Taken);
+        assert_eq!(join_answer(&taken, "n1"), ClaimAnswer::Taken);
         let error = Reply::from(OwnedFrame::Error("ERR oops".into()));
-        assert_eq!(join_answer(&error), ClaimAnswer::Unavailable);
+        assert_eq!(join_answer(&error, "n1"), ClaimAnswer::Unavailable);
         let odd = Reply::from(OwnedFrame::Array(vec![OwnedFrame::Integer(1)]));
-        assert_eq!(join_answer(&odd), ClaimAnswer::Unavailable);
+        assert_eq!(join_answer(&odd, "n1"), ClaimAnswer::Unavailable);
     }
 }
