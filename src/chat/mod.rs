@@ -740,11 +740,12 @@ impl Chat {
     /// With [`ChatConfig::relayed`]: the cluster engine answered the [`Action::ClaimName`] for `key` pushed for
     /// `client`'s join. Granted, the join goes on as it would have on one node; otherwise the joiner is told
     /// `name_taken` or `unavailable`. An answer nobody waits for any more (the client left, or joined again with
-    /// another name) changes nothing.
+    /// another name or into another room) changes nothing.
     pub fn name_claimed(
         &mut self,
         client: ClientId,
         key: &str,
+        room: &str,
         answer: ClaimAnswer,
         now: Now,
         out: &mut Vec<Action>,
@@ -755,7 +756,7 @@ impl Chat {
         if participant
             .claiming
             .as_ref()
-            .is_none_or(|req| req.user.key() != key)
+            .is_none_or(|req| req.user.key() != key || req.room != room)
         {
             return;
         }

@@ -114,7 +114,8 @@ impl Harness {
                 other => other,
             };
             let now = self.now();
-            self.chat.name_claimed(client, &key, answer, now, &mut out);
+            self.chat
+                .name_claimed(client, &key, &room, answer, now, &mut out);
         }
         self.resolve(out)
     }
@@ -1739,7 +1740,7 @@ fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
     let mut out = Vec::new();
     let now = h.now();
     h.chat
-        .name_claimed(1, &key, ClaimAnswer::Granted(state), now, &mut out);
+        .name_claimed(1, &key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
     let joined = h.resolve(out).to(1)[1].clone();
     assert_eq!(
         (&joined["epoch"], &joined["seq"]),
@@ -1848,7 +1849,7 @@ fn a_relayed_join_waits_for_its_name_and_goes_on_once_granted() {
     let now = h.now();
     let state = h.room_state("lobby");
     h.chat
-        .name_claimed(1, &key, ClaimAnswer::Granted(state), now, &mut out);
+        .name_claimed(1, &key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
     let outcome = h.resolve(out);
     assert_eq!(outcome.to(1)[1]["type"], "joined");
     assert!(h.chat.holds_name(&key));
@@ -1875,12 +1876,27 @@ fn an_answer_for_a_claim_nobody_waits_for_changes_nothing() {
     h.chat.name_claimed(
         1,
         "someone-else",
+        "lobby",
         ClaimAnswer::Granted(state.clone()),
         now,
         &mut out,
     );
-    h.chat
-        .name_claimed(7, "ann", ClaimAnswer::Granted(state), now, &mut out);
+    h.chat.name_claimed(
+        7,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "attic",
+        ClaimAnswer::Granted(h.room_state("attic")),
+        now,
+        &mut out,
+    );
     assert!(out.is_empty());
     assert_eq!(h.chat.member_count(), 0);
 }

@@ -267,8 +267,14 @@ impl Server {
         };
         if !self.cluster_ready() {
             let now = super::chat_time(self.now);
-            self.chat
-                .name_claimed(key, &name, ClaimAnswer::Unavailable, now, &mut self.actions);
+            self.chat.name_claimed(
+                key,
+                &name,
+                &room,
+                ClaimAnswer::Unavailable,
+                now,
+                &mut self.actions,
+            );
             return;
         }
         let Some(relay) = self.relay_mut() else {
@@ -362,6 +368,7 @@ impl Server {
                 self.chat.name_claimed(
                     key,
                     &name,
+                    &room,
                     ClaimAnswer::Unavailable,
                     now,
                     &mut self.actions,
@@ -470,7 +477,7 @@ impl Server {
                 if self.still_there(client) {
                     let now = super::chat_time(self.now);
                     self.chat
-                        .name_claimed(client.0, &name, answer, now, &mut self.actions);
+                        .name_claimed(client.0, &name, &room, answer, now, &mut self.actions);
                 }
                 // Granted to a joiner that left, or that asked for another name meanwhile: nobody holds it here.
                 if granted && !self.chat.holds_name(&name) {
@@ -523,6 +530,7 @@ impl Server {
                         self.chat.name_claimed(
                             client.0,
                             &name,
+                            &room,
                             ClaimAnswer::Unavailable,
                             now,
                             &mut self.actions,
