@@ -41,6 +41,11 @@ pub fn presence_script() -> Script {
     Script::new(include_str!("presence.lua"))
 }
 
+/// The script that answers what a room's stream holds after a seq, for a node whose subscription was down.
+pub fn recover_script() -> Script {
+    Script::new(include_str!("recover.lua"))
+}
+
 /// A room's members across the cluster, name to node: `roomcast:room:<room>:members`.
 pub fn room_members_key(room: &str) -> Vec<u8> {
     [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":members"].concat()
@@ -134,6 +139,7 @@ mod tests {
             heartbeat_script(),
             dm_script(),
             presence_script(),
+            recover_script(),
         ]
         .map(|script| script.sha().to_owned());
         for (i, sha) in shas.iter().enumerate() {

@@ -10,7 +10,7 @@
 //! | `node.rs` | the `--node-id`: what a node's name may look like |
 //! | `link.rs` | one connection's protocol state: queued commands, the FIFO of tags awaiting replies, the handshake, subscriber mode |
 //! | `script.rs` | a Lua script: its SHA1, `EVALSHA`, and the `EVAL` fallback on `NOSCRIPT` |
-//! | `keys.rs`, `*.lua` | the names of the keys and channels, and the scripts: publish a room's messages, join (a name and the room's state), release a name, a node's heartbeat, relay a DM |
+//! | `keys.rs`, `*.lua` | the names of the keys and channels, and the scripts: publish a room's messages, join (a name and the room's state), release a name, a node's heartbeat, relay a DM, presence, recover a room's gap |
 //! | `backoff.rs` | when to try again after a connection failed: 100 ms doubling to 5 s, jittered |
 
 pub mod backoff;

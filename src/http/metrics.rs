@@ -95,6 +95,8 @@ pub struct RedisStatus {
     pub publish_errors: u64,
     /// Chat messages that came back from Redis with seqs missing before them.
     pub gaps: u64,
+    /// Chat messages read from a room's stream after the subscription was down: gaps filled.
+    pub recovered: u64,
 }
 
 impl Metrics {
@@ -331,6 +333,12 @@ fn render_redis(out: &mut String, redis: RedisStatus) {
          # TYPE roomcast_redis_gaps_total counter\nroomcast_redis_gaps_total {}",
         redis.gaps
     );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_recovered_total Chat messages read from a room's stream after the subscription was \
+         down: gaps filled.\n# TYPE roomcast_redis_recovered_total counter\nroomcast_redis_recovered_total {}",
+        redis.recovered
+    );
 }
 
 #[cfg(test)]
@@ -376,6 +384,7 @@ mod tests {
                 reconnects: 2,
                 publish_errors: 3,
                 gaps: 4,
+                recovered: 5,
             }),
             ..Gauges::default()
         });
@@ -389,5 +398,6 @@ mod tests {
         ));
         assert!(text.contains("\nroomcast_redis_publish_errors_total 3\n"));
         assert!(text.contains("\nroomcast_redis_gaps_total 4\n"));
+        assert!(text.contains("\nroomcast_redis_recovered_total 5\n"));
     }
 }

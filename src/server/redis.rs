@@ -211,6 +211,7 @@ impl Cluster {
             reconnects: self.reconnects,
             publish_errors: self.relay.publish_errors,
             gaps: self.relay.gaps,
+            recovered: self.relay.recovered,
         }
     }
 

@@ -43,6 +43,11 @@ pub(super) enum Job {
         /// The sender's copy.
         copy: Rc<str>,
     },
+    /// What a room's stream holds after the seq this node saw last, after its subscription was down.
+    Recover {
+        /// The room.
+        room: Rc<str>,
+    },
     /// A name released, or the node's heartbeat: nobody waits for these.
     Housekeeping,
 }
@@ -83,6 +88,10 @@ struct RoomChannel {
     claims: Vec<WaitingJoin>,
     /// Join scripts sent and not yet answered.
     claims_in_flight: usize,
+    /// The subscription was down: once it is back, the room's gap is read from its stream (`Job::Recover`).
+    needs_recovery: bool,
+    /// While the gap is read: the messages the subscription brought meanwhile (epoch, JSON), delivered after it.
+    held: Option<Vec<(String, String)>>,
 }
 
 impl RoomChannel {
@@ -112,6 +121,11 @@ pub(super) struct Relay {
     heartbeat: Script,
     dm: Script,
     presence: Script,
+    recover: Script,
+    /// Rooms whose gap is to be read from their stream.
+    to_recover: Vec<Rc<str>>,
+    /// Chat messages delivered from a room's stream after the subscription was down.
+    pub(super) recovered: u64,
     /// Arrivals and departures here not yet told to the cluster (room, name, joined), kept while Redis is away.
     presence_queue: Vec<(Rc<str>, Rc<str>, bool)>,
     /// The stream's approximate length (`--history`).
@@ -146,6 +160,9 @@ impl Relay {
             heartbeat: keys::heartbeat_script(),
             dm: keys::dm_script(),
             presence: keys::presence_script(),
+            recover: keys::recover_script(),
+            to_recover: Vec::new(),
+            recovered: 0,
             presence_queue: Vec::new(),
             history_len: history_len.to_string(),
             heartbeat_ms: heartbeat_ms.max(1),
@@ -157,7 +174,7 @@ impl Relay {
     }
 
     /// The scripts the command connection loads in its handshake.
-    pub(super) fn scripts(&self) -> [Script; 6] {
+    pub(super) fn scripts(&self) -> [Script; 7] {
         [
             self.publish,
             self.join,
@@ -165,6 +182,7 @@ impl Relay {
             self.heartbeat,
             self.dm,
             self.presence,
+            self.recover,
         ]
     }
 
@@ -184,6 +202,7 @@ impl Relay {
         self.to_subscribe = self.rooms.keys().cloned().collect();
         for room in self.rooms.values_mut() {
             room.subscribed = Subscribed::No;
+            room.needs_recovery = true;
         }
     }
 
@@ -196,6 +215,8 @@ impl Relay {
                 pending: Vec::new(),
                 claims: Vec::new(),
                 claims_in_flight: 0,
+                needs_recovery: false,
+                held: None,
             }
         })
     }
@@ -498,6 +519,17 @@ impl Server {
                     None => self.chat.refuse_unavailable(client.0, &mut self.actions),
                 }
             }
+            Job::Recover { room } => {
+                match recover_answer(&reply) {
+                    Some((epoch, messages)) => {
+                        for text in &messages {
+                            self.deliver_from_redis(&epoch, text, true);
+                        }
+                    }
+                    None => warn!("Redis did not answer a room's recovery: {reply:?}"),
+                }
+                self.release_held(&room);
+            }
             Job::Housekeeping => {
                 if let Some(error) = reply.error() {
                     warn!("Redis refused a heartbeat or a name release: {error}");
@@ -539,6 +571,7 @@ impl Server {
                     self.forget_room_if_unused(&room);
                 }
                 Job::Dm { client, .. } => self.refuse_senders(&[client]),
+                Job::Recover { room } => self.release_held(&room),
                 Job::Housekeeping => {}
             }
         }
@@ -554,10 +587,28 @@ impl Server {
                 relay.node_subscribed = Subscribed::Yes;
             }
             LinkEvent::Subscribed { channel, .. } => {
-                let room =
-                    keys::room_of_channel(&channel).and_then(|room| relay.rooms.get_mut(room));
-                if let Some(room) = room.filter(|room| room.subscribed == Subscribed::Asked) {
-                    room.subscribed = Subscribed::Yes;
+                let Some(room) = keys::room_of_channel(&channel) else {
+                    return;
+                };
+                let Some(name) = relay
+                    .rooms
+                    .get_key_value(room)
+                    .map(|(name, _)| name.clone())
+                else {
+                    return;
+                };
+                let Some(state) = relay.rooms.get_mut(room) else {
+                    return;
+                };
+                if state.subscribed != Subscribed::Asked {
+                    return;
+                }
+                state.subscribed = Subscribed::Yes;
+                // Back after the subscription was down: what was published meanwhile is read from the stream, and
+                // what arrives from now on waits behind it.
+                if std::mem::take(&mut state.needs_recovery) {
+                    state.held = Some(Vec::new());
+                    relay.to_recover.push(name);
                 }
             }
             LinkEvent::Message { channel, payload } => {
@@ -579,14 +630,14 @@ impl Server {
                     debug!("not a room message from Redis: {payload:?}");
                     return;
                 };
-                match self.chat.deliver_published(epoch, text, &mut self.actions) {
-                    Delivery::Delivered { gap: true } => relay.gaps += 1,
-                    Delivery::Restarted => {
-                        warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
-                    }
-                    Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
-                    Delivery::Delivered { gap: false } | Delivery::NotHere | Delivery::Stale => {}
+                let held = keys::room_of_channel(&channel)
+                    .and_then(|room| relay.rooms.get_mut(room))
+                    .and_then(|state| state.held.as_mut());
+                if let Some(held) = held {
+                    held.push((epoch.to_owned(), text.to_owned()));
+                    return;
                 }
+                self.deliver_from_redis(epoch, text, false);
             }
             LinkEvent::SubscriptionRefused { message, .. } => {
                 warn!("Redis refused a subscription: {message}");
@@ -597,12 +648,74 @@ impl Server {
         }
     }
 
+    /// One chat message from Redis (from the subscription, or from the stream when `recovered`), to the chat.
+    fn deliver_from_redis(&mut self, epoch: &str, text: &str, recovered: bool) {
+        let delivery = self.chat.deliver_published(epoch, text, &mut self.actions);
+        let Some(relay) = self.relay_mut() else {
+            return;
+        };
+        if recovered && matches!(delivery, Delivery::Delivered { .. } | Delivery::Restarted) {
+            relay.recovered += 1;
+        }
+        match delivery {
+            Delivery::Delivered { gap: true } => relay.gaps += 1,
+            Delivery::Restarted => {
+                warn!("a room's seqs began again: Redis lost its data; the room has a new epoch")
+            }
+            Delivery::Malformed => debug!("not a chat message from Redis: {text}"),
+            Delivery::Delivered { gap: false } | Delivery::NotHere | Delivery::Stale => {}
+        }
+    }
+
+    /// Reads each room's gap from its stream, once its subscription is back; while Redis is not ready, the
+    /// messages held for it are delivered as they are (the gap is counted).
+    fn queue_recoveries(&mut self) {
+        let ready = self.cluster_ready();
+        let rooms = match self.relay_mut() {
+            Some(relay) => std::mem::take(&mut relay.to_recover),
+            None => return,
+        };
+        for room in rooms {
+            let known = self.chat.room_sync_point(&room);
+            let queued = ready
+                && self.cluster.as_mut().is_some_and(|cluster| {
+                    let (relay, link) = cluster.relay_and_commands();
+                    let (epoch, seq) = known.unwrap_or_else(|| (Rc::from(""), 0));
+                    let seq = seq.to_string();
+                    let keys = [keys::room_epoch_key(&room), keys::room_stream_key(&room)];
+                    let args: [&[u8]; 3] = [
+                        epoch.as_bytes(),
+                        seq.as_bytes(),
+                        relay.history_len.as_bytes(),
+                    ];
+                    let job = Job::Recover { room: room.clone() };
+                    queue_script(link, relay.recover, &[&keys[0], &keys[1]], &args, job)
+                });
+            if !queued {
+                self.release_held(&room);
+            }
+        }
+    }
+
+    /// Delivers what the subscription brought while a room's gap was read, and stops holding.
+    fn release_held(&mut self, room: &str) {
+        let held = self
+            .relay_mut()
+            .and_then(|relay| relay.rooms.get_mut(room))
+            .and_then(|state| state.held.take())
+            .unwrap_or_default();
+        for (epoch, text) in held {
+            self.deliver_from_redis(&epoch, &text, false);
+        }
+    }
+
     /// The chat's part of the turn, before the connections write: follow the rooms' occupancy, ask for the
     /// subscriptions still missing, send each room's publications, and the heartbeat when it is due.
     pub(super) fn relay_turn(&mut self) {
         self.follow_occupancy();
         self.queue_subscriptions();
         self.queue_claims();
+        self.queue_recoveries();
         self.queue_publications();
         self.queue_presence();
         self.queue_heartbeat();
@@ -786,6 +899,25 @@ impl Server {
             keys::ROOM_CHANNEL_PREFIX.as_bytes(),
         ];
         queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
+    }
+}
+
+/// The recovery script's answer: `[epoch, [messages]]`; `None` for anything else (an empty epoch: the room has none
+/// in Redis, so nothing to read).
+fn recover_answer(reply: &Reply) -> Option<(String, Vec<String>)> {
+    match reply.as_array()? {
+        [OwnedFrame::BulkString(epoch), OwnedFrame::Array(messages)] => {
+            let epoch = String::from_utf8(epoch.clone()).ok()?;
+            let messages = messages
+                .iter()
+                .filter_map(|message| match message {
+                    OwnedFrame::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                    _ => None,
+                })
+                .collect();
+            Some((epoch, messages))
+        }
+        _ => None,
     }
 }
 
