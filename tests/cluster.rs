@@ -726,3 +726,90 @@ fn a_node_whose_subscription_broke_fills_the_gap_from_the_stream_in_order_and_on
     assert_eq!(a.metric("roomcast_redis_gaps_total"), Some(0));
     assert_eq!(a.metric("roomcast_redis_reconnects_total"), Some(1));
 }
+
+#[test]
+fn while_redis_is_stopped_senders_hear_unavailable_and_afterwards_nothing_comes_twice_or_out_of_order(
+) {
+    let Some(mut redis) = RedisServer::start(
+        "while_redis_is_stopped_senders_hear_unavailable_and_afterwards_nothing_comes_twice_or_out_of_order",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "lobby");
+    let mut bob = b.ws();
+    join(&mut bob, "bob", "lobby");
+    bob.send_json(&chat_msg("before"));
+    assert_eq!(next_chat(&mut ann)["content"], "before");
+    redis.stop();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 503
+        && b.healthz() == 503));
+    for i in 0..3 {
+        bob.send_json(&chat_msg(&format!("lost {i}")));
+        assert_eq!(bob.recv_type("error")["code"], "unavailable");
+    }
+    // The connections stayed open. Redis comes back empty (no persistence): a new numbering.
+    redis.start_again();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 200
+        && b.healthz() == 200));
+    for i in 0..5 {
+        bob.send_json(&chat_msg(&format!("after {i}")));
+    }
+    for client in [&mut ann, &mut bob] {
+        let contents: Vec<Value> = (0..5)
+            .map(|_| next_chat(client)["content"].clone())
+            .collect();
+        let expected: Vec<Value> = (0..5).map(|i| json!(format!("after {i}"))).collect();
+        assert_eq!(contents, expected);
+        assert!(no_more_chat(client), "something came twice");
+    }
+}
+
+#[test]
+fn many_joins_and_leaves_across_nodes_leave_no_stale_presence() {
+    let Some(redis) =
+        RedisServer::start("many_joins_and_leaves_across_nodes_leave_no_stale_presence")
+    else {
+        return;
+    };
+    let nodes = [
+        Process::start(&redis, "node-a"),
+        Process::start(&redis, "node-b"),
+    ];
+    let mut watcher = nodes[0].ws();
+    join(&mut watcher, "watcher", "hall");
+    // 200 joins and 200 leaves, alternating nodes, several connections open at once.
+    for round in 0..20 {
+        let mut clients: Vec<TestClient> = Vec::new();
+        for i in 0..10 {
+            let node = &nodes[(round + i) % 2];
+            let mut client = node.ws();
+            join(&mut client, &format!("u{round}x{i}"), "hall");
+            clients.push(client);
+        }
+        for (i, mut client) in clients.into_iter().enumerate() {
+            if i % 2 == 0 {
+                client.send_json(&json!({"type": "leave"}));
+                client.recv_timeout(Duration::from_millis(50));
+            }
+        }
+    }
+    // Every one of them is gone from the room on both nodes and in Redis.
+    let members = || {
+        redis_command(&redis, &[b"HKEYS", b"roomcast:room:hall:members"])
+            .as_array()
+            .map(<[_]>::len)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || members() == Some(1)),
+        "members left in Redis: {:?}",
+        redis_command(&redis, &[b"HKEYS", b"roomcast:room:hall:members"])
+    );
+    for node in &nodes {
+        let mut late = node.ws();
+        let joined = join(&mut late, &format!("late-{}", node.addr.port()), "hall");
+        assert_eq!(joined["memberCount"], 2, "{joined}");
+    }
+}
