@@ -467,8 +467,8 @@ fn a_client_moving_to_another_node_with_since_gets_exactly_what_it_missed() {
     assert_eq!(next_chat(&mut bob)["seq"], 4);
     assert_eq!(next_chat(&mut bob)["seq"], 5);
     // Ann comes back on node b, whose history it never read from, with what it saw last; then on a fresh node c,
-    // which never had a member in the room. (Under other names: "ann" stays reserved on node a for its session,
-    // and a session reclaims a name only on the node that holds it.)
+    // which never had a member in the room. (Under other names, so that this test is about history only: "ann"
+    // stays reserved for its session, which the test did not keep.)
     let c = Process::start(&redis, "node-c");
     for (node, name) in [(&b, "ann-on-b"), (&c, "ann-on-c")] {
         let mut back = node.ws();
@@ -812,4 +812,58 @@ fn many_joins_and_leaves_across_nodes_leave_no_stale_presence() {
         let joined = join(&mut late, &format!("late-{}", node.addr.port()), "hall");
         assert_eq!(joined["memberCount"], 2, "{joined}");
     }
+}
+
+#[test]
+fn a_session_token_reclaims_a_name_from_another_node_which_closes_the_old_connection_with_4001() {
+    let Some(redis) = RedisServer::start(
+        "a_session_token_reclaims_a_name_from_another_node_which_closes_the_old_connection_with_4001",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut old = a.ws();
+    let session = join(&mut old, "ann", "lobby")["session"].clone();
+    let mut stranger = b.ws();
+    stranger.send_json(&json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2}));
+    assert_eq!(stranger.recv_type("error")["code"], "name_taken");
+    let mut new = b.ws();
+    new.send_json(
+        &json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": session}),
+    );
+    let joined = new.recv_type("joined");
+    assert_eq!(
+        joined["session"], session,
+        "the session carries over: {joined}"
+    );
+    assert_eq!(old.recv_close(), Some(4001));
+    // Node b holds it now: the old node's own departure does not free it.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut squatter = a.ws();
+    squatter.send_json(&json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2}));
+    assert_eq!(squatter.recv_type("error")["code"], "name_taken");
+}
+
+#[test]
+fn after_its_node_is_killed_a_client_takes_its_name_back_on_another_node_at_once_with_its_session()
+{
+    let Some(redis) = RedisServer::start(
+        "after_its_node_is_killed_a_client_takes_its_name_back_on_another_node_at_once_with_its_session",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let joined = join(&mut ann, "ann", "lobby");
+    drop(a);
+    // Within the default 15 s the dead node's name would still be held; the session takes it back at once.
+    let mut back = b.ws();
+    back.send_json(
+        &json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2,
+        "session": joined["session"], "since": {"epoch": joined["epoch"], "seq": joined["seq"]}}),
+    );
+    let rejoined = back.recv_type("joined");
+    assert_eq!(rejoined["replay"]["complete"], true, "{rejoined}");
 }

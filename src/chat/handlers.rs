@@ -27,12 +27,13 @@ const ROOM_FULL: &str = "the room holds as many members as it may; try another r
 impl Chat {
     /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
     /// With a cluster engine, a name this node does not hold yet is asked for first (`Action::ClaimName`): the join
-    /// waits, and goes on from here with `claimed` once the engine grants it (`Chat::name_claimed`).
+    /// waits, and goes on from here once the engine grants it (`Chat::name_claimed`), with `claimed`: the session
+    /// token the name is held with across the cluster.
     pub(super) fn join(
         &mut self,
         client: ClientId,
         req: JoinRequest<'_>,
-        claimed: bool,
+        claimed: Option<Rc<str>>,
         now: Now,
         out: &mut Vec<Action>,
     ) {
@@ -74,14 +75,30 @@ impl Chat {
         }
 
         // A live holder here shows the name is this node's already; any other name may be held on another node.
-        if self.config.relayed && !claimed && replacing.is_none() {
-            let key = Rc::from(key);
-            let room = Rc::from(&*req.room);
+        if self.config.relayed && claimed.is_none() && replacing.is_none() {
+            let same_name = self
+                .joined(client)
+                .filter(|joined| joined.user.key() == key)
+                .map(|joined| joined.token.clone());
+            let proposed = match token.or(same_name) {
+                Some(token) => token,
+                None => self.ids.session_token(now.unix_ms),
+            };
+            let claim = Action::ClaimName {
+                client,
+                key: Rc::from(key),
+                room: Rc::from(&*req.room),
+                token: proposed.clone(),
+                shown: req.session.as_deref().map(Rc::from),
+            };
             if let Some(participant) = self.participants.get_mut(&client) {
-                participant.claiming = Some(req.into_owned());
-                out.push(Action::ClaimName { client, key, room });
+                participant.claiming = Some((req.into_owned(), proposed));
+                out.push(claim);
             }
             return;
+        }
+        if claimed.is_some() {
+            token = claimed;
         }
 
         if let Some(previous) = self

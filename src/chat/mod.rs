@@ -195,6 +195,11 @@ pub enum Action {
         key: Rc<str>,
         /// The room it joins.
         room: Rc<str>,
+        /// The session token the joiner will hold the name with.
+        token: Rc<str>,
+        /// The session token the joiner showed: it takes the name from another node that holds it with that token
+        /// (which then closes its connection with 4001, [`Chat::replaced_elsewhere`]).
+        shown: Option<Rc<str>>,
     },
     /// With [`ChatConfig::relayed`]: nobody here holds the name with `key` any more; across the cluster it stays
     /// reserved for `grace_ms` (freed at once with 0), then is free.
@@ -270,6 +275,8 @@ pub struct RoomState {
     pub messages: Vec<String>,
     /// The names of its members on other nodes.
     pub members_elsewhere: Vec<String>,
+    /// The name was taken from another node with the session token the joiner showed.
+    pub reclaimed: bool,
 }
 
 /// How the cluster engine answered a [`Action::ClaimName`].
@@ -360,8 +367,9 @@ struct Participant {
     /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
     /// connection may take that name back during its grace period without showing the token again.
     session: Option<Rc<str>>,
-    /// With [`ChatConfig::relayed`]: the join waiting for the cluster engine to grant its name.
-    claiming: Option<request::JoinRequest<'static>>,
+    /// With [`ChatConfig::relayed`]: the join waiting for the cluster engine to grant its name, and the session token
+    /// it was asked for with.
+    claiming: Option<(request::JoinRequest<'static>, Rc<str>)>,
 }
 
 impl Participant {
@@ -481,7 +489,7 @@ impl Chat {
                     u32::MAX,
                 );
                 if joins == Verdict::Pass {
-                    self.join(client, join, false, now, out)
+                    self.join(client, join, None, now, out)
                 } else {
                     let dialect = join.dialect;
                     self.send_error(
@@ -756,17 +764,21 @@ impl Chat {
         if participant
             .claiming
             .as_ref()
-            .is_none_or(|req| req.user.key() != key || req.room != room)
+            .is_none_or(|(req, _)| req.user.key() != key || req.room != room)
         {
             return;
         }
-        let Some(req) = participant.claiming.take() else {
+        let Some((req, proposed)) = participant.claiming.take() else {
             return;
         };
         match answer {
             ClaimAnswer::Granted(state) => {
+                let token = match (state.reclaimed, req.session.as_deref()) {
+                    (true, Some(shown)) => Rc::from(shown),
+                    _ => proposed,
+                };
                 self.sync_room(&req.room, state);
-                self.join(client, req, true, now, out)
+                self.join(client, req, Some(token), now, out)
             }
             ClaimAnswer::Taken => self.send_error(
                 client,
@@ -793,6 +805,26 @@ impl Chat {
     /// The keys of every name a client here holds, for the cluster engine to keep them alive.
     pub fn held_name_keys(&self) -> impl Iterator<Item = &str> + '_ {
         self.claims.held_keys()
+    }
+
+    /// With [`ChatConfig::relayed`]: a joiner on another node showed the session token of the name with `key`, held
+    /// here: its holder here is closed with 4001 and leaves its room, as when replaced on one node.
+    pub fn replaced_elsewhere(&mut self, key: &str, now: Now, out: &mut Vec<Action>) {
+        let Some(holder) = self.claims.holder(key) else {
+            return;
+        };
+        out.push(Action::Close {
+            client: holder,
+            code: CLOSE_REPLACED,
+            reason: "replaced",
+        });
+        let stale = self.participants.get_mut(&holder).and_then(|p| {
+            p.closing = true;
+            p.joined.take()
+        });
+        if let Some(stale) = stale {
+            self.depart(holder, stale, true, now, out);
+        }
     }
 
     /// With [`ChatConfig::relayed`]: the DM `client` sent to a name no node holds: tell it `not_online`.

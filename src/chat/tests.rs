@@ -81,6 +81,7 @@ impl Harness {
                 seq: 0,
                 messages: Vec::new(),
                 members_elsewhere: Vec::new(),
+                reclaimed: false,
             })),
         }
     }
@@ -98,9 +99,9 @@ impl Harness {
         let claims: Vec<(ClientId, Rc<str>, Rc<str>)> = out
             .iter()
             .filter_map(|action| match action {
-                Action::ClaimName { client, key, room } => {
-                    Some((*client, key.clone(), room.clone()))
-                }
+                Action::ClaimName {
+                    client, key, room, ..
+                } => Some((*client, key.clone(), room.clone())),
                 _ => None,
             })
             .collect();
@@ -131,6 +132,7 @@ impl Harness {
             seq,
             messages: Vec::new(),
             members_elsewhere: Vec::new(),
+            reclaimed: false,
         }
     }
 
@@ -1736,6 +1738,7 @@ fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
         seq: 12,
         messages: vec![kept(11, "eleven"), kept(12, "twelve")],
         members_elsewhere: vec!["dan".into()],
+        reclaimed: false,
     };
     let mut out = Vec::new();
     let now = h.now();
@@ -2006,4 +2009,49 @@ fn relayed_joins_and_leaves_are_told_to_the_cluster_but_a_silent_replacement_is_
     assert_eq!(presence(&replaced), []);
     let left = h.send(2, json!({"type": "leave"}));
     assert_eq!(presence(&left), [("ann".to_owned(), false)]);
+}
+
+#[test]
+fn a_name_taken_elsewhere_with_its_session_closes_the_holder_here_with_4001() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat.replaced_elsewhere("ann", now, &mut out);
+    let outcome = h.resolve(out);
+    assert_eq!(outcome.closed, [(1, 4001, "replaced")]);
+    assert_eq!(outcome.to(2)[0], system("User \"ann\" left the room"));
+    assert_eq!(h.chat.member_count(), 1);
+}
+
+#[test]
+fn a_name_granted_by_the_shown_session_keeps_that_session() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let asked = h.send(
+        1,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": "the-old-token"}),
+    );
+    let Some(Action::ClaimName {
+        key, shown, token, ..
+    }) = asked
+        .actions
+        .iter()
+        .find(|action| matches!(action, Action::ClaimName { .. }))
+    else {
+        panic!("no ClaimName in {:?}", asked.actions);
+    };
+    assert_eq!(shown.as_deref(), Some("the-old-token"));
+    assert_ne!(
+        &**token, "the-old-token",
+        "a fresh token is proposed for a free name"
+    );
+    let mut state = h.room_state("lobby");
+    state.reclaimed = true;
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
+    assert_eq!(h.resolve(out).to(1)[1]["session"], "the-old-token");
 }

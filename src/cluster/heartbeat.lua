@@ -11,12 +11,14 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 -- ZADD: https://redis.io/commands/zadd
 redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
+-- A name's key holds '<node> <token>'; one Redis lost is written back without its token (no other node can then
+-- take it with a session: it waits for this node to let it go).
 for i = 2, #KEYS do
-  local holder = redis.call('GET', KEYS[i])
-  if holder == ARGV[1] then
+  local held = redis.call('GET', KEYS[i])
+  if held == false then
+    redis.call('SET', KEYS[i], ARGV[1] .. ' ', 'PX', ARGV[2])
+  elseif string.match(held, '^%S+') == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  elseif holder == false then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
   end
 end
 -- ZRANGEBYSCORE with an exclusive bound: https://redis.io/commands/zrangebyscore

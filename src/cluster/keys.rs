@@ -82,7 +82,18 @@ pub fn node_channel(node: &str) -> Vec<u8> {
 /// The key that says which node holds a user name: `roomcast:name:<key>`, `key` being the name's confusable
 /// skeleton, so that two names a person cannot tell apart are one key.
 pub fn name_key(key: &str) -> Vec<u8> {
-    [b"roomcast:name:".as_slice(), key.as_bytes()].concat()
+    [NAME_KEY_PREFIX.as_bytes(), key.as_bytes()].concat()
+}
+
+/// The start of a name's key.
+const NAME_KEY_PREFIX: &str = "roomcast:name:";
+
+/// What a node's channel says when a joiner on another node took a name from it with its session token:
+/// `replace`, a newline, the name's key. Gives the name's key (its skeleton) back; `None` for anything else (a DM).
+pub fn replaced_name(payload: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(payload).ok()?;
+    text.strip_prefix("replace\n")?
+        .strip_prefix(NAME_KEY_PREFIX)
 }
 
 /// The channel a room's chat messages are published to: `roomcast:room:<room>`.
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(node_channel("n1"), b"roomcast:node:n1");
         assert_eq!(room_of_channel(&node_channel("n1")), None);
         assert_eq!(name_key("ann"), b"roomcast:name:ann");
+        assert_eq!(replaced_name(b"replace\nroomcast:name:ann"), Some("ann"));
+        assert_eq!(replaced_name(b"{\"toKey\":\"ann\"}"), None);
     }
 
     #[test]

@@ -28,7 +28,13 @@ impl Server {
                         seq,
                     } => self.broadcast(room, except, &payload, v1_payload.as_deref(), seq),
                     Action::Publish { client, room, tail } => self.publish(client, room, tail),
-                    Action::ClaimName { client, key, room } => self.claim_name(client, key, room),
+                    Action::ClaimName {
+                        client,
+                        key,
+                        room,
+                        token,
+                        shown,
+                    } => self.claim_name(client, key, room, token, shown),
                     Action::ReleaseName { key, grace_ms } => self.release_name(key, grace_ms),
                     Action::Presence { room, user, joined } => {
                         self.relay_presence(room, user, joined)

@@ -76,6 +76,10 @@ struct WaitingJoin {
     serial: u32,
     /// The name's key.
     name: Rc<str>,
+    /// The session token the name is to be held with.
+    token: Rc<str>,
+    /// The session token the joiner showed, if any.
+    shown: Option<Rc<str>>,
 }
 
 /// A room with a member on this node, or a join into it under way.
@@ -282,7 +286,14 @@ impl Server {
 
     /// The chat asked for a name across the cluster, and the state of `room`, for a joiner. The join waits for the
     /// room's subscription (`queue_claims`); refused at once while Redis is not ready.
-    pub(super) fn claim_name(&mut self, key: usize, name: Rc<str>, room: Rc<str>) {
+    pub(super) fn claim_name(
+        &mut self,
+        key: usize,
+        name: Rc<str>,
+        room: Rc<str>,
+        token: Rc<str>,
+        shown: Option<Rc<str>>,
+    ) {
         let Some((key, serial)) = who(self, key) else {
             return;
         };
@@ -308,10 +319,13 @@ impl Server {
         if first {
             relay.to_claim.push(room.clone());
         }
-        relay
-            .add_room(room)
-            .claims
-            .push(WaitingJoin { key, serial, name });
+        relay.add_room(room).claims.push(WaitingJoin {
+            key,
+            serial,
+            name,
+            token,
+            shown,
+        });
     }
 
     /// One join script per join waiting in a room whose subscription is confirmed; the others wait for theirs.
@@ -351,7 +365,14 @@ impl Server {
             let Some(cluster) = self.cluster.as_mut() else {
                 return;
             };
-            for WaitingJoin { key, serial, name } in claims {
+            for WaitingJoin {
+                key,
+                serial,
+                name,
+                token,
+                shown,
+            } in claims
+            {
                 let (relay, link) = cluster.relay_and_commands();
                 let keys = [
                     keys::name_key(&name),
@@ -361,13 +382,16 @@ impl Server {
                     keys::room_members_key(&room),
                 ];
                 let known_seq = known_seq.to_string();
-                let args: [&[u8]; 6] = [
+                let args: [&[u8]; 9] = [
                     relay.node.as_str().as_bytes(),
                     relay.name_ttl.as_bytes(),
                     fresh.as_bytes(),
                     known_epoch.as_bytes(),
                     known_seq.as_bytes(),
                     relay.history_len.as_bytes(),
+                    token.as_bytes(),
+                    shown.as_deref().unwrap_or_default().as_bytes(),
+                    keys::NODE_CHANNEL_PREFIX.as_bytes(),
                 ];
                 let job = Job::Claim {
                     client: (key, serial),
@@ -621,7 +645,10 @@ impl Server {
                     return;
                 }
                 if channel == relay.node_channel {
-                    if let Ok(text) = std::str::from_utf8(&payload) {
+                    if let Some(name) = keys::replaced_name(&payload) {
+                        let now = super::chat_time(self.now);
+                        self.chat.replaced_elsewhere(name, now, &mut self.actions);
+                    } else if let Ok(text) = std::str::from_utf8(&payload) {
                         self.chat.deliver_relayed_dm(text, &mut self.actions);
                     }
                     return;
@@ -921,15 +948,16 @@ fn recover_answer(reply: &Reply) -> Option<(String, Vec<String>)> {
     }
 }
 
-/// The join script's answer: `[1, epoch, seq, [messages], [name, node, ...]]` granted (the members on nodes other
-/// than `node` kept), `[0]` taken; anything else is unavailable.
+/// The join script's answer: `[1, epoch, seq, [messages], [name, node, ...]]` granted (`2` instead of `1`: taken
+/// from another node with the joiner's session token; the members on nodes other than `node` kept), `[0]` taken;
+/// anything else is unavailable.
 fn join_answer(reply: &Reply, node: &str) -> ClaimAnswer {
     let Some(items) = reply.as_array() else {
         return ClaimAnswer::Unavailable;
     };
     match items {
         [OwnedFrame::Integer(0)] => ClaimAnswer::Taken,
-        [OwnedFrame::Integer(1), OwnedFrame::BulkString(epoch), OwnedFrame::Integer(seq), OwnedFrame::Array(messages), OwnedFrame::Array(members)] =>
+        [OwnedFrame::Integer(granted @ (1 | 2)), OwnedFrame::BulkString(epoch), OwnedFrame::Integer(seq), OwnedFrame::Array(messages), OwnedFrame::Array(members)] =>
         {
             let (Ok(epoch), Ok(seq)) = (String::from_utf8(epoch.clone()), u64::try_from(*seq))
             else {
@@ -958,6 +986,7 @@ fn join_answer(reply: &Reply, node: &str) -> ClaimAnswer {
                 seq,
                 messages,
                 members_elsewhere,
+                reclaimed: *granted == 2,
             })
         }
         _ => ClaimAnswer::Unavailable,
@@ -988,6 +1017,7 @@ mod tests {
                 seq: 42,
                 messages: vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
                 members_elsewhere: vec!["bob".into()],
+                reclaimed: false,
             })
         );
     }
