@@ -867,3 +867,105 @@ fn after_its_node_is_killed_a_client_takes_its_name_back_on_another_node_at_once
     let rejoined = back.recv_type("joined");
     assert_eq!(rejoined["replay"]["complete"], true, "{rejoined}");
 }
+
+#[test]
+fn clients_of_a_node_killed_while_others_chat_reconnect_elsewhere_and_get_every_message_exactly_once(
+) {
+    let Some(redis) = RedisServer::start(
+        "clients_of_a_node_killed_while_others_chat_reconnect_elsewhere_and_get_every_message_exactly_once",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let b = Process::start(&redis, "node-b");
+    let mut readers: Vec<(String, TestClient, Value)> = (0..3)
+        .map(|i| {
+            let name = format!("reader{i}");
+            let mut client = a.ws();
+            let joined = join(&mut client, &name, "lobby");
+            (name, client, joined)
+        })
+        .collect();
+    let mut writer = b.ws();
+    join(&mut writer, "writer", "lobby");
+    const SENT: u64 = 30;
+    let sender = std::thread::spawn(move || {
+        for i in 1..=SENT {
+            writer.send_json(&chat_msg(&format!("n{i}")));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        writer
+    });
+    // Each reader keeps what it has seen, by seq, until its node dies in the middle of the stream.
+    std::thread::sleep(Duration::from_millis(120));
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); readers.len()];
+    drop(a);
+    for ((_, client, _), seen) in readers.iter_mut().zip(&mut seen) {
+        while let Some(common::Received::Text(text)) =
+            client.recv_timeout(Duration::from_millis(50))
+        {
+            let message: Value = serde_json::from_str(&text).expect("JSON");
+            if message["type"] == "chat" {
+                seen.push(message["seq"].as_u64().expect("seq"));
+            }
+        }
+    }
+    // They come back on node b with their session and the last seq they saw.
+    for ((name, _, joined), seen) in readers.iter().zip(&mut seen) {
+        let last = seen
+            .last()
+            .copied()
+            .unwrap_or(joined["seq"].as_u64().expect("seq"));
+        let mut back = b.ws();
+        back.send_json(
+            &json!({"type": "join", "userId": name, "room": "lobby", "v": 2,
+            "session": joined["session"], "since": {"epoch": joined["epoch"], "seq": last}}),
+        );
+        let rejoined = back.recv_type("joined");
+        assert_eq!(rejoined["replay"]["complete"], true, "{name}: {rejoined}");
+        while seen.last().copied().unwrap_or(0) < SENT {
+            seen.push(next_chat(&mut back)["seq"].as_u64().expect("seq"));
+        }
+        assert!(no_more_chat(&mut back), "{name}: something came twice");
+        let first = seen.first().copied().unwrap_or(1);
+        let expected: Vec<u64> = (first..=SENT).collect();
+        assert_eq!(*seen, expected, "{name}: every message once, in order");
+    }
+    let _writer = sender.join().expect("writer");
+}
+
+#[test]
+fn after_a_redis_restart_with_its_append_only_file_nothing_is_lost_and_since_is_complete() {
+    let Some(mut redis) = RedisServer::start_persistent(
+        "after_a_redis_restart_with_its_append_only_file_nothing_is_lost_and_since_is_complete",
+    ) else {
+        return;
+    };
+    let a = Process::start(&redis, "node-a");
+    let mut ann = a.ws();
+    let joined = join(&mut ann, "ann", "lobby");
+    for i in 1..=3 {
+        ann.send_json(&chat_msg(&format!("kept {i}")));
+    }
+    for seq in 1..=3 {
+        assert_eq!(next_chat(&mut ann)["seq"], seq);
+    }
+    redis.start_again();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 200));
+    // The numbering goes on, in the same epoch.
+    ann.send_json(&chat_msg("after"));
+    assert_eq!(next_chat(&mut ann)["seq"], 4);
+    let b = Process::start(&redis, "node-b");
+    let mut bob = b.ws();
+    bob.send_json(
+        &json!({"type": "join", "userId": "bob", "room": "lobby", "v": 2,
+        "since": {"epoch": joined["epoch"], "seq": 1}}),
+    );
+    let rejoined = bob.recv_type("joined");
+    assert_eq!(rejoined["epoch"], joined["epoch"], "{rejoined}");
+    assert_eq!(rejoined["replay"]["complete"], true, "{rejoined}");
+    let replayed: Vec<Value> = (0..3)
+        .map(|_| next_chat(&mut bob)["content"].clone())
+        .collect();
+    assert_eq!(replayed, [json!("kept 2"), json!("kept 3"), json!("after")]);
+}

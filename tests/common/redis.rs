@@ -1,5 +1,6 @@
 //! A real `redis-server` for the tests that need one: started on a free 127.0.0.1 port without persistence
-//! (`--save '' --appendonly no`), stopped when dropped.
+//! (`--save '' --appendonly no`), or with an append-only file where persistence is the point, in a directory of its
+//! own; stopped (and its directory removed) when dropped.
 //!
 //! Owns finding the binary, starting it, waiting until it answers, and killing it. It must not decide what a test
 //! does with Redis. Without `redis-server` installed, `RedisServer::start` says loudly which test is skipped and
@@ -23,6 +24,10 @@ pub struct RedisServer {
     /// The port it listens on (and listens on again after `start_again`).
     pub port: u16,
     binary: PathBuf,
+    /// With an append-only file (`--appendonly yes --appendfsync always`), kept across `start_again`.
+    persistent: bool,
+    /// Its working directory, its own.
+    dir: PathBuf,
     /// `None` while stopped.
     child: Option<Child>,
 }
@@ -31,6 +36,15 @@ impl RedisServer {
     /// Starts a server for the test named `test`, or returns `None` (after saying so on stderr) when
     /// `redis-server` is not installed. Panics when it is missing under `CI=true`, or when it will not start.
     pub fn start(test: &str) -> Option<RedisServer> {
+        RedisServer::start_as(test, false)
+    }
+
+    /// `start` with an append-only file, fsynced at every write: what Redis acknowledged survives `start_again`.
+    pub fn start_persistent(test: &str) -> Option<RedisServer> {
+        RedisServer::start_as(test, true)
+    }
+
+    fn start_as(test: &str, persistent: bool) -> Option<RedisServer> {
         let Some(binary) = find_binary() else {
             let why = format!(
                 "redis-server is not installed (looked in $ROOMCAST_REDIS_SERVER, $PATH and {DEBIAN_PATH}); \
@@ -48,7 +62,9 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match RedisServer::spawn(&binary, port) {
+            let dir =
+                std::env::temp_dir().join(format!("roomcast-redis-{}-{port}", std::process::id()));
+            match RedisServer::spawn(&binary, port, persistent, dir) {
                 Ok(server) => return Some(server),
                 Err(error) => last_error = error,
             }
@@ -56,13 +72,21 @@ impl RedisServer {
         panic!("{test}: {} would not start: {last_error}", binary.display());
     }
 
-    fn spawn(binary: &PathBuf, port: u16) -> Result<RedisServer, String> {
+    fn spawn(
+        binary: &PathBuf,
+        port: u16,
+        persistent: bool,
+        dir: PathBuf,
+    ) -> Result<RedisServer, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let appendonly = if persistent { "yes" } else { "no" };
         let child = Command::new(binary)
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().display().to_string()])
+            .args(["--appendonly", appendonly])
+            .args(["--appendfsync", "always"])
+            .args(["--dir", &dir.display().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,6 +95,8 @@ impl RedisServer {
         let mut server = RedisServer {
             port,
             binary: binary.clone(),
+            persistent,
+            dir,
             child: Some(child),
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -98,12 +124,16 @@ impl RedisServer {
         }
     }
 
-    /// Starts a fresh, empty server on the same port after `stop`.
+    /// Starts the server again on the same port after `stop`: empty, or, when persistent, with what its
+    /// append-only file holds.
     pub fn start_again(&mut self) {
         self.stop();
-        let again = RedisServer::spawn(&self.binary, self.port)
-            .unwrap_or_else(|e| panic!("restarting redis-server: {e}"));
-        *self = again;
+        let mut again =
+            RedisServer::spawn(&self.binary, self.port, self.persistent, self.dir.clone())
+                .unwrap_or_else(|e| panic!("restarting redis-server: {e}"));
+        self.child = again.child.take();
+        // The directory stays this server's: the other value must not remove it when dropped.
+        again.dir = PathBuf::new();
     }
 
     fn answers_ping(&self) -> bool {
@@ -131,6 +161,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
