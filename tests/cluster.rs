@@ -969,3 +969,77 @@ fn after_a_redis_restart_with_its_append_only_file_nothing_is_lost_and_since_is_
         .collect();
     assert_eq!(replayed, [json!("kept 2"), json!("kept 3"), json!("after")]);
 }
+
+/// `used_memory` of `INFO memory`, in bytes.
+fn used_memory(redis: &RedisServer) -> i64 {
+    let info = redis_command(redis, &[b"INFO", b"memory"]);
+    let info =
+        String::from_utf8_lossy(info.as_bytes().expect("INFO is a bulk string")).into_owned();
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("used_memory")
+}
+
+#[test]
+fn redis_memory_per_connection_and_per_room_is_measured() {
+    let Some(redis) = RedisServer::start("redis_memory_per_connection_and_per_room_is_measured")
+    else {
+        return;
+    };
+    let url = redis.url().parse().expect("redis url");
+    let server = TestServer::with_config(|config| {
+        config.redis = Some(url);
+        config.chat.rate_per_sec = 1e6;
+        config.chat.rate_burst = 1_000_000;
+        config.chat.rate_bytes_per_sec = 0.0;
+        config.chat.room_rate_bytes_per_sec = 0.0;
+    });
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 200));
+    const ROOMS: usize = 10;
+    const PER_ROOM: usize = 20;
+    const MESSAGES: usize = 100;
+    // One joined connection per room first, so that the rooms' own keys are counted apart.
+    let mut firsts: Vec<TestClient> = (0..ROOMS)
+        .map(|room| {
+            let mut client = server.ws("/ws");
+            join(&mut client, &format!("first{room}"), &format!("room{room}"));
+            client
+        })
+        .collect();
+    let before_members = used_memory(&redis);
+    let mut members: Vec<TestClient> = Vec::new();
+    for room in 0..ROOMS {
+        for i in 1..PER_ROOM {
+            let mut client = server.ws("/ws");
+            join(&mut client, &format!("m{room}x{i}"), &format!("room{room}"));
+            members.push(client);
+        }
+    }
+    let after_members = used_memory(&redis);
+    // A full history: --history (100) messages of about 150 bytes in each room's stream.
+    for (room, first) in firsts.iter_mut().enumerate() {
+        let texts: Vec<String> = (0..MESSAGES)
+            .map(|i| {
+                chat_msg(&format!("room {room} message {i}: some ordinary chat text")).to_string()
+            })
+            .collect();
+        first.send_texts_in_one_write(&texts);
+        for _ in 0..MESSAGES {
+            next_chat(first);
+        }
+    }
+    let after_history = used_memory(&redis);
+    let per_connection = (after_members - before_members) / (ROOMS * (PER_ROOM - 1)) as i64;
+    let per_room_history = (after_history - after_members) / ROOMS as i64;
+    eprintln!(
+        "Redis memory: {per_connection} bytes per joined connection (name key, room member, node member), \
+         {per_room_history} bytes per room for a history of {MESSAGES} messages (stream, seq, epoch)"
+    );
+    assert!(
+        per_connection > 0 && per_connection < 4096,
+        "{per_connection}"
+    );
+    assert!(per_room_history > 0, "{per_room_history}");
+    drop(members);
+}

@@ -104,6 +104,9 @@ enum Lost {
     Link(LinkError),
     ConnectTimeout,
     ReplyTimeout,
+    /// Redis refused a subscription (an ACL that denies the channel): the node cannot listen, so it is not ready,
+    /// and tries again after the backoff.
+    SubscriptionRefused(String),
 }
 
 impl std::fmt::Display for Lost {
@@ -114,6 +117,9 @@ impl std::fmt::Display for Lost {
             Lost::Link(e) => write!(f, "{e}"),
             Lost::ConnectTimeout => write!(f, "no connection within {CONNECT_TIMEOUT_MS} ms"),
             Lost::ReplyTimeout => write!(f, "no answer to PING within {REPLY_TIMEOUT_MS} ms"),
+            Lost::SubscriptionRefused(message) => {
+                write!(f, "Redis refused a subscription: {message}")
+            }
         }
     }
 }
@@ -396,7 +402,14 @@ impl Server {
                 }),
         };
         self.input = buf;
+        let mut outcome = outcome;
         for event in events.drain(..) {
+            if let LinkEvent::SubscriptionRefused { message, .. } = &event {
+                if outcome.is_ok() {
+                    outcome = Err(Lost::SubscriptionRefused(message.clone()));
+                }
+                continue;
+            }
             self.on_redis_link_event(role, event);
         }
         if let Some(cluster) = self.cluster.as_mut() {

@@ -666,10 +666,8 @@ impl Server {
                 }
                 self.deliver_from_redis(epoch, text, false);
             }
-            LinkEvent::SubscriptionRefused { message, .. } => {
-                warn!("Redis refused a subscription: {message}");
-            }
-            LinkEvent::Reply { .. }
+            LinkEvent::SubscriptionRefused { .. }
+            | LinkEvent::Reply { .. }
             | LinkEvent::PatternMessage { .. }
             | LinkEvent::Unsubscribed { .. } => {}
         }
