@@ -574,11 +574,17 @@ impl Chat {
     /// `leave`: out of the room, the others told; the connection stays open and its name is released (reserved
     /// for its session during the grace period).
     pub(super) fn leave(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
+        // A join still waiting for the cluster's answer is given up: the answer will find nobody waiting.
+        let claiming = self
+            .participants
+            .get_mut(&client)
+            .and_then(|c| c.claiming.take());
         match self
             .participants
             .get_mut(&client)
             .and_then(|c| c.joined.take())
         {
+            None if claiming.is_some() => {}
             Some(joined) => self.depart(client, joined, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }

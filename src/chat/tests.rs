@@ -2055,3 +2055,29 @@ fn a_name_granted_by_the_shown_session_keeps_that_session() {
         .name_claimed(1, key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
     assert_eq!(h.resolve(out).to(1)[1]["session"], "the-old-token");
 }
+
+#[test]
+fn a_leave_while_the_join_waits_for_the_cluster_gives_the_join_up() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    let left = h.send(1, json!({"type": "leave"}));
+    assert!(left.delivered.is_empty(), "{:?}", left.delivered);
+    let mut out = Vec::new();
+    let now = h.now();
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.chat.member_count(), 0);
+    assert!(
+        !h.chat.holds_name("ann"),
+        "the engine is to release what it granted"
+    );
+}

@@ -5,7 +5,7 @@
 //! what each command sent is waiting for, each with the caller's tag (any type `T`). Redis answers the commands
 //! of one connection in the order it received them, so the first reply belongs to the oldest entry: that is all
 //! the pairing there is, and it is what lets the caller pipeline
-//! (https://redis.io/docs/latest/develop/use/pipelining/). Frames are encoded and decoded by the `redis-protocol`
+//! (<https://redis.io/docs/latest/develop/use/pipelining/>). Frames are encoded and decoded by the `redis-protocol`
 //! crate (RESP2); nothing here parses RESP by hand.
 //!
 //! It also owns the two things that change what a frame means: the handshake (`AUTH`, `SELECT`,
@@ -454,7 +454,7 @@ impl<T> RedisLink<T> {
     }
 
     /// Sends a call that came back `NOSCRIPT` again as `EVAL source numkeys keys... args...`, which also puts the
-    /// script back in the cache (https://redis.io/docs/latest/develop/reference/errors/common/noscript/).
+    /// script back in the cache (<https://redis.io/docs/latest/develop/reference/errors/common/noscript/>).
     fn resend_as_eval(&mut self, tag: T, call: &ScriptCall) -> Result<(), LinkError> {
         let mut digits = [0u8; 20];
         let numkeys = decimal(call.key_count(), &mut digits);
@@ -493,7 +493,7 @@ impl<T> RedisLink<T> {
     }
 
     /// Redis confirms each channel or pattern of a (P)(UN)SUBSCRIBE with its own pushed array instead of one
-    /// reply (https://redis.io/commands/subscribe), so the FIFO entry counts them down.
+    /// reply (<https://redis.io/commands/subscribe>), so the FIFO entry counts them down.
     fn queue_subscription(
         &mut self,
         command: &'static [u8],
