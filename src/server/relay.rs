@@ -115,6 +115,9 @@ pub(super) struct Relay {
     rooms: HashMap<Rc<str>, RoomChannel>,
     /// Rooms whose channel is to be subscribed to on the current subscriber connection.
     to_subscribe: Vec<Rc<str>>,
+    /// `SUBSCRIBE`s sent per room channel on the current subscriber connection whose confirmation has not come:
+    /// a room left and joined again within a round trip has two, and only the second confirmation is its own.
+    confirmations_due: HashMap<Rc<str>, u32>,
     /// Rooms with messages in `pending`.
     to_publish: Vec<Rc<str>>,
     /// Rooms with joins in `claims`.
@@ -156,6 +159,7 @@ impl Relay {
             node_subscribed: Subscribed::No,
             rooms: HashMap::new(),
             to_subscribe: Vec::new(),
+            confirmations_due: HashMap::new(),
             to_publish: Vec::new(),
             to_claim: Vec::new(),
             publish: keys::publish_script(),
@@ -204,6 +208,7 @@ impl Relay {
     pub(super) fn resubscribe(&mut self) {
         self.node_subscribed = Subscribed::No;
         self.to_subscribe = self.rooms.keys().cloned().collect();
+        self.confirmations_due.clear();
         for room in self.rooms.values_mut() {
             room.subscribed = Subscribed::No;
             room.needs_recovery = true;
@@ -621,6 +626,14 @@ impl Server {
                 else {
                     return;
                 };
+                if let Some(due) = relay.confirmations_due.get_mut(room) {
+                    *due = due.saturating_sub(1);
+                    if *due > 0 {
+                        // The confirmation of an earlier SUBSCRIBE, from before an UNSUBSCRIBE.
+                        return;
+                    }
+                    relay.confirmations_due.remove(room);
+                }
                 let Some(state) = relay.rooms.get_mut(room) else {
                     return;
                 };
@@ -837,6 +850,7 @@ impl Server {
                 if channel.subscribed == Subscribed::No {
                     channel.subscribed = Subscribed::Asked;
                     channels.push(keys::room_channel(&room));
+                    *relay.confirmations_due.entry(room).or_default() += 1;
                 }
             }
         }
