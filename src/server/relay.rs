@@ -335,6 +335,12 @@ impl Server {
 
     /// One join script per join waiting in a room whose subscription is confirmed; the others wait for theirs.
     fn queue_claims(&mut self) {
+        if self
+            .relay_mut()
+            .is_none_or(|relay| relay.to_claim.is_empty())
+        {
+            return;
+        }
         let ready = self.cluster_ready();
         let fresh = self.chat.fresh_epoch(super::chat_time(self.now));
         let Some(relay) = self.relay_mut() else {
@@ -768,7 +774,11 @@ impl Server {
 
     /// The turn's arrivals and departures, one presence script call each, when Redis is ready.
     fn queue_presence(&mut self) {
-        if !self.cluster_ready() {
+        if self
+            .relay_mut()
+            .is_none_or(|relay| relay.presence_queue.is_empty())
+            || !self.cluster_ready()
+        {
             return;
         }
         let Some(cluster) = self.cluster.as_mut() else {
@@ -872,6 +882,12 @@ impl Server {
             self.refuse_senders(&refused);
             return;
         }
+        if self
+            .relay_mut()
+            .is_none_or(|relay| relay.to_publish.is_empty())
+        {
+            return;
+        }
         // Used only by a room Redis has no epoch for (new, or lost): one per turn is enough.
         let fresh = self.chat.fresh_epoch(super::chat_time(self.now));
         let Some(cluster) = self.cluster.as_mut() else {
@@ -916,16 +932,17 @@ impl Server {
     /// The node's heartbeat, when it is due and the command connection is ready: it renews every name held here.
     fn queue_heartbeat(&mut self) {
         let now = self.now;
-        if !self.cluster_ready() {
+        let due = self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| now >= cluster.relay.next_heartbeat);
+        if !due || !self.cluster_ready() {
             return;
         }
         let names: Vec<Vec<u8>> = self.chat.held_name_keys().map(keys::name_key).collect();
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        if now < cluster.relay.next_heartbeat {
-            return;
-        }
         let (relay, link) = cluster.relay_and_commands();
         relay.next_heartbeat = Millis(now.0.saturating_add(relay.heartbeat_ms));
         let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + names.len());
