@@ -17,8 +17,18 @@ use super::ClientId;
 enum Claim {
     /// A client in a room holds it.
     Held(ClientId),
-    /// Nobody holds it, but only a join showing `token` may take it until `until_ms`.
-    Reserved { token: Rc<str>, until_ms: u64 },
+    /// Nobody holds it, but only a join showing its token may take it for a while. Boxed: a name is reserved only
+    /// for the grace period, while every member's name is held, and a held claim should cost two words.
+    Reserved(Box<Reservation>),
+}
+
+/// A freed name kept for the session that held it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reservation {
+    /// The session token that may take the name back.
+    token: Rc<str>,
+    /// When the reservation ends.
+    until_ms: u64,
 }
 
 /// Why a name cannot be taken.
@@ -44,10 +54,11 @@ pub(super) enum Taking {
 /// Every claim on a user name.
 #[derive(Debug, Default)]
 pub(super) struct Claims {
-    by_key: HashMap<String, Claim>,
+    /// Keyed by the allocation the holder's `Name` keeps as its key.
+    by_key: HashMap<Rc<str>, Claim>,
     /// Reservations in the order they end: the grace period is the same for all, so this is a queue. An entry whose
     /// name was taken again meanwhile is skipped when it comes up.
-    ending: VecDeque<(u64, String)>,
+    ending: VecDeque<(u64, Rc<str>)>,
 }
 
 impl Claims {
@@ -78,9 +89,11 @@ impl Claims {
                 }
                 _ => Err(Refused::Held),
             },
-            Some(Claim::Reserved { until_ms, .. }) if *until_ms <= now_ms => Ok(Taking::Free),
-            Some(Claim::Reserved { token, .. }) => match session {
-                Some(shown) if same_token(token, shown) => Ok(Taking::Reclaimed(token.clone())),
+            Some(Claim::Reserved(reserved)) if reserved.until_ms <= now_ms => Ok(Taking::Free),
+            Some(Claim::Reserved(reserved)) => match session {
+                Some(shown) if same_token(&reserved.token, shown) => {
+                    Ok(Taking::Reclaimed(reserved.token.clone()))
+                }
                 _ => Err(Refused::Reserved),
             },
         }
@@ -96,40 +109,44 @@ impl Claims {
         self.by_key
             .iter()
             .filter(|(_, claim)| matches!(claim, Claim::Held(_)))
-            .map(|(key, _)| key.as_str())
+            .map(|(key, _)| &**key)
     }
 
-    /// `client` now holds the name with `key`.
-    pub(super) fn hold(&mut self, key: &str, client: ClientId) {
-        match self.by_key.get_mut(key) {
+    /// `client` now holds the name with `key`; the claim shares `key`'s allocation.
+    pub(super) fn hold(&mut self, key: &Rc<str>, client: ClientId) {
+        match self.by_key.get_mut(&**key) {
             Some(claim) => *claim = Claim::Held(client),
             None => {
-                self.by_key.insert(key.to_owned(), Claim::Held(client));
+                self.by_key.insert(key.clone(), Claim::Held(client));
             }
         }
     }
 
     /// `client` gives up the name with `key`: reserved for `token` until `now_ms + grace_ms` (freed at once with no
-    /// grace). Nothing happens if `client` does not hold it (a newer connection took it over).
+    /// grace, or with no token to reserve it for). Nothing happens if `client` does not hold it (a newer connection
+    /// took it over).
     pub(super) fn release(
         &mut self,
         key: &str,
         client: ClientId,
-        token: Rc<str>,
+        token: Option<Rc<str>>,
         now_ms: u64,
         grace_ms: u64,
     ) {
         if self.holder(key) != Some(client) {
             return;
         }
-        if grace_ms == 0 {
+        let Some(token) = token.filter(|_| grace_ms > 0) else {
             self.by_key.remove(key);
             return;
-        }
+        };
         let until_ms = now_ms.saturating_add(grace_ms);
-        self.by_key
-            .insert(key.to_owned(), Claim::Reserved { token, until_ms });
-        self.ending.push_back((until_ms, key.to_owned()));
+        let reserved = Claim::Reserved(Box::new(Reservation { token, until_ms }));
+        let Some(key) = self.by_key.get_key_value(key).map(|(key, _)| key.clone()) else {
+            return;
+        };
+        self.by_key.insert(key.clone(), reserved);
+        self.ending.push_back((until_ms, key));
     }
 
     /// Forgets the reservations that ended by `now_ms`, so their memory does not outlive the grace period.
@@ -141,7 +158,7 @@ impl Claims {
             let Some((until_ms, key)) = self.ending.pop_front() else {
                 return;
             };
-            if matches!(self.by_key.get(&key), Some(Claim::Reserved { until_ms: u, .. }) if *u == until_ms)
+            if matches!(self.by_key.get(&key), Some(Claim::Reserved(reserved)) if reserved.until_ms == until_ms)
             {
                 self.by_key.remove(&key);
             }
@@ -163,6 +180,10 @@ mod tests {
         Rc::from(text)
     }
 
+    fn key(text: &str) -> Rc<str> {
+        Rc::from(text)
+    }
+
     fn no_holder(_: ClientId) -> Option<Rc<str>> {
         None
     }
@@ -174,7 +195,7 @@ mod tests {
             claims.may_take("ann", 1, None, 0, no_holder),
             Ok(Taking::Free)
         );
-        claims.hold("ann", 1);
+        claims.hold(&key("ann"), 1);
         assert_eq!(claims.holder("ann"), Some(1));
         assert_eq!(
             claims.may_take("ann", 1, None, 0, no_holder),
@@ -185,7 +206,7 @@ mod tests {
     #[test]
     fn a_held_name_is_refused_without_the_holders_token_and_replaced_with_it() {
         let mut claims = Claims::default();
-        claims.hold("ann", 1);
+        claims.hold(&key("ann"), 1);
         let held = |_: ClientId| Some(token("t1"));
         assert_eq!(claims.may_take("ann", 2, None, 0, held), Err(Refused::Held));
         assert_eq!(
@@ -201,8 +222,8 @@ mod tests {
     #[test]
     fn a_released_name_is_reserved_for_its_token_during_the_grace_period() {
         let mut claims = Claims::default();
-        claims.hold("ann", 1);
-        claims.release("ann", 1, token("t1"), 1_000, 60_000);
+        claims.hold(&key("ann"), 1);
+        claims.release("ann", 1, Some(token("t1")), 1_000, 60_000);
         assert_eq!(claims.holder("ann"), None, "a reserved name has no holder");
         assert_eq!(
             claims.may_take("ann", 2, None, 1_005, no_holder),
@@ -224,8 +245,8 @@ mod tests {
     fn a_reserved_name_is_refused_to_any_client_without_its_token() {
         // Connection ids are reused: the client that held the name is no proof of anything once it is gone.
         let mut claims = Claims::default();
-        claims.hold("ann", 1);
-        claims.release("ann", 1, token("t1"), 0, 60_000);
+        claims.hold(&key("ann"), 1);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
         assert_eq!(
             claims.may_take("ann", 1, None, 10, no_holder),
             Err(Refused::Reserved)
@@ -235,16 +256,25 @@ mod tests {
     #[test]
     fn without_grace_a_released_name_is_free_at_once() {
         let mut claims = Claims::default();
-        claims.hold("ann", 1);
-        claims.release("ann", 1, token("t1"), 0, 0);
+        claims.hold(&key("ann"), 1);
+        claims.release("ann", 1, Some(token("t1")), 0, 0);
         assert_eq!(claims.len(), 0);
+    }
+
+    #[test]
+    fn without_a_token_a_released_name_is_free_at_once() {
+        let mut claims = Claims::default();
+        claims.hold(&key("ann"), 1);
+        claims.release("ann", 1, None, 0, 60_000);
+        assert_eq!(claims.len(), 0);
+        assert!(claims.ending.is_empty());
     }
 
     #[test]
     fn only_the_holder_releases_a_name() {
         let mut claims = Claims::default();
-        claims.hold("ann", 2);
-        claims.release("ann", 1, token("t1"), 0, 60_000);
+        claims.hold(&key("ann"), 2);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
         assert_eq!(claims.holder("ann"), Some(2));
     }
 
@@ -252,15 +282,33 @@ mod tests {
     fn ended_reservations_are_forgotten_and_a_retaken_name_is_kept() {
         let mut claims = Claims::default();
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            claims.hold(name, i);
-            claims.release(name, i, token(name), i as u64, 10);
+            claims.hold(&key(name), i);
+            claims.release(name, i, Some(token(name)), i as u64, 10);
         }
-        claims.hold("b", 7);
+        claims.hold(&key("b"), 7);
         claims.expire(11);
         assert_eq!(claims.len(), 2, "a ended; b is held again; c has 1 ms left");
         assert_eq!(claims.holder("b"), Some(7));
         claims.expire(12);
         assert_eq!(claims.len(), 1);
         assert!(claims.ending.is_empty());
+    }
+
+    #[test]
+    fn a_held_claim_shares_the_holders_key_and_costs_two_words() {
+        let mut claims = Claims::default();
+        let ann = key("ann");
+        claims.hold(&ann, 1);
+        claims.release("ann", 1, Some(token("t1")), 0, 60_000);
+        claims.hold(&ann, 2);
+        assert_eq!(
+            Rc::strong_count(&ann),
+            3,
+            "ann, the map's key and the ending reservation's"
+        );
+        assert_eq!(
+            std::mem::size_of::<Claim>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }

@@ -37,6 +37,9 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        let Some(seat) = Seat::new(client, req.dialect, req.user.shown().clone()) else {
+            return;
+        };
         self.claims.expire(now.mono_ms);
         let key = req.user.key();
         let participants = &self.participants;
@@ -46,17 +49,16 @@ impl Chat {
         let taking = self
             .claims
             .may_take(key, client, session, now.mono_ms, |holder| {
-                participants
-                    .get(&holder)?
-                    .joined
-                    .as_ref()
-                    .map(|j| j.token.clone())
+                participants.get(&holder)?.held_token()
             });
         let (mut token, replacing) = match taking {
             Ok(Taking::Free) => (None, None),
             Ok(Taking::Reclaimed(token)) => (Some(token), None),
             Ok(Taking::Replacing(holder)) => {
-                let token = self.joined(holder).map(|j| j.token.clone());
+                let token = self
+                    .participants
+                    .get(&holder)
+                    .and_then(Participant::held_token);
                 (token, Some(holder))
             }
             Err(refused) => {
@@ -77,22 +79,23 @@ impl Chat {
         // A live holder here shows the name is this node's already; any other name may be held on another node.
         if self.config.relayed && claimed.is_none() && replacing.is_none() {
             let same_name = self
-                .joined(client)
-                .filter(|joined| joined.user.key() == key)
-                .map(|joined| joined.token.clone());
+                .participants
+                .get(&client)
+                .filter(|p| p.joined.as_ref().is_some_and(|j| j.user.key() == key))
+                .and_then(Participant::held_token);
             let proposed = match token.or(same_name) {
                 Some(token) => token,
                 None => self.ids.session_token(now.unix_ms),
             };
             let claim = Action::ClaimName {
                 client,
-                key: Rc::from(key),
+                key: key.clone(),
                 room: Rc::from(&*req.room),
                 token: proposed.clone(),
                 shown: req.session.as_deref().map(Rc::from),
             };
-            if let Some(participant) = self.participants.get_mut(&client) {
-                participant.claiming = Some((req.into_owned(), proposed));
+            if self.participants.get(&client).is_some() {
+                self.claiming.insert(client, (req.into_owned(), proposed));
                 out.push(claim);
             }
             return;
@@ -101,15 +104,15 @@ impl Chat {
             token = claimed;
         }
 
-        if let Some(previous) = self
+        if let Some((previous, previous_token)) = self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
             if token.is_none() && previous.user.key() == key {
-                token = Some(previous.token.clone());
+                token = previous_token.clone();
             }
-            self.depart(client, previous, true, now, out);
+            self.depart(client, previous, previous_token, true, now, out);
         }
 
         let mut silent = false;
@@ -121,11 +124,11 @@ impl Chat {
             });
             let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;
-                c.joined.take()
+                c.take_seat()
             });
-            if let Some(stale) = stale {
+            if let Some((stale, stale_token)) = stale {
                 silent = self.rooms.lookup(&req.room) == Some(stale.room);
-                self.depart(holder, stale, !silent, now, out);
+                self.depart(holder, stale, stale_token, !silent, now, out);
             }
             log::debug!("connection {holder} replaced by {client}");
         }
@@ -138,26 +141,22 @@ impl Chat {
         let room_id = self.rooms.open(&req.room, || ids.epoch(now.unix_ms));
         let user = req.user.shown().clone();
         let dialect = req.dialect;
-        let seat = Seat {
-            client,
-            dialect,
-            user: user.clone(),
-        };
         let Some(index) = self.rooms.seat(room_id, seat) else {
             return;
         };
         self.claims.hold(key, client);
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         state.joined = Some(Joined {
             user: req.user.clone(),
             room: room_id,
-            index,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             dialect,
-            token: token.clone(),
         });
         state.dialect = dialect;
         state.session = Some(token.clone());
@@ -260,7 +259,11 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| Some(seat.client) == except) {
+        if room
+            .seats()
+            .iter()
+            .all(|seat| Some(seat.client()) == except)
+        {
             return;
         }
         let storm = self.storms.entry(room_id).or_default();
@@ -565,7 +568,7 @@ impl Chat {
         }
         out.push(Action::RelayDm {
             client,
-            to_key: Rc::from(to.key()),
+            to_key: to.key().clone(),
             text,
             copy,
         });
@@ -575,17 +578,14 @@ impl Chat {
     /// for its session during the grace period).
     pub(super) fn leave(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
         // A join still waiting for the cluster's answer is given up: the answer will find nobody waiting.
-        let claiming = self
-            .participants
-            .get_mut(&client)
-            .and_then(|c| c.claiming.take());
+        let claiming = self.claiming.remove(&client);
         match self
             .participants
             .get_mut(&client)
-            .and_then(|c| c.joined.take())
+            .and_then(Participant::take_seat)
         {
             None if claiming.is_some() => {}
-            Some(joined) => self.depart(client, joined, true, now, out),
+            Some((joined, token)) => self.depart(client, joined, token, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
     }
@@ -596,6 +596,7 @@ impl Chat {
         &mut self,
         client: ClientId,
         joined: Joined,
+        token: Option<Rc<str>>,
         notify: bool,
         now: Now,
         out: &mut Vec<Action>,
@@ -603,24 +604,22 @@ impl Chat {
         let key = joined.user.key();
         if self.config.relayed && self.claims.holder(key) == Some(client) {
             out.push(Action::ReleaseName {
-                key: Rc::from(key),
+                key: key.clone(),
                 grace_ms: self.config.name_grace_ms,
             });
         }
-        self.claims.release(
-            key,
-            client,
-            joined.token.clone(),
-            now.mono_ms,
-            self.config.name_grace_ms,
-        );
-        if let Some((moved, index)) = self.rooms.unseat(joined.room, joined.index, client) {
+        self.claims
+            .release(key, client, token, now.mono_ms, self.config.name_grace_ms);
+        if let Some((moved, index)) = self
+            .rooms
+            .unseat(joined.room, joined.index as usize, client)
+        {
             if let Some(j) = self
                 .participants
                 .get_mut(&moved)
                 .and_then(|c| c.joined.as_mut())
             {
-                j.index = index;
+                j.index = u32::try_from(index).unwrap_or(u32::MAX);
             }
         }
         if notify {

@@ -7,6 +7,7 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod by_client;
 mod claims;
 mod handlers;
 mod history;
@@ -25,6 +26,7 @@ use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+use by_client::ByClient;
 use claims::Claims;
 pub use history::SharedText;
 use names::Name;
@@ -35,7 +37,7 @@ use session::IdSource;
 use wire::{ErrorCode, Out};
 
 /// The server's key for one client (a WebSocket on the chat route). The server calls [`Chat::disconnect`] before it
-/// reuses one.
+/// reuses one. Keys are small and reused (the server's slab keys): the chat keeps a slot per key up to the largest.
 pub type ClientId = usize;
 
 /// Which of the two JSON dialects a client speaks, decided by its last `join`.
@@ -341,18 +343,20 @@ struct Joined {
     user: Name,
     /// The room it is in.
     room: RoomId,
-    /// Its position in the room's member list, kept current as others leave.
-    index: usize,
+    /// Its position in the room's member list, kept current as others leave. 32 bits, as this is kept for every
+    /// member: a room of more (never seen) has its later positions saturate, and `Rooms::unseat` looks a member
+    /// up when its position is wrong.
+    index: u32,
     /// The dialect it joined with.
     dialect: Dialect,
-    /// The session token that lets a newer connection reclaim the name.
-    token: Rc<str>,
 }
 
 /// Everything the chat knows about one client that has sent at least one frame.
 struct Participant {
     /// Its rate limiter: every frame is charged.
     bucket: TokenBucket,
+    /// Frames `bucket` dropped in a row, since it last had a token.
+    drops: u32,
     /// Its join limiter: every `join` is charged again here.
     joins: TokenBucket,
     /// Its byte limiter: the bytes of every chat message and DM it sends.
@@ -364,12 +368,10 @@ struct Participant {
     /// The dialect of its last successful join, kept after it leaves; V1 until then, so that errors are sent in
     /// the form the original page can show.
     dialect: Dialect,
-    /// The session token of its last name, kept after it leaves (for as long as the connection lasts): the same
-    /// connection may take that name back during its grace period without showing the token again.
+    /// The session token of its last name: while it is in a room, the token that lets a newer connection reclaim
+    /// the name it holds; kept after it leaves (for as long as the connection lasts), so the same connection may
+    /// take that name back during its grace period without showing the token again.
     session: Option<Rc<str>>,
-    /// With [`ChatConfig::relayed`]: the join waiting for the cluster engine to grant its name, and the session token
-    /// it was asked for with.
-    claiming: Option<(request::JoinRequest<'static>, Rc<str>)>,
 }
 
 impl Participant {
@@ -377,14 +379,25 @@ impl Participant {
     fn new(config: &ChatConfig, now: Now) -> Self {
         Participant {
             bucket: TokenBucket::new(config.rate_burst, now.mono_ms),
+            drops: 0,
             joins: TokenBucket::new(config.join_burst, now.mono_ms),
             bytes: ByteBucket::new(config.rate_burst_bytes, now.mono_ms),
             joined: None,
             closing: false,
             dialect: Dialect::V1,
             session: None,
-            claiming: None,
         }
+    }
+
+    /// The session token of the name it holds, if it is in a room.
+    fn held_token(&self) -> Option<Rc<str>> {
+        self.joined.as_ref().and(self.session.clone())
+    }
+
+    /// Takes it out of its room's bookkeeping: its seat, and the token it held the name with.
+    fn take_seat(&mut self) -> Option<(Joined, Option<Rc<str>>)> {
+        let joined = self.joined.take()?;
+        Some((joined, self.session.clone()))
     }
 }
 
@@ -400,9 +413,13 @@ pub struct Chat {
     config: ChatConfig,
     ids: IdSource,
     rooms: Rooms,
-    participants: IdMap<ClientId, Participant>,
+    participants: ByClient<Participant>,
     /// Who holds each user name, and which freed names are reserved.
     claims: Claims,
+    /// With [`ChatConfig::relayed`]: the joins waiting for the cluster engine to grant their names, each with the
+    /// session token it was asked for with. Kept apart from `Participant`: a join waits one Redis round trip, and
+    /// every connection would pay for the field.
+    claiming: IdMap<ClientId, (request::JoinRequest<'static>, Rc<str>)>,
     /// This loop turn's arrivals and departures, by room.
     storms: IdMap<RoomId, Storm>,
     canned: Canned,
@@ -428,8 +445,9 @@ impl Chat {
             config,
             ids: IdSource::new(secret),
             rooms,
-            participants: IdMap::default(),
+            participants: ByClient::default(),
             claims: Claims::default(),
+            claiming: IdMap::default(),
             storms: IdMap::default(),
             canned,
             scratch: String::new(),
@@ -441,14 +459,17 @@ impl Chat {
     /// order.
     pub fn handle_text(&mut self, client: ClientId, text: &str, now: Now, out: &mut Vec<Action>) {
         let config = &self.config;
-        let state = self
+        let Some(state) = self
             .participants
-            .entry(client)
-            .or_insert_with(|| Participant::new(config, now));
+            .get_or_insert_with(client, || Participant::new(config, now))
+        else {
+            return;
+        };
         if state.closing {
             return;
         }
         let verdict = state.bucket.charge(
+            &mut state.drops,
             now.mono_ms,
             config.rate_per_sec,
             config.rate_burst,
@@ -482,13 +503,11 @@ impl Chat {
         }
         match request::parse(text, self.config.max_content_chars) {
             Ok(Request::Join(join)) => {
-                let joins = state.joins.charge(
-                    now.mono_ms,
-                    config.join_rate_per_sec,
-                    config.join_burst,
-                    u32::MAX,
-                );
-                if joins == Verdict::Pass {
+                let joins =
+                    state
+                        .joins
+                        .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
+                if joins {
                     self.join(client, join, None, now, out)
                 } else {
                     let dialect = join.dialect;
@@ -522,11 +541,12 @@ impl Chat {
     /// `client` is gone (closed for any reason) at `now`. Leaves its room (others told); its name stays reserved
     /// for its session during the grace period.
     pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
-        let Some(state) = self.participants.remove(&client) else {
+        self.claiming.remove(&client);
+        let Some(mut state) = self.participants.remove(&client) else {
             return;
         };
-        if let Some(joined) = state.joined {
-            self.depart(client, joined, true, now, out);
+        if let Some((joined, token)) = state.take_seat() {
+            self.depart(client, joined, token, true, now, out);
         }
         self.rooms.evict_excess(self.config.max_empty_rooms);
     }
@@ -534,7 +554,7 @@ impl Chat {
     /// The current members of a room, for the server to resolve Broadcast; O(1) to start, no allocation.
     pub fn members(&self, room: RoomId) -> impl Iterator<Item = Member> + '_ {
         self.rooms.seats(room).iter().map(|seat| Member {
-            client: seat.client,
+            client: seat.client(),
             dialect: seat.dialect,
         })
     }
@@ -758,17 +778,15 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let Some(participant) = self.participants.get_mut(&client) else {
-            return;
-        };
-        if participant
-            .claiming
-            .as_ref()
-            .is_none_or(|(req, _)| req.user.key() != key || req.room != room)
+        if self.participants.get(&client).is_none()
+            || self
+                .claiming
+                .get(&client)
+                .is_none_or(|(req, _)| **req.user.key() != *key || req.room != room)
         {
             return;
         }
-        let Some((req, proposed)) = participant.claiming.take() else {
+        let Some((req, proposed)) = self.claiming.remove(&client) else {
             return;
         };
         match answer {
@@ -820,16 +838,16 @@ impl Chat {
         });
         let stale = self.participants.get_mut(&holder).and_then(|p| {
             p.closing = true;
-            p.joined.take()
+            p.take_seat()
         });
-        if let Some(stale) = stale {
-            self.depart(holder, stale, true, now, out);
+        if let Some((stale, stale_token)) = stale {
+            self.depart(holder, stale, stale_token, true, now, out);
         }
     }
 
     /// With [`ChatConfig::relayed`]: the DM `client` sent to a name no node holds: tell it `not_online`.
     pub fn refuse_not_online(&mut self, client: ClientId, out: &mut Vec<Action>) {
-        if self.participants.contains_key(&client) {
+        if self.participants.get(&client).is_some() {
             self.send_error(
                 client,
                 ErrorCode::NotOnline,
@@ -872,7 +890,7 @@ impl Chat {
     /// With [`ChatConfig::relayed`]: the cluster engine cannot carry `client`'s message (Redis is unreachable, or
     /// refused it): tell the client with an `unavailable` error. Nothing if the client is gone.
     pub fn refuse_unavailable(&mut self, client: ClientId, out: &mut Vec<Action>) {
-        if self.participants.contains_key(&client) {
+        if self.participants.get(&client).is_some() {
             self.send_error(
                 client,
                 ErrorCode::Unavailable,

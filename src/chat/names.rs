@@ -87,7 +87,9 @@ const MAX_RAW_BYTES_PER_CHAR: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Name {
     shown: Rc<str>,
-    key: String,
+    /// The same allocation as `shown` when the two are equal (most ASCII names), and shared with the claim on the
+    /// name (`claims.rs`), so a member holds one or two copies of its name, not three.
+    key: Rc<str>,
 }
 
 impl Name {
@@ -98,8 +100,18 @@ impl Name {
 
     /// The confusable skeleton of the name, case-insensitive: two names are the same person exactly when their
     /// keys are equal. Never shown.
-    pub(super) fn key(&self) -> &str {
+    pub(super) fn key(&self) -> &Rc<str> {
         &self.key
+    }
+
+    /// A name shown as `shown` with the key `key`, sharing one allocation when they are equal.
+    fn new(shown: Rc<str>, key: String) -> Name {
+        let key = if *key == *shown {
+            shown.clone()
+        } else {
+            Rc::from(key)
+        };
+        Name { shown, key }
     }
 }
 
@@ -227,10 +239,7 @@ pub(super) fn user_name(raw: &str, max_chars: usize) -> Result<Name, NameError> 
         return Err(NameError::Reserved);
     }
     // No script check: ASCII is Latin and Common only, which always mix acceptably.
-    Ok(Name {
-        shown: Rc::from(raw),
-        key,
-    })
+    Ok(Name::new(Rc::from(raw), key))
 }
 
 /// [`user_name`] the long way, for any text.
@@ -243,10 +252,7 @@ fn any_user_name(raw: &str, max_chars: usize) -> Result<Name, NameError> {
     if !scripts_mix_acceptably(&shown) {
         return Err(NameError::MixedScripts);
     }
-    Ok(Name {
-        shown: Rc::from(shown),
-        key,
-    })
+    Ok(Name::new(Rc::from(shown), key))
 }
 
 /// Whether `key` is the key of a name the chat keeps for itself.
@@ -510,7 +516,7 @@ mod tests {
 
     fn key(raw: &str) -> String {
         match user_name(raw, USER) {
-            Ok(name) => name.key,
+            Ok(name) => name.key.to_string(),
             Err(error) => panic!("{raw:?} refused: {error}"),
         }
     }
@@ -533,8 +539,17 @@ mod tests {
     fn plain_names_are_kept_as_typed() {
         let name = user_name("ann", USER).unwrap();
         assert_eq!(&**name.shown(), "ann");
-        assert_eq!(name.key(), "ann");
+        assert_eq!(&**name.key(), "ann");
         assert_eq!(room_name("lobby", ROOM), Ok(Cow::Borrowed("lobby")));
+    }
+
+    #[test]
+    fn a_key_equal_to_the_shown_name_shares_its_allocation() {
+        let name = user_name("ann", USER).unwrap();
+        assert!(Rc::ptr_eq(name.shown(), name.key()));
+        let other = user_name("Ann", USER).unwrap();
+        assert_eq!(&**other.key(), "ann");
+        assert!(!Rc::ptr_eq(other.shown(), other.key()));
     }
 
     #[test]
@@ -890,7 +905,7 @@ mod tests {
             "x\" left the room. User \"ann",
         ] {
             if let Ok(name) = user_name(raw, USER) {
-                assert_eq!(name.key, ann, "{raw:?} accepted as someone else");
+                assert_eq!(*name.key, *ann, "{raw:?} accepted as someone else");
             }
         }
     }

@@ -15,12 +15,12 @@ pub(super) enum Verdict {
     Abuse,
 }
 
-/// A token bucket holding at most `burst` tokens and refilling at `rate` tokens a second.
+/// A token bucket holding at most `burst` tokens and refilling at `rate` tokens a second. 16 bytes: every
+/// connection keeps two, and the frame bucket's count of drops is kept beside it by the caller.
 #[derive(Clone, Debug)]
 pub(super) struct TokenBucket {
     tokens: f64,
     last_ms: u64,
-    drops: u32,
 }
 
 impl TokenBucket {
@@ -29,20 +29,13 @@ impl TokenBucket {
         TokenBucket {
             tokens: f64::from(burst),
             last_ms: now_ms,
-            drops: 0,
         }
     }
 
-    /// Refill for the time since the last charge, then try to spend one token.
+    /// Refill for the time since the last charge, then spend one token if there is one.
     ///
     /// A clock that steps backwards refills nothing. A rate that is not a positive finite number never refills.
-    pub(super) fn charge(
-        &mut self,
-        now_ms: u64,
-        rate_per_sec: f64,
-        burst: u32,
-        abuse_drops: u32,
-    ) -> Verdict {
+    pub(super) fn take(&mut self, now_ms: u64, rate_per_sec: f64, burst: u32) -> bool {
         let elapsed_ms = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
         if rate_per_sec.is_finite() && rate_per_sec > 0.0 {
@@ -51,11 +44,27 @@ impl TokenBucket {
         }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.drops = 0;
+            return true;
+        }
+        false
+    }
+
+    /// [`TokenBucket::take`] for a frame, with `drops` the frames dropped in a row before it (reset by a token):
+    /// more than `abuse_drops` of them is abuse.
+    pub(super) fn charge(
+        &mut self,
+        drops: &mut u32,
+        now_ms: u64,
+        rate_per_sec: f64,
+        burst: u32,
+        abuse_drops: u32,
+    ) -> Verdict {
+        if self.take(now_ms, rate_per_sec, burst) {
+            *drops = 0;
             return Verdict::Pass;
         }
-        self.drops = self.drops.saturating_add(1);
-        if self.drops > abuse_drops {
+        *drops = drops.saturating_add(1);
+        if *drops > abuse_drops {
             Verdict::Abuse
         } else {
             Verdict::Drop
@@ -110,7 +119,33 @@ impl ByteBucket {
 mod tests {
     use super::*;
 
-    fn drain(bucket: &mut TokenBucket, now_ms: u64, n: u32) -> Vec<Verdict> {
+    /// A frame bucket and its count of drops in a row.
+    struct Frames {
+        bucket: TokenBucket,
+        drops: u32,
+    }
+
+    impl Frames {
+        fn new(burst: u32, now_ms: u64) -> Self {
+            Frames {
+                bucket: TokenBucket::new(burst, now_ms),
+                drops: 0,
+            }
+        }
+
+        fn charge(
+            &mut self,
+            now_ms: u64,
+            rate_per_sec: f64,
+            burst: u32,
+            abuse_drops: u32,
+        ) -> Verdict {
+            self.bucket
+                .charge(&mut self.drops, now_ms, rate_per_sec, burst, abuse_drops)
+        }
+    }
+
+    fn drain(bucket: &mut Frames, now_ms: u64, n: u32) -> Vec<Verdict> {
         (0..n)
             .map(|_| bucket.charge(now_ms, 20.0, 40, 100))
             .collect()
@@ -118,7 +153,7 @@ mod tests {
 
     #[test]
     fn full_bucket_passes_exactly_the_burst() {
-        let mut bucket = TokenBucket::new(40, 0);
+        let mut bucket = Frames::new(40, 0);
         assert!(drain(&mut bucket, 0, 40)
             .iter()
             .all(|v| *v == Verdict::Pass));
@@ -127,7 +162,7 @@ mod tests {
 
     #[test]
     fn refills_at_the_rate() {
-        let mut bucket = TokenBucket::new(40, 0);
+        let mut bucket = Frames::new(40, 0);
         drain(&mut bucket, 0, 40);
         assert_eq!(bucket.charge(40, 20.0, 40, 100), Verdict::Drop);
         let second = drain(&mut bucket, 1_000, 21);
@@ -137,7 +172,7 @@ mod tests {
 
     #[test]
     fn refill_is_capped_at_the_burst() {
-        let mut bucket = TokenBucket::new(40, 0);
+        let mut bucket = Frames::new(40, 0);
         drain(&mut bucket, 0, 40);
         let later = drain(&mut bucket, 3_600_000, 41);
         assert_eq!(later.iter().filter(|v| **v == Verdict::Pass).count(), 40);
@@ -145,7 +180,7 @@ mod tests {
 
     #[test]
     fn abuse_after_more_than_the_allowed_drops() {
-        let mut bucket = TokenBucket::new(40, 0);
+        let mut bucket = Frames::new(40, 0);
         drain(&mut bucket, 0, 40);
         assert!(drain(&mut bucket, 0, 100)
             .iter()
@@ -155,12 +190,21 @@ mod tests {
 
     #[test]
     fn a_token_resets_the_drop_count() {
-        let mut bucket = TokenBucket::new(40, 0);
+        let mut bucket = Frames::new(40, 0);
         drain(&mut bucket, 0, 40 + 100);
         assert_eq!(bucket.charge(50, 20.0, 40, 100), Verdict::Pass);
         assert!(drain(&mut bucket, 50, 100)
             .iter()
             .all(|v| *v == Verdict::Drop));
+    }
+
+    #[test]
+    fn take_spends_one_token_and_refuses_when_empty() {
+        let mut bucket = TokenBucket::new(2, 0);
+        assert!(bucket.take(0, 1.0, 2));
+        assert!(bucket.take(0, 1.0, 2));
+        assert!(!bucket.take(999, 1.0, 2));
+        assert!(bucket.take(1_000, 1.0, 2), "one token a second");
     }
 
     #[test]
@@ -197,7 +241,7 @@ mod tests {
 
     #[test]
     fn clock_stepping_back_refills_nothing() {
-        let mut bucket = TokenBucket::new(1, 1_000);
+        let mut bucket = Frames::new(1, 1_000);
         assert_eq!(bucket.charge(1_000, 20.0, 1, 100), Verdict::Pass);
         assert_eq!(bucket.charge(0, 20.0, 1, 100), Verdict::Drop);
         assert_eq!(bucket.charge(1_049, 20.0, 1, 100), Verdict::Drop);

@@ -13,15 +13,32 @@ use super::rate::ByteBucket;
 use super::{ClientId, Dialect, RoomId};
 use crate::id_hash::IdMap;
 
-/// One connection's place in a room.
+/// One connection's place in a room. 24 bytes: every member has one, in a vector with room to grow.
 #[derive(Clone, Debug)]
 pub(super) struct Seat {
-    /// The connection sitting here.
-    pub(super) client: ClientId,
+    /// The connection sitting here, in 32 bits (see [`Seat::new`]).
+    client: u32,
     /// The dialect it joined with.
     pub(super) dialect: Dialect,
     /// The name it joined with.
     pub(super) user: Rc<str>,
+}
+
+impl Seat {
+    /// `client`'s seat, or `None` for an id past 32 bits, which the server's keys never reach (its timers keep
+    /// them in 32 bits too).
+    pub(super) fn new(client: ClientId, dialect: Dialect, user: Rc<str>) -> Option<Seat> {
+        Some(Seat {
+            client: u32::try_from(client).ok()?,
+            dialect,
+            user,
+        })
+    }
+
+    /// The connection sitting here.
+    pub(super) fn client(&self) -> ClientId {
+        self.client as ClientId
+    }
 }
 
 /// Why a replay is incomplete.
@@ -217,11 +234,11 @@ impl Room {
     /// Remove `client`, expected at `index`. Returns the connection moved into `index` and that position.
     fn unseat(&mut self, index: usize, client: ClientId) -> Option<(ClientId, usize)> {
         let index = match self.seats.get(index) {
-            Some(seat) if seat.client == client => index,
-            _ => self.seats.iter().position(|seat| seat.client == client)?,
+            Some(seat) if seat.client() == client => index,
+            _ => self.seats.iter().position(|seat| seat.client() == client)?,
         };
         self.seats.swap_remove(index);
-        self.seats.get(index).map(|moved| (moved.client, index))
+        self.seats.get(index).map(|moved| (moved.client(), index))
     }
 }
 
@@ -477,10 +494,16 @@ mod tests {
     use super::*;
 
     fn seat(client: ClientId) -> Seat {
-        Seat {
-            client,
-            dialect: Dialect::V2,
-            user: Rc::from(format!("u{client}")),
+        Seat::new(client, Dialect::V2, Rc::from(format!("u{client}"))).unwrap()
+    }
+
+    #[test]
+    fn a_seat_keeps_its_client_in_32_bits_and_refuses_a_wider_id() {
+        assert_eq!(seat(7).client(), 7);
+        let widest = u32::MAX as ClientId;
+        assert_eq!(seat(widest).client(), widest);
+        if let Some(wider) = widest.checked_add(1) {
+            assert!(Seat::new(wider, Dialect::V1, Rc::from("u")).is_none());
         }
     }
 
@@ -702,7 +725,7 @@ mod tests {
         }
         assert_eq!(rooms.unseat(id, 0, 0), Some((2, 0)));
         assert_eq!(rooms.unseat(id, 1, 1), None);
-        let left: Vec<_> = rooms.seats(id).iter().map(|s| s.client).collect();
+        let left: Vec<_> = rooms.seats(id).iter().map(|s| s.client()).collect();
         assert_eq!(left, [2]);
         assert_eq!(rooms.seated(), 1);
     }

@@ -1905,6 +1905,28 @@ fn an_answer_for_a_claim_nobody_waits_for_changes_nothing() {
 }
 
 #[test]
+fn a_join_waiting_for_its_name_is_forgotten_when_its_connection_closes() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    assert_eq!(h.chat.claiming.len(), 1, "the join waits for the engine");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat.disconnect(1, now, &mut out);
+    assert!(h.chat.claiming.is_empty());
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    assert_eq!(h.chat.member_count(), 0, "a late answer seats nobody");
+}
+
+#[test]
 fn leaving_releases_the_name_for_the_grace_period_across_the_cluster() {
     let mut h = relayed();
     h.join(1, "ann", "lobby");

@@ -371,8 +371,9 @@ pub struct Connection {
     /// The code of the first Close frame sent or received, or of the failure, once there is one. 7.1.5's Close Code
     /// counts only the first Close received; this one also counts ours when it went out first.
     close_code: Option<CloseCode>,
-    /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1).
-    mask_keys: Option<MaskKeys>,
+    /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1). Boxed, as a server
+    /// keeps one `Connection` per peer and never has one.
+    mask_keys: Option<Box<MaskKeys>>,
     /// permessage-deflate, once negotiated (RFC 7692); boxed, as most connections of some servers have none.
     compression: Option<Box<Compression>>,
 }
@@ -464,7 +465,7 @@ impl Connection {
     pub fn new(role: Role, max_message_size: usize) -> Self {
         let (incoming, mask_keys) = match role {
             Role::Server => (IncomingMask::Required, None),
-            Role::Client => (IncomingMask::Forbidden, Some(MaskKeys::Strong)),
+            Role::Client => (IncomingMask::Forbidden, Some(Box::new(MaskKeys::Strong))),
         };
         Connection {
             state: State::Open,
@@ -523,7 +524,7 @@ impl Connection {
     /// to a server of its own, such as a load generator: 10.3 asks for unpredictable keys. No effect on a server.
     pub fn use_predictable_masks(&mut self, seed: u64) {
         if self.mask_keys.is_some() {
-            self.mask_keys = Some(MaskKeys::predictable(seed));
+            self.mask_keys = Some(Box::new(MaskKeys::predictable(seed)));
         }
     }
 
@@ -781,7 +782,7 @@ impl Connection {
     fn write_message(&mut self, kind: MessageKind, payload: &[u8]) {
         if payload.len() >= MIN_COMPRESSED_LEN {
             if let Some(compression) = self.compression.as_deref_mut() {
-                let mask = self.mask_keys.as_mut().map(MaskKeys::next_key);
+                let mask = self.mask_keys.as_deref_mut().map(MaskKeys::next_key);
                 let header = FrameHeader {
                     fin: true,
                     rsv1: true,
@@ -809,7 +810,7 @@ impl Connection {
 
     /// 5.1, 5.3: a client masks every frame with a fresh key; a server masks none.
     fn mask_for_next_frame(&mut self) -> Option<[u8; 4]> {
-        self.mask_keys.as_mut().map(MaskKeys::next_key)
+        self.mask_keys.as_deref_mut().map(MaskKeys::next_key)
     }
 
     /// The frame and message in progress, allocated when the first frame of a message (or a control frame) starts.

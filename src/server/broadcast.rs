@@ -9,6 +9,7 @@
 use log::warn;
 
 use super::batch::{Batches, Span};
+use super::client::Flags;
 use super::Server;
 use crate::chat::{self, Dialect};
 use crate::http::Endpoint;
@@ -150,16 +151,16 @@ impl Server {
                 continue;
             }
             if let Some(client) = clients.get_mut(member.client) {
-                if client.lagging || client.queue.queued_bytes() > bound {
+                if client.flags.contains(Flags::LAGGING) || client.queue.queued_bytes() > bound {
                     // Behind: nothing more until it catches up; what it misses of the chat is in the history.
                     let lag = lagging.entry(member.client).or_default();
                     lag.missed_from = lag.missed_from.or(seq.map(|seq| (room, seq)));
-                    if !client.lagging {
-                        client.lagging = true;
+                    if !client.flags.contains(Flags::LAGGING) {
+                        client.flags.set(Flags::LAGGING, true);
                         client.times.behind(true, *now);
                         // Its flush this turn arms the grace period's deadline.
-                        if !client.dirty {
-                            client.dirty = true;
+                        if !client.flags.contains(Flags::DIRTY) {
+                            client.flags.set(Flags::DIRTY, true);
                             dirty.push(member.client);
                         }
                     }
@@ -179,8 +180,8 @@ impl Server {
                 };
                 client.queue.push_span(span);
                 metrics.messages_out += 1;
-                if !client.dirty {
-                    client.dirty = true;
+                if !client.flags.contains(Flags::DIRTY) {
+                    client.flags.set(Flags::DIRTY, true);
                     dirty.push(member.client);
                 }
             }

@@ -39,6 +39,45 @@ pub enum Phase {
     },
 }
 
+/// A client's yes-or-no facts as bits of one byte: a slab entry is a few hundred bytes per connection, and eight
+/// `bool`s would cost a word of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// The connection is counted against `address` in the server's `AddressBook`.
+    pub const COUNTED: Flags = Flags(1);
+    /// WRITABLE interest is registered (only while bytes are queued).
+    pub const WANTS_WRITABLE: Flags = Flags(1 << 1);
+    /// Reading stopped before the socket said WouldBlock, so readable data may be waiting without an event.
+    pub const MORE_TO_READ: Flags = Flags(1 << 2);
+    /// Waiting in the loop's list of clients to flush this turn.
+    pub const DIRTY: Flags = Flags(1 << 3);
+    /// Readiness reported that the peer shut its side (or the socket failed): read until 0, not just to a short
+    /// read, because no new edge will come.
+    pub const READ_CLOSED: Flags = Flags(1 << 4);
+    /// We read the peer's FIN while still owing it bytes: the connection ends once they are written.
+    pub const FIN_RECEIVED: Flags = Flags(1 << 5);
+    /// We failed the connection (7.1.7): nothing more is read, and it ends once our Close is written.
+    pub const FAILED: Flags = Flags(1 << 6);
+    /// A chat client behind: its queue passed the bound, so it is sent nothing new and not read until it drains.
+    pub const LAGGING: Flags = Flags(1 << 7);
+
+    /// True if every bit of `flag` is set.
+    pub fn contains(self, flag: Flags) -> bool {
+        self.0 & flag.0 == flag.0
+    }
+
+    /// Sets the bits of `flag` when `on`, clears them otherwise.
+    pub fn set(&mut self, flag: Flags, on: bool) {
+        if on {
+            self.0 |= flag.0;
+        } else {
+            self.0 &= !flag.0;
+        }
+    }
+}
+
 /// A client in the slab.
 #[derive(Debug)]
 pub struct Client {
@@ -58,25 +97,10 @@ pub struct Client {
     pub held: u32,
     /// The client's address: the TCP peer's, or the one a trusted proxy named once the request head arrived.
     pub address: IpAddr,
-    /// The connection is counted against `address` in the server's `AddressBook`.
-    pub counted: bool,
-    /// The point of this client's earliest entry in the timer heap.
-    pub timer_at: Option<Millis>,
-    /// WRITABLE interest is registered (only while bytes are queued).
-    pub wants_writable: bool,
-    /// Reading stopped before the socket said WouldBlock, so readable data may be waiting without an event.
-    pub more_to_read: bool,
-    /// Waiting in the loop's list of clients to flush this turn.
-    pub dirty: bool,
-    /// Readiness reported that the peer shut its side (or the socket failed): read until 0, not just to a short
-    /// read, because no new edge will come.
-    pub read_closed: bool,
-    /// We read the peer's FIN while still owing it bytes: the connection ends once they are written.
-    pub fin_received: bool,
-    /// We failed the connection (7.1.7): nothing more is read, and it ends once our Close is written.
-    pub failed: bool,
-    /// A chat client behind: its queue passed the bound, so it is sent nothing new and not read until it drains.
-    pub lagging: bool,
+    /// The point of this client's earliest entry in the timer heap; [`Millis::NEVER`] when it has none.
+    pub timer_at: Millis,
+    /// Its yes-or-no facts, one bit each (see [`Flags`]).
+    pub flags: Flags,
     /// The window of the compressed frames it shares with other clients (its WebSocket's
     /// `shared_compression_window`), or `None` if it is sent plain ones.
     pub shared_window: Option<u8>,
@@ -92,6 +116,8 @@ impl Client {
         address: IpAddr,
         counted: bool,
     ) -> Self {
+        let mut flags = Flags::default();
+        flags.set(Flags::COUNTED, counted);
         Client {
             socket,
             serial,
@@ -101,15 +127,8 @@ impl Client {
             input: InputAllowance::full(limits, now),
             held: 0,
             address,
-            counted,
-            timer_at: None,
-            wants_writable: false,
-            more_to_read: false,
-            dirty: false,
-            read_closed: false,
-            fin_received: false,
-            failed: false,
-            lagging: false,
+            timer_at: Millis::NEVER,
+            flags,
             shared_window: None,
         }
     }
@@ -164,6 +183,36 @@ impl Client {
             Phase::Responding => "responding",
             Phase::WebSocket { .. } => "websocket",
             Phase::Lingering { .. } => "lingering",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_flag_is_set_and_cleared_without_touching_the_others() {
+        let all = [
+            Flags::COUNTED,
+            Flags::WANTS_WRITABLE,
+            Flags::MORE_TO_READ,
+            Flags::DIRTY,
+            Flags::READ_CLOSED,
+            Flags::FIN_RECEIVED,
+            Flags::FAILED,
+            Flags::LAGGING,
+        ];
+        for (i, flag) in all.into_iter().enumerate() {
+            let mut flags = Flags::default();
+            flags.set(flag, true);
+            for (j, other) in all.into_iter().enumerate() {
+                assert_eq!(flags.contains(other), i == j);
+            }
+            flags.set(Flags::DIRTY, true);
+            flags.set(flag, false);
+            assert!(!flags.contains(flag));
+            assert_eq!(flags.contains(Flags::DIRTY), flag != Flags::DIRTY);
         }
     }
 }

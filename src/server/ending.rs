@@ -9,7 +9,7 @@ use std::net::Shutdown;
 
 use log::{debug, info};
 
-use super::client::Phase;
+use super::client::{Flags, Phase};
 use super::Server;
 use crate::http::Endpoint;
 use crate::protocol::{CloseCode, State};
@@ -79,7 +79,7 @@ impl Server {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        client.failed = true;
+        client.flags.set(Flags::FAILED, true);
         debug!("{key} failed: {}", failure.reason());
         self.metrics.count_failure(failure.label());
         self.close_websocket(key, failure.code(), failure.reason());
@@ -104,7 +104,7 @@ impl Server {
         }
         let dropped = client.queue.truncate_to_started_frame();
         // Read again: the only thing left to hear from it is its Close.
-        client.lagging = false;
+        client.flags.set(Flags::LAGGING, false);
         client.times.behind(false, self.now);
         self.lagging.remove(&key);
         self.metrics.slow_consumers_dropped += 1;
@@ -126,7 +126,7 @@ impl Server {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if client.fin_received {
+        if client.flags.contains(Flags::FIN_RECEIVED) {
             return self.remove(key);
         }
         if let Err(e) = client.socket.shutdown(Shutdown::Write) {
@@ -140,7 +140,7 @@ impl Server {
             discard_left: LINGER_DISCARD_BYTES,
         };
         client.times.closing_began(self.now, true);
-        let more_to_read = client.more_to_read;
+        let more_to_read = client.flags.contains(Flags::MORE_TO_READ);
         self.arm_timer(key);
         if more_to_read {
             self.unfinished_reads.push(key);
@@ -173,7 +173,7 @@ impl Server {
         let mut client = self.clients.remove(key);
         self.lagging.remove(&key);
         self.incoming_bytes -= client.held as usize;
-        if client.counted {
+        if client.flags.contains(Flags::COUNTED) {
             self.addresses.close(client.address);
         }
         if let Err(e) = self.poll.registry().deregister(&mut client.socket) {

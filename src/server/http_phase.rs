@@ -8,7 +8,7 @@
 use log::debug;
 
 use super::addresses::{client_address, AddressRefusal};
-use super::client::Phase;
+use super::client::{Flags, Phase};
 use super::queue::Chunk;
 use super::Server;
 use crate::http::{self, Endpoint, Refusal, Route};
@@ -56,12 +56,12 @@ impl Server {
         let limits = &self.config.addresses;
         let forwarded_for: Vec<&[u8]> = request.values("x-forwarded-for").collect();
         let address = client_address(client.address, &forwarded_for, &limits.trusted_proxies);
-        if !client.counted {
+        if !client.flags.contains(Flags::COUNTED) {
             self.addresses
                 .open(address, limits, self.now)
                 .map_err(|_| Refusal::TooManyFromAddress)?;
             client.address = address;
-            client.counted = true;
+            client.flags.set(Flags::COUNTED, true);
         }
         self.addresses
             .charge_request(address, limits, self.now)

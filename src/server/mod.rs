@@ -61,7 +61,7 @@ use addresses::AddressBook;
 use batch::Batches;
 use broadcast::{Audience, Lag};
 use budget::InputLimits;
-use client::{Client, Phase};
+use client::{Client, Flags, Phase};
 use redis::{Cluster, REDIS_COMMANDS, REDIS_SUBSCRIBER};
 use timeouts::{Millis, Timeouts};
 use timers::Timers;
@@ -244,7 +244,7 @@ impl Server {
                         let closed = event.is_read_closed() || event.is_error();
                         if closed {
                             if let Some(client) = self.clients.get_mut(key) {
-                                client.read_closed = true;
+                                client.flags.set(Flags::READ_CLOSED, true);
                             }
                         }
                         if event.is_readable() || closed {

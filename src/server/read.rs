@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use log::debug;
 
-use super::client::Phase;
+use super::client::{Flags, Phase};
 use super::Server;
 use crate::http::Endpoint;
 
@@ -29,7 +29,7 @@ impl Server {
             let Some(client) = self.clients.get_mut(key) else {
                 break;
             };
-            client.more_to_read = false;
+            client.flags.set(Flags::MORE_TO_READ, false);
             match client.socket.read(&mut buf) {
                 Ok(0) => {
                     self.on_fin(key);
@@ -39,8 +39,8 @@ impl Server {
                     // A short read drained the socket: with edge-triggered readiness on TCP, more bytes raise a
                     // new edge, so reading again only to see WouldBlock would be a wasted system call. A FIN that
                     // came with the data raises no new edge, hence `read_closed`.
-                    let drained = n < buf.len() && !client.read_closed;
-                    client.more_to_read = !drained;
+                    let drained = n < buf.len() && !client.flags.contains(Flags::READ_CLOSED);
+                    client.flags.set(Flags::MORE_TO_READ, !drained);
                     client.times.heard_from(self.now);
                     self.metrics.bytes_in += n as u64;
                     self.on_input(key, &buf[..n]);
@@ -49,7 +49,9 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => client.more_to_read = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    client.flags.set(Flags::MORE_TO_READ, true)
+                }
                 Err(e) => {
                     debug!("read from {key}: {e}");
                     self.remove(key);
@@ -61,7 +63,7 @@ impl Server {
         if self
             .clients
             .get(key)
-            .is_some_and(|client| client.more_to_read)
+            .is_some_and(|client| client.flags.contains(Flags::MORE_TO_READ))
             && !self.is_backpressured(key)
         {
             self.unfinished_reads.push(key);
@@ -79,11 +81,11 @@ impl Server {
             match client.phase {
                 Phase::Lingering { discard_left: 0 } => return true,
                 Phase::Lingering { .. } => {}
-                _ if client.failed => return true,
+                _ if client.flags.contains(Flags::FAILED) => return true,
                 _ => {}
             }
             // A chat client behind is not read either: what it asks for would only queue more behind.
-            let full = client.lagging
+            let full = client.flags.contains(Flags::LAGGING)
                 || matches!(
                     client.phase,
                     Phase::WebSocket {
@@ -92,7 +94,7 @@ impl Server {
                     }
                 ) && client.queue.queued_bytes() > bound;
             if full {
-                client.more_to_read = true;
+                client.flags.set(Flags::MORE_TO_READ, true);
             }
             full
         })
@@ -106,8 +108,8 @@ impl Server {
         };
         debug!("peer {key} closed TCP while {}", client.phase_name());
         if client.is_finished() && !client.queue.is_empty() {
-            client.fin_received = true;
-            client.more_to_read = false;
+            client.flags.set(Flags::FIN_RECEIVED, true);
+            client.flags.set(Flags::MORE_TO_READ, false);
             return;
         }
         self.remove(key);

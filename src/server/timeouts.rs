@@ -14,6 +14,9 @@ use crate::config::MAX_TIMEOUT;
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// A point no deadline reaches: 64 bits of milliseconds never run out (see the type's doc).
+    pub const NEVER: Millis = Millis(u64::MAX);
+
     /// The point `later` reached from the loop's start `start`.
     pub fn between(start: Instant, later: Instant) -> Millis {
         Millis(

@@ -63,8 +63,8 @@ impl Server {
             Due::Later(at) => at,
             _ => now,
         };
-        if client.timer_at.is_none_or(|current| at < current) {
-            client.timer_at = Some(at);
+        if at < client.timer_at {
+            client.timer_at = at;
             self.timers.schedule(Deadline {
                 at,
                 key: key as u32,
@@ -80,10 +80,10 @@ impl Server {
             let Some(client) = self.clients.get_mut(key) else {
                 continue;
             };
-            if client.serial != deadline.serial || client.timer_at != Some(deadline.at) {
+            if client.serial != deadline.serial || client.timer_at != deadline.at {
                 continue;
             }
-            client.timer_at = None;
+            client.timer_at = Millis::NEVER;
             match client.due(now, &self.timeouts) {
                 Due::Later(_) => {}
                 Due::Ping => {

@@ -8,6 +8,7 @@
 use log::debug;
 use mio::{Interest, Token};
 
+use super::client::Flags;
 use super::Server;
 use crate::http::Endpoint;
 
@@ -15,8 +16,8 @@ impl Server {
     /// Puts a client on this turn's flush list, once.
     pub(super) fn mark_dirty(&mut self, key: usize) {
         if let Some(client) = self.clients.get_mut(key) {
-            if !client.dirty {
-                client.dirty = true;
+            if !client.flags.contains(Flags::DIRTY) {
+                client.flags.set(Flags::DIRTY, true);
                 self.dirty.push(key);
             }
         }
@@ -28,9 +29,9 @@ impl Server {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        client.lagging = false;
+        client.flags.set(Flags::LAGGING, false);
         client.times.behind(false, self.now);
-        if client.more_to_read {
+        if client.flags.contains(Flags::MORE_TO_READ) {
             self.unfinished_reads.push(key);
         }
         self.metrics.slow_consumers_recovered += 1;
@@ -48,7 +49,7 @@ impl Server {
     pub(super) fn flush_dirty(&mut self) {
         while let Some(key) = self.dirty.pop() {
             if let Some(client) = self.clients.get_mut(key) {
-                client.dirty = false;
+                client.flags.set(Flags::DIRTY, false);
                 self.flush(key);
             }
         }
@@ -72,7 +73,7 @@ impl Server {
             }
         }
         let pending = !client.queue.is_empty();
-        if pending != client.wants_writable {
+        if pending != client.flags.contains(Flags::WANTS_WRITABLE) {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -86,28 +87,31 @@ impl Server {
                 debug!("reregister {key}: {e}");
                 return self.remove(key);
             }
-            client.wants_writable = pending;
+            client.flags.set(Flags::WANTS_WRITABLE, pending);
         }
         let queued = client.queue.queued_bytes();
         let bound = self.config.max_queued_bytes;
-        if client.lagging && queued <= bound / 2 {
+        if client.flags.contains(Flags::LAGGING) && queued <= bound / 2 {
             return self.caught_up(key);
         }
-        if !client.lagging && queued > bound && client.can_send_on(Endpoint::Chat) {
-            client.lagging = true;
+        if !client.flags.contains(Flags::LAGGING)
+            && queued > bound
+            && client.can_send_on(Endpoint::Chat)
+        {
+            client.flags.set(Flags::LAGGING, true);
             client.times.behind(true, self.now);
             self.lagging.entry(key).or_default();
         }
-        if client.lagging {
+        if client.flags.contains(Flags::LAGGING) {
             // The grace period runs from now: a client that stays behind through it is closed (timers.rs).
             return self.arm_timer(key);
         }
         if pending {
             return;
         }
-        if client.failed || client.is_finished() {
+        if client.flags.contains(Flags::FAILED) || client.is_finished() {
             self.linger(key);
-        } else if client.more_to_read {
+        } else if client.flags.contains(Flags::MORE_TO_READ) {
             self.unfinished_reads.push(key);
         }
     }

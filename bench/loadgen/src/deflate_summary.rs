@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::Value;
 
+use crate::summary::{fmt_value, lookup, median};
+
 /// Options of `summarize-deflate`.
 #[derive(Debug, Args)]
 pub struct DeflateSummaryArgs {
@@ -35,25 +37,6 @@ const VARIANTS: [&str; 4] = [
 struct Group {
     scenario: String,
     runs: BTreeMap<&'static str, Vec<Value>>,
-}
-
-fn lookup(run: &Value, path: &[&str]) -> Option<f64> {
-    path.iter().try_fold(run, |v, key| v.get(key))?.as_f64()
-}
-
-/// The median of the figures (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
 }
 
 impl Group {
@@ -85,16 +68,6 @@ impl Group {
             fmt_value(max),
             values.len()
         )
-    }
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 
@@ -200,6 +173,20 @@ fn render(order: &[String], groups: &BTreeMap<String, Group>) -> String {
                 figure(&["generator_cpu_pct"]),
                 figure(&["server_cpu_pct"]),
             ));
+        }
+        if label.starts_with("wire") {
+            // A fixed send rate: deliveries/s says nothing here, the bytes on the wire are the figure.
+            let wire = |variant| group.median(variant, &["wire_bytes_per_delivery"]);
+            if let (Some(deflate), Some(plain)) = (wire("roomcast deflate"), wire("roomcast plain"))
+            {
+                targets.push_str(&format!(
+                    "| {label} | wire bytes per delivery with deflate < without | {} < {} | {} |\n",
+                    fmt_value(deflate),
+                    fmt_value(plain),
+                    verdict(deflate < plain)
+                ));
+            }
+            continue;
         }
         let rate = |variant| group.median(variant, &["deliveries_per_sec"]);
         if let (Some(deflate), Some(plain)) = (rate("roomcast deflate"), rate("roomcast plain")) {
@@ -343,6 +330,30 @@ mod tests {
         assert!(text.contains("**200.0** (100.0–300.0, 3 runs)"), "{text}");
         assert!(text.contains("| 45% | **no** |"), "{text}");
         assert!(text.contains("| 18.0× | **no** |"), "{text}");
+    }
+
+    #[test]
+    fn a_fixed_rate_wire_scenario_is_judged_on_bytes_not_deliveries() {
+        let run = |kind: &str, agreed: u64, wire: f64| {
+            json!({"scenario": "fanout", "label": "wire_300B", "server_kind": kind, "deflate_agreed": agreed,
+                   "deliveries_per_sec": 100.0, "wire_bytes_per_delivery": wire})
+        };
+        let mut groups = BTreeMap::new();
+        groups.insert(
+            "wire_300B".to_owned(),
+            group(&[
+                run("roomcast", 0, 392.0),
+                run("roomcast", 100, 326.0),
+                run("seed", 100, 114.0),
+            ]),
+        );
+        let text = render(&["wire_300B".to_owned()], &groups);
+        assert!(
+            text.contains("with deflate < without | 326.0 < 392.0 | yes |"),
+            "{text}"
+        );
+        assert!(!text.contains("Node seed with deflate |"), "{text}");
+        assert!(!text.contains("≥ 50% of without"), "{text}");
     }
 
     #[test]

@@ -35,6 +35,11 @@ const MIN_OUTPUT_SPARE: usize = 64;
 const MIN_INFLATE_ROOM: usize = 1024;
 const MAX_INFLATE_ROOM: usize = 256 * 1024;
 
+/// The output room `finish` starts with: the tail's empty stored block inflates to nothing, so all it writes is
+/// what an earlier call could not fit; a small room keeps a message's buffer from growing (a reallocation and a
+/// copy of the message) and being zero-filled for bytes that never come.
+const FINISH_ROOM: usize = 64;
+
 /// Compression failed inside the DEFLATE library. It does not happen with valid parameters; the caller can send
 /// the message uncompressed instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,7 +366,11 @@ impl MessageDecompressor {
         out: &mut Vec<u8>,
         budget: usize,
     ) -> Result<Progress, InflateError> {
-        let (consumed, produced, complete) = self.inflate_some(input, out, budget)?;
+        let room = input
+            .len()
+            .saturating_mul(4)
+            .clamp(MIN_INFLATE_ROOM, MAX_INFLATE_ROOM);
+        let (consumed, produced, complete) = self.inflate_some(input, out, budget, room)?;
         let status = if complete {
             InflateStatus::NeedInput
         } else {
@@ -379,7 +388,7 @@ impl MessageDecompressor {
     /// for the next message, or dropped under no context takeover.
     pub fn finish(&mut self, out: &mut Vec<u8>, budget: usize) -> Result<Progress, InflateError> {
         let tail = FLUSH_TAIL.get(self.tail_fed..).unwrap_or(&[]);
-        let (consumed, produced, complete) = self.inflate_some(tail, out, budget)?;
+        let (consumed, produced, complete) = self.inflate_some(tail, out, budget, FINISH_ROOM)?;
         self.tail_fed += consumed;
         if !complete {
             return Ok(Progress {
@@ -427,21 +436,19 @@ impl MessageDecompressor {
     /// were appended. Returns (consumed, appended, complete).
     ///
     /// DEFLATE writes straight into `out`, into room zero-filled beforehand (filling it is what lets this stay
-    /// free of `unsafe`). The room starts near what the input is likely to inflate to and doubles whenever it
-    /// fills, so a small piece costs little and a large one few calls; it never goes past the budget or the
-    /// limit, which is how neither is ever exceeded.
+    /// free of `unsafe`). The room starts at `first_room` (near what the input is likely to inflate to) and
+    /// doubles whenever it fills, so a small piece costs little and a large one few calls; it never goes past the
+    /// budget or the limit, which is how neither is ever exceeded.
     fn inflate_some(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         budget: usize,
+        first_room: usize,
     ) -> Result<(usize, usize, bool), InflateError> {
         let mut consumed = 0;
         let mut appended = 0;
-        let mut room_wanted = input
-            .len()
-            .saturating_mul(4)
-            .clamp(MIN_INFLATE_ROOM, MAX_INFLATE_ROOM);
+        let mut room_wanted = first_room;
         loop {
             if self.stream_ended {
                 // RFC 7692 7.2.3.4: whatever follows a final block, such as the appended tail, is not data.

@@ -51,61 +51,67 @@ impl QuickCompressor {
     pub fn compress_if_smaller(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         let start = out.len();
         self.begin(payload.len());
-        out.reserve(payload.len() + 16);
-        let mut bits = BitWriter::new(out);
+        out.resize(start + output_bound(payload.len()), 0);
+        let mut bits = BitWriter::new(&mut out[start..]);
         // RFC 1951 3.2.3: BFINAL = 0 (the message is not the end of a stream), BTYPE = 01 (fixed codes).
         bits.put(0b010, 3);
+        let base = self.base;
         let mut i = 0;
         let mut literals_from = 0;
         // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is not
         // searched byte by byte.
         let mut misses = 0usize;
-        while i + MIN_MATCH < payload.len() {
+        // The last position whose four bytes can be read: a match needs at least that many.
+        let last = payload.len().saturating_sub(MIN_MATCH);
+        while i < last {
             let word = read_u32(payload, i);
-            let hash = slot(word);
-            let position = self.position(i);
-            let candidate = std::mem::replace(&mut self.table[hash], position) as usize;
-            let earlier = candidate.wrapping_sub(self.base as usize);
-            if earlier >= i || i - earlier > self.max_distance || read_u32(payload, earlier) != word
+            let position = base.wrapping_add(i as u32);
+            let candidate = std::mem::replace(&mut self.table[slot(word)], position);
+            // Entries from earlier messages lie further back than the message start, and so fail this test.
+            let distance = position.wrapping_sub(candidate) as usize;
+            if distance.wrapping_sub(1) >= i.min(self.max_distance)
+                || read_u32(payload, i - distance) != word
             {
                 misses += 1;
                 i += 1 + (misses >> 6);
                 continue;
             }
             misses = 0;
-            let length =
-                4 + common_prefix(&payload[earlier + 4..], &payload[i + 4..], MAX_MATCH - 4);
-            for &byte in &payload[literals_from..i] {
-                bits.literal(byte);
-            }
-            bits.copy(length, i - earlier);
-            self.farthest = self.farthest.max(i - earlier);
+            let earlier = i - distance;
+            let length = MIN_MATCH
+                + 1
+                + common_prefix(
+                    &payload[earlier + 4..],
+                    &payload[i + 4..],
+                    MAX_MATCH - MIN_MATCH - 1,
+                );
+            bits.literals(&payload[literals_from..i]);
+            bits.copy(length, distance);
+            self.farthest = self.farthest.max(distance);
             // Remember a few positions inside the match, so that the next repeat can find it from there.
-            for j in (i + 1..i + length).step_by(4) {
-                if j + MIN_MATCH < payload.len() {
-                    let position = self.position(j);
-                    self.table[slot(read_u32(payload, j))] = position;
-                }
+            let match_end = (i + length).min(last);
+            let mut j = i + 1;
+            while j < match_end {
+                self.table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
+                j += 4;
             }
             i += length;
             literals_from = i;
-            if bits.len() - start >= payload.len() {
+            if bits.len() >= payload.len() {
                 break;
             }
         }
-        for &byte in &payload[literals_from.min(payload.len())..] {
-            bits.literal(byte);
-        }
+        bits.literals(payload.get(literals_from..).unwrap_or(&[]));
         bits.end_of_block();
         // The empty stored block of a sync flush: its three header bits, then zeros to the byte boundary; its
         // LEN and NLEN (`00 00 ff ff`) are what RFC 7692 7.2.1 removes.
         bits.put(0, 3);
-        bits.flush_to_byte();
-        let len = out.len() - start;
+        let len = bits.finish();
         if len >= payload.len() {
             out.truncate(start);
             return None;
         }
+        out.truncate(start + len);
         Some(len)
     }
 
@@ -121,10 +127,13 @@ impl QuickCompressor {
         self.base = self.next_base;
         self.next_base = self.base + len as u32 + 1;
     }
+}
 
-    fn position(&self, i: usize) -> u32 {
-        self.base.wrapping_add(i as u32)
-    }
+/// Room for the compressed form of `len` bytes, whatever they are: at most 9 bits a byte (a literal of the
+/// second fixed range; a match of 4+ bytes takes at most 31 bits), the block header, end of block and the empty
+/// stored block's header and padding, and the 8 bytes `BitWriter` stores at once past what it has written.
+fn output_bound(len: usize) -> usize {
+    len + len / 8 + 16
 }
 
 /// The four bytes at `i`, little-endian; 0 past the end (never a match: callers check lengths first).
@@ -141,13 +150,31 @@ fn slot(word: u32) -> usize {
     (word.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize & (TABLE_SIZE - 1)
 }
 
-/// How many leading bytes `a` and `b` share, at most `max`.
+/// How many leading bytes `a` and `b` share, at most `max`: eight bytes compared at once, the first that differs
+/// found from the lowest set bit of their XOR.
+#[inline]
 fn common_prefix(a: &[u8], b: &[u8], max: usize) -> usize {
-    a.iter()
-        .zip(b)
-        .take(max)
+    let limit = max.min(a.len()).min(b.len());
+    let (a, b) = (&a[..limit], &b[..limit]);
+    let mut same = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let difference = le_u64(x) ^ le_u64(y);
+        if difference != 0 {
+            return same + (difference.trailing_zeros() / 8) as usize;
+        }
+        same += 8;
+    }
+    same + a[same..]
+        .iter()
+        .zip(&b[same..])
         .take_while(|(x, y)| x == y)
         .count()
+}
+
+/// Eight bytes as a little-endian number (callers pass exactly eight).
+#[inline]
+fn le_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_le_bytes)
 }
 
 /// RFC 1951 3.2.5: the base lengths of codes 257..=285.
@@ -202,6 +229,32 @@ static LENGTH_INDEX: [u8; 259] = {
     table
 };
 
+/// For each match length 3..=258, the bits that code it, ready to write: the fixed code of its length symbol,
+/// then its extra bits (RFC 1951 3.2.5); and how many bits that is (at most 8 + 5).
+static LENGTH_CODES: [(u16, u8); 259] = {
+    let mut table = [(0u16, 0u8); 259];
+    let mut length = 3;
+    while length <= 258 {
+        let index = LENGTH_INDEX[length] as usize;
+        let (code, code_bits) = FIXED_CODES[257 + index];
+        let extra = (length - LENGTH_BASE[index] as usize) as u16;
+        table[length] = (code | extra << code_bits, code_bits + LENGTH_EXTRA[index]);
+        length += 1;
+    }
+    table
+};
+
+/// The five-bit distance codes 0..=29 (RFC 1951 3.2.6), bit-reversed for writing.
+static DISTANCE_CODES: [u8; 30] = {
+    let mut table = [0u8; 30];
+    let mut index = 0;
+    while index < 30 {
+        table[index] = reverse(index as u32, 5) as u8;
+        index += 1;
+    }
+    table
+};
+
 /// The low `length` bits of `code` in reverse order: Huffman codes go out most significant bit first.
 const fn reverse(code: u32, length: u32) -> u16 {
     let mut reversed = 0;
@@ -214,6 +267,7 @@ const fn reverse(code: u32, length: u32) -> u16 {
 }
 
 /// The index of the distance code for `distance` (1..=32768).
+#[inline]
 fn distance_index(distance: usize) -> usize {
     // Codes 0..=3 are the distances 1..=4; from there every two codes double the range (RFC 1951 3.2.5).
     if distance <= 4 {
@@ -225,17 +279,22 @@ fn distance_index(distance: usize) -> usize {
 }
 
 /// Writes DEFLATE's bit stream: fields least significant bit first, Huffman codes most significant bit first
-/// (RFC 1951 3.1.1), gathered 64 bits at a time.
+/// (RFC 1951 3.1.1), into a buffer sized beforehand (`output_bound`). Bits gather in a 64-bit word whose whole
+/// bytes are stored eight at a time after each symbol, so fewer than 8 bits wait between symbols.
 struct BitWriter<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut [u8],
+    /// Bytes completed so far.
+    written: usize,
     pending: u64,
+    /// Bits waiting in `pending` (below 8 between symbols, below 64 always).
     count: u32,
 }
 
 impl<'a> BitWriter<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
+    fn new(out: &'a mut [u8]) -> Self {
         BitWriter {
             out,
+            written: 0,
             pending: 0,
             count: 0,
         }
@@ -243,64 +302,71 @@ impl<'a> BitWriter<'a> {
 
     /// Bytes written so far (without the bits still pending).
     fn len(&self) -> usize {
-        self.out.len()
+        self.written
     }
 
-    /// Appends the low `count` bits (at most 32) of `value`, least significant first.
-    fn put(&mut self, value: u32, count: u32) {
-        self.pending |= u64::from(value) << self.count;
+    /// Appends the low `count` bits of `value`, least significant first; with what waits, at most 64.
+    #[inline]
+    fn put(&mut self, value: u64, count: u32) {
+        self.pending |= value << self.count;
         self.count += count;
-        if self.count >= 32 {
-            self.out
-                .extend_from_slice(&(self.pending as u32).to_le_bytes());
-            self.pending >>= 32;
-            self.count -= 32;
+    }
+
+    /// Stores the pending bits' whole bytes; fewer than 8 bits stay pending.
+    #[inline]
+    fn flush(&mut self) {
+        // `output_bound` leaves room for these 8 bytes past everything the message can produce.
+        self.out[self.written..self.written + 8].copy_from_slice(&self.pending.to_le_bytes());
+        let bytes = self.count / 8;
+        self.written += bytes as usize;
+        self.pending >>= bytes * 8;
+        self.count -= bytes * 8;
+    }
+
+    /// The fixed codes of `bytes` as literals (RFC 1951 3.2.6).
+    #[inline]
+    fn literals(&mut self, bytes: &[u8]) {
+        // Four literals of at most 9 bits fit beside the 7 bits that may wait.
+        let mut quads = bytes.chunks_exact(4);
+        for quad in &mut quads {
+            for &byte in quad {
+                let (code, length) = FIXED_CODES[usize::from(byte)];
+                self.put(u64::from(code), u32::from(length));
+            }
+            self.flush();
         }
-    }
-
-    /// The fixed code of literal/length symbol `symbol`.
-    fn symbol(&mut self, symbol: usize) {
-        let (code, length) = FIXED_CODES[symbol];
-        self.put(u32::from(code), u32::from(length));
-    }
-
-    fn literal(&mut self, byte: u8) {
-        self.symbol(usize::from(byte));
+        for &byte in quads.remainder() {
+            let (code, length) = FIXED_CODES[usize::from(byte)];
+            self.put(u64::from(code), u32::from(length));
+        }
+        self.flush();
     }
 
     fn end_of_block(&mut self) {
-        self.symbol(256);
+        let (code, length) = FIXED_CODES[256];
+        self.put(u64::from(code), u32::from(length));
+        self.flush();
     }
 
-    /// A match of `length` (3..=258) bytes `distance` (1..=32768) back.
+    /// A match of `length` (3..=258) bytes `distance` (1..=32768) back: at most 31 bits.
+    #[inline]
     fn copy(&mut self, length: usize, distance: usize) {
-        let index = usize::from(LENGTH_INDEX[length]);
-        self.symbol(257 + index);
-        let extra = LENGTH_EXTRA[index];
-        if extra > 0 {
-            self.put(
-                (length - usize::from(LENGTH_BASE[index])) as u32,
-                u32::from(extra),
-            );
-        }
+        let (code, bits) = LENGTH_CODES[length];
+        self.put(u64::from(code), u32::from(bits));
         let index = distance_index(distance);
-        self.put(u32::from(reverse(index as u32, 5)), 5);
-        let extra = DISTANCE_EXTRA[index];
-        if extra > 0 {
-            self.put(
-                (distance - usize::from(DISTANCE_BASE[index])) as u32,
-                u32::from(extra),
-            );
-        }
+        self.put(u64::from(DISTANCE_CODES[index]), 5);
+        self.put(
+            (distance - usize::from(DISTANCE_BASE[index])) as u64,
+            u32::from(DISTANCE_EXTRA[index]),
+        );
+        self.flush();
     }
 
-    /// Pads with zero bits to the next byte boundary and writes what is pending.
-    fn flush_to_byte(&mut self) {
-        let bytes = self.count.div_ceil(8) as usize;
-        self.out
-            .extend_from_slice(&self.pending.to_le_bytes()[..bytes]);
-        self.pending = 0;
-        self.count = 0;
+    /// Pads with zero bits to the next byte boundary, stores what is pending, and returns the bytes written.
+    fn finish(mut self) -> usize {
+        self.count = self.count.next_multiple_of(8);
+        self.flush();
+        self.written
     }
 }
 
@@ -308,6 +374,7 @@ impl<'a> BitWriter<'a> {
 mod tests {
     use super::*;
     use crate::protocol::deflate::codec::MessageDecompressor;
+    use proptest::prelude::*;
 
     /// Inflates as a peer would: the data, then `00 00 ff ff` (RFC 7692 7.2.2).
     fn inflate(compressed: &[u8]) -> Vec<u8> {
@@ -455,6 +522,45 @@ mod tests {
         for (length, &index) in LENGTH_INDEX.iter().enumerate().skip(3) {
             let expected = LENGTH_BASE.partition_point(|&base| usize::from(base) <= length) - 1;
             assert_eq!(usize::from(index), expected, "length {length}");
+        }
+    }
+
+    /// A message built of pieces of any bytes (so literals of both fixed code lengths), each repeated a few
+    /// times (so matches of many lengths and distances), sometimes a long run of one byte.
+    fn pieced_message() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            4 => (proptest::collection::vec(any::<u8>(), 1..24), 1..5usize),
+            2 => (proptest::collection::vec(b' '..b'~', 1..12), 1..8usize),
+            1 => (proptest::collection::vec(any::<u8>(), 1..2), 100..700usize),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| {
+            pieces
+                .into_iter()
+                .flat_map(|(bytes, times)| bytes.repeat(times))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_inflates_back_or_is_refused_untouched(
+            messages in proptest::collection::vec(pieced_message(), 1..4),
+            window_bits in 8u8..=15,
+        ) {
+            let mut compressor = QuickCompressor::new(window_bits);
+            for message in &messages {
+                let mut out = vec![0xAB];
+                match compressor.compress_if_smaller(message, &mut out) {
+                    Some(len) => {
+                        prop_assert_eq!(out.len(), 1 + len);
+                        prop_assert!(len < message.len());
+                        prop_assert_eq!(out[0], 0xAB);
+                        prop_assert_eq!(&inflate(&out[1..]), message);
+                        prop_assert!(compressor.farthest <= 1 << window_bits);
+                    }
+                    None => prop_assert_eq!(out, vec![0xAB]),
+                }
+            }
         }
     }
 }
