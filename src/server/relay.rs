@@ -94,7 +94,12 @@ struct RoomChannel {
     claims_in_flight: usize,
     /// The subscription was down: once it is back, the room's gap is read from its stream (`Job::Recover`).
     needs_recovery: bool,
-    /// While the gap is read: the messages the subscription brought meanwhile (epoch, JSON), delivered after it.
+    /// The room's gap is being read from its stream.
+    recovering: bool,
+    /// Messages the subscription brought (epoch, JSON) while they could not be delivered yet, in order: while the
+    /// room's gap is read, delivered after it; and while a join script is in flight for a room nobody here is in,
+    /// delivered once the join has its answer. (The script's answer and the subscription come on two connections:
+    /// what is published just after the script ran can arrive first, and would find nobody here to keep it.)
     held: Option<Vec<(String, String)>>,
 }
 
@@ -225,6 +230,7 @@ impl Relay {
                 claims: Vec::new(),
                 claims_in_flight: 0,
                 needs_recovery: false,
+                recovering: false,
                 held: None,
             }
         })
@@ -430,6 +436,7 @@ impl Server {
                     &mut self.actions,
                 );
             }
+            self.release_held(&room);
             self.forget_room_if_unused(&room);
         }
     }
@@ -539,6 +546,7 @@ impl Server {
                 if granted && !self.chat.holds_name(&name) {
                     self.release_name(name, 0);
                 }
+                self.release_held(&room);
                 self.forget_room_if_unused(&room);
             }
             Job::Dm { client, copy } => {
@@ -563,7 +571,7 @@ impl Server {
                     }
                     None => warn!("Redis did not answer a room's recovery: {reply:?}"),
                 }
-                self.release_held(&room);
+                self.recovery_done(&room);
             }
             Job::Housekeeping => {
                 if let Some(error) = reply.error() {
@@ -603,10 +611,11 @@ impl Server {
                             &mut self.actions,
                         );
                     }
+                    self.release_held(&room);
                     self.forget_room_if_unused(&room);
                 }
                 Job::Dm { client, .. } => self.refuse_senders(&[client]),
-                Job::Recover { room } => self.release_held(&room),
+                Job::Recover { room } => self.recovery_done(&room),
                 Job::Housekeeping => {}
             }
         }
@@ -650,7 +659,8 @@ impl Server {
                 // Back after the subscription was down: what was published meanwhile is read from the stream, and
                 // what arrives from now on waits behind it.
                 if std::mem::take(&mut state.needs_recovery) {
-                    state.held = Some(Vec::new());
+                    state.recovering = true;
+                    state.held.get_or_insert_with(Vec::new);
                     relay.to_recover.push(name);
                 }
             }
@@ -676,12 +686,17 @@ impl Server {
                     debug!("not a room message from Redis: {payload:?}");
                     return;
                 };
-                let held = keys::room_of_channel(&channel)
-                    .and_then(|room| relay.rooms.get_mut(room))
-                    .and_then(|state| state.held.as_mut());
-                if let Some(held) = held {
-                    held.push((epoch.to_owned(), text.to_owned()));
-                    return;
+                let room = keys::room_of_channel(&channel);
+                let occupied = room.is_some_and(|room| self.chat.room_is_occupied(room));
+                let state = room.and_then(|room| relay.rooms.get_mut(room));
+                if let Some(state) = state {
+                    if state.held.is_none() && state.claims_in_flight > 0 && !occupied {
+                        state.held = Some(Vec::new());
+                    }
+                    if let Some(held) = state.held.as_mut() {
+                        held.push((epoch.to_owned(), text.to_owned()));
+                        return;
+                    }
                 }
                 self.deliver_from_redis(epoch, text, false);
             }
@@ -736,16 +751,28 @@ impl Server {
                     queue_script(link, relay.recover, &[&keys[0], &keys[1]], &args, job)
                 });
             if !queued {
-                self.release_held(&room);
+                self.recovery_done(&room);
             }
         }
     }
 
-    /// Delivers what the subscription brought while a room's gap was read, and stops holding.
+    /// A room's gap was read from its stream (or will not be): what was held behind it can go.
+    fn recovery_done(&mut self, room: &str) {
+        if let Some(state) = self.relay_mut().and_then(|relay| relay.rooms.get_mut(room)) {
+            state.recovering = false;
+        }
+        self.release_held(room);
+    }
+
+    /// Delivers what the subscription brought while a room's messages were held, and stops holding, once nothing
+    /// holds them any more: no gap being read, and no join script in flight unless someone here is in the room
+    /// (the first joiner granted has its answer's state, and what came after it follows).
     fn release_held(&mut self, room: &str) {
+        let occupied = self.chat.room_is_occupied(room);
         let held = self
             .relay_mut()
             .and_then(|relay| relay.rooms.get_mut(room))
+            .filter(|state| !state.recovering && (state.claims_in_flight == 0 || occupied))
             .and_then(|state| state.held.take())
             .unwrap_or_default();
         for (epoch, text) in held {
