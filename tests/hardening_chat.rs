@@ -932,6 +932,14 @@ fn a_slow_but_steady_reader_falls_behind_a_long_flood_and_is_caught_up_without_l
             max_replay_bytes: 64 << 20,
             ..fast_senders(bulk_friendly())
         };
+        // Behind, the reader drains at SLOW_RATE what passed the bound (some 9 s of it), and after a catch-up the
+        // megabytes it missed, until the flood ends and it is unthrottled: it stays behind about as long as the flood
+        // lasts, which a busy machine stretches past the default 10 s grace period. Nor does it answer the server's
+        // Pings (it sends nothing after its join), so the 60 s idle timeout would end a long run too. Both are set past
+        // any flood here: this test is about catching up, not about the grace period
+        // (a_member_that_never_reads_is_closed_with_1008_after_the_grace_period is).
+        c.slow_consumer_grace = Duration::from_secs(300);
+        c.idle_timeout = Duration::from_secs(300);
     });
     let mut slow = Wire::connect(server.addr, "/ws");
     slow.join("slow", "flood");
