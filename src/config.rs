@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::chat::ChatConfig;
+use crate::cluster::{NodeId, RedisUrl};
 use crate::http::origin::OriginPolicy;
 use crate::http::Compression;
 
@@ -65,6 +66,15 @@ pub struct Config {
     pub compression: Compression,
     /// The chat's limits.
     pub chat: ChatConfig,
+    /// The Redis the nodes of a cluster share (`--redis`); `None`, the default, keeps everything in this process.
+    pub redis: Option<RedisUrl>,
+    /// This node's name among the nodes sharing Redis (`--node-id`); `None` draws a random one at startup.
+    pub node_id: Option<NodeId>,
+    /// Sets `SO_REUSEPORT` on the listener so that several processes on one machine can listen on one port.
+    pub reuse_port: bool,
+    /// With `redis`: how often this node tells Redis it is alive and renews the names its clients hold. A node not
+    /// heard from for 3 intervals is dead: the others remove it, and its names are free.
+    pub node_heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +101,10 @@ impl Default for Config {
             origins: OriginPolicy::default(),
             compression: Compression::Deflate,
             chat: ChatConfig::default(),
+            redis: None,
+            node_id: None,
+            reuse_port: false,
+            node_heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use roomcast::chat::ChatConfig;
+use roomcast::cluster::{NodeId, RedisUrl};
 use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
 use roomcast::http::origin::OriginPolicy;
 use roomcast::http::Compression;
@@ -182,6 +183,23 @@ struct Cli {
     /// Bytes of history one join (or one catch-up) may be resent; more is a gap
     #[arg(long, env = "ROOMCAST_MAX_REPLAY_BYTES", default_value_t = DEFAULTS.chat.max_replay_bytes)]
     max_replay_bytes: usize,
+
+    /// Join the cluster of nodes sharing this Redis: redis://[user:password@]host[:port][/db] [default: none, every
+    /// room in this process]
+    #[arg(long, env = "ROOMCAST_REDIS", value_name = "URL")]
+    redis: Option<RedisUrl>,
+
+    /// This node's name among the nodes sharing Redis: ASCII letters, digits, `-`, `_`, `.` [default: random]
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    node_id: Option<NodeId>,
+
+    /// Share the listening port with other processes (SO_REUSEPORT): one process per core, Redis between them
+    #[arg(long, env = "ROOMCAST_REUSE_PORT")]
+    reuse_port: bool,
+
+    /// Seconds between this node's heartbeats to Redis; a node silent for 3 of them is dead and its names are freed
+    #[arg(long, env = "ROOMCAST_NODE_HEARTBEAT", default_value_t = Seconds(DEFAULTS.node_heartbeat))]
+    node_heartbeat: Seconds,
 }
 
 /// The defaults, from the one place they are defined.
@@ -230,6 +248,9 @@ impl Cli {
                  before it is ever pinged",
                 self.ping_interval.0, self.idle_timeout.0
             ));
+        }
+        if self.node_heartbeat.0.is_zero() {
+            return Err("--node-heartbeat must be above 0 seconds".to_owned());
         }
         Ok(())
     }
@@ -287,6 +308,10 @@ impl Cli {
                 max_replay_bytes: self.max_replay_bytes,
                 ..ChatConfig::default()
             },
+            redis: self.redis,
+            node_id: self.node_id,
+            reuse_port: self.reuse_port,
+            node_heartbeat: self.node_heartbeat.0,
         }
     }
 }
@@ -353,6 +378,41 @@ mod tests {
             format!("{:?}", cli.into_config()),
             format!("{:?}", Config::default())
         );
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_a_usage_error_that_says_why() {
+        let error = Cli::try_parse_from(["roomcast", "--redis", "rediss://cache:6380"])
+            .expect_err("rediss:// is refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("TLS"), "{error}");
+    }
+
+    #[test]
+    fn redis_node_id_and_reuse_port_reach_the_config() {
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "--redis",
+            "redis://127.0.0.1:7000/1",
+            "--node-id",
+            "n1",
+            "--reuse-port",
+        ])
+        .expect("flags parse");
+        let config = cli.into_config();
+        assert_eq!(config.redis.map(|url| url.port()), Some(7000));
+        assert_eq!(
+            config.node_id.map(|id| id.to_string()),
+            Some("n1".to_owned())
+        );
+        assert!(config.reuse_port);
+    }
+
+    #[test]
+    fn a_node_heartbeat_of_zero_is_refused() {
+        let cli = Cli::try_parse_from(["roomcast", "--node-heartbeat", "0"]).expect("parses");
+        assert!(cli.validate().is_err());
     }
 
     #[test]

@@ -54,6 +54,22 @@ pub(super) struct JoinRequest<'a> {
     pub(super) since: Option<Since<'a>>,
 }
 
+impl JoinRequest<'_> {
+    /// The same request owning its text, to be kept while the cluster engine is asked for the name.
+    pub(super) fn into_owned(self) -> JoinRequest<'static> {
+        JoinRequest {
+            user: self.user,
+            room: Cow::Owned(self.room.into_owned()),
+            dialect: self.dialect,
+            session: self.session.map(|s| Cow::Owned(s.into_owned())),
+            since: self.since.map(|since| Since {
+                epoch: Cow::Owned(since.epoch.into_owned()),
+                seq: since.seq,
+            }),
+        }
+    }
+}
+
 /// A client frame whose fields are all valid.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Request<'a> {

@@ -28,11 +28,12 @@ pub(super) enum ErrorCode {
     RateLimited,
     Lagged,
     RoomFull,
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `index`.
-    pub(super) const ALL: [ErrorCode; 10] = [
+    pub(super) const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidField,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Lagged,
         ErrorCode::RoomFull,
+        ErrorCode::Unavailable,
     ];
 
     /// Its place in `ALL`.
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Lagged => "lagged",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -282,7 +285,7 @@ pub(super) struct ReplayOut {
 }
 
 /// The names of a room's members, serialised as a JSON array without collecting them first.
-pub(super) struct MemberNames<'a>(pub(super) &'a [Seat]);
+pub(super) struct MemberNames<'a>(pub(super) &'a [Seat], pub(super) &'a [Rc<str>]);
 
 /// The most names a `joined` lists: a join into a crowded room must not cost the server (or the joiner's
 /// downlink) the whole room. `memberCount` gives the full number.
@@ -293,8 +296,9 @@ impl Serialize for MemberNames<'_> {
         serializer.collect_seq(
             self.0
                 .iter()
-                .take(JOINED_MEMBERS_LISTED)
-                .map(|seat| &*seat.user),
+                .map(|seat| &*seat.user)
+                .chain(self.1.iter().map(|name| &**name))
+                .take(JOINED_MEMBERS_LISTED),
         )
     }
 }
@@ -514,6 +518,97 @@ pub(super) fn encode_chat(scratch: &mut String, fields: &ChatFields<'_>) -> Rc<s
     message
 }
 
+/// What a `chat` message of room `room` says before its seq: `{"type":"chat","room":"<room>","seq":`. With
+/// [`encode_chat_tail`] and the seq's digits between them, it is byte for byte what [`encode_chat`] writes: the
+/// cluster engine numbers a message by putting its seq between the two.
+pub(super) fn encode_chat_head(room: &str) -> String {
+    let mut head = String::with_capacity(room.len() + 32);
+    head.push_str(r#"{"type":"chat","room":"#);
+    push_json_str(&mut head, room);
+    head.push_str(r#","seq":"#);
+    head
+}
+
+/// What a `chat` message says after its seq: `,"from":...,"content":...,"timestamp":...}`.
+pub(super) fn encode_chat_tail(
+    scratch: &mut String,
+    from: &str,
+    content: &str,
+    timestamp: u64,
+) -> Rc<str> {
+    scratch.clear();
+    scratch.push_str(r#","from":"#);
+    push_json_str(scratch, from);
+    scratch.push_str(r#","content":"#);
+    push_json_str(scratch, content);
+    scratch.push_str(r#","timestamp":"#);
+    push_u64(scratch, timestamp);
+    scratch.push('}');
+    let tail = Rc::from(scratch.as_str());
+    if scratch.capacity() > SCRATCH_KEPT {
+        *scratch = String::new();
+    }
+    tail
+}
+
+/// A `chat` message as a cluster engine hands it back: the text every member is sent, read back into its fields.
+#[derive(Debug, Deserialize)]
+pub(super) struct Published<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) room: Cow<'a, str>,
+    pub(super) seq: u64,
+    #[serde(borrow)]
+    pub(super) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) content: Cow<'a, str>,
+    pub(super) timestamp: u64,
+}
+
+/// A member's arrival or departure on another node, as a room's channel carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RemotePresence<'a> {
+    #[serde(borrow)]
+    pub(super) user: Cow<'a, str>,
+    pub(super) joined: bool,
+}
+
+/// A presence event as JSON.
+pub(super) fn encode_remote_presence(event: &RemotePresence<'_>) -> Rc<str> {
+    match serde_json::to_string(event) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a presence event: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
+/// A DM on its way from one node to another: what the recipient's node needs to write it for its holder.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RelayedDm<'a> {
+    /// The key of the recipient's name.
+    #[serde(borrow, rename = "toKey")]
+    pub(super) to_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) content: Cow<'a, str>,
+    pub(super) timestamp: u64,
+}
+
+/// A relayed DM as JSON.
+pub(super) fn encode_relayed_dm(dm: &RelayedDm<'_>) -> Rc<str> {
+    match serde_json::to_string(dm) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a relayed DM: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
 /// Serialise a message once, into the form every recipient shares.
 pub(super) fn encode(message: &Out<'_>) -> Rc<str> {
     match serde_json::to_string(message) {
@@ -531,6 +626,52 @@ mod tests {
 
     fn frame(text: &str) -> Option<Frame<'_>> {
         Frame::decode(text)
+    }
+
+    #[test]
+    fn head_seq_and_tail_make_the_whole_chat_message() {
+        let fields = ChatFields {
+            room: "l\"obby",
+            seq: 4711,
+            from: "ann",
+            content: "a \\ b\n",
+            timestamp: 1_795_307_457_209,
+        };
+        let whole = encode_chat(&mut String::new(), &fields);
+        let tail = encode_chat_tail(
+            &mut String::new(),
+            fields.from,
+            fields.content,
+            fields.timestamp,
+        );
+        assert_eq!(
+            format!("{}4711{tail}", encode_chat_head(fields.room)),
+            *whole
+        );
+    }
+
+    #[test]
+    fn a_published_chat_message_reads_back_into_its_fields() {
+        let fields = ChatFields {
+            room: "lobby",
+            seq: 9,
+            from: "b\u{e9}a",
+            content: "<\"hi\">",
+            timestamp: 5,
+        };
+        let text = encode_chat(&mut String::new(), &fields);
+        let published: Published<'_> = serde_json::from_str(&text).expect("parses");
+        assert_eq!(published.kind, "chat");
+        assert_eq!(
+            (
+                &*published.room,
+                published.seq,
+                &*published.from,
+                &*published.content,
+                published.timestamp
+            ),
+            ("lobby", 9, "b\u{e9}a", "<\"hi\">", 5)
+        );
     }
 
     #[test]
