@@ -511,6 +511,11 @@ fn after_redis_lost_its_data_a_since_of_the_old_numbering_is_incomplete() {
     assert_ne!(rejoined["epoch"], joined["epoch"], "{rejoined}");
     assert_eq!(rejoined["replay"]["complete"], false, "{rejoined}");
     assert_eq!(rejoined["replay"]["reason"], "epoch", "{rejoined}");
+    // Ann, in the room all along, is told before the seqs begin again.
+    let lagged = ann.recv_type("error");
+    assert_eq!(lagged["code"], "lagged", "{lagged}");
+    bob.send_json(&chat_msg("after"));
+    assert_eq!(next_chat(&mut ann)["seq"], 1);
 }
 
 #[test]

@@ -249,7 +249,7 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
     /// Broadcast to the room's members here. `gap` is set when seqs between the latest delivered and this one
-    /// never arrived.
+    /// never arrived; the members were then sent `lagged` first.
     Delivered {
         /// Messages before this one are missing.
         gap: bool,
@@ -259,7 +259,8 @@ pub enum Delivery {
     /// Its seq is not after the room's latest: the room has it already (from the engine's answer to a join).
     Stale,
     /// It came in another epoch than the room's here: the engine's numbering began again (it lost the room's
-    /// data). The room took the new epoch and dropped its history here, and the message was delivered.
+    /// data). The room took the new epoch and dropped its history here, its members were sent `lagged`, and the
+    /// message was delivered.
     Restarted,
     /// Not a chat message of the shape [`Action::Publish`] makes.
     Malformed,
@@ -642,6 +643,9 @@ impl Chat {
             return Delivery::Stale;
         }
         let gap = published.seq > latest + 1;
+        if gap || restarted {
+            self.tell_lagged(room_id, None, out);
+        }
         let (payload, v1_payload) = self.keep_published(room_id, text, &published);
         out.push(Action::Broadcast {
             room: room_id,
@@ -654,6 +658,25 @@ impl Chat {
             Delivery::Restarted
         } else {
             Delivery::Delivered { gap }
+        }
+    }
+
+    /// Tells every member of `room` here, but `except`, that it missed messages it cannot get any more (a gap the
+    /// engine no longer covers, or a numbering that began again): `lagged`, as a connection caught up from too short
+    /// a history is told, so that it rejoins with `since` and learns what the room still holds.
+    fn tell_lagged(&mut self, room: RoomId, except: Option<ClientId>, out: &mut Vec<Action>) {
+        let members: Vec<Member> = self
+            .members(room)
+            .filter(|member| Some(member.client) != except)
+            .collect();
+        for member in members {
+            self.send_error(
+                member.client,
+                ErrorCode::Lagged,
+                LAGGED,
+                member.dialect,
+                out,
+            );
         }
     }
 
@@ -691,7 +714,9 @@ impl Chat {
     /// With [`ChatConfig::relayed`]: room `name` as the cluster engine has it (its epoch, latest seq and latest
     /// messages, oldest first). The room here takes them on: another epoch drops its history, and the messages
     /// after its latest are kept.
-    fn sync_room(&mut self, name: &str, state: RoomState) {
+    /// Its members here, but for `joiner` (whose `joined` will say it), are sent `lagged` when the epoch changed: the
+    /// messages they were waiting for are gone, and the seqs begin again.
+    fn sync_room(&mut self, name: &str, state: RoomState, joiner: ClientId, out: &mut Vec<Action>) {
         let epoch: Rc<str> = Rc::from(state.epoch.as_str());
         let room_id = self.rooms.open(name, || epoch.clone());
         if self
@@ -700,6 +725,7 @@ impl Chat {
             .is_some_and(|room| *room.epoch() != epoch)
         {
             self.rooms.restart(room_id, epoch);
+            self.tell_lagged(room_id, Some(joiner), out);
         }
         for text in &state.messages {
             let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
@@ -795,7 +821,7 @@ impl Chat {
                     (true, Some(shown)) => Rc::from(shown),
                     _ => proposed,
                 };
-                self.sync_room(&req.room, state);
+                self.sync_room(&req.room, state, client, out);
                 self.join(client, req, Some(token), now, out)
             }
             ClaimAnswer::Taken => self.send_error(

@@ -1688,6 +1688,34 @@ fn a_skipped_seq_is_a_gap() {
 }
 
 #[test]
+fn a_gap_tells_every_member_here_lagged_before_the_message() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "one");
+    let (_, first) = h.deliver(&publication, 1);
+    assert_eq!(first.only(1)["type"], "chat", "no gap, no lagged");
+    let (delivery, outcome) = h.deliver(&publication, 3);
+    assert_eq!(delivery, Delivery::Delivered { gap: true });
+    let ann = outcome.to(1);
+    assert_eq!(
+        (&ann[0]["type"], &ann[0]["code"]),
+        (&json!("error"), &json!("lagged"))
+    );
+    assert_eq!(
+        (&ann[1]["type"], &ann[1]["seq"]),
+        (&json!("chat"), &json!(3))
+    );
+    let bob = outcome.to(2);
+    assert_eq!(
+        (&bob[0]["type"], &bob[0]["code"]),
+        (&json!("system"), &json!("lagged")),
+        "the v1 page gets it as a system line"
+    );
+    assert_eq!(bob[1]["seq"], 3);
+}
+
+#[test]
 fn a_message_already_kept_is_not_delivered_again() {
     let mut h = relayed();
     h.join(1, "ann", "lobby");
@@ -1709,7 +1737,9 @@ fn a_message_in_another_epoch_restarts_the_room_and_is_delivered() {
     h.deliver(&publication, 41);
     let (delivery, outcome) = h.deliver_in("ffffffffffffffff", &publication, 1);
     assert_eq!(delivery, Delivery::Restarted);
-    assert_eq!(outcome.only(1)["seq"], 1);
+    let ann = outcome.to(1);
+    assert_eq!(ann[0]["code"], "lagged", "told first: its seqs restart");
+    assert_eq!(ann[1]["seq"], 1);
     let after = h.joined(3, "cat", "lobby");
     assert_eq!(after["epoch"], "ffffffffffffffff");
     assert_eq!(after["seq"], 1);
