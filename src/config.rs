@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::Verifier;
 use crate::chat::ChatConfig;
+use crate::cluster::{NodeId, RedisUrl};
 use crate::http::api::ApiKey;
 use crate::http::origin::OriginPolicy;
 use crate::http::Compression;
@@ -72,6 +73,15 @@ pub struct Config {
     pub auth: Option<Verifier>,
     /// The server API's key (`--api-key`); `None` turns the API off (404).
     pub api_key: Option<ApiKey>,
+    /// The Redis the nodes of a cluster share (`--redis`); `None`, the default, keeps everything in this process.
+    pub redis: Option<RedisUrl>,
+    /// This node's name among the nodes sharing Redis (`--node-id`); `None` draws a random one at startup.
+    pub node_id: Option<NodeId>,
+    /// Sets `SO_REUSEPORT` on the listener so that several processes on one machine can listen on one port.
+    pub reuse_port: bool,
+    /// With `redis`: how often this node tells Redis it is alive and renews the names its clients hold. A node not
+    /// heard from for 3 intervals is dead: the others remove it, and its names are free.
+    pub node_heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +110,10 @@ impl Default for Config {
             chat: ChatConfig::default(),
             auth: None,
             api_key: None,
+            redis: None,
+            node_id: None,
+            reuse_port: false,
+            node_heartbeat: Duration::from_secs(5),
         }
     }
 }

@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 
 use roomcast::auth::{Verifier, DEFAULT_LEEWAY};
 use roomcast::chat::ChatConfig;
+use roomcast::cluster::{NodeId, RedisUrl};
 use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
 use roomcast::http::api::ApiKey;
 use roomcast::http::origin::OriginPolicy;
@@ -219,6 +220,22 @@ struct Cli {
         hide_env_values = true
     )]
     api_key: Option<String>,
+    /// Join the cluster of nodes sharing this Redis: redis://[user:password@]host[:port][/db] [default: none, every
+    /// room in this process]
+    #[arg(long, env = "ROOMCAST_REDIS", value_name = "URL")]
+    redis: Option<RedisUrl>,
+
+    /// This node's name among the nodes sharing Redis: ASCII letters, digits, `-`, `_`, `.` [default: random]
+    #[arg(long, env = "ROOMCAST_NODE_ID")]
+    node_id: Option<NodeId>,
+
+    /// Share the listening port with other processes (SO_REUSEPORT): one process per core, Redis between them
+    #[arg(long, env = "ROOMCAST_REUSE_PORT")]
+    reuse_port: bool,
+
+    /// Seconds between this node's heartbeats to Redis; a node silent for 3 of them is dead and its names are freed
+    #[arg(long, env = "ROOMCAST_NODE_HEARTBEAT", default_value_t = Seconds(DEFAULTS.node_heartbeat))]
+    node_heartbeat: Seconds,
 }
 
 /// The defaults, from the one place they are defined.
@@ -267,6 +284,9 @@ impl Cli {
                  before it is ever pinged",
                 self.ping_interval.0, self.idle_timeout.0
             ));
+        }
+        if self.node_heartbeat.0.is_zero() {
+            return Err("--node-heartbeat must be above 0 seconds".to_owned());
         }
         Ok(())
     }
@@ -348,6 +368,10 @@ impl Cli {
             },
             auth,
             api_key,
+            redis: self.redis,
+            node_id: self.node_id,
+            reuse_port: self.reuse_port,
+            node_heartbeat: self.node_heartbeat.0,
         })
     }
 }
@@ -419,6 +443,41 @@ mod tests {
             format!("{:?}", cli.into_config().expect("valid")),
             format!("{:?}", Config::default())
         );
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_a_usage_error_that_says_why() {
+        let error = Cli::try_parse_from(["roomcast", "--redis", "rediss://cache:6380"])
+            .expect_err("rediss:// is refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("TLS"), "{error}");
+    }
+
+    #[test]
+    fn redis_node_id_and_reuse_port_reach_the_config() {
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "--redis",
+            "redis://127.0.0.1:7000/1",
+            "--node-id",
+            "n1",
+            "--reuse-port",
+        ])
+        .expect("flags parse");
+        let config = cli.into_config().expect("valid");
+        assert_eq!(config.redis.map(|url| url.port()), Some(7000));
+        assert_eq!(
+            config.node_id.map(|id| id.to_string()),
+            Some("n1".to_owned())
+        );
+        assert!(config.reuse_port);
+    }
+
+    #[test]
+    fn a_node_heartbeat_of_zero_is_refused() {
+        let cli = Cli::try_parse_from(["roomcast", "--node-heartbeat", "0"]).expect("parses");
+        assert!(cli.validate().is_err());
     }
 
     #[test]

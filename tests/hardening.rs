@@ -6,7 +6,8 @@
 //!   frames a second, 400 at once, empty and control frames included) fails the attacker: Close 1008 "too many
 //!   frames", nothing after it, TCP closed, within 2 s; `roomcast_connections_failed_total{reason="frame_budget"}`
 //!   counts every attack. An attacker that reconnects and floods again for as long as a bystander in another room
-//!   does 200 chat round trips leaves that bystander's p99 under 20 ms (best of three rounds).
+//!   does 200 chat round trips leaves that bystander's p99 under 20 ms (in one of at least three rounds, more
+//!   within a minute on a busy machine).
 //! - **125-byte Pings as fast as possible from a client that never reads.** The same, seen when the attacker reads
 //!   at last: Pongs that stop short of its flood, the Close, the end of TCP.
 //! - **Small text frames as fast as possible** on `/echo`. Failed the same way. The bystander's bound is an ignored
@@ -51,8 +52,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::attack::{
-    exclusive, failures, gauge, round_trips, rss, shared, wait_until, Ending, Got, Wire,
-    ATTACK_LIMIT, BINARY, CONTINUATION, FIN, PING, TEXT,
+    exclusive, failures, gauge, round_trips, rss, shared, until_a_round_passes, wait_until, Ending,
+    Got, Wire, ATTACK_LIMIT, BINARY, CONTINUATION, FIN, PING, TEXT,
 };
 use common::chat::{
     assert_quiet, chat_msg, join_expect, join_msg, join_with, saw_join, saw_leave, system,
@@ -239,19 +240,14 @@ fn flood_round(flood: Flood) -> Duration {
     p99
 }
 
-/// Runs `flood` rounds until the bystander's p99 is under 20 ms, at most three times: latency on a shared machine
-/// is noisy, while every round must fail every attack.
+/// Runs `flood` rounds until the bystander's p99 is under 20 ms (`until_a_round_passes`: at least three rounds, more
+/// within a minute): latency on a shared machine is noisy, while every round must fail every attack.
 fn assert_flood_is_failed_and_bystander_keeps_up(flood: Flood) {
     let _guard = exclusive();
     let bound = Duration::from_millis(20);
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
-        best = best.min(flood_round(flood));
-        if best < bound {
-            return;
-        }
+    if let Err(p99s) = until_a_round_passes(|| flood_round(flood), |p99| *p99 < bound) {
+        panic!("{flood:?}: the bystander's p99 in each round was {p99s:?}");
     }
-    panic!("{flood:?}: the bystander's best p99 was {best:?}");
 }
 
 #[test]

@@ -832,6 +832,24 @@ fn flood(peer: &mut Peer) {
     peer.client.send_texts_in_one_write(&pings);
 }
 
+/// The error a join gets on a node whose Redis (`--redis`) does not answer, since the name cannot be claimed
+/// across the cluster: `unavailable`. The URL names a port nothing listens on, so no `redis-server` is needed.
+fn cluster_unavailable(s: &mut Session) {
+    let (v1, v2) = (Dialect::V1, Dialect::V2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}").parse().expect("url");
+    let server = TestServer::with_config(|c| c.redis = Some(url));
+    let mut ann = s.connect(&server, "ann", v2);
+    ann.send(join("ann", "lobby", v2));
+    s.expect(&mut ann, "error unavailable");
+    let mut bob = s.connect(&server, "bob", v1);
+    bob.send(join("bob", "lobby", v1));
+    s.expect(&mut bob, "system error unavailable");
+}
+
 /// The messages of crowded rooms and slow readers, on a server of their own: a room at its member limit
 /// (`room_full`), a storm of arrivals summed up (`presence` with only a count), and members that fell behind and
 /// find, when they read again, that the history no longer holds all they missed (`lagged`).
@@ -1105,6 +1123,7 @@ fn every_message_the_server_sends_in_both_dialects_matches_its_schema() {
 
     crowded_rooms(&mut s);
     signed_in(&mut s);
+    cluster_unavailable(&mut s);
 
     let mut required: BTreeSet<String> = [
         "v2: system",

@@ -37,6 +37,10 @@ pub enum AppRefusal {
         /// The limit, in Unicode scalar values.
         max_chars: usize,
     },
+    /// A publication on a node of a cluster ([`ChatConfig::relayed`](super::ChatConfig::relayed)): the cluster
+    /// engine numbers every room's messages, and carrying the application's to it is not done yet. Numbering it
+    /// here would put a seq into the room that the engine also gives to another message.
+    Relayed,
 }
 
 impl fmt::Display for AppRefusal {
@@ -47,6 +51,9 @@ impl fmt::Display for AppRefusal {
             AppRefusal::ContentTooLong { max_chars } => {
                 write!(f, "\"content\" is over {max_chars} characters")
             }
+            AppRefusal::Relayed => f.write_str(
+                "publishing through the API is not available on a cluster node (--redis) yet",
+            ),
         }
     }
 }
@@ -67,7 +74,7 @@ impl Chat {
     /// `None`; any valid user name, or `system`, may be given). It goes out like a member's chat message: numbered
     /// in the room (whose history begins if the room had none), kept in the history, broadcast to every member.
     /// Returns its seq.
-    pub fn publish(
+    pub fn publish_from_app(
         &mut self,
         room: &str,
         content: &str,
@@ -75,6 +82,9 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) -> Result<u64, AppRefusal> {
+        if self.config.relayed {
+            return Err(AppRefusal::Relayed);
+        }
         let room = names::room_name(room, MAX_ROOM_CHARS).map_err(|e| AppRefusal::BadName {
             field: "room",
             why: e.to_string(),
@@ -119,8 +129,8 @@ impl Chat {
     }
 
     /// Sends `content` privately to the connection holding the name `to`, on behalf of the application, as `from`
-    /// (as for [`Chat::publish`]). True if a connection here holds the name and was sent it.
-    pub fn send_dm(
+    /// (as for [`Chat::publish_from_app`]). True if a connection here holds the name and was sent it.
+    pub fn dm_from_app(
         &mut self,
         to: &str,
         content: &str,
@@ -333,7 +343,7 @@ mod tests {
         let mut chat = chat();
         join(&mut chat, 1, "ann", "lobby", 2);
         let mut out = Vec::new();
-        let seq = chat.publish("lobby", "<b>news</b>", None, now(), &mut out);
+        let seq = chat.publish_from_app("lobby", "<b>news</b>", None, now(), &mut out);
         assert_eq!(seq, Ok(1));
         let (v2, v1, seq) = broadcast(&out);
         assert_eq!(
@@ -355,7 +365,7 @@ mod tests {
         let mut chat = chat();
         let mut out = Vec::new();
         assert_eq!(
-            chat.publish("news", "first", Some("bot"), now(), &mut out),
+            chat.publish_from_app("news", "first", Some("bot"), now(), &mut out),
             Ok(1)
         );
         let joined = join(&mut chat, 1, "ann", "news", 2);
@@ -403,7 +413,8 @@ mod tests {
             ("lobby", "x", Some("")),
         ] {
             assert!(
-                chat.publish(room, content, from, now(), &mut out).is_err(),
+                chat.publish_from_app(room, content, from, now(), &mut out)
+                    .is_err(),
                 "{room:?} {from:?}"
             );
         }
@@ -419,7 +430,7 @@ mod tests {
         join(&mut chat, 2, "vic", "lobby", 1);
         let mut out = Vec::new();
         assert_eq!(
-            chat.send_dm("ann", "psst", Some("support"), now(), &mut out),
+            chat.dm_from_app("ann", "psst", Some("support"), now(), &mut out),
             Ok(true)
         );
         let [Action::Send { to: 1, payload }] = out.as_slice() else {
@@ -430,7 +441,10 @@ mod tests {
             json!({"type": "dm", "from": "support", "to": "ann", "content": "psst", "timestamp": T0})
         );
         out.clear();
-        assert_eq!(chat.send_dm("vic", "<i>", None, now(), &mut out), Ok(true));
+        assert_eq!(
+            chat.dm_from_app("vic", "<i>", None, now(), &mut out),
+            Ok(true)
+        );
         let Some(Action::Send { to: 2, payload }) = out.first() else {
             panic!("{out:?}");
         };
@@ -445,11 +459,13 @@ mod tests {
         let mut chat = chat();
         let mut out = Vec::new();
         assert_eq!(
-            chat.send_dm("ghost", "hello", None, now(), &mut out),
+            chat.dm_from_app("ghost", "hello", None, now(), &mut out),
             Ok(false)
         );
         assert!(out.is_empty());
-        assert!(chat.send_dm("", "hello", None, now(), &mut out).is_err());
+        assert!(chat
+            .dm_from_app("", "hello", None, now(), &mut out)
+            .is_err());
     }
 
     #[test]
@@ -539,5 +555,22 @@ mod tests {
             .collect();
         clients.sort_unstable();
         assert_eq!(clients, [1, 2]);
+    }
+
+    #[test]
+    fn a_node_of_a_cluster_does_not_number_the_applications_messages_itself() {
+        let mut chat = Chat::new(
+            ChatConfig {
+                relayed: true,
+                ..ChatConfig::default()
+            },
+            [9; 32],
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            chat.publish_from_app("lobby", "news", None, now(), &mut out),
+            Err(AppRefusal::Relayed)
+        );
+        assert!(out.is_empty());
     }
 }

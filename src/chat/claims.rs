@@ -99,6 +99,19 @@ impl Claims {
         }
     }
 
+    /// True if anyone here holds the name with `key` or it is reserved here.
+    pub(super) fn is_claimed(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The keys of the names clients hold here (not the reserved ones).
+    pub(super) fn held_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.by_key
+            .iter()
+            .filter(|(_, claim)| matches!(claim, Claim::Held(_)))
+            .map(|(key, _)| &**key)
+    }
+
     /// `client` now holds the name with `key`; the claim shares `key`'s allocation.
     pub(super) fn hold(&mut self, key: &Rc<str>, client: ClientId) {
         match self.by_key.get_mut(&**key) {

@@ -21,15 +21,19 @@ const NOT_JOINED: &str = "join a room first";
 const NAME_TAKEN: &str = "another connection holds this userId";
 const NAME_RESERVED: &str =
     "this userId was in use moments ago and is kept for its owner's session for a while";
-const NOT_ONLINE: &str = "no connection holds this userId";
+pub(super) const NOT_ONLINE: &str = "no connection holds this userId";
 const ROOM_FULL: &str = "the room holds as many members as it may; try another room";
 
 impl Chat {
     /// `join`: take the name (reclaiming it with a matching session), leave any current room, enter the new one.
+    /// With a cluster engine, a name this node does not hold yet is asked for first (`Action::ClaimName`): the join
+    /// waits, and goes on from here once the engine grants it (`Chat::name_claimed`), with `claimed`: the session
+    /// token the name is held with across the cluster.
     pub(super) fn join(
         &mut self,
         client: ClientId,
         req: JoinRequest<'_>,
+        claimed: Option<Rc<str>>,
         now: Now,
         out: &mut Vec<Action>,
     ) {
@@ -70,6 +74,34 @@ impl Chat {
         if self.is_full(&req.room, [Some(client), replacing]) {
             self.send_error(client, ErrorCode::RoomFull, ROOM_FULL, req.dialect, out);
             return;
+        }
+
+        // A live holder here shows the name is this node's already; any other name may be held on another node.
+        if self.config.relayed && claimed.is_none() && replacing.is_none() {
+            let same_name = self
+                .participants
+                .get(&client)
+                .filter(|p| p.joined.as_ref().is_some_and(|j| j.user.key() == key))
+                .and_then(Participant::held_token);
+            let proposed = match token.or(same_name) {
+                Some(token) => token,
+                None => self.ids.session_token(now.unix_ms),
+            };
+            let claim = Action::ClaimName {
+                client,
+                key: key.clone(),
+                room: Rc::from(&*req.room),
+                token: proposed.clone(),
+                shown: req.session.as_deref().map(Rc::from),
+            };
+            if self.participants.get(&client).is_some() {
+                self.claiming.insert(client, (req.into_owned(), proposed));
+                out.push(claim);
+            }
+            return;
+        }
+        if claimed.is_some() {
+            token = claimed;
         }
 
         if let Some((previous, previous_token)) = self
@@ -131,7 +163,8 @@ impl Chat {
 
         self.welcome(client, room_id, &token, &req, out);
         if !silent {
-            self.announce(room_id, client, &user, true, out);
+            self.announce(room_id, Some(client), &user, true, out);
+            self.tell_cluster(room_id, &user, true, out);
         }
     }
 
@@ -164,11 +197,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let line = format!(
-            "Joined room \"{}\", {} online",
-            room.name(),
-            room.seats().len()
-        );
+        let line = format!("Joined room \"{}\", {} online", room.name(), room.online());
         out.push(Action::Send {
             to: client,
             payload: wire::encode(&Out::System { content: &line }),
@@ -179,8 +208,8 @@ impl Chat {
             let joined = Out::Joined {
                 room: room.name(),
                 user_id: req.user.shown(),
-                members: MemberNames(room.seats()),
-                member_count: room.seats().len(),
+                members: MemberNames(room.seats(), room.remote()),
+                member_count: room.online(),
                 epoch: room.epoch(),
                 seq: room.latest_seq(),
                 session: token,
@@ -219,10 +248,10 @@ impl Chat {
     /// [`ANNOUNCED_PER_TURN`] changes in one room in one loop turn, the rest are only counted, and
     /// [`Chat::end_turn`] sums them up in one line: a storm of arrivals or departures costs the room a bounded
     /// number of broadcasts per turn, not one per member.
-    fn announce(
+    pub(super) fn announce(
         &mut self,
         room_id: RoomId,
-        client: ClientId,
+        except: Option<ClientId>,
         user: &str,
         joined: bool,
         out: &mut Vec<Action>,
@@ -230,7 +259,11 @@ impl Chat {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        if room.seats().iter().all(|seat| seat.client() == client) {
+        if room
+            .seats()
+            .iter()
+            .all(|seat| Some(seat.client()) == except)
+        {
             return;
         }
         let storm = self.storms.entry(room_id).or_default();
@@ -249,9 +282,9 @@ impl Chat {
             room: room.name(),
             joined: joined.then_some(user),
             left: (!joined).then_some(user),
-            count: room.seats().len(),
+            count: room.online(),
         };
-        broadcast_notice(room_id, Some(client), &line, &presence, out);
+        broadcast_notice(room_id, except, &line, &presence, out);
     }
 
     /// The end of a loop turn: sums up, in one `system` line and one `presence` per room, the arrivals and
@@ -272,13 +305,13 @@ impl Chat {
                 "{} more joined and {} more left the room; {} online",
                 storm.unannounced_joins,
                 storm.unannounced_leaves,
-                room.seats().len()
+                room.online()
             );
             let presence = Out::Presence {
                 room: room.name(),
                 joined: None,
                 left: None,
-                count: room.seats().len(),
+                count: room.online(),
             };
             broadcast_notice(room_id, None, &line, &presence, out);
         }
@@ -321,6 +354,10 @@ impl Chat {
             content,
             timestamp: now.unix_ms,
         };
+        if self.config.relayed {
+            self.publish(client, room_id, &fields, now, out);
+            return;
+        }
         let payload = wire::encode_chat(&mut self.scratch, &fields);
         let escaped = escaped_for_v1(&mut self.scratch, &fields);
         if let Some(refusal) = self.charge_bytes(client, Some(room_id), payload.len(), now) {
@@ -345,6 +382,35 @@ impl Chat {
             payload,
             v1_payload: Some(v1_payload),
             seq: Some(seq),
+        });
+    }
+
+    /// A chat message that the cluster engine numbers: charged at the size it will have with the seq `seq` would
+    /// give it here (the engine's is of the same order), and handed over without a seq.
+    fn publish(
+        &mut self,
+        client: ClientId,
+        room_id: RoomId,
+        fields: &wire::ChatFields<'_>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let tail = wire::encode_chat_tail(
+            &mut self.scratch,
+            fields.from,
+            fields.content,
+            fields.timestamp,
+        );
+        let head = wire::encode_chat_head(fields.room);
+        let size = head.len() + fields.seq.to_string().len() + tail.len();
+        if let Some(refusal) = self.charge_bytes(client, Some(room_id), size, now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
+        out.push(Action::Publish {
+            client,
+            room: Rc::from(fields.room),
+            tail,
         });
     }
 
@@ -429,6 +495,10 @@ impl Chat {
             .holder(to.key())
             .and_then(|r| self.joined(r).map(|j| (r, j)))
         else {
+            if self.config.relayed && !self.claims.is_claimed(to.key()) {
+                self.relay_dm(client, to, content, now, out);
+                return;
+            }
             self.send_error(client, ErrorCode::NotOnline, NOT_ONLINE, Dialect::V1, out);
             return;
         };
@@ -438,21 +508,13 @@ impl Chat {
             return;
         }
         let encode_for = |dialect: Dialect| {
-            if dialect == Dialect::V1 {
-                wire::encode(&Out::DmV1 {
-                    from: &wire::escape_html(sender.user.shown()),
-                    content: &wire::escape_html(content),
-                    timestamp: now.unix_ms,
-                    private: true,
-                })
-            } else {
-                wire::encode(&Out::Dm {
-                    from: sender.user.shown(),
-                    to: target.user.shown(),
-                    content,
-                    timestamp: now.unix_ms,
-                })
-            }
+            encode_dm(
+                dialect,
+                sender.user.shown(),
+                target.user.shown(),
+                content,
+                now.unix_ms,
+            )
         };
         let delivered = encode_for(target.dialect);
         let copy = (recipient != client).then(|| {
@@ -478,14 +540,51 @@ impl Chat {
         });
     }
 
+    /// A DM to a name no client here holds, handed to the cluster engine for the node that holds it; charged like
+    /// one delivered here.
+    fn relay_dm(
+        &mut self,
+        client: ClientId,
+        to: &Name,
+        content: &str,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(sender) = self.joined(client) else {
+            return;
+        };
+        let from = sender.user.shown().clone();
+        let dialect = sender.dialect;
+        let text = wire::encode_relayed_dm(&wire::RelayedDm {
+            to_key: Cow::Borrowed(to.key()),
+            from: Cow::Borrowed(&from),
+            content: Cow::Borrowed(content),
+            timestamp: now.unix_ms,
+        });
+        let copy = encode_dm(dialect, &from, to.shown(), content, now.unix_ms);
+        if let Some(refusal) = self.charge_bytes(client, None, copy.len(), now) {
+            self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
+            return;
+        }
+        out.push(Action::RelayDm {
+            client,
+            to_key: to.key().clone(),
+            text,
+            copy,
+        });
+    }
+
     /// `leave`: out of the room, the others told; the connection stays open and its name is released (reserved
     /// for its session during the grace period).
     pub(super) fn leave(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
+        // A join still waiting for the cluster's answer is given up: the answer will find nobody waiting.
+        let claiming = self.claiming.remove(&client);
         match self
             .participants
             .get_mut(&client)
             .and_then(Participant::take_seat)
         {
+            None if claiming.is_some() => {}
             Some((joined, token)) => self.depart(client, joined, token, true, now, out),
             None => self.send_error(client, ErrorCode::NotJoined, NOT_JOINED, Dialect::V1, out),
         }
@@ -502,13 +601,15 @@ impl Chat {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        self.claims.release(
-            joined.user.key(),
-            client,
-            token,
-            now.mono_ms,
-            self.config.name_grace_ms,
-        );
+        let key = joined.user.key();
+        if self.config.relayed && self.claims.holder(key) == Some(client) {
+            out.push(Action::ReleaseName {
+                key: key.clone(),
+                grace_ms: self.config.name_grace_ms,
+            });
+        }
+        self.claims
+            .release(key, client, token, now.mono_ms, self.config.name_grace_ms);
         if let Some((moved, index)) = self
             .rooms
             .unseat(joined.room, joined.index as usize, client)
@@ -522,7 +623,22 @@ impl Chat {
             }
         }
         if notify {
-            self.announce(joined.room, client, joined.user.shown(), false, out);
+            self.announce(joined.room, Some(client), joined.user.shown(), false, out);
+            self.tell_cluster(joined.room, joined.user.shown(), false, out);
+        }
+    }
+
+    /// With a cluster engine: `user` joined (or left) room `room_id` here; the other nodes are told.
+    fn tell_cluster(&self, room_id: RoomId, user: &str, joined: bool, out: &mut Vec<Action>) {
+        if !self.config.relayed {
+            return;
+        }
+        if let Some(room) = self.rooms.get(room_id) {
+            out.push(Action::Presence {
+                room: room.name().clone(),
+                user: Rc::from(user),
+                joined,
+            });
         }
     }
 
@@ -556,6 +672,32 @@ pub(super) fn escaped_for_v1(
                 ..*fields
             },
         )),
+    }
+}
+
+/// A DM from `from` to `to` as a client of `dialect` receives it: `dm` for V2; for V1 a private `chat`, its fields
+/// HTML-escaped.
+pub(super) fn encode_dm(
+    dialect: Dialect,
+    from: &str,
+    to: &str,
+    content: &str,
+    timestamp: u64,
+) -> Rc<str> {
+    if dialect == Dialect::V1 {
+        wire::encode(&Out::DmV1 {
+            from: &wire::escape_html(from),
+            content: &wire::escape_html(content),
+            timestamp,
+            private: true,
+        })
+    } else {
+        wire::encode(&Out::Dm {
+            from,
+            to,
+            content,
+            timestamp,
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 //! replay needs, is sealed into an `Rc<[u8]>` that every replay, in either dialect, hands out as [`SharedText`]
 //! slices: a hundred clients replaying the same history share its bytes rather than copying them. Dropping the
 //! oldest message frees nothing until its whole segment is unused; a segment is at most [`SEGMENT_BYTES`] long (or
-//! one message's forms, if longer). It counts the bytes it holds, both forms included, so that the chat can keep
+//! one message's forms, if longer), and is allocated once, never grown: twice the size of the one before it, so a
+//! quiet room holds little and a busy one copies nothing but the seal. It counts the bytes it holds, both forms included, so that the chat can keep
 //! every room's history within one budget, and knows nothing of epochs or the replay rules (`room.rs`), nor how
 //! a form is made (`handlers.rs`).
 
@@ -17,6 +18,9 @@ use super::Dialect;
 
 /// A segment is sealed once it holds this much, so history is freed this many bytes at a time.
 pub(super) const SEGMENT_BYTES: usize = 16 * 1024;
+
+/// The smallest segment: a quiet room's first messages take this much, not a whole [`SEGMENT_BYTES`].
+const FIRST_SEGMENT_BYTES: usize = 256;
 
 /// Part of a shared buffer that holds one message's text, as stored: valid UTF-8, a complete JSON object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +84,14 @@ enum Segment {
 }
 
 impl Segment {
+    /// The bytes of text it holds.
+    fn len(&self) -> usize {
+        match self {
+            Segment::Sealed(bytes) => bytes.len(),
+            Segment::Open(bytes) => bytes.len(),
+        }
+    }
+
     fn bytes_held(&self) -> usize {
         match self {
             Segment::Sealed(bytes) => bytes.len(),
@@ -119,10 +131,15 @@ impl History {
         }
         let v1_text = v1_text.unwrap_or_default();
         let len = text.len() + v1_text.len();
-        let fits = matches!(self.segments.back(), Some(Segment::Open(open)) if open.len() + len <= SEGMENT_BYTES);
+        // A segment never grows (growing would copy it): the next one is twice the size of the one before, up to
+        // SEGMENT_BYTES, so a quiet room holds little and a busy one allocates each segment once, at full size.
+        let fits = matches!(self.segments.back(), Some(Segment::Open(open)) if open.len() + len <= open.capacity());
         if !fits {
+            let previous = self.segments.back().map_or(0, Segment::len);
             self.seal_open();
-            let capacity = len.clamp(256, SEGMENT_BYTES).max(len);
+            let capacity = (previous * 2)
+                .clamp(FIRST_SEGMENT_BYTES, SEGMENT_BYTES)
+                .max(len);
             self.segments
                 .push_back(Segment::Open(Vec::with_capacity(capacity)));
             self.bytes += capacity;
@@ -426,9 +443,11 @@ mod tests {
             24,
             "the index entry per message"
         );
-        // The figures measured before the V1 form was kept: 100 messages of 1,000 bytes held 100,000 bytes, open
-        // or sealed; 100 of 200 bytes held 20,296 while the last segment was open and 20,000 once sealed.
-        for (len, open, sealed) in [(1_000, 100_000, 100_000), (200, 20_296, 20_000)] {
+        // Sealed, exactly the texts, as before the V1 form was kept. Open, the segments as allocated: each twice
+        // the one before, and sealed ones cut to their texts (1,000-byte messages: 1,000 + 2,000 + 4,000 + 8,000 +
+        // 16,000, four more sealed at 16,000 and the open one of 16 KiB; 200-byte ones: 200 + 400 + 800 + ... +
+        // 12,800, room for 127 messages).
+        for (len, open, sealed) in [(1_000, 111_384, 100_000), (200, 25_400, 20_000)] {
             let mut history = History::default();
             for seq in 1..=100 {
                 history.push(seq, &"p".repeat(len), None, 100);
@@ -493,11 +512,16 @@ mod tests {
         for seq in 1..=100 {
             history.push(seq, &"y".repeat(1_000), None, 1_000);
         }
+        // The room's first segments are small (1,000, 2,000, 4,000, 8,000, 16,000 bytes); after them, each is
+        // SEGMENT_BYTES, sealed as the 16 messages it holds, so one step frees that much.
+        for first in [1_000, 2_000, 4_000, 8_000, 16_000] {
+            assert_eq!(history.drop_oldest_segment(), first);
+        }
         let held = history.bytes();
         let freed = history.drop_oldest_segment();
-        assert!(freed >= SEGMENT_BYTES - 1_000, "{freed}");
+        assert_eq!(freed, (SEGMENT_BYTES / 1_000) * 1_000);
         assert_eq!(history.bytes(), held - freed);
-        assert!(history.len() < 100);
+        assert_eq!(history.len(), 100 - 31 - 16);
         while history.drop_oldest_segment() > 0 {}
         assert_eq!(history.bytes(), 0);
         assert_eq!(history.len(), 0);

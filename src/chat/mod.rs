@@ -118,6 +118,10 @@ pub struct ChatConfig {
     pub room_burst_bytes: u32,
     /// The most members one room may hold; a join beyond gets `room_full`.
     pub max_room_members: usize,
+    /// A cluster engine numbers and carries chat messages (`--redis`): a chat message is handed to it as
+    /// [`Action::Publish`] instead of being numbered and broadcast here, and comes back through
+    /// [`Chat::deliver_published`], on this node as on every other.
+    pub relayed: bool,
 }
 
 impl Default for ChatConfig {
@@ -139,6 +143,7 @@ impl Default for ChatConfig {
             room_rate_bytes_per_sec: 64.0 * 1024.0,
             room_burst_bytes: 256 * 1024,
             max_room_members: 5000,
+            relayed: false,
         }
     }
 }
@@ -177,6 +182,63 @@ pub enum Action {
         /// The messages' texts, each one JSON object ready to go in a text frame.
         texts: Vec<SharedText>,
     },
+    /// With [`ChatConfig::relayed`]: hand this chat message to the cluster engine, which numbers it in its room and
+    /// gives it back to every node through [`Chat::deliver_published`]. Its text is
+    /// [`chat_message_head`]`(room)`, then the seq in decimal, then `tail`.
+    Publish {
+        /// The sender, to tell if the engine cannot take the message ([`Chat::refuse_unavailable`]).
+        client: ClientId,
+        /// The room's name.
+        room: Rc<str>,
+        /// The message's JSON after its seq: `,"from":...,"content":...,"timestamp":...}`.
+        tail: Rc<str>,
+    },
+    /// With [`ChatConfig::relayed`]: ask the cluster engine for the name with `key` across the cluster, and for
+    /// the state of `room`, for `client`'s join, which waits for [`Chat::name_claimed`].
+    ClaimName {
+        /// The joiner.
+        client: ClientId,
+        /// The name's key (its confusable skeleton, `names.rs`).
+        key: Rc<str>,
+        /// The room it joins.
+        room: Rc<str>,
+        /// The session token the joiner will hold the name with.
+        token: Rc<str>,
+        /// The session token the joiner showed: it takes the name from another node that holds it with that token
+        /// (which then closes its connection with 4001, [`Chat::replaced_elsewhere`]).
+        shown: Option<Rc<str>>,
+    },
+    /// With [`ChatConfig::relayed`]: nobody here holds the name with `key` any more; across the cluster it stays
+    /// reserved for `grace_ms` (freed at once with 0), then is free.
+    ReleaseName {
+        /// The name's key.
+        key: Rc<str>,
+        /// How long it stays reserved.
+        grace_ms: u64,
+    },
+    /// With [`ChatConfig::relayed`]: a DM to a name nobody here holds. The engine hands `text` to the node holding
+    /// `to_key`, whose chat delivers it ([`Chat::deliver_relayed_dm`]); if no node holds it, the sender is told
+    /// ([`Chat::refuse_not_online`]). `copy` is the sender's own copy, to be sent once the DM is on its way.
+    RelayDm {
+        /// The sender.
+        client: ClientId,
+        /// The key of the recipient's name.
+        to_key: Rc<str>,
+        /// The DM as the recipient's node reads it.
+        text: Rc<str>,
+        /// The sender's copy.
+        copy: Rc<str>,
+    },
+    /// With [`ChatConfig::relayed`]: `user` joined (or left) `room` on this node; the other nodes are told, and
+    /// pass it on to their members ([`Chat::remote_presence`]).
+    Presence {
+        /// The room.
+        room: Rc<str>,
+        /// The member's name, as shown.
+        user: Rc<str>,
+        /// Joined, or left.
+        joined: bool,
+    },
     /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced, 4003 unauthorized, 4004 token
     /// expired, or the application's through the server API).
     Close {
@@ -188,6 +250,59 @@ pub enum Action {
         /// payload is at most 125 bytes, two of them the code).
         reason: Cow<'static, str>,
     },
+}
+
+/// What became of a chat message a cluster engine handed back ([`Chat::deliver_published`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Broadcast to the room's members here. `gap` is set when seqs between the latest delivered and this one
+    /// never arrived; the members were then sent `lagged` first.
+    Delivered {
+        /// Messages before this one are missing.
+        gap: bool,
+    },
+    /// Nobody here is in that room.
+    NotHere,
+    /// Its seq is not after the room's latest: the room has it already (from the engine's answer to a join).
+    Stale,
+    /// It came in another epoch than the room's here: the engine's numbering began again (it lost the room's
+    /// data). The room took the new epoch and dropped its history here, its members were sent `lagged`, and the
+    /// message was delivered.
+    Restarted,
+    /// Not a chat message of the shape [`Action::Publish`] makes.
+    Malformed,
+}
+
+/// A room as the cluster engine has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomState {
+    /// The epoch of its numbering.
+    pub epoch: String,
+    /// Its latest seq.
+    pub seq: u64,
+    /// Its latest messages, oldest first, each as clients receive it: all it keeps, or those after the seq this
+    /// node knew when the node's epoch was the room's.
+    pub messages: Vec<String>,
+    /// The names of its members on other nodes.
+    pub members_elsewhere: Vec<String>,
+    /// The name was taken from another node with the session token the joiner showed.
+    pub reclaimed: bool,
+}
+
+/// How the cluster engine answered a [`Action::ClaimName`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// The name is this node's now; the room joined is as given.
+    Granted(RoomState),
+    /// Another node holds the name, or keeps it reserved.
+    Taken,
+    /// The engine could not be asked.
+    Unavailable,
+}
+
+/// What every chat message of room `room` says before its seq: `{"type":"chat","room":"<room>","seq":`.
+pub fn chat_message_head(room: &str) -> String {
+    wire::encode_chat_head(room)
 }
 
 /// One member of a room, as the server needs it to deliver a [`Action::Broadcast`].
@@ -203,6 +318,10 @@ pub struct Member {
 const CLOSE_ABUSE: CloseCode = CloseCode::POLICY_VIOLATION;
 /// Close code for a client whose name a newer connection reclaimed with its session token.
 const CLOSE_REPLACED: CloseCode = CloseCode::new(4001);
+/// The message of a `name_taken` error for a name another node holds.
+const NAME_TAKEN_ELSEWHERE: &str = "another connection holds this userId";
+/// The message of an `unavailable` error.
+const UNAVAILABLE: &str = "the cluster cannot carry messages right now; the message was not sent";
 /// The message of a `rate_limited` error for a frame over the frame rate.
 const RATE_LIMITED: &str = "over the rate limit; the message was dropped";
 /// The message of a `rate_limited` error for a message over its sender's byte rate.
@@ -305,6 +424,10 @@ pub struct Chat {
     participants: ByClient<Participant>,
     /// Who holds each user name, and which freed names are reserved.
     claims: Claims,
+    /// With [`ChatConfig::relayed`]: the joins waiting for the cluster engine to grant their names, each with the
+    /// session token it was asked for with. Kept apart from `Participant`: a join waits one Redis round trip, and
+    /// every connection would pay for the field.
+    claiming: IdMap<ClientId, (request::JoinRequest<'static>, Rc<str>)>,
     /// This loop turn's arrivals and departures, by room.
     storms: IdMap<RoomId, Storm>,
     canned: Canned,
@@ -324,12 +447,17 @@ impl Chat {
             rate_limited: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V2),
             rate_limited_v1: encode_error(ErrorCode::RateLimited, RATE_LIMITED, Dialect::V1),
         };
+        let mut rooms = Rooms::new();
+        if config.relayed {
+            rooms.track_occupancy();
+        }
         Chat {
             config,
             ids: IdSource::new(secret),
-            rooms: Rooms::new(),
+            rooms,
             participants: ByClient::default(),
             claims: Claims::default(),
+            claiming: IdMap::default(),
             storms: IdMap::default(),
             canned,
             scratch: String::new(),
@@ -392,7 +520,7 @@ impl Chat {
                         .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
                 if joins {
                     if self.admit_join(client, &join, now, out) {
-                        self.join(client, join, now, out)
+                        self.join(client, join, None, now, out)
                     }
                 } else {
                     let dialect = join.dialect;
@@ -432,6 +560,7 @@ impl Chat {
     /// for its session during the grace period.
     pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
         self.forget_grant(client);
+        self.claiming.remove(&client);
         let Some(mut state) = self.participants.remove(&client) else {
             return;
         };
@@ -496,6 +625,337 @@ impl Chat {
     /// Bytes of chat history every room holds together.
     pub fn history_bytes(&self) -> usize {
         self.rooms.history_bytes()
+    }
+
+    /// With [`ChatConfig::relayed`]: a chat message the cluster engine numbered and handed back (`text`, as every
+    /// member is sent it), in the room's numbering `epoch`. Delivered to the room's members here, in both dialects,
+    /// and kept in its history. Another epoch than the room's here means the numbering began again (the engine lost
+    /// the room's data): the room takes it, and drops its history ([`Delivery::Restarted`]).
+    pub fn deliver_published(
+        &mut self,
+        epoch: &str,
+        text: &str,
+        out: &mut Vec<Action>,
+    ) -> Delivery {
+        let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+            return Delivery::Malformed;
+        };
+        if published.kind != "chat" {
+            return Delivery::Malformed;
+        }
+        let Some(room_id) = self.rooms.lookup(&published.room) else {
+            return Delivery::NotHere;
+        };
+        let Some(room) = self.rooms.get(room_id) else {
+            return Delivery::NotHere;
+        };
+        if room.seats().is_empty() {
+            return Delivery::NotHere;
+        }
+        let restarted = &**room.epoch() != epoch;
+        if restarted {
+            self.rooms.restart(room_id, Rc::from(epoch));
+        }
+        let latest = self.rooms.get(room_id).map_or(0, |room| room.latest_seq());
+        if published.seq <= latest {
+            return Delivery::Stale;
+        }
+        let gap = published.seq > latest + 1;
+        if gap || restarted {
+            self.tell_lagged(room_id, None, out);
+        }
+        let (payload, v1_payload) = self.keep_published(room_id, text, &published);
+        out.push(Action::Broadcast {
+            room: room_id,
+            except: None,
+            payload,
+            v1_payload: Some(v1_payload),
+            seq: Some(published.seq),
+        });
+        if restarted {
+            Delivery::Restarted
+        } else {
+            Delivery::Delivered { gap }
+        }
+    }
+
+    /// Tells every member of `room` here, but `except`, that it missed messages it cannot get any more (a gap the
+    /// engine no longer covers, or a numbering that began again): `lagged`, as a connection caught up from too short
+    /// a history is told, so that it rejoins with `since` and learns what the room still holds.
+    fn tell_lagged(&mut self, room: RoomId, except: Option<ClientId>, out: &mut Vec<Action>) {
+        let members: Vec<Member> = self
+            .members(room)
+            .filter(|member| Some(member.client) != except)
+            .collect();
+        for member in members {
+            self.send_error(
+                member.client,
+                ErrorCode::Lagged,
+                LAGGED,
+                member.dialect,
+                out,
+            );
+        }
+    }
+
+    /// Keeps a published message in its room's history (the seq moves to it); returns its V2 and V1 forms.
+    fn keep_published(
+        &mut self,
+        room_id: RoomId,
+        text: &str,
+        published: &wire::Published<'_>,
+    ) -> (Rc<str>, Rc<str>) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.advance_seq(published.seq);
+        }
+        let fields = wire::ChatFields {
+            room: &published.room,
+            seq: published.seq,
+            from: &published.from,
+            content: &published.content,
+            timestamp: published.timestamp,
+        };
+        let payload: Rc<str> = Rc::from(text);
+        let escaped = handlers::escaped_for_v1(&mut self.scratch, &fields);
+        self.rooms.remember(
+            room_id,
+            published.seq,
+            &payload,
+            escaped.as_deref(),
+            self.config.history_len,
+            self.config.max_history_bytes,
+        );
+        let v1_payload = escaped.unwrap_or_else(|| payload.clone());
+        (payload, v1_payload)
+    }
+
+    /// With [`ChatConfig::relayed`]: room `name` as the cluster engine has it (its epoch, latest seq and latest
+    /// messages, oldest first). The room here takes them on: another epoch drops its history, and the messages
+    /// after its latest are kept.
+    /// Its members here, but for `joiner` (whose `joined` will say it), are sent `lagged` when the epoch changed: the
+    /// messages they were waiting for are gone, and the seqs begin again.
+    fn sync_room(&mut self, name: &str, state: RoomState, joiner: ClientId, out: &mut Vec<Action>) {
+        let epoch: Rc<str> = Rc::from(state.epoch.as_str());
+        let room_id = self.rooms.open(name, || epoch.clone());
+        if self
+            .rooms
+            .get(room_id)
+            .is_some_and(|room| *room.epoch() != epoch)
+        {
+            self.rooms.restart(room_id, epoch);
+            self.tell_lagged(room_id, Some(joiner), out);
+        }
+        for text in &state.messages {
+            let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+                continue;
+            };
+            let latest = self.rooms.get(room_id).map_or(0, |room| room.latest_seq());
+            if published.kind == "chat" && published.room == name && published.seq > latest {
+                self.keep_published(room_id, text, &published);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.advance_seq(state.seq);
+            room.set_remote(
+                state
+                    .members_elsewhere
+                    .iter()
+                    .map(|name| Rc::from(name.as_str()))
+                    .collect(),
+            );
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: another node says `event` (a member's arrival or departure, as JSON) of room
+    /// `room`. Its members here are told, as of a member here, and the room's count takes it in.
+    pub fn remote_presence(&mut self, room: &str, event: &str, out: &mut Vec<Action>) {
+        let Ok(event) = serde_json::from_str::<wire::RemotePresence<'_>>(event) else {
+            return;
+        };
+        let Some(room_id) = self.rooms.lookup(room) else {
+            return;
+        };
+        let changed = self
+            .rooms
+            .get_mut(room_id)
+            .is_some_and(|room| room.note_remote(&event.user, event.joined));
+        if changed {
+            self.announce(room_id, None, &event.user, event.joined, out);
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the JSON another node reads for `user` joining (or leaving) a room here.
+    pub fn presence_event(user: &str, joined: bool) -> Rc<str> {
+        wire::encode_remote_presence(&wire::RemotePresence {
+            user: std::borrow::Cow::Borrowed(user),
+            joined,
+        })
+    }
+
+    /// With [`ChatConfig::relayed`]: where room `name` stands here, its epoch and latest seq, if it is remembered:
+    /// the cluster engine then sends only what came after.
+    pub fn room_sync_point(&self, name: &str) -> Option<(Rc<str>, u64)> {
+        let room = self.rooms.get(self.rooms.lookup(name)?)?;
+        Some((room.epoch().clone(), room.latest_seq()))
+    }
+
+    /// True if room `name` has a member here.
+    pub fn room_is_occupied(&self, name: &str) -> bool {
+        self.rooms.is_occupied(name)
+    }
+
+    /// A new, unguessable epoch, for the cluster engine to give a room that has none.
+    pub fn fresh_epoch(&mut self, now: Now) -> Rc<str> {
+        self.ids.epoch(now.unix_ms)
+    }
+
+    /// With [`ChatConfig::relayed`]: the cluster engine answered the [`Action::ClaimName`] for `key` pushed for
+    /// `client`'s join. Granted, the join goes on as it would have on one node; otherwise the joiner is told
+    /// `name_taken` or `unavailable`. An answer nobody waits for any more (the client left, or joined again with
+    /// another name or into another room) changes nothing.
+    pub fn name_claimed(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        room: &str,
+        answer: ClaimAnswer,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        if self.participants.get(&client).is_none()
+            || self
+                .claiming
+                .get(&client)
+                .is_none_or(|(req, _)| **req.user.key() != *key || req.room != room)
+        {
+            return;
+        }
+        let Some((req, proposed)) = self.claiming.remove(&client) else {
+            return;
+        };
+        match answer {
+            ClaimAnswer::Granted(state) => {
+                let token = match (state.reclaimed, req.session.as_deref()) {
+                    (true, Some(shown)) => Rc::from(shown),
+                    _ => proposed,
+                };
+                self.sync_room(&req.room, state, client, out);
+                self.join(client, req, Some(token), now, out)
+            }
+            ClaimAnswer::Taken => self.send_error(
+                client,
+                ErrorCode::NameTaken,
+                NAME_TAKEN_ELSEWHERE,
+                req.dialect,
+                out,
+            ),
+            ClaimAnswer::Unavailable => self.send_error(
+                client,
+                ErrorCode::Unavailable,
+                UNAVAILABLE,
+                req.dialect,
+                out,
+            ),
+        }
+    }
+
+    /// True if a client here holds the name with `key` or it is reserved here: the cluster engine keeps it.
+    pub fn holds_name(&self, key: &str) -> bool {
+        self.claims.is_claimed(key)
+    }
+
+    /// The keys of every name a client here holds, for the cluster engine to keep them alive.
+    pub fn held_name_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.claims.held_keys()
+    }
+
+    /// With [`ChatConfig::relayed`]: a joiner on another node showed the session token of the name with `key`, held
+    /// here: its holder here is closed with 4001 and leaves its room, as when replaced on one node.
+    pub fn replaced_elsewhere(&mut self, key: &str, now: Now, out: &mut Vec<Action>) {
+        let Some(holder) = self.claims.holder(key) else {
+            return;
+        };
+        out.push(Action::Close {
+            client: holder,
+            code: CLOSE_REPLACED,
+            reason: Cow::Borrowed("replaced"),
+        });
+        let stale = self.participants.get_mut(&holder).and_then(|p| {
+            p.closing = true;
+            p.take_seat()
+        });
+        if let Some((stale, stale_token)) = stale {
+            self.depart(holder, stale, stale_token, true, now, out);
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the DM `client` sent to a name no node holds: tell it `not_online`.
+    pub fn refuse_not_online(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        if self.participants.get(&client).is_some() {
+            self.send_error(
+                client,
+                ErrorCode::NotOnline,
+                handlers::NOT_ONLINE,
+                Dialect::V1,
+                out,
+            );
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: a DM another node relayed ([`Action::RelayDm`]) for a name held here. Sent to
+    /// its holder in the holder's dialect; nothing if nobody here holds the name now.
+    pub fn deliver_relayed_dm(&mut self, text: &str, out: &mut Vec<Action>) {
+        let Ok(relayed) = serde_json::from_str::<wire::RelayedDm<'_>>(text) else {
+            return;
+        };
+        let Some(recipient) = self.claims.holder(&relayed.to_key) else {
+            return;
+        };
+        let Some(target) = self
+            .participants
+            .get(&recipient)
+            .and_then(|p| p.joined.as_ref())
+        else {
+            return;
+        };
+        let payload = handlers::encode_dm(
+            target.dialect,
+            &relayed.from,
+            target.user.shown(),
+            &relayed.content,
+            relayed.timestamp,
+        );
+        out.push(Action::Send {
+            to: recipient,
+            payload,
+        });
+    }
+
+    /// With [`ChatConfig::relayed`]: the cluster engine cannot carry `client`'s message (Redis is unreachable, or
+    /// refused it): tell the client with an `unavailable` error. Nothing if the client is gone.
+    pub fn refuse_unavailable(&mut self, client: ClientId, out: &mut Vec<Action>) {
+        if self.participants.get(&client).is_some() {
+            self.send_error(
+                client,
+                ErrorCode::Unavailable,
+                UNAVAILABLE,
+                Dialect::V1,
+                out,
+            );
+        }
+    }
+
+    /// With [`ChatConfig::relayed`]: the rooms that gained their first member here or lost their last since the
+    /// last call, each once, with whether it has a member now (the engine subscribes to those that do).
+    pub fn take_occupancy_changes(&mut self) -> Vec<(Rc<str>, bool)> {
+        let mut changes: Vec<(Rc<str>, bool)> = Vec::new();
+        for name in self.rooms.take_occupancy_changes() {
+            if changes.iter().all(|(seen, _)| *seen != name) {
+                let occupied = self.rooms.is_occupied(&name);
+                changes.push((name, occupied));
+            }
+        }
+        changes
     }
 
     /// Tell `client` its frame could not be handled, and why: as an `error` if the frame was a join announcing V2

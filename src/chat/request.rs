@@ -56,6 +56,23 @@ pub(super) struct JoinRequest<'a> {
     pub(super) token: Option<Cow<'a, str>>,
 }
 
+impl JoinRequest<'_> {
+    /// The same request owning its text, to be kept while the cluster engine is asked for the name.
+    pub(super) fn into_owned(self) -> JoinRequest<'static> {
+        JoinRequest {
+            user: self.user,
+            room: Cow::Owned(self.room.into_owned()),
+            dialect: self.dialect,
+            session: self.session.map(|s| Cow::Owned(s.into_owned())),
+            since: self.since.map(|since| Since {
+                epoch: Cow::Owned(since.epoch.into_owned()),
+                seq: since.seq,
+            }),
+            token: self.token.map(|t| Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
 /// A client frame whose fields are all valid.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Request<'a> {

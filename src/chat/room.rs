@@ -78,6 +78,8 @@ pub(super) struct Room {
     seq: u64,
     history: History,
     seats: Vec<Seat>,
+    /// With a cluster engine: the names of the room's members on other nodes.
+    remote: Vec<Rc<str>>,
     empty_stamp: Option<u64>,
     /// When a chat message was last kept here, in the order of `Rooms::activity`.
     last_active: u64,
@@ -106,6 +108,37 @@ impl Room {
         &self.seats
     }
 
+    /// With a cluster engine: the names of the members on other nodes.
+    pub(super) fn remote(&self) -> &[Rc<str>] {
+        &self.remote
+    }
+
+    /// Members here and, with a cluster engine, on other nodes.
+    pub(super) fn online(&self) -> usize {
+        self.seats.len() + self.remote.len()
+    }
+
+    /// With a cluster engine: the members on other nodes are these.
+    pub(super) fn set_remote(&mut self, names: Vec<Rc<str>>) {
+        self.remote = names;
+    }
+
+    /// With a cluster engine: `name` joined (or left) on another node; false if that changes nothing.
+    pub(super) fn note_remote(&mut self, name: &str, joined: bool) -> bool {
+        let at = self.remote.iter().position(|held| &**held == name);
+        match (joined, at) {
+            (true, None) => {
+                self.remote.push(Rc::from(name));
+                true
+            }
+            (false, Some(at)) => {
+                self.remote.swap_remove(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The position in the history of the first message with a seq above `seen`.
     pub(super) fn position_after(&self, seen: u64) -> usize {
         self.history.position_after(seen)
@@ -131,6 +164,11 @@ impl Room {
     /// True if the room could carry `bytes` more now; nothing is charged.
     pub(super) fn could_carry(&self, now_ms: u64, rate: f64, burst: u32, bytes: usize) -> bool {
         self.volume.has(now_ms, rate, burst, bytes)
+    }
+
+    /// A chat message numbered `seq` elsewhere (by a cluster engine) is the latest now, if it is later than the latest.
+    pub(super) fn advance_seq(&mut self, seq: u64) {
+        self.seq = self.seq.max(seq);
     }
 
     /// Take the seq for a new chat message.
@@ -215,6 +253,9 @@ pub(super) struct Rooms {
     seated: usize,
     /// Bytes every room's history holds.
     history_bytes: usize,
+    /// With a cluster engine: the names of rooms that gained their first member or lost their last since the engine
+    /// last asked (`None`, and nothing recorded, on a single node).
+    occupancy_changes: Option<Vec<Rc<str>>>,
     /// Counts chat messages kept, for `Room::last_active`.
     activity: u64,
 }
@@ -231,7 +272,28 @@ impl Rooms {
             seated: 0,
             history_bytes: 0,
             activity: 0,
+            occupancy_changes: None,
         }
+    }
+
+    /// From now on, record the rooms that gain their first member or lose their last (`take_occupancy_changes`).
+    pub(super) fn track_occupancy(&mut self) {
+        self.occupancy_changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The names of the rooms whose occupancy changed since the last call (a name may repeat), oldest first.
+    pub(super) fn take_occupancy_changes(&mut self) -> Vec<Rc<str>> {
+        self.occupancy_changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// True if room `name` is remembered and has a member.
+    pub(super) fn is_occupied(&self, name: &str) -> bool {
+        self.lookup(name)
+            .and_then(|id| self.rooms.get(&id))
+            .is_some_and(|room| !room.seats.is_empty())
     }
 
     /// The room with this id, if it is still remembered.
@@ -273,6 +335,7 @@ impl Rooms {
                 seq: 0,
                 history: History::default(),
                 seats: Vec::new(),
+                remote: Vec::new(),
                 empty_stamp: None,
                 last_active: 0,
                 volume: ByteBucket::new(u32::MAX, 0),
@@ -287,6 +350,9 @@ impl Rooms {
         let room = self.rooms.get_mut(&id)?;
         if let Some(stamp) = room.empty_stamp.take() {
             self.empty.remove(&stamp);
+        }
+        if let (true, Some(changes)) = (room.seats.is_empty(), self.occupancy_changes.as_mut()) {
+            changes.push(room.name.clone());
         }
         room.seats.push(seat);
         self.seated += 1;
@@ -306,13 +372,30 @@ impl Rooms {
         let before = room.seats.len();
         let moved = room.unseat(index, client);
         let now_empty = room.seats.is_empty();
-        if room.seats.len() < before {
+        let removed = room.seats.len() < before;
+        if removed {
             self.seated = self.seated.saturating_sub(1);
+            if let (true, Some(changes)) = (now_empty, self.occupancy_changes.as_mut()) {
+                changes.push(room.name.clone());
+            }
         }
         if now_empty {
             self.mark_empty(id);
         }
         moved
+    }
+
+    /// Room `id`'s numbering began again elsewhere (a cluster engine lost the room's data): it gets the new epoch
+    /// `epoch`, its seq goes back to 0 and its history is dropped, so that no `since` of the old numbering is
+    /// mistaken for one of the new.
+    pub(super) fn restart(&mut self, id: RoomId, epoch: Rc<str>) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        self.history_bytes = self.history_bytes.saturating_sub(room.history.bytes());
+        room.history = History::default();
+        room.seq = 0;
+        room.epoch = epoch;
     }
 
     /// Forget the longest-empty rooms until at most `max_empty` empty ones remain.

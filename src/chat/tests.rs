@@ -15,6 +15,9 @@ const T0: u64 = 1_700_000_000_000;
 struct Harness {
     chat: Chat,
     mono_ms: u64,
+    /// What a relayed chat's claims are answered with, at once, as if the engine had answered in the same turn
+    /// (`None`: left unanswered).
+    claim_answer: Option<ClaimAnswer>,
 }
 
 /// What one call made happen.
@@ -73,6 +76,13 @@ impl Harness {
         Harness {
             chat: Chat::new(config, [42; 32]),
             mono_ms: 0,
+            claim_answer: Some(ClaimAnswer::Granted(RoomState {
+                epoch: String::new(),
+                seq: 0,
+                messages: Vec::new(),
+                members_elsewhere: Vec::new(),
+                reclaimed: false,
+            })),
         }
     }
 
@@ -86,7 +96,44 @@ impl Harness {
     fn text(&mut self, client: ClientId, text: &str) -> Outcome {
         let mut out = Vec::new();
         self.chat.handle_text(client, text, self.now(), &mut out);
+        let claims: Vec<(ClientId, Rc<str>, Rc<str>)> = out
+            .iter()
+            .filter_map(|action| match action {
+                Action::ClaimName {
+                    client, key, room, ..
+                } => Some((*client, key.clone(), room.clone())),
+                _ => None,
+            })
+            .collect();
+        for (client, key, room) in claims {
+            let Some(answer) = self.claim_answer.clone() else {
+                break;
+            };
+            // Granted as the engine would for a room it knows as this node does.
+            let answer = match answer {
+                ClaimAnswer::Granted(_) => ClaimAnswer::Granted(self.room_state(&room)),
+                other => other,
+            };
+            let now = self.now();
+            self.chat
+                .name_claimed(client, &key, &room, answer, now, &mut out);
+        }
         self.resolve(out)
+    }
+
+    /// Room `room` as this chat knows it, as a cluster engine would describe it (a fixed epoch if it is new).
+    fn room_state(&self, room: &str) -> RoomState {
+        let (epoch, seq) = self
+            .chat
+            .room_sync_point(room)
+            .unwrap_or_else(|| (Rc::from("00000000000000ee"), 0));
+        RoomState {
+            epoch: epoch.to_string(),
+            seq,
+            messages: Vec::new(),
+            members_elsewhere: Vec::new(),
+            reclaimed: false,
+        }
     }
 
     fn send(&mut self, client: ClientId, message: Value) -> Outcome {
@@ -170,6 +217,12 @@ impl Harness {
                     };
                     closed.push((*client, code.get(), *reason))
                 }
+                // Handed to the cluster engine: the relayed tests read them from `actions`.
+                Action::Publish { .. }
+                | Action::ClaimName { .. }
+                | Action::ReleaseName { .. }
+                | Action::RelayDm { .. }
+                | Action::Presence { .. } => {}
             }
         }
         Outcome {
@@ -1546,4 +1599,543 @@ fn a_storm_of_departures_is_announced_one_by_one_only_up_to_the_cap_then_summed_
     let mut out = Vec::new();
     h.chat.end_turn(&mut out);
     assert!(out.is_empty(), "a quiet turn sends nothing");
+}
+
+// ---- relayed through a cluster engine ----------------------------------------------------------------------
+
+fn relayed() -> Harness {
+    Harness::with(ChatConfig {
+        relayed: true,
+        ..ChatConfig::default()
+    })
+}
+
+impl Harness {
+    /// What the engine would hand back for `published`, numbered `seq`: delivered like the server does.
+    fn deliver(&mut self, published: &Action, seq: u64) -> (Delivery, Outcome) {
+        let Action::Publish { room, .. } = published else {
+            panic!("not a publication: {published:?}");
+        };
+        let epoch = self.room_state(room).epoch;
+        self.deliver_in(&epoch, published, seq)
+    }
+
+    /// `deliver`, in the numbering `epoch`.
+    fn deliver_in(&mut self, epoch: &str, published: &Action, seq: u64) -> (Delivery, Outcome) {
+        let Action::Publish { room, tail, .. } = published else {
+            panic!("not a publication: {published:?}");
+        };
+        let text = format!("{}{seq}{tail}", chat_message_head(room));
+        let mut out = Vec::new();
+        let delivery = self.chat.deliver_published(epoch, &text, &mut out);
+        (delivery, self.resolve(out))
+    }
+
+    /// The one `Publish` among what `client` saying `content` made happen.
+    fn say_relayed(&mut self, client: ClientId, content: &str) -> Action {
+        let outcome = self.say(client, content);
+        assert!(outcome.delivered.is_empty(), "{:?}", outcome.delivered);
+        let mut publications = outcome
+            .actions
+            .into_iter()
+            .filter(|action| matches!(action, Action::Publish { .. }));
+        let publication = publications.next().expect("a Publish");
+        assert!(publications.next().is_none());
+        publication
+    }
+}
+
+#[test]
+fn relayed_chat_is_handed_to_the_engine_not_broadcast() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "hi");
+    let Action::Publish { client, room, tail } = &publication else {
+        unreachable!()
+    };
+    assert_eq!((*client, &**room), (1, "lobby"));
+    assert!(
+        tail.starts_with(r#","from":"ann","content":"hi","timestamp":"#),
+        "{tail}"
+    );
+}
+
+#[test]
+fn a_published_message_is_delivered_to_every_member_in_both_dialects() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "<b>hi</b>");
+    let (delivery, outcome) = h.deliver(&publication, 1);
+    assert_eq!(delivery, Delivery::Delivered { gap: false });
+    assert_eq!(
+        outcome.only(1),
+        json!({"type": "chat", "room": "lobby", "seq": 1, "from": "ann", "content": "<b>hi</b>",
+               "timestamp": T0})
+    );
+    assert_eq!(outcome.only(2)["content"], "&lt;b&gt;hi&lt;/b&gt;");
+    assert_eq!(outcome.only(2)["seq"], 1);
+}
+
+#[test]
+fn a_skipped_seq_is_a_gap() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "one");
+    assert_eq!(
+        h.deliver(&publication, 1).0,
+        Delivery::Delivered { gap: false }
+    );
+    assert_eq!(
+        h.deliver(&publication, 3).0,
+        Delivery::Delivered { gap: true }
+    );
+}
+
+#[test]
+fn a_gap_tells_every_member_here_lagged_before_the_message() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join_v1(2, "bob", "lobby");
+    let publication = h.say_relayed(1, "one");
+    let (_, first) = h.deliver(&publication, 1);
+    assert_eq!(first.only(1)["type"], "chat", "no gap, no lagged");
+    let (delivery, outcome) = h.deliver(&publication, 3);
+    assert_eq!(delivery, Delivery::Delivered { gap: true });
+    let ann = outcome.to(1);
+    assert_eq!(
+        (&ann[0]["type"], &ann[0]["code"]),
+        (&json!("error"), &json!("lagged"))
+    );
+    assert_eq!(
+        (&ann[1]["type"], &ann[1]["seq"]),
+        (&json!("chat"), &json!(3))
+    );
+    let bob = outcome.to(2);
+    assert_eq!(
+        (&bob[0]["type"], &bob[0]["code"]),
+        (&json!("system"), &json!("lagged")),
+        "the v1 page gets it as a system line"
+    );
+    assert_eq!(bob[1]["seq"], 3);
+}
+
+#[test]
+fn a_message_already_kept_is_not_delivered_again() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "once");
+    assert_eq!(
+        h.deliver(&publication, 1).0,
+        Delivery::Delivered { gap: false }
+    );
+    let (again, outcome) = h.deliver(&publication, 1);
+    assert_eq!(again, Delivery::Stale);
+    assert!(outcome.delivered.is_empty());
+}
+
+#[test]
+fn a_message_in_another_epoch_restarts_the_room_and_is_delivered() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "old numbering");
+    h.deliver(&publication, 41);
+    let (delivery, outcome) = h.deliver_in("ffffffffffffffff", &publication, 1);
+    assert_eq!(delivery, Delivery::Restarted);
+    let ann = outcome.to(1);
+    assert_eq!(ann[0]["code"], "lagged", "told first: its seqs restart");
+    assert_eq!(ann[1]["seq"], 1);
+    let after = h.joined(3, "cat", "lobby");
+    assert_eq!(after["epoch"], "ffffffffffffffff");
+    assert_eq!(after["seq"], 1);
+}
+
+#[test]
+fn a_join_takes_on_the_rooms_epoch_seq_and_messages_from_the_engine() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let key = h
+        .join(1, "ann", "lobby")
+        .actions
+        .iter()
+        .find_map(|action| match action {
+            Action::ClaimName { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("a ClaimName");
+    let kept = |seq: u64, content: &str| {
+        json!({"type": "chat", "room": "lobby", "seq": seq, "from": "bob", "content": content,
+               "timestamp": T0})
+        .to_string()
+    };
+    let state = RoomState {
+        epoch: "0123456789abcdef".into(),
+        seq: 12,
+        messages: vec![kept(11, "eleven"), kept(12, "twelve")],
+        members_elsewhere: vec!["dan".into()],
+        reclaimed: false,
+    };
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, &key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
+    let joined = h.resolve(out).to(1)[1].clone();
+    assert_eq!(
+        (&joined["epoch"], &joined["seq"]),
+        (&json!("0123456789abcdef"), &json!(12))
+    );
+    assert_eq!(joined["memberCount"], 2, "{joined}");
+    assert_eq!(joined["members"], json!(["ann", "dan"]), "{joined}");
+    // A later joiner with `since` 10 of that epoch is replayed both, from this node's history.
+    h.claim_answer = Some(ClaimAnswer::Granted(h.room_state("lobby")));
+    let rejoin = h.send(
+        2,
+        json!({"type": "join", "userId": "cat", "room": "lobby", "v": 2,
+               "since": {"epoch": "0123456789abcdef", "seq": 10}}),
+    );
+    let contents: Vec<Value> = rejoin
+        .to(2)
+        .iter()
+        .filter(|m| m["type"] == "chat")
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!("eleven"), json!("twelve")]);
+}
+
+#[test]
+fn a_published_message_of_a_room_nobody_here_is_in_is_not_delivered() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut publication = h.say_relayed(1, "hi");
+    if let Action::Publish { room, .. } = &mut publication {
+        *room = Rc::from("elsewhere");
+    }
+    assert_eq!(h.deliver(&publication, 1).0, Delivery::NotHere);
+    let mut out = Vec::new();
+    assert_eq!(
+        h.chat
+            .deliver_published("e", "{\"type\":\"pong\"}", &mut out),
+        Delivery::Malformed
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_published_message_joins_the_history_a_rejoin_replays() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let publication = h.say_relayed(1, "kept");
+    h.deliver(&publication, 1);
+    let joined = h.joined(2, "bob", "lobby");
+    assert_eq!(joined["seq"], 1);
+}
+
+#[test]
+fn the_engine_is_told_which_rooms_gained_their_first_member_or_lost_their_last() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    h.join(3, "cat", "attic");
+    assert_eq!(
+        h.chat.take_occupancy_changes(),
+        [(Rc::from("lobby"), true), (Rc::from("attic"), true)]
+    );
+    h.disconnect(1);
+    assert_eq!(h.chat.take_occupancy_changes(), []);
+    h.disconnect(2);
+    h.join(3, "cat", "lobby");
+    assert_eq!(
+        h.chat.take_occupancy_changes(),
+        [(Rc::from("lobby"), true), (Rc::from("attic"), false)]
+    );
+}
+
+#[test]
+fn a_chat_that_cannot_be_relayed_is_answered_unavailable() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    h.chat.refuse_unavailable(1, &mut out);
+    assert_eq!(h.resolve(out).error_code(1), "unavailable");
+    let mut nobody = Vec::new();
+    h.chat.refuse_unavailable(9, &mut nobody);
+    assert!(nobody.is_empty(), "a client that is gone is told nothing");
+}
+
+#[test]
+fn without_a_cluster_engine_nothing_is_recorded_for_it() {
+    let mut h = Harness::new();
+    h.join(1, "ann", "lobby");
+    assert!(h.chat.take_occupancy_changes().is_empty());
+}
+
+#[test]
+fn a_relayed_join_waits_for_its_name_and_goes_on_once_granted() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let asked = h.join(1, "Ann", "lobby");
+    assert!(asked.delivered.is_empty(), "{:?}", asked.delivered);
+    let key = asked
+        .actions
+        .iter()
+        .find_map(|action| match action {
+            Action::ClaimName { client: 1, key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("a ClaimName");
+    let mut out = Vec::new();
+    let now = h.now();
+    let state = h.room_state("lobby");
+    h.chat
+        .name_claimed(1, &key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
+    let outcome = h.resolve(out);
+    assert_eq!(outcome.to(1)[1]["type"], "joined");
+    assert!(h.chat.holds_name(&key));
+}
+
+#[test]
+fn a_relayed_join_whose_name_another_node_holds_is_name_taken_or_unavailable() {
+    let mut h = relayed();
+    h.claim_answer = Some(ClaimAnswer::Taken);
+    assert_eq!(h.join(1, "ann", "lobby").error_code(1), "name_taken");
+    h.claim_answer = Some(ClaimAnswer::Unavailable);
+    assert_eq!(h.join(2, "bob", "lobby").error_code(2), "unavailable");
+    assert_eq!(h.chat.member_count(), 0);
+}
+
+#[test]
+fn an_answer_for_a_claim_nobody_waits_for_changes_nothing() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    let now = h.now();
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "someone-else",
+        "lobby",
+        ClaimAnswer::Granted(state.clone()),
+        now,
+        &mut out,
+    );
+    h.chat.name_claimed(
+        7,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "attic",
+        ClaimAnswer::Granted(h.room_state("attic")),
+        now,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.chat.member_count(), 0);
+}
+
+#[test]
+fn a_join_waiting_for_its_name_is_forgotten_when_its_connection_closes() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    assert_eq!(h.chat.claiming.len(), 1, "the join waits for the engine");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat.disconnect(1, now, &mut out);
+    assert!(h.chat.claiming.is_empty());
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    assert_eq!(h.chat.member_count(), 0, "a late answer seats nobody");
+}
+
+#[test]
+fn leaving_releases_the_name_for_the_grace_period_across_the_cluster() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let left = h.send(1, json!({"type": "leave"}));
+    let released: Vec<(Rc<str>, u64)> = left
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::ReleaseName { key, grace_ms } => Some((key.clone(), *grace_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        released,
+        [(Rc::from("ann"), ChatConfig::default().name_grace_ms)]
+    );
+    assert_eq!(h.chat.held_name_keys().count(), 0);
+    assert!(
+        h.chat.holds_name("ann"),
+        "still reserved here during the grace period"
+    );
+}
+
+#[test]
+fn a_dm_to_a_name_not_held_here_is_relayed_and_delivered_by_the_node_that_holds_it() {
+    let mut sender_node = relayed();
+    sender_node.join(1, "ann", "lobby");
+    let sent = sender_node.send(1, json!({"type": "dm", "to": "Bob", "content": "<psst>"}));
+    assert!(sent.delivered.is_empty(), "the copy waits for the engine");
+    let Some(Action::RelayDm {
+        to_key, text, copy, ..
+    }) = sent
+        .actions
+        .iter()
+        .find(|action| matches!(action, Action::RelayDm { .. }))
+    else {
+        panic!("no RelayDm in {:?}", sent.actions);
+    };
+    assert_eq!(&**to_key, "bob");
+    assert_eq!(parse(copy)["to"], "Bob");
+    let mut holder_node = relayed();
+    holder_node.join_v1(5, "bob", "west");
+    let mut out = Vec::new();
+    holder_node.chat.deliver_relayed_dm(text, &mut out);
+    let delivered = holder_node.resolve(out).only(5);
+    assert_eq!(
+        (
+            &delivered["from"],
+            &delivered["content"],
+            &delivered["private"]
+        ),
+        (&json!("ann"), &json!("&lt;psst&gt;"), &json!(true))
+    );
+}
+
+#[test]
+fn a_member_arriving_or_leaving_on_another_node_is_announced_here_and_counted() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    let mut out = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", true), &mut out);
+    let arrived = h.resolve(out);
+    assert_eq!(arrived.to(1)[0], system("User \"bob\" joined the room"));
+    assert_eq!(
+        arrived.to(1)[1],
+        json!({"type": "presence", "room": "lobby", "joined": "bob", "count": 2})
+    );
+    let mut again = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", true), &mut again);
+    assert!(again.is_empty(), "an arrival already known changes nothing");
+    let mut out = Vec::new();
+    h.chat
+        .remote_presence("lobby", &Chat::presence_event("bob", false), &mut out);
+    assert_eq!(
+        h.resolve(out).to(1)[1],
+        json!({"type": "presence", "room": "lobby", "left": "bob", "count": 1})
+    );
+}
+
+#[test]
+fn relayed_joins_and_leaves_are_told_to_the_cluster_but_a_silent_replacement_is_not() {
+    let mut h = relayed();
+    let presence = |outcome: &Outcome| -> Vec<(String, bool)> {
+        outcome
+            .actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Presence { user, joined, .. } => Some((user.to_string(), *joined)),
+                _ => None,
+            })
+            .collect()
+    };
+    let joined = h.join(1, "ann", "lobby");
+    assert_eq!(presence(&joined), [("ann".to_owned(), true)]);
+    let token = joined.to(1)[1]["session"].clone();
+    let replaced = h.send(
+        2,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": token}),
+    );
+    assert_eq!(presence(&replaced), []);
+    let left = h.send(2, json!({"type": "leave"}));
+    assert_eq!(presence(&left), [("ann".to_owned(), false)]);
+}
+
+#[test]
+fn a_name_taken_elsewhere_with_its_session_closes_the_holder_here_with_4001() {
+    let mut h = relayed();
+    h.join(1, "ann", "lobby");
+    h.join(2, "bob", "lobby");
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat.replaced_elsewhere("ann", now, &mut out);
+    let outcome = h.resolve(out);
+    assert_eq!(outcome.closed, [(1, 4001, "replaced")]);
+    assert_eq!(outcome.to(2)[0], system("User \"ann\" left the room"));
+    assert_eq!(h.chat.member_count(), 1);
+}
+
+#[test]
+fn a_name_granted_by_the_shown_session_keeps_that_session() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    let asked = h.send(
+        1,
+        json!({"type": "join", "userId": "ann", "room": "lobby", "v": 2, "session": "the-old-token"}),
+    );
+    let Some(Action::ClaimName {
+        key, shown, token, ..
+    }) = asked
+        .actions
+        .iter()
+        .find(|action| matches!(action, Action::ClaimName { .. }))
+    else {
+        panic!("no ClaimName in {:?}", asked.actions);
+    };
+    assert_eq!(shown.as_deref(), Some("the-old-token"));
+    assert_ne!(
+        &**token, "the-old-token",
+        "a fresh token is proposed for a free name"
+    );
+    let mut state = h.room_state("lobby");
+    state.reclaimed = true;
+    let mut out = Vec::new();
+    let now = h.now();
+    h.chat
+        .name_claimed(1, key, "lobby", ClaimAnswer::Granted(state), now, &mut out);
+    assert_eq!(h.resolve(out).to(1)[1]["session"], "the-old-token");
+}
+
+#[test]
+fn a_leave_while_the_join_waits_for_the_cluster_gives_the_join_up() {
+    let mut h = relayed();
+    h.claim_answer = None;
+    h.join(1, "ann", "lobby");
+    let left = h.send(1, json!({"type": "leave"}));
+    assert!(left.delivered.is_empty(), "{:?}", left.delivered);
+    let mut out = Vec::new();
+    let now = h.now();
+    let state = h.room_state("lobby");
+    h.chat.name_claimed(
+        1,
+        "ann",
+        "lobby",
+        ClaimAnswer::Granted(state),
+        now,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(h.chat.member_count(), 0);
+    assert!(
+        !h.chat.holds_name("ann"),
+        "the engine is to release what it granted"
+    );
 }

@@ -28,13 +28,14 @@ pub(super) enum ErrorCode {
     RateLimited,
     Lagged,
     RoomFull,
+    Unavailable,
     Unauthorized,
     Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `index`.
-    pub(super) const ALL: [ErrorCode; 12] = [
+    pub(super) const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidField,
@@ -45,6 +46,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Lagged,
         ErrorCode::RoomFull,
+        ErrorCode::Unavailable,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
     ];
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Lagged => "lagged",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
         }
@@ -290,7 +293,7 @@ pub(super) struct ReplayOut {
 }
 
 /// The names of a room's members, serialised as a JSON array without collecting them first.
-pub(super) struct MemberNames<'a>(pub(super) &'a [Seat]);
+pub(super) struct MemberNames<'a>(pub(super) &'a [Seat], pub(super) &'a [Rc<str>]);
 
 /// The most names a `joined` lists: a join into a crowded room must not cost the server (or the joiner's
 /// downlink) the whole room. `memberCount` gives the full number.
@@ -301,8 +304,9 @@ impl Serialize for MemberNames<'_> {
         serializer.collect_seq(
             self.0
                 .iter()
-                .take(JOINED_MEMBERS_LISTED)
-                .map(|seat| &*seat.user),
+                .map(|seat| &*seat.user)
+                .chain(self.1.iter().map(|name| &**name))
+                .take(JOINED_MEMBERS_LISTED),
         )
     }
 }
@@ -390,10 +394,54 @@ static BYTE_CLASS: [u8; 256] = {
     table
 };
 
-/// Whether `text` holds a byte of `class`.
+/// Whether `text` holds a byte of `class`: eight bytes at a time (a chat line has none, and is scanned whole by
+/// every field that is encoded or escaped), then the tail byte by byte through [`BYTE_CLASS`].
 fn contains(text: &str, class: u8) -> bool {
-    text.bytes()
-        .any(|b| BYTE_CLASS[usize::from(b)] & class != 0)
+    let bytes = text.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    let found = words.by_ref().any(|word| {
+        let mut lanes = [0; 8];
+        lanes.copy_from_slice(word);
+        let word = u64::from_le_bytes(lanes);
+        (class & JSON_SPECIAL != 0 && word_has_json_special(word))
+            || (class & HTML_SPECIAL != 0 && word_has_html_special(word))
+    });
+    found
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| BYTE_CLASS[usize::from(b)] & class != 0)
+}
+
+/// 0x01 in every byte of a word.
+const LANES_01: u64 = u64::from_le_bytes([0x01; 8]);
+/// 0x80 in every byte of a word.
+const LANES_80: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// Whether a byte of `word` is below `n` (`n` at most 0x80): the borrow of subtracting `n` from a byte reaches its
+/// top bit only if the byte was below `n`, and `!word` keeps bytes that had the top bit set from counting. Exact as
+/// a yes or no (which byte it was is not needed).
+fn word_has_byte_below(word: u64, n: u8) -> bool {
+    word.wrapping_sub(LANES_01 * u64::from(n)) & !word & LANES_80 != 0
+}
+
+/// Whether a byte of `word` equals `byte`: a byte equal to it is zero after the exclusive or.
+fn word_has_byte(word: u64, byte: u8) -> bool {
+    word_has_byte_below(word ^ (LANES_01 * u64::from(byte)), 1)
+}
+
+/// A [`JSON_SPECIAL`] byte in `word`: a control character, `"` or `\\`.
+fn word_has_json_special(word: u64) -> bool {
+    word_has_byte_below(word, 0x20) || word_has_byte(word, b'"') || word_has_byte(word, b'\\')
+}
+
+/// An [`HTML_SPECIAL`] byte in `word`: `< > & " '`.
+fn word_has_html_special(word: u64) -> bool {
+    word_has_byte(word, b'<')
+        || word_has_byte(word, b'>')
+        || word_has_byte(word, b'&')
+        || word_has_byte(word, b'"')
+        || word_has_byte(word, b'\'')
 }
 
 /// `text` with `< > & " '` replaced by their HTML character references, for the fields the articles' client
@@ -478,6 +526,97 @@ pub(super) fn encode_chat(scratch: &mut String, fields: &ChatFields<'_>) -> Rc<s
     message
 }
 
+/// What a `chat` message of room `room` says before its seq: `{"type":"chat","room":"<room>","seq":`. With
+/// [`encode_chat_tail`] and the seq's digits between them, it is byte for byte what [`encode_chat`] writes: the
+/// cluster engine numbers a message by putting its seq between the two.
+pub(super) fn encode_chat_head(room: &str) -> String {
+    let mut head = String::with_capacity(room.len() + 32);
+    head.push_str(r#"{"type":"chat","room":"#);
+    push_json_str(&mut head, room);
+    head.push_str(r#","seq":"#);
+    head
+}
+
+/// What a `chat` message says after its seq: `,"from":...,"content":...,"timestamp":...}`.
+pub(super) fn encode_chat_tail(
+    scratch: &mut String,
+    from: &str,
+    content: &str,
+    timestamp: u64,
+) -> Rc<str> {
+    scratch.clear();
+    scratch.push_str(r#","from":"#);
+    push_json_str(scratch, from);
+    scratch.push_str(r#","content":"#);
+    push_json_str(scratch, content);
+    scratch.push_str(r#","timestamp":"#);
+    push_u64(scratch, timestamp);
+    scratch.push('}');
+    let tail = Rc::from(scratch.as_str());
+    if scratch.capacity() > SCRATCH_KEPT {
+        *scratch = String::new();
+    }
+    tail
+}
+
+/// A `chat` message as a cluster engine hands it back: the text every member is sent, read back into its fields.
+#[derive(Debug, Deserialize)]
+pub(super) struct Published<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) room: Cow<'a, str>,
+    pub(super) seq: u64,
+    #[serde(borrow)]
+    pub(super) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) content: Cow<'a, str>,
+    pub(super) timestamp: u64,
+}
+
+/// A member's arrival or departure on another node, as a room's channel carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RemotePresence<'a> {
+    #[serde(borrow)]
+    pub(super) user: Cow<'a, str>,
+    pub(super) joined: bool,
+}
+
+/// A presence event as JSON.
+pub(super) fn encode_remote_presence(event: &RemotePresence<'_>) -> Rc<str> {
+    match serde_json::to_string(event) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a presence event: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
+/// A DM on its way from one node to another: what the recipient's node needs to write it for its holder.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RelayedDm<'a> {
+    /// The key of the recipient's name.
+    #[serde(borrow, rename = "toKey")]
+    pub(super) to_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) from: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) content: Cow<'a, str>,
+    pub(super) timestamp: u64,
+}
+
+/// A relayed DM as JSON.
+pub(super) fn encode_relayed_dm(dm: &RelayedDm<'_>) -> Rc<str> {
+    match serde_json::to_string(dm) {
+        Ok(text) => Rc::from(text),
+        Err(err) => {
+            log::error!("cannot serialise a relayed DM: {err}");
+            Rc::from("{}")
+        }
+    }
+}
+
 /// Serialise a message once, into the form every recipient shares.
 pub(super) fn encode(message: &Out<'_>) -> Rc<str> {
     match serde_json::to_string(message) {
@@ -495,6 +634,52 @@ mod tests {
 
     fn frame(text: &str) -> Option<Frame<'_>> {
         Frame::decode(text)
+    }
+
+    #[test]
+    fn head_seq_and_tail_make_the_whole_chat_message() {
+        let fields = ChatFields {
+            room: "l\"obby",
+            seq: 4711,
+            from: "ann",
+            content: "a \\ b\n",
+            timestamp: 1_795_307_457_209,
+        };
+        let whole = encode_chat(&mut String::new(), &fields);
+        let tail = encode_chat_tail(
+            &mut String::new(),
+            fields.from,
+            fields.content,
+            fields.timestamp,
+        );
+        assert_eq!(
+            format!("{}4711{tail}", encode_chat_head(fields.room)),
+            *whole
+        );
+    }
+
+    #[test]
+    fn a_published_chat_message_reads_back_into_its_fields() {
+        let fields = ChatFields {
+            room: "lobby",
+            seq: 9,
+            from: "b\u{e9}a",
+            content: "<\"hi\">",
+            timestamp: 5,
+        };
+        let text = encode_chat(&mut String::new(), &fields);
+        let published: Published<'_> = serde_json::from_str(&text).expect("parses");
+        assert_eq!(published.kind, "chat");
+        assert_eq!(
+            (
+                &*published.room,
+                published.seq,
+                &*published.from,
+                &*published.content,
+                published.timestamp
+            ),
+            ("lobby", 9, "b\u{e9}a", "<\"hi\">", 5)
+        );
     }
 
     #[test]
@@ -652,6 +837,76 @@ mod tests {
                 "{byte:#x}"
             );
         }
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_special_byte_at_every_position_and_nothing_else() {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 33] {
+            let plain = "a".repeat(len);
+            assert!(!contains(&plain, JSON_SPECIAL), "{len}");
+            assert!(!contains(&plain, HTML_SPECIAL), "{len}");
+            for position in 0..len {
+                for byte in 0..=127u8 {
+                    let mut bytes = plain.clone().into_bytes();
+                    bytes[position] = byte;
+                    let text = String::from_utf8(bytes).unwrap();
+                    for class in [JSON_SPECIAL, HTML_SPECIAL] {
+                        assert_eq!(
+                            contains(&text, class),
+                            BYTE_CLASS[usize::from(byte)] & class != 0,
+                            "byte {byte:#x} at {position} of {len}, class {class}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_tests_agree_with_the_byte_table_on_arbitrary_words() {
+        // Bytes drawn from a few interesting values (specials, their neighbours, 0x00, 0x7f, 0x80, 0xff) and from
+        // anywhere, so that borrows between neighbouring bytes get tried.
+        let picks = [
+            0x00, 0x1f, 0x20, 0x21, b'"', b'\\', b'<', b'>', b'&', b'\'', 0x7f, 0x80, 0xa0, 0xff,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut lanes = state.to_le_bytes();
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                if (state >> (i + 40)) & 1 == 1 {
+                    *lane = picks[usize::from(*lane) % picks.len()];
+                }
+            }
+            let word = u64::from_le_bytes(lanes);
+            let by_table = |class: u8| {
+                lanes
+                    .iter()
+                    .any(|&b| BYTE_CLASS[usize::from(b)] & class != 0)
+            };
+            assert_eq!(
+                word_has_json_special(word),
+                by_table(JSON_SPECIAL),
+                "{lanes:x?}"
+            );
+            assert_eq!(
+                word_has_html_special(word),
+                by_table(HTML_SPECIAL),
+                "{lanes:x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_sees_no_special_byte_in_multibyte_characters() {
+        // Every byte of a multi-byte UTF-8 character is 0x80 or above: never special, whatever its neighbours.
+        let text = "é😀ü\u{7ff}\u{ffff}ß".repeat(5);
+        assert!(!contains(&text, JSON_SPECIAL));
+        assert!(!contains(&text, HTML_SPECIAL));
+        assert!(contains(&format!("{text}\u{1f}"), JSON_SPECIAL));
+        assert!(contains(&format!("{text}'{text}"), HTML_SPECIAL));
     }
 
     #[test]

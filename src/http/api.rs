@@ -4,7 +4,7 @@
 //! Owns the decisions on a request's head (is the API on, is the caller a browser from an origin not allowed, is
 //! the key right, which endpoint and method, is the body announced, small enough and JSON), the reading of a body
 //! into a typed [`Call`], and the JSON of every answer. It is pure: no sockets, no chat. The server carries a call
-//! out through the chat's operations for the application (`Chat::publish`, `Chat::send_dm`, `Chat::rooms`,
+//! out through the chat's operations for the application (`Chat::publish_from_app`, `Chat::dm_from_app`, `Chat::rooms`,
 //! `Chat::room_members`, `Chat::disconnect_user`) and answers with what they return. It must not log the key.
 
 use std::borrow::Cow;
@@ -163,6 +163,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// The body is not the JSON the endpoint takes, or a field breaks a rule; the message says which (400).
     BadRequest(Cow<'static, str>),
+    /// The call cannot be carried out by this server as it runs (503): a publication on a node of a cluster.
+    Unavailable(Cow<'static, str>),
 }
 
 impl ApiError {
@@ -177,6 +179,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::BadRequest(_) => 400,
+            ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -191,11 +194,12 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unavailable(_) => "unavailable",
         }
     }
 
     /// Every label `label` can return, so metrics can show zeros.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "not_found",
         "forbidden_origin",
         "unauthorized",
@@ -204,6 +208,7 @@ impl ApiError {
         "payload_too_large",
         "unsupported_media_type",
         "bad_request",
+        "unavailable",
     ];
 
     /// Appends the full response: `{"error": label, "message": ...}` with the status, closing the connection
@@ -239,7 +244,7 @@ impl fmt::Display for ApiError {
             ApiError::UnsupportedMediaType => {
                 f.write_str("the body must be JSON (Content-Type: application/json)")
             }
-            ApiError::BadRequest(message) => f.write_str(message),
+            ApiError::BadRequest(message) | ApiError::Unavailable(message) => f.write_str(message),
         }
     }
 }

@@ -82,6 +82,25 @@ pub struct Gauges {
     pub incoming_bytes: usize,
     /// Chat clients behind (their queue over the bound), sent nothing new until they catch up.
     pub lagging_clients: usize,
+    /// The link to Redis, when the server runs with `--redis`.
+    pub redis: Option<RedisStatus>,
+}
+
+/// The state of the link to Redis, read off the server at render time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedisStatus {
+    /// Both connections (commands, subscriber) are up and through their handshakes.
+    pub up: bool,
+    /// The last `PING` round trip on the command connection, in microseconds.
+    pub round_trip_us: u64,
+    /// Connections to Redis lost after they had been ready.
+    pub reconnects: u64,
+    /// Publications Redis refused or never answered.
+    pub publish_errors: u64,
+    /// Chat messages that came back from Redis with seqs missing before them.
+    pub gaps: u64,
+    /// Chat messages read from a room's stream after the subscription was down: gaps filled.
+    pub recovered: u64,
 }
 
 impl Metrics {
@@ -285,6 +304,9 @@ impl Metrics {
         for (code, value) in &self.closes_by_code {
             let _ = writeln!(out, "roomcast_closes_total{{code=\"{code}\"}} {value}");
         }
+        if let Some(redis) = gauges.redis {
+            render_redis(&mut out, redis);
+        }
         out
     }
 }
@@ -319,6 +341,46 @@ impl Metrics {
     }
 }
 
+/// The Redis series, present only when the server runs with `--redis`.
+fn render_redis(out: &mut String, redis: RedisStatus) {
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_up 1 when both connections to Redis are up and through their handshakes.\n\
+         # TYPE roomcast_redis_up gauge\nroomcast_redis_up {}",
+        u8::from(redis.up)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_round_trip_seconds The last PING round trip on the command connection.\n\
+         # TYPE roomcast_redis_round_trip_seconds gauge\nroomcast_redis_round_trip_seconds {:.6}",
+        redis.round_trip_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_reconnects_total Connections to Redis lost after they had been ready.\n\
+         # TYPE roomcast_redis_reconnects_total counter\nroomcast_redis_reconnects_total {}",
+        redis.reconnects
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_publish_errors_total Publications Redis refused or never answered.\n\
+         # TYPE roomcast_redis_publish_errors_total counter\nroomcast_redis_publish_errors_total {}",
+        redis.publish_errors
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_gaps_total Chat messages that came back from Redis with seqs missing before them.\n\
+         # TYPE roomcast_redis_gaps_total counter\nroomcast_redis_gaps_total {}",
+        redis.gaps
+    );
+    let _ = writeln!(
+        out,
+        "# HELP roomcast_redis_recovered_total Chat messages read from a room's stream after the subscription was \
+         down: gaps filled.\n# TYPE roomcast_redis_recovered_total counter\nroomcast_redis_recovered_total {}",
+        redis.recovered
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +409,35 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+        assert!(
+            !text.contains("roomcast_redis_"),
+            "Redis series without --redis"
+        );
+    }
+
+    #[test]
+    fn redis_series_are_rendered_when_the_server_has_redis() {
+        let text = Metrics::default().render(Gauges {
+            redis: Some(RedisStatus {
+                up: true,
+                round_trip_us: 250,
+                reconnects: 2,
+                publish_errors: 3,
+                gaps: 4,
+                recovered: 5,
+            }),
+            ..Gauges::default()
+        });
+        assert!(text.contains("\nroomcast_redis_up 1\n"), "{text}");
+        assert!(
+            text.contains("\nroomcast_redis_round_trip_seconds 0.000250\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "# TYPE roomcast_redis_reconnects_total counter\nroomcast_redis_reconnects_total 2\n"
+        ));
+        assert!(text.contains("\nroomcast_redis_publish_errors_total 3\n"));
+        assert!(text.contains("\nroomcast_redis_gaps_total 4\n"));
+        assert!(text.contains("\nroomcast_redis_recovered_total 5\n"));
     }
 }

@@ -1,4 +1,5 @@
-//! Carrying out what the chat asked for: a message to one client, a broadcast to a room, a close.
+//! Carrying out what the chat asked for: a message to one client, a broadcast to a room, a close, a chat message
+//! handed to the cluster (`redis.rs`).
 //!
 //! Owns the translation of `chat::Action`s into frames and queue entries, in the order the chat pushed them. It
 //! must not decide anything itself: who gets what is the chat's decision, and frames come from
@@ -26,6 +27,24 @@ impl Server {
                         v1_payload,
                         seq,
                     } => self.broadcast(room, except, &payload, v1_payload.as_deref(), seq),
+                    Action::Publish { client, room, tail } => self.publish(client, room, tail),
+                    Action::ClaimName {
+                        client,
+                        key,
+                        room,
+                        token,
+                        shown,
+                    } => self.claim_name(client, key, room, token, shown),
+                    Action::ReleaseName { key, grace_ms } => self.release_name(key, grace_ms),
+                    Action::Presence { room, user, joined } => {
+                        self.relay_presence(room, user, joined)
+                    }
+                    Action::RelayDm {
+                        client,
+                        to_key,
+                        text,
+                        copy,
+                    } => self.relay_dm(client, to_key, text, copy),
                     Action::Close {
                         client,
                         code,

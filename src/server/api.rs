@@ -122,7 +122,10 @@ impl Server {
     /// chat refuses.
     fn carry_out(&mut self, call: api::Call) -> Result<String, api::ApiError> {
         let now = super::chat_time(self.now);
-        let refused = |e: crate::chat::AppRefusal| api::ApiError::BadRequest(e.to_string().into());
+        let refused = |e: crate::chat::AppRefusal| match e {
+            crate::chat::AppRefusal::Relayed => api::ApiError::Unavailable(e.to_string().into()),
+            _ => api::ApiError::BadRequest(e.to_string().into()),
+        };
         let answer = match call {
             api::Call::Publish {
                 room,
@@ -131,14 +134,14 @@ impl Server {
             } => {
                 let seq = self
                     .chat
-                    .publish(&room, &content, from.as_deref(), now, &mut self.actions)
+                    .publish_from_app(&room, &content, from.as_deref(), now, &mut self.actions)
                     .map_err(refused)?;
                 json!({ "seq": seq })
             }
             api::Call::Dm { to, content, from } => {
                 let delivered = self
                     .chat
-                    .send_dm(&to, &content, from.as_deref(), now, &mut self.actions)
+                    .dm_from_app(&to, &content, from.as_deref(), now, &mut self.actions)
                     .map_err(refused)?;
                 json!({ "delivered": delivered })
             }

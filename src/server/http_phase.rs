@@ -92,6 +92,17 @@ impl Server {
         let mut out = Vec::new();
         match route {
             Route::Page => http::write_page(&mut out),
+            // A node whose Redis is not ready cannot carry chat across the cluster: a load balancer should send
+            // new clients elsewhere.
+            Route::Healthz if self.cluster.as_ref().is_some_and(|c| !c.is_ready()) => {
+                http::write_response(
+                    503,
+                    "text/plain; charset=utf-8",
+                    &[],
+                    b"redis unavailable\n",
+                    &mut out,
+                )
+            }
             Route::Healthz => {
                 http::write_response(200, "text/plain; charset=utf-8", &[], b"ok\n", &mut out)
             }

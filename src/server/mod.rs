@@ -16,6 +16,8 @@
 //! | `write.rs` | the flush at the end of the turn: vectored writes until the queue is empty or the socket full |
 //! | `ending.rs` | the one close path, slow consumers, lingering for the FIN, removal, shutdown |
 //! | `timers.rs`, `timeouts.rs` | deadlines: the heap, and the pure rules of what is due when |
+//! | `redis.rs` | with `--redis`: the two connections to Redis, their reconnects, and the turn's pipelined write |
+//! | `relay.rs` | with `--redis`: the chat's traffic through them: subscriptions, publications, names, DMs, heartbeats |
 //!
 //! Readiness is edge-triggered: every readable event is read until WouldBlock (or a fairness cap, after which the
 //! client is revisited in the same turn's tail), and every queue is written until WouldBlock; WRITABLE interest is
@@ -33,6 +35,8 @@ mod ending;
 mod http_phase;
 mod queue;
 mod read;
+mod redis;
+mod relay;
 mod timeouts;
 mod timers;
 mod websocket;
@@ -49,7 +53,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::chat::{self, Action, Chat};
+use crate::chat::{self, Action, Chat, ChatConfig};
+use crate::cluster::NodeId;
 use crate::config::Config;
 use crate::http::metrics::{Gauges, Metrics};
 use crate::id_hash::IdMap;
@@ -59,6 +64,7 @@ use batch::Batches;
 use broadcast::{Audience, Lag};
 use budget::InputLimits;
 use client::{Client, Flags, Phase};
+use redis::{Cluster, REDIS_COMMANDS, REDIS_SUBSCRIBER};
 use timeouts::{Millis, Timeouts};
 use timers::Timers;
 
@@ -129,6 +135,8 @@ pub struct Server {
     waker: Arc<Waker>,
     /// Set when a graceful shutdown began: the point at which the loop stops waiting for clients.
     draining_until: Option<Millis>,
+    /// The link to Redis, with `--redis`.
+    cluster: Option<Cluster>,
 }
 
 impl Server {
@@ -144,17 +152,34 @@ impl Server {
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.addr)?;
+        let mut listener = bind_listener(config.addr, config.reuse_port)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut chat = Chat::new(config.chat.clone(), random_secret());
+        let mut chat = Chat::new(
+            ChatConfig {
+                relayed: config.redis.is_some(),
+                ..config.chat.clone()
+            },
+            random_secret(),
+        );
         if let Some(verifier) = &config.auth {
             let join_timeout =
                 u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
             chat.require_tokens(verifier.clone(), join_timeout);
         }
+        let cluster = config.redis.clone().map(|url| {
+            let node = config.node_id.clone().unwrap_or_else(|| {
+                let mut random = [0u8; 4];
+                crate::protocol::mask::fill_random(&mut random);
+                NodeId::from_random(random)
+            });
+            info!("node {node}: connecting to Redis at {url}");
+            let heartbeat_ms = u64::try_from(config.node_heartbeat.as_millis()).unwrap_or(u64::MAX);
+            let relay = relay::Relay::new(node.clone(), config.chat.history_len, heartbeat_ms);
+            Cluster::new(url, node, relay)
+        });
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -187,7 +212,13 @@ impl Server {
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
             draining_until: None,
+            cluster,
         })
+    }
+
+    /// This node's id among the nodes sharing Redis, when the server runs with `--redis`.
+    pub fn node_id(&self) -> Option<&NodeId> {
+        self.cluster.as_ref().map(Cluster::node)
     }
 
     /// The address the server listens on.
@@ -219,6 +250,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_waiting(),
                     WAKER => {}
+                    REDIS_COMMANDS | REDIS_SUBSCRIBER => self.on_redis_event(event.token()),
                     Token(key) => {
                         let closed = event.is_read_closed() || event.is_error();
                         if closed {
@@ -279,6 +311,9 @@ impl Server {
         }
         self.chat.end_turn(&mut self.actions);
         self.apply_actions();
+        if self.cluster.is_some() {
+            self.redis_turn();
+        }
         self.flush_dirty();
     }
 
@@ -294,6 +329,7 @@ impl Server {
             self.accept_paused_until,
             self.draining_until,
             self.chat.next_token_deadline().map(Millis),
+            self.cluster.as_ref().and_then(Cluster::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -309,6 +345,7 @@ impl Server {
             history_bytes: self.chat.history_bytes(),
             incoming_bytes: self.incoming_bytes,
             lagging_clients: self.lagging.len(),
+            redis: self.cluster.as_ref().map(Cluster::status),
             ..Gauges::default()
         };
         for (_, client) in &self.clients {
@@ -319,6 +356,26 @@ impl Server {
         }
         gauges
     }
+}
+
+/// The listening socket: `SO_REUSEADDR` as mio sets it, and `SO_REUSEPORT` when asked, so that several
+/// processes can share the port and the kernel spreads new connections over them.
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr);
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // mio's own bind listens with a backlog of 1024.
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// The chat's view of the time at the loop's `now`: wall-clock milliseconds since the Unix epoch for message

@@ -6,6 +6,7 @@
 
 pub mod attack;
 pub mod chat;
+pub mod redis;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -325,6 +325,7 @@ fn every_refusal_has_a_listed_label_and_a_json_body() {
         ApiError::PayloadTooLarge,
         ApiError::UnsupportedMediaType,
         ApiError::BadRequest(Cow::Borrowed("no")),
+        ApiError::Unavailable(Cow::Borrowed("not here")),
     ];
     assert_eq!(all.len(), ApiError::LABELS.len());
     for refusal in all {
