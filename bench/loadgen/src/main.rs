@@ -18,6 +18,8 @@
 //!   it: the server's peak and final memory, the bystander's latency, and how the server treated the attackers.
 //! - `attack-table`: a markdown table from the JSON lines of many `attack` runs.
 //! - `summarize-deflate`: the permessage-deflate tables and targets from the JSON lines of `bench/deflate.sh`.
+//! - `summarize-cluster`: the tables and targets across nodes (issue 13) from the JSON lines of
+//!   `bench/cluster.sh`.
 //! - `bomb`: one small permessage-deflate frame that inflates past the message size limit; the server's Close
 //!   and the growth of its peak memory.
 //!
@@ -37,9 +39,11 @@
 mod attack;
 mod bomb;
 mod client;
+mod cluster_summary;
 mod deflate_summary;
 mod engineio;
 mod inflate;
+mod redis_stats;
 mod soak;
 mod stats;
 mod summary;
@@ -54,6 +58,7 @@ use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
 use client::{Client, Framing, Masks, Receive, Received};
+use redis_stats::CommandCalls;
 use stats::{cpu_percent, cpu_ticks, rss_kib, Histogram};
 
 /// Load generator for roomcast and its peers; prints one JSON line per run.
@@ -84,6 +89,8 @@ enum Scenario {
     Bomb(bomb::BombArgs),
     /// Reads JSON lines of bench/deflate.sh and prints the permessage-deflate tables and targets as markdown.
     SummarizeDeflate(deflate_summary::DeflateSummaryArgs),
+    /// Reads JSON lines of bench/cluster.sh and prints the tables and targets across nodes as markdown.
+    SummarizeCluster(cluster_summary::ClusterSummaryArgs),
 }
 
 /// What fills a fan-out message's content after its stamp.
@@ -172,6 +179,10 @@ struct Common {
     /// The Redis server's process id, to report its CPU use separately
     #[arg(long)]
     redis_pid: Option<u32>,
+    /// The Redis server's address: fan-out reads its `INFO commandstats` at the start and the end of the
+    /// measured interval and reports the commands per chat message
+    #[arg(long)]
+    redis_addr: Option<SocketAddr>,
     /// A name for this run, copied into the output (compare.sh names scenarios with it)
     #[arg(long, default_value = "")]
     label: String,
@@ -285,6 +296,7 @@ fn main() -> ExitCode {
         Scenario::Attack(args) => return attack::main(&args),
         Scenario::AttackTable(args) => return attack::table::run(&args),
         Scenario::SummarizeDeflate(args) => return deflate_summary::run(&args),
+        Scenario::SummarizeCluster(args) => return cluster_summary::run(&args),
     };
     match result {
         Ok(report) => {
@@ -1038,16 +1050,23 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mut mark_end = None;
     let mut bytes_at_start = pool.bytes_read();
     let mut bytes_at_end = None;
+    let mut redis_before: Option<CommandCalls> = None;
+    let mut redis_made: Option<CommandCalls> = None;
     loop {
         let now = clock.now();
         if stage == Stage::Warmup && now >= measure_at {
             stage = Stage::Measure;
+            redis_before = common.redis_addr.map(CommandCalls::read).transpose()?;
             mark_start = Some(CpuMark::take_common(clock, common));
             bytes_at_start = pool.bytes_read();
         }
         if stage == Stage::Measure && now >= measure_end {
             stage = Stage::Drain;
             mark_end = Some(CpuMark::take_common(clock, common));
+            redis_made = match (&redis_before, common.redis_addr) {
+                (Some(before), Some(addr)) => Some(CommandCalls::read(addr)?.since(before)),
+                _ => None,
+            };
             bytes_at_end = Some(pool.bytes_read());
         }
         if stage == Stage::Drain && (now >= drain_end || tally.delivered >= tally.sent * recipients)
@@ -1147,6 +1166,7 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     pool.close_all();
     let expected = tally.sent * recipients;
     let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+    let per_message = |calls: u64| round3(calls as f64 / tally.sent.max(1) as f64);
     Ok(json!({
         "scenario": "fanout",
         "label": common.label,
@@ -1194,6 +1214,9 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
         "generator_cpu_pct": generator_cpu.map(round1),
         "server_cpu_pct": server_cpu.map(round1),
         "redis_cpu_pct": redis_cpu.map(round1),
+        "redis_calls": redis_made.as_ref().map(CommandCalls::to_json),
+        "redis_calls_per_message": redis_made.as_ref().map(|c| per_message(c.total())),
+        "redis_sent_per_message": redis_made.as_ref().map(|c| per_message(c.sent_by_clients())),
         "nodes": common.nodes(),
         "full_codec": common.full_codec,
     }))

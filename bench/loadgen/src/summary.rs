@@ -81,12 +81,13 @@ fn metrics_of(scenario: &str) -> &'static [Metric] {
     }
 }
 
-fn lookup(run: &Value, path: &[&str]) -> Option<f64> {
+/// The number at `path` (keys, outermost first) in one run's JSON.
+pub(crate) fn lookup(run: &Value, path: &[&str]) -> Option<f64> {
     path.iter().try_fold(run, |v, key| v.get(key))?.as_f64()
 }
 
 /// The median of the figures (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
     if values.is_empty() {
         return None;
@@ -124,7 +125,8 @@ impl Group {
     }
 }
 
-fn fmt_value(v: f64) -> String {
+/// A figure with as many decimals as its size deserves: none from 1,000, one from 10, else two.
+pub(crate) fn fmt_value(v: f64) -> String {
     if v.abs() >= 1000.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
