@@ -12,8 +12,10 @@
 #
 # Setups: roomcast1 (one node, no Redis), roomcast1r (one node with --redis), roomcast2 and roomcast3 (2 or 3
 # nodes with --redis), socketio1 and socketio2 (1 or 2 Socket.IO processes with @socket.io/redis-adapter).
-# Every server and Redis runs pinned to SERVER_CPUS (default CPU 0), the generator to GENERATOR_CPU (CPU 1), so
-# on this two-core machine the nodes of a setup share one core: the throughput of more nodes is told by callgrind.
+# Every server and Redis runs pinned to SERVER_CPUS (default CPU 0; Redis to REDIS_CPUS, by default the same), the
+# generator to GENERATOR_CPU (CPU 1), so on this two-core machine the nodes of a setup share one core: the
+# throughput of more nodes is told by callgrind. Callgrind's raw counts are summed up and deleted (the 30 most
+# expensive functions of each process are kept as *.top.txt) unless KEEP_CALLGRIND_OUT=1.
 # Every process this script starts is stopped on exit, however it exits.
 set -euo pipefail
 
@@ -32,6 +34,8 @@ CALLGRIND_SCENARIOS=${CALLGRIND_SCENARIOS:-"fanout_1x100 fanout_100x10"}
 CALLGRIND_DURATIONS=${CALLGRIND_DURATIONS:-"1 5"}
 SERVER_CPUS=${SERVER_CPUS:-0}
 GENERATOR_CPU=${GENERATOR_CPU:-1}
+# Redis shares the nodes' core unless told otherwise (REDIS_CPUS=1: the generator's core instead).
+REDIS_CPUS=${REDIS_CPUS:-$SERVER_CPUS}
 OUT=${OUT:-$ROOT/bench/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)}
 PORT_BASE=${PORT_BASE:-18400}
 REDIS_PORT_BASE=${REDIS_PORT_BASE:-16400}
@@ -82,7 +86,7 @@ machine() {
     echo "redis-server: $("$REDIS_SERVER" --version)"
     echo "rustc: $(rustc --version)"
     echo "roomcast commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "server cpus: $SERVER_CPUS; generator cpu: $GENERATOR_CPU; nice: $NICE"
+    echo "server cpus: $SERVER_CPUS; redis cpus: $REDIS_CPUS; generator cpu: $GENERATOR_CPU; nice: $NICE"
     echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } > "$OUT/machine.txt"
 }
@@ -132,7 +136,7 @@ start_redis() {
     valgrind --tool=callgrind --callgrind-out-file="$callgrind_out" "$(command -v "$REDIS_SERVER")" "${args[@]}" \
       >>"$OUT/servers.log" 2>&1 &
   else
-    nice -n "$NICE" taskset -c "$SERVER_CPUS" "$REDIS_SERVER" "${args[@]}" >>"$OUT/servers.log" 2>&1 &
+    nice -n "$NICE" taskset -c "$REDIS_CPUS" "$REDIS_SERVER" "${args[@]}" >>"$OUT/servers.log" 2>&1 &
   fi
   REDIS_PID=$!
   STARTED+=("$REDIS_PID")
@@ -221,9 +225,13 @@ stop_callgrind() {
   STARTED=()
 }
 
-# The PROGRAM TOTALS of callgrind output file $1.
+# The PROGRAM TOTALS of callgrind output file $1; keeps its 30 most expensive functions beside it as .top.txt and
+# deletes it unless KEEP_CALLGRIND_OUT is set.
 instructions() {
-  callgrind_annotate "$1" 2>/dev/null | grep 'PROGRAM TOTALS' | head -1 | awk '{gsub(",", "", $1); print $1}'
+  local top="${1%.out}.top.txt"
+  callgrind_annotate "$1" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | head -31 | cut -c1-200 >"$top"
+  grep 'PROGRAM TOTALS' "$top" | head -1 | awk '{gsub(",", "", $1); print $1}'
+  [ -n "${KEEP_CALLGRIND_OUT:-}" ] || rm -f "$1"
 }
 
 # One fan-out scenario $2 of $3 seconds against N = $1 roomcast nodes under callgrind (N = 0: one node without
@@ -280,6 +288,8 @@ for nodes in $CALLGRIND; do
     done
   done
 done
+# Each Redis had a directory of its own, left empty without persistence.
+find "$OUT/redis" -type d -empty -delete 2>/dev/null || true
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 "$BENCH" summarize-cluster "$OUT/results.jsonl" ${CALLGRIND:+"$OUT/callgrind.jsonl"} > "$OUT/summary.md"
 cat "$OUT/machine.txt" "$OUT/summary.md"
