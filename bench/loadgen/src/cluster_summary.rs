@@ -378,10 +378,15 @@ mod tests {
     fn cpu_per_delivery_is_the_cpu_share_over_the_rate() {
         let mut runs = Runs::default();
         for (cpu, rate) in [(50.0, 1_000_000.0), (80.0, 1_000_000.0), (10.0, 10_000.0)] {
-            runs.0.push(json!({"server_cpu_pct": cpu, "deliveries_per_sec": rate}));
+            runs.0
+                .push(json!({"server_cpu_pct": cpu, "deliveries_per_sec": rate}));
         }
         let us = runs.median_cpu_us_per(&["server_cpu_pct"], &["deliveries_per_sec"]);
-        assert_eq!(us, Some(0.8), "50% of a core for 1M/s is 0.5 µs each; the median of 0.5, 0.8, 10");
+        assert_eq!(
+            us,
+            Some(0.8),
+            "50% of a core for 1M/s is 0.5 µs each; the median of 0.5, 0.8, 10"
+        );
     }
 
     #[test]
