@@ -262,6 +262,7 @@ callgrind_run() {
 }
 
 mkdir -p "$OUT"
+touch "$OUT/results.jsonl"
 [ -n "${SKIP_BUILD:-}" ] || build
 machine
 log "results in $OUT; load average $(cut -d' ' -f1-3 /proc/loadavg)"
