@@ -101,7 +101,7 @@ pub fn run(args: &BombArgs) -> io::Result<Value> {
     let chat = path == "/ws";
     let clock = Clock(Instant::now());
     let mut pool = Pool::new()?;
-    let index = pool.connect(common, path)?;
+    let index = pool.connect(common, path, 0)?;
     let mut opened = Vec::new();
     let mut received = 0u64;
     let deadline = Instant::now() + Duration::from_secs_f64(common.setup_timeout);

@@ -1,5 +1,6 @@
 //! One load-generator connection: a non-blocking TCP socket that speaks WebSocket through roomcast's own client
-//! codec (`Role::Client`), or the raw length-prefixed framing of the `rawtcp` peer.
+//! codec (`Role::Client`), or the raw length-prefixed framing of the `rawtcp` peer, or Socket.IO's Engine.IO
+//! packets inside WebSocket messages (`engineio`).
 //!
 //! Owns connecting, the opening handshake, framing in both directions and the output buffer. It knows the two
 //! wire protocols' shapes (the chat JSON and the raw frame kinds) but nothing of scenarios: what to send and what
@@ -35,6 +36,7 @@ use roomcast::protocol::handshake::{
 };
 use roomcast::protocol::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role};
 
+use crate::engineio::{self, Session, Step};
 use crate::inflate::Inflate;
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
@@ -47,6 +49,9 @@ pub enum Framing {
     WebSocket,
     /// `[u32 big-endian length][kind byte][rest]`, the `rawtcp` peer's framing.
     Raw,
+    /// Socket.IO: Engine.IO v4 packets in WebSocket text messages (`engineio`), through the same codec as
+    /// `WebSocket`.
+    EngineIo,
 }
 
 /// How WebSocket input is decoded.
@@ -144,6 +149,8 @@ pub struct Client {
     deflate: Option<DeflateParams>,
     /// Bytes read from the socket since the connection opened, handshake included.
     bytes_read: u64,
+    /// With `Framing::EngineIo`: the Engine.IO open and Socket.IO connect after the WebSocket handshake.
+    session: Option<Session>,
 }
 
 impl Client {
@@ -162,7 +169,7 @@ impl Client {
         let mut stream = TcpStream::connect(addr)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let codec = match framing {
-            Framing::WebSocket => Codec::WebSocket {
+            Framing::WebSocket | Framing::EngineIo => Codec::WebSocket {
                 ws: Box::new(masks.client_connection()),
                 events: Vec::new(),
                 frames: (receive == Receive::Frames).then(|| Box::new(FrameReceiver::new(masks))),
@@ -183,6 +190,7 @@ impl Client {
             reuse_inflated: false,
             deflate: None,
             bytes_read: 0,
+            session: (framing == Framing::EngineIo).then_some(Session::AwaitingOpen),
         })
     }
 
@@ -204,9 +212,10 @@ impl Client {
         self.bytes_read
     }
 
-    /// True once messages can be sent: the TCP connect (and for WebSocket, the handshake) completed.
+    /// True once messages can be sent: the TCP connect (and for WebSocket, the handshake; for Socket.IO, the
+    /// namespace connect too) completed.
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, Phase::Open) && self.session.is_none_or(|s| s == Session::Connected)
     }
 
     /// True once the connection ended.
@@ -279,7 +288,11 @@ impl Client {
                 Err(e) => return Err(e),
             };
             self.bytes_read += n as u64;
-            self.on_bytes(&buf[..n], &mut on_message)?;
+            if self.session.is_some() {
+                self.on_engine_io_bytes(&buf[..n], &mut on_message)?;
+            } else {
+                self.on_bytes(&buf[..n], &mut on_message)?;
+            }
             if self.is_closed() {
                 return Ok(false);
             }
@@ -303,6 +316,41 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// `on_bytes` for a Socket.IO connection: each text message goes through the Engine.IO session first, which
+    /// answers the open and the pings itself and hands on the events' JSON arrays.
+    fn on_engine_io_bytes(
+        &mut self,
+        bytes: &[u8],
+        on_message: &mut impl FnMut(Received<'_>),
+    ) -> io::Result<()> {
+        let mut session = self.session.take();
+        let mut replies: Vec<&'static [u8]> = Vec::new();
+        let mut failure = None;
+        let result = self.on_bytes(bytes, &mut |message: Received<'_>| match (
+            session.as_mut(),
+            message,
+        ) {
+            (Some(session), Received::Text(text)) => match session.on_text(text) {
+                Step::Reply(reply) => replies.push(reply),
+                Step::Deliver(event) => on_message(Received::Text(event)),
+                Step::Fail(reason) => {
+                    failure.get_or_insert(reason);
+                }
+                Step::Nothing => {}
+            },
+            (_, other) => on_message(other),
+        });
+        self.session = session;
+        for reply in replies {
+            self.send_ws(MessageKind::Text, reply);
+        }
+        result?;
+        match failure {
+            Some(reason) => Err(io::Error::other(reason)),
+            None => Ok(()),
         }
     }
 
@@ -404,6 +452,9 @@ impl Client {
     /// Queues a `join` for `user` to `room`.
     pub fn send_join(&mut self, user: &str, room: &str) {
         match self.codec {
+            Codec::WebSocket { .. } if self.session.is_some() => {
+                self.send_ws(MessageKind::Text, &engineio::join_event(user, room));
+            }
             Codec::WebSocket { .. } => {
                 let json = format!(r#"{{"type":"join","userId":"{user}","room":"{room}"}}"#);
                 self.send_ws(MessageKind::Text, json.as_bytes());
@@ -415,6 +466,11 @@ impl Client {
     /// Queues a chat message. `content` must need no JSON escaping.
     pub fn send_chat(&mut self, content: &[u8]) {
         match self.codec {
+            Codec::WebSocket { .. } if self.session.is_some() => {
+                let mut event = Vec::with_capacity(content.len() + 32);
+                engineio::chat_event(content, &mut event);
+                self.send_ws(MessageKind::Text, &event);
+            }
             Codec::WebSocket { .. } => {
                 let mut json = Vec::with_capacity(content.len() + 32);
                 json.extend_from_slice(br#"{"type":"chat","content":""#);

@@ -18,21 +18,32 @@
 //!   it: the server's peak and final memory, the bystander's latency, and how the server treated the attackers.
 //! - `attack-table`: a markdown table from the JSON lines of many `attack` runs.
 //! - `summarize-deflate`: the permessage-deflate tables and targets from the JSON lines of `bench/deflate.sh`.
+//! - `summarize-cluster`: the tables and targets across nodes (issue 13) from the JSON lines of
+//!   `bench/cluster.sh`.
 //! - `bomb`: one small permessage-deflate frame that inflates past the message size limit; the server's Close
 //!   and the growth of its peak memory.
 //!
 //! `--deflate` makes every connection offer permessage-deflate (RFC 7692): fan-out and idle then run compressed
 //! where the server agrees, and each report says how many connections it agreed with, and its answer.
 //!
-//! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer and the
-//! raw TCP peer deliver it to the whole room, the sender included; the Node seed server skips the sender. The
-//! expected number of deliveries is computed from it.
+//! `--server-kind` says what the server does with a chat message: roomcast, the tokio-tungstenite peer, the raw
+//! TCP peer and the Socket.IO peer deliver it to the whole room, the sender included; the Node seed server skips
+//! the sender. The expected number of deliveries is computed from it. `socketio` also switches the wire format
+//! to Engine.IO v4 packets inside the WebSocket messages (`engineio`).
+//!
+//! Several nodes of one cluster: `--also-addr` (repeatable) adds server addresses, and the connections of
+//! `fanout` and `idle` are spread over `--addr` and those, round-robin; in `fanout` each room starts one node
+//! further, so that a room's members and the rooms' senders are both split across the nodes. `--also-server-pid`
+//! adds the other nodes' processes to the server CPU reported, and `--redis-pid` reports Redis's own.
 
 mod attack;
 mod bomb;
 mod client;
+mod cluster_summary;
 mod deflate_summary;
+mod engineio;
 mod inflate;
+mod redis_stats;
 mod soak;
 mod stats;
 mod summary;
@@ -47,6 +58,7 @@ use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
 use client::{Client, Framing, Masks, Receive, Received};
+use redis_stats::CommandCalls;
 use stats::{cpu_percent, cpu_ticks, rss_kib, Histogram};
 
 /// Load generator for roomcast and its peers; prints one JSON line per run.
@@ -77,6 +89,8 @@ enum Scenario {
     Bomb(bomb::BombArgs),
     /// Reads JSON lines of bench/deflate.sh and prints the permessage-deflate tables and targets as markdown.
     SummarizeDeflate(deflate_summary::DeflateSummaryArgs),
+    /// Reads JSON lines of bench/cluster.sh and prints the tables and targets across nodes as markdown.
+    SummarizeCluster(cluster_summary::ClusterSummaryArgs),
 }
 
 /// What fills a fan-out message's content after its stamp.
@@ -99,6 +113,9 @@ pub enum ServerKind {
     Tungstenite,
     /// The raw TCP peer: length-prefixed frames, no WebSocket; the whole room, the sender included.
     Rawtcp,
+    /// The Socket.IO peer (bench/peers/socketio): Engine.IO v4 over WebSocket; the whole room, the sender
+    /// included; no /echo.
+    Socketio,
 }
 
 impl ServerKind {
@@ -109,14 +126,29 @@ impl ServerKind {
             ServerKind::Seed => "seed",
             ServerKind::Tungstenite => "tungstenite",
             ServerKind::Rawtcp => "rawtcp",
+            ServerKind::Socketio => "socketio",
         }
     }
 
     fn framing(self) -> Framing {
         match self {
             ServerKind::Rawtcp => Framing::Raw,
+            ServerKind::Socketio => Framing::EngineIo,
             _ => Framing::WebSocket,
         }
+    }
+
+    /// The request target of the chat service.
+    fn chat_path(self) -> &'static str {
+        match self {
+            ServerKind::Socketio => engineio::WEBSOCKET_PATH,
+            _ => "/ws",
+        }
+    }
+
+    /// Whether the server has the /echo service.
+    fn has_echo(self) -> bool {
+        !matches!(self, ServerKind::Seed | ServerKind::Socketio)
     }
 
     /// Whether the sender of a chat message receives it too.
@@ -131,12 +163,26 @@ struct Common {
     /// The server's address
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Another node of the same cluster (repeatable): fan-out and idle connections are spread over --addr and
+    /// these, round-robin
+    #[arg(long, value_name = "ADDR")]
+    also_addr: Vec<SocketAddr>,
     /// What the server does with chat messages and how it frames them
     #[arg(long, value_enum, default_value_t = ServerKind::Roomcast)]
     server_kind: ServerKind,
     /// The server's process id, to report its CPU use and memory from /proc
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Another server process (repeatable: the other nodes), whose CPU time and memory are added to the server's
+    #[arg(long, value_name = "PID")]
+    also_server_pid: Vec<u32>,
+    /// The Redis server's process id, to report its CPU use separately
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// The Redis server's address: fan-out reads its `INFO commandstats` at the start and the end of the
+    /// measured interval and reports the commands per chat message
+    #[arg(long)]
+    redis_addr: Option<SocketAddr>,
     /// A name for this run, copied into the output (compare.sh names scenarios with it)
     #[arg(long, default_value = "")]
     label: String,
@@ -250,6 +296,7 @@ fn main() -> ExitCode {
         Scenario::Attack(args) => return attack::main(&args),
         Scenario::AttackTable(args) => return attack::table::run(&args),
         Scenario::SummarizeDeflate(args) => return deflate_summary::run(&args),
+        Scenario::SummarizeCluster(args) => return cluster_summary::run(&args),
     };
     match result {
         Ok(report) => {
@@ -277,20 +324,70 @@ fn secs_to_ns(secs: f64) -> u64 {
     (secs.max(0.0) * 1e9) as u64
 }
 
+impl Common {
+    /// Every server address: --addr, then each --also-addr.
+    fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.addr).chain(self.also_addr.iter().copied())
+    }
+
+    /// How many nodes the connections are spread over.
+    fn nodes(&self) -> usize {
+        1 + self.also_addr.len()
+    }
+
+    /// The address of node `node` (taken modulo the number of nodes).
+    fn node_addr(&self, node: usize) -> SocketAddr {
+        self.addrs().nth(node % self.nodes()).unwrap_or(self.addr)
+    }
+
+    /// Every server process given: --server-pid, then each --also-server-pid.
+    fn server_pids(&self) -> Vec<u32> {
+        self.server_pid
+            .into_iter()
+            .chain(self.also_server_pid.iter().copied())
+            .collect()
+    }
+}
+
 /// CPU readings at the start of a measured interval.
 struct CpuMark {
     at: u64,
     generator: Option<u64>,
     server: Option<u64>,
+    redis: Option<u64>,
 }
 
 impl CpuMark {
     fn take(clock: Clock, server_pid: Option<u32>) -> CpuMark {
+        Self::take_all(clock, server_pid.as_slice(), None)
+    }
+
+    /// A mark with the CPU time of every server process of `common` summed, and Redis's apart.
+    fn take_common(clock: Clock, common: &Common) -> CpuMark {
+        Self::take_all(clock, &common.server_pids(), common.redis_pid)
+    }
+
+    fn take_all(clock: Clock, server_pids: &[u32], redis_pid: Option<u32>) -> CpuMark {
+        let server = (!server_pids.is_empty())
+            .then(|| {
+                server_pids
+                    .iter()
+                    .map(|&pid| cpu_ticks(Some(pid)))
+                    .sum::<Option<u64>>()
+            })
+            .flatten();
         CpuMark {
             at: clock.now(),
             generator: cpu_ticks(None),
-            server: server_pid.and_then(|pid| cpu_ticks(Some(pid))),
+            server,
+            redis: redis_pid.and_then(|pid| cpu_ticks(Some(pid))),
         }
+    }
+
+    /// Redis's CPU % from this mark to `end`, if its pid was given.
+    fn redis_until(&self, end: &CpuMark) -> Option<f64> {
+        let secs = end.at.saturating_sub(self.at) as f64 / 1e9;
+        cpu_percent(self.redis, end.redis, secs)
     }
 
     /// (seconds, generator CPU %, server CPU %) from this mark to `end`.
@@ -332,11 +429,12 @@ impl Pool {
         })
     }
 
-    /// Starts connecting one more client; its index is the previous count.
-    fn connect(&mut self, common: &Common, path: &'static str) -> io::Result<usize> {
+    /// Starts connecting one more client to node `node` of `common` (`Common::node_addr`); its index is the
+    /// previous count.
+    fn connect(&mut self, common: &Common, path: &'static str, node: usize) -> io::Result<usize> {
         let index = self.clients.len();
         let client = Client::connect(
-            common.addr,
+            common.node_addr(node),
             common.server_kind.framing(),
             if common.full_codec {
                 Receive::Connection
@@ -735,14 +833,16 @@ fn is_error_message(text: &[u8]) -> bool {
     text.windows(b"\"code\"".len()).any(|w| w == b"\"code\"")
 }
 
-/// Connects and joins clients `0..total` (client i joins `room_of(i)` as `u{i}`), at most `batch` in progress.
-/// Keeps going until all joined, calling `on_other` with every message that is not a join answer.
+/// Connects and joins clients `0..total` (client i connects to node `node_of(i)` and joins `room_of(i)` as
+/// `u{i}`), at most `batch` in progress. Keeps going until all joined, calling `on_other` with every message that
+/// is not a join answer.
 fn connect_and_join(
     pool: &mut Pool,
     common: &Common,
     clock: Clock,
     total: usize,
     room_of: impl Fn(usize) -> usize,
+    node_of: impl Fn(usize) -> usize,
     mut on_other: impl FnMut(usize, Received<'_>, u64),
 ) -> io::Result<()> {
     let deadline = clock.now() + secs_to_ns(common.setup_timeout);
@@ -753,7 +853,9 @@ fn connect_and_join(
         while pool.clients.len() < total
             && pool.clients.len() - joined_count < common.connect_batch.max(1)
         {
-            if let Err(e) = pool.connect(common, "/ws") {
+            let index = pool.clients.len();
+            let path = common.server_kind.chat_path();
+            if let Err(e) = pool.connect(common, path, node_of(index)) {
                 return Err(io::Error::new(
                     e.kind(),
                     format!("connect #{}: {e}", pool.clients.len()),
@@ -893,6 +995,7 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
         clock,
         total,
         |i| i / members,
+        |i| fanout_node(i, members),
         |_, _, _| {},
     )?;
     settle(
@@ -947,16 +1050,23 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mut mark_end = None;
     let mut bytes_at_start = pool.bytes_read();
     let mut bytes_at_end = None;
+    let mut redis_before: Option<CommandCalls> = None;
+    let mut redis_made: Option<CommandCalls> = None;
     loop {
         let now = clock.now();
         if stage == Stage::Warmup && now >= measure_at {
             stage = Stage::Measure;
-            mark_start = Some(CpuMark::take(clock, common.server_pid));
+            redis_before = common.redis_addr.map(CommandCalls::read).transpose()?;
+            mark_start = Some(CpuMark::take_common(clock, common));
             bytes_at_start = pool.bytes_read();
         }
         if stage == Stage::Measure && now >= measure_end {
             stage = Stage::Drain;
-            mark_end = Some(CpuMark::take(clock, common.server_pid));
+            mark_end = Some(CpuMark::take_common(clock, common));
+            redis_made = match (&redis_before, common.redis_addr) {
+                (Some(before), Some(addr)) => Some(CommandCalls::read(addr)?.since(before)),
+                _ => None,
+            };
             bytes_at_end = Some(pool.bytes_read());
         }
         if stage == Stage::Drain && (now >= drain_end || tally.delivered >= tally.sent * recipients)
@@ -1042,10 +1152,11 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
             },
         )?;
     }
-    let generator_end = CpuMark::take(clock, common.server_pid);
-    let mark_start = mark_start.unwrap_or_else(|| CpuMark::take(clock, common.server_pid));
+    let generator_end = CpuMark::take_common(clock, common);
+    let mark_start = mark_start.unwrap_or_else(|| CpuMark::take_common(clock, common));
     let mark_end = mark_end.unwrap_or(generator_end);
     let (secs, generator_cpu, server_cpu) = mark_start.until(&mark_end);
+    let redis_cpu = mark_start.redis_until(&mark_end);
     let bytes_in_window = bytes_at_end
         .unwrap_or_else(|| pool.bytes_read())
         .saturating_sub(bytes_at_start);
@@ -1055,6 +1166,7 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     pool.close_all();
     let expected = tally.sent * recipients;
     let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+    let per_message = |calls: u64| round3(calls as f64 / tally.sent.max(1) as f64);
     Ok(json!({
         "scenario": "fanout",
         "label": common.label,
@@ -1101,8 +1213,20 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
         },
         "generator_cpu_pct": generator_cpu.map(round1),
         "server_cpu_pct": server_cpu.map(round1),
+        "redis_cpu_pct": redis_cpu.map(round1),
+        "redis_calls": redis_made.as_ref().map(CommandCalls::to_json),
+        "redis_calls_per_message": redis_made.as_ref().map(|c| per_message(c.total())),
+        "redis_sent_per_message": redis_made.as_ref().map(|c| per_message(c.sent_by_clients())),
+        "nodes": common.nodes(),
         "full_codec": common.full_codec,
     }))
+}
+
+/// The node (before taking it modulo the number of nodes) of fan-out client `index` in rooms of `members`:
+/// round-robin, each room starting one node further, so that with 2 nodes rooms of 10 put 5 members on each and
+/// the rooms' first members (the senders) alternate between the nodes.
+fn fanout_node(index: usize, members: usize) -> usize {
+    index / members + index % members
 }
 
 fn send_fanout(
@@ -1122,14 +1246,22 @@ fn send_fanout(
 
 fn run_idle(args: &IdleArgs) -> io::Result<Value> {
     let common = &args.common;
-    let Some(pid) = common.server_pid else {
+    let pids = common.server_pids();
+    if pids.is_empty() {
         return Err(io::Error::other(
             "idle needs --server-pid to read the server's memory",
         ));
+    }
+    // Every server process's resident memory, summed.
+    let rss_now = || {
+        pids.iter()
+            .map(|&pid| rss_kib(pid))
+            .sum::<Option<u64>>()
+            .ok_or_else(|| io::Error::other("cannot read VmRSS"))
     };
     let rooms = args.rooms.max(1);
     let clock = Clock(Instant::now());
-    let rss_before = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let rss_before = rss_now()?;
     let mut pool = Pool::new()?;
     let mut other_messages = 0u64;
     connect_and_join(
@@ -1138,6 +1270,7 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
         clock,
         args.conns,
         |i| i % rooms,
+        |i| i,
         |_, _, _| other_messages += 1,
     )?;
     let setup_secs = clock.now() as f64 / 1e9;
@@ -1155,7 +1288,7 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
             other_messages += 1
         })?;
     }
-    let rss_after = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let rss_after = rss_now()?;
     let open = pool.clients.iter().filter(|c| c.is_open()).count();
     let deflate_agreed = pool.deflate_agreed();
     let deflate_answer = pool.deflate_answer();
@@ -1165,6 +1298,7 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
         "scenario": "idle",
         "label": common.label,
         "server_kind": common.server_kind.name(),
+        "nodes": common.nodes(),
         "connections": args.conns,
         "open_at_end": open,
         "deflate_offered": common.deflate,
@@ -1184,8 +1318,11 @@ fn run_idle(args: &IdleArgs) -> io::Result<Value> {
 
 fn run_echo(args: &EchoArgs) -> io::Result<Value> {
     let common = &args.common;
-    if common.server_kind == ServerKind::Seed {
-        return Err(io::Error::other("the seed server has no echo service"));
+    if !common.server_kind.has_echo() {
+        return Err(io::Error::other(format!(
+            "the {} server has no echo service",
+            common.server_kind.name()
+        )));
     }
     let size = args.size.max(8);
     let path: &'static str = Box::leak(args.path.clone().into_boxed_str());
@@ -1196,8 +1333,8 @@ fn run_echo(args: &EchoArgs) -> io::Result<Value> {
     let mut ready: Vec<usize> = Vec::new();
     let mut open_count = 0;
     let setup_deadline = clock.now() + secs_to_ns(common.setup_timeout);
-    for _ in 0..args.conns {
-        pool.connect(common, path)?;
+    for index in 0..args.conns {
+        pool.connect(common, path, index)?;
     }
     while open_count < args.conns {
         pool.turn(Duration::from_millis(10), clock, &mut opened, |_, _, _| {})?;
@@ -1370,6 +1507,21 @@ mod tests {
             assert_eq!(hex8(&bytes), None, "{bad}");
         }
         assert_eq!(hex8(b"0123"), None);
+    }
+
+    #[test]
+    fn fanout_splits_each_room_and_the_senders_across_the_nodes() {
+        let nodes = 2;
+        for members in [10, 100] {
+            for room in 0..4 {
+                let on_first = (0..members)
+                    .filter(|m| fanout_node(room * members + m, members) % nodes == 0)
+                    .count();
+                assert_eq!(on_first, members / 2, "room {room} of {members}");
+            }
+        }
+        let senders: Vec<usize> = (0..4).map(|room| fanout_node(room * 10, 10) % 3).collect();
+        assert_eq!(senders, [0, 1, 2, 0]);
     }
 
     #[test]
