@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::auth::Verifier;
 use crate::chat::ChatConfig;
 use crate::cluster::{NodeId, RedisUrl};
+use crate::http::api::ApiKey;
 use crate::http::origin::OriginPolicy;
 use crate::http::Compression;
 
@@ -66,6 +68,11 @@ pub struct Config {
     pub compression: Compression,
     /// The chat's limits.
     pub chat: ChatConfig,
+    /// Connection tokens (`--auth-secret`, `--auth-public-key`): every chat connection must show a valid one. `None`
+    /// is open mode: the first connection to claim a free name takes it.
+    pub auth: Option<Verifier>,
+    /// The server API's key (`--api-key`); `None` turns the API off (404).
+    pub api_key: Option<ApiKey>,
     /// The Redis the nodes of a cluster share (`--redis`); `None`, the default, keeps everything in this process.
     pub redis: Option<RedisUrl>,
     /// This node's name among the nodes sharing Redis (`--node-id`); `None` draws a random one at startup.
@@ -101,6 +108,8 @@ impl Default for Config {
             origins: OriginPolicy::default(),
             compression: Compression::Deflate,
             chat: ChatConfig::default(),
+            auth: None,
+            api_key: None,
             redis: None,
             node_id: None,
             reuse_port: false,

@@ -9,6 +9,8 @@
 
 pub mod protocol;
 
+pub mod auth;
+
 pub mod chat;
 pub mod cluster;
 pub mod config;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -13,9 +14,11 @@ use clap::{CommandFactory, Parser};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use roomcast::auth::{Verifier, DEFAULT_LEEWAY};
 use roomcast::chat::ChatConfig;
 use roomcast::cluster::{NodeId, RedisUrl};
 use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
+use roomcast::http::api::ApiKey;
 use roomcast::http::origin::OriginPolicy;
 use roomcast::http::Compression;
 use roomcast::{Config, Server, ShutdownHandle};
@@ -184,6 +187,39 @@ struct Cli {
     #[arg(long, env = "ROOMCAST_MAX_REPLAY_BYTES", default_value_t = DEFAULTS.chat.max_replay_bytes)]
     max_replay_bytes: usize,
 
+    /// Require a connection token (JWT) signed with this HS256 secret, at least 32 bytes; set it through the
+    /// environment, which other users' `ps` does not show
+    #[arg(
+        long,
+        env = "ROOMCAST_AUTH_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    auth_secret: Option<String>,
+
+    /// Require a connection token (JWT) signed by the private half of this public key: a PEM file with an RSA key
+    /// (RS256) or an EC P-256 key (ES256)
+    #[arg(
+        long,
+        env = "ROOMCAST_AUTH_PUBLIC_KEY",
+        value_name = "FILE",
+        conflicts_with = "auth_secret"
+    )]
+    auth_public_key: Option<PathBuf>,
+
+    /// Seconds by which a token's exp and nbf may be off, for clock skew between its issuer and this server
+    #[arg(long, env = "ROOMCAST_AUTH_LEEWAY", default_value_t = Seconds(DEFAULT_LEEWAY))]
+    auth_leeway: Seconds,
+
+    /// Turn the server API (/api/...) on for callers that send `Authorization: Bearer KEY`; at least 16 bytes, set
+    /// through the environment [default: off, /api/ is 404]
+    #[arg(
+        long,
+        env = "ROOMCAST_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     /// Join the cluster of nodes sharing this Redis: redis://[user:password@]host[:port][/db] [default: none, every
     /// room in this process]
     #[arg(long, env = "ROOMCAST_REDIS", value_name = "URL")]
@@ -255,9 +291,31 @@ impl Cli {
         Ok(())
     }
 
-    fn into_config(self) -> Config {
+    /// The token verifier the auth flags ask for, if any.
+    fn verifier(&self) -> Result<Option<Verifier>, String> {
+        let verifier = match (&self.auth_secret, &self.auth_public_key) {
+            (Some(secret), _) => {
+                Verifier::hs256(secret.as_bytes()).map_err(|e| format!("--auth-secret: {e}"))?
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--auth-public-key {}: {e}", path.display()))?;
+                Verifier::from_public_key_pem(&pem)
+                    .map_err(|e| format!("--auth-public-key {}: {e}", path.display()))?
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(verifier.with_leeway(self.auth_leeway.0)))
+    }
+
+    fn into_config(self) -> Result<Config, String> {
         let defaults = Config::default();
-        Config {
+        let auth = self.verifier()?;
+        let api_key = match &self.api_key {
+            Some(key) => Some(ApiKey::new(key).map_err(|e| format!("--api-key: {e}"))?),
+            None => None,
+        };
+        Ok(Config {
             addr: self.addr,
             chat_max_message_size: self.max_message_size,
             echo_max_message_size: self.echo_max_message_size,
@@ -308,11 +366,13 @@ impl Cli {
                 max_replay_bytes: self.max_replay_bytes,
                 ..ChatConfig::default()
             },
+            auth,
+            api_key,
             redis: self.redis,
             node_id: self.node_id,
             reuse_port: self.reuse_port,
             node_heartbeat: self.node_heartbeat.0,
-        }
+        })
     }
 }
 
@@ -345,7 +405,12 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    let config = cli.into_config();
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(message) => Cli::command()
+            .error(clap::error::ErrorKind::InvalidValue, message)
+            .exit(),
+    };
     let mut server = match Server::bind(config) {
         Ok(server) => server,
         Err(e) => {
@@ -375,7 +440,7 @@ mod tests {
     fn no_flags_give_the_library_defaults() {
         let cli = Cli::try_parse_from(["roomcast"]).expect("no flags parse");
         assert_eq!(
-            format!("{:?}", cli.into_config()),
+            format!("{:?}", cli.into_config().expect("valid")),
             format!("{:?}", Config::default())
         );
     }
@@ -400,7 +465,7 @@ mod tests {
             "--reuse-port",
         ])
         .expect("flags parse");
-        let config = cli.into_config();
+        let config = cli.into_config().expect("valid");
         assert_eq!(config.redis.map(|url| url.port()), Some(7000));
         assert_eq!(
             config.node_id.map(|id| id.to_string()),
@@ -420,5 +485,56 @@ mod tests {
         assert_eq!("0.25".parse(), Ok(Seconds(Duration::from_millis(250))));
         assert!("86400".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn an_auth_secret_or_public_key_turns_tokens_on_and_bad_ones_are_refused() {
+        let config = Cli::try_parse_from([
+            "roomcast",
+            "--auth-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--auth-leeway",
+            "2",
+        ])
+        .expect("parses")
+        .into_config()
+        .expect("valid");
+        let auth = format!("{:?}", config.auth);
+        assert!(auth.contains("HS256") && auth.contains("2000"), "{auth}");
+        assert!(
+            !auth.contains("0123456789"),
+            "the secret is not shown: {auth}"
+        );
+        let short = Cli::try_parse_from(["roomcast", "--auth-secret", "short"]).expect("parses");
+        assert!(short.into_config().is_err());
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ec_public.pem");
+        let config = Cli::try_parse_from(["roomcast", "--auth-public-key", key])
+            .expect("parses")
+            .into_config()
+            .expect("valid");
+        assert!(format!("{:?}", config.auth).contains("ES256"));
+        let missing = Cli::try_parse_from(["roomcast", "--auth-public-key", "/nonexistent.pem"])
+            .expect("parses");
+        assert!(missing.into_config().is_err());
+        assert!(Cli::try_parse_from([
+            "roomcast",
+            "--auth-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--auth-public-key",
+            key
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn an_api_key_turns_the_api_on_and_a_short_one_is_refused() {
+        let config = Cli::try_parse_from(["roomcast", "--api-key", "a-long-enough-api-key"])
+            .expect("parses")
+            .into_config()
+            .expect("valid");
+        assert!(config.api_key.is_some());
+        assert!(!format!("{config:?}").contains("a-long-enough"));
+        let short = Cli::try_parse_from(["roomcast", "--api-key", "short"]).expect("parses");
+        assert!(short.into_config().is_err());
     }
 }

@@ -1359,6 +1359,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-room-members", "ROOMCAST_MAX_ROOM_MEMBERS"),
         ("--max-history-bytes", "ROOMCAST_MAX_HISTORY_BYTES"),
         ("--max-replay-bytes", "ROOMCAST_MAX_REPLAY_BYTES"),
+        ("--auth-secret", "ROOMCAST_AUTH_SECRET"),
+        ("--auth-public-key", "ROOMCAST_AUTH_PUBLIC_KEY"),
+        ("--auth-leeway", "ROOMCAST_AUTH_LEEWAY"),
+        ("--api-key", "ROOMCAST_API_KEY"),
         ("--redis", "ROOMCAST_REDIS"),
         ("--node-id", "ROOMCAST_NODE_ID"),
         ("--reuse-port", "ROOMCAST_REUSE_PORT"),
@@ -1378,7 +1382,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         } else if let (Some(entry), Some((_, rest))) =
             (listed.last_mut(), line.split_once("[env: "))
         {
-            entry.1 = rest.split('=').next().unwrap_or_default().to_owned();
+            // `[env: NAME=value]`, or `[env: NAME]` for the secrets, whose values help never shows.
+            entry.1 = rest.split(['=', ']']).next().unwrap_or_default().to_owned();
         }
     }
     listed.retain(|(name, _)| name != "--help" && name != "--version");

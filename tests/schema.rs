@@ -931,6 +931,43 @@ fn crowded_rooms(s: &mut Session) {
     let _ = reader.join();
 }
 
+/// The refusals of a server that requires tokens, in both forms: `unauthorized` (then Close 4003) and `forbidden`.
+fn signed_in(s: &mut Session) {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &[u8] = b"schema-tests-secret-0123456789abcdef";
+    let server = TestServer::with_config(|c| {
+        c.auth = Some(roomcast::auth::Verifier::hs256(SECRET).expect("secret"));
+    });
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 600;
+    let token = |sub: &str| {
+        encode(
+            &Header::default(),
+            &json!({"sub": sub, "exp": exp, "rooms": ["lobby"]}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("encode")
+    };
+    for (dialect, form) in [(Dialect::V2, "error"), (Dialect::V1, "system error")] {
+        let mut peer = s.connect(&server, "signed", dialect);
+        let mut frame = join("mallory", "lobby", dialect);
+        frame["token"] = json!(token("ann"));
+        peer.send(frame);
+        s.expect(&mut peer, &format!("{form} forbidden"));
+        let mut frame = join("ann", "staff", dialect);
+        frame["token"] = json!(token("ann"));
+        peer.send(frame);
+        s.expect(&mut peer, &format!("{form} forbidden"));
+        let mut stranger = s.connect(&server, "stranger", dialect);
+        stranger.send(join("eve", "lobby", dialect));
+        s.expect(&mut stranger, &format!("{form} unauthorized"));
+        assert_eq!(s.drain(&mut stranger), Some(4003));
+    }
+}
+
 #[test]
 fn every_message_the_server_sends_in_both_dialects_matches_its_schema() {
     let catalog = Catalog::load();
@@ -1085,6 +1122,7 @@ fn every_message_the_server_sends_in_both_dialects_matches_its_schema() {
     }
 
     crowded_rooms(&mut s);
+    signed_in(&mut s);
     cluster_unavailable(&mut s);
 
     let mut required: BTreeSet<String> = [

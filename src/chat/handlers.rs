@@ -120,7 +120,7 @@ impl Chat {
             out.push(Action::Close {
                 client: holder,
                 code: CLOSE_REPLACED,
-                reason: "replaced",
+                reason: "replaced".into(),
             });
             let stale = self.participants.get_mut(&holder).and_then(|c| {
                 c.closing = true;
@@ -643,7 +643,7 @@ impl Chat {
     }
 
     /// The room and name `client` holds, if it has joined.
-    fn joined(&self, client: ClientId) -> Option<&Joined> {
+    pub(super) fn joined(&self, client: ClientId) -> Option<&Joined> {
         self.participants
             .get(&client)
             .and_then(|c| c.joined.as_ref())

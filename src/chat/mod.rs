@@ -7,8 +7,10 @@
 //!
 //! The wire protocol it implements is `docs/protocol.md`.
 
+mod app;
 mod by_client;
 mod claims;
+mod grants;
 mod handlers;
 mod history;
 // Not called yet: request.rs and the handlers take it up when the chat types are renamed.
@@ -22,12 +24,15 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
+pub use app::{AppRefusal, RoomSummary, APPLICATION_SENDER};
 use by_client::ByClient;
 use claims::Claims;
+use grants::Grants;
 pub use history::SharedText;
 use names::Name;
 use rate::{ByteBucket, TokenBucket, Verdict};
@@ -234,14 +239,16 @@ pub enum Action {
         /// Joined, or left.
         joined: bool,
     },
-    /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced).
+    /// Close this client's WebSocket with a close code (1008 abuse, 4001 replaced, 4003 unauthorized, 4004 token
+    /// expired, or the application's through the server API).
     Close {
         /// The client to close.
         client: ClientId,
         /// The close code for the Close frame.
         code: CloseCode,
-        /// The close reason for the Close frame.
-        reason: &'static str,
+        /// The close reason for the Close frame: at most 123 bytes of UTF-8 (RFC 6455 5.5: a control frame's
+        /// payload is at most 125 bytes, two of them the code).
+        reason: Cow<'static, str>,
     },
 }
 
@@ -428,6 +435,8 @@ pub struct Chat {
     scratch: String,
     /// Errors sent to clients since the start, by `ErrorCode::index`.
     refusals: [u64; ErrorCode::ALL.len()],
+    /// What each connection's token allows (`grants.rs`); empty in open mode.
+    grants: Grants,
 }
 
 impl Chat {
@@ -453,6 +462,7 @@ impl Chat {
             canned,
             scratch: String::new(),
             refusals: [0; ErrorCode::ALL.len()],
+            grants: Grants::default(),
         }
     }
 
@@ -497,7 +507,7 @@ impl Chat {
                 out.push(Action::Close {
                     client,
                     code: CLOSE_ABUSE,
-                    reason: "rate limit abuse",
+                    reason: Cow::Borrowed("rate limit abuse"),
                 });
                 return;
             }
@@ -509,7 +519,9 @@ impl Chat {
                         .joins
                         .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
                 if joins {
-                    self.join(client, join, None, now, out)
+                    if self.admit_join(client, &join, now, out) {
+                        self.join(client, join, None, now, out)
+                    }
                 } else {
                     let dialect = join.dialect;
                     self.send_error(
@@ -522,12 +534,17 @@ impl Chat {
                 }
             }
             Ok(Request::Chat { content }) => self.chat(client, &content, now, out),
-            Ok(Request::Dm { to, content }) => self.dm(client, &to, &content, now, out),
+            Ok(Request::Dm { to, content }) => {
+                if self.admit_dm(client, out) {
+                    self.dm(client, &to, &content, now, out)
+                }
+            }
             Ok(Request::Leave) => self.leave(client, now, out),
             Ok(Request::Ping) => out.push(Action::Send {
                 to: client,
                 payload: self.canned.pong.clone(),
             }),
+            Ok(Request::Refresh { token }) => self.refresh(client, &token, now, out),
             Err(rejection) => self.send_error(
                 client,
                 rejection.code,
@@ -542,6 +559,7 @@ impl Chat {
     /// `client` is gone (closed for any reason) at `now`. Leaves its room (others told); its name stays reserved
     /// for its session during the grace period.
     pub fn disconnect(&mut self, client: ClientId, now: Now, out: &mut Vec<Action>) {
+        self.forget_grant(client);
         self.claiming.remove(&client);
         let Some(mut state) = self.participants.remove(&client) else {
             return;
@@ -860,7 +878,7 @@ impl Chat {
         out.push(Action::Close {
             client: holder,
             code: CLOSE_REPLACED,
-            reason: "replaced",
+            reason: Cow::Borrowed("replaced"),
         });
         let stale = self.participants.get_mut(&holder).and_then(|p| {
             p.closing = true;

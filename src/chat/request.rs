@@ -52,6 +52,8 @@ pub(super) struct JoinRequest<'a> {
     pub(super) dialect: Dialect,
     pub(super) session: Option<Cow<'a, str>>,
     pub(super) since: Option<Since<'a>>,
+    /// A connection token (a JWT), when the server requires them: who the joiner is, and where it may go.
+    pub(super) token: Option<Cow<'a, str>>,
 }
 
 impl JoinRequest<'_> {
@@ -66,6 +68,7 @@ impl JoinRequest<'_> {
                 epoch: Cow::Owned(since.epoch.into_owned()),
                 seq: since.seq,
             }),
+            token: self.token.map(|t| Cow::Owned(t.into_owned())),
         }
     }
 }
@@ -74,10 +77,19 @@ impl JoinRequest<'_> {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Request<'a> {
     Join(JoinRequest<'a>),
-    Chat { content: Cow<'a, str> },
-    Dm { to: Name, content: Cow<'a, str> },
+    Chat {
+        content: Cow<'a, str>,
+    },
+    Dm {
+        to: Name,
+        content: Cow<'a, str>,
+    },
     Leave,
     Ping,
+    /// A new connection token for the same `sub`, which extends the connection past the old one's `exp`.
+    Refresh {
+        token: Cow<'a, str>,
+    },
 }
 
 /// Which field a name came in, for the error message.
@@ -132,7 +144,7 @@ const NOT_AN_OBJECT: Rejection =
     Rejection::new(ErrorCode::InvalidJson, "the frame is not a JSON object");
 const UNKNOWN_TYPE: Rejection = Rejection::new(
     ErrorCode::UnknownType,
-    "\"type\" must be one of join, chat, dm, leave, ping",
+    "\"type\" must be one of join, chat, dm, leave, ping, refresh",
 );
 const BAD_CONTENT: Rejection = Rejection::new(
     ErrorCode::InvalidField,
@@ -146,6 +158,7 @@ const BAD_V: Rejection = Rejection::new(
 );
 const BAD_SESSION: Rejection =
     Rejection::new(ErrorCode::InvalidField, "\"session\" must be a string");
+const BAD_TOKEN: Rejection = Rejection::new(ErrorCode::InvalidField, "\"token\" must be a string");
 const BAD_SINCE: Rejection = Rejection::new(
     ErrorCode::InvalidField,
     "\"since\" must be {\"epoch\": string, \"seq\": non-negative integer}",
@@ -169,6 +182,10 @@ pub(super) fn parse(text: &str, max_content_chars: usize) -> Result<Request<'_>,
         }
         "leave" => Ok(Request::Leave),
         "ping" => Ok(Request::Ping),
+        "refresh" => match frame.token {
+            Some(Loose::Str(token)) => Ok(Request::Refresh { token }),
+            _ => Err(BAD_TOKEN),
+        },
         _ => Err(UNKNOWN_TYPE),
     }
 }
@@ -210,12 +227,18 @@ fn join_fields(frame: Frame<'_>) -> Result<JoinRequest<'_>, Rejection> {
         }) => Some(Since { epoch, seq }),
         Some(_) => return Err(BAD_SINCE),
     };
+    let token = match frame.token {
+        None => None,
+        Some(Loose::Str(token)) => Some(token),
+        Some(_) => return Err(BAD_TOKEN),
+    };
     Ok(JoinRequest {
         user,
         room,
         dialect,
         session,
         since,
+        token,
     })
 }
 
@@ -273,7 +296,7 @@ mod tests {
     #[test]
     fn join_with_every_field() {
         let req = parse(
-            r#"{"type":"join","userId":"ann","room":"lobby","v":2,"session":"t","since":{"epoch":"e","seq":3}}"#,
+            r#"{"type":"join","userId":"ann","room":"lobby","v":2,"session":"t","since":{"epoch":"e","seq":3},"token":"j.w.t"}"#,
             10,
         );
         assert_eq!(
@@ -287,6 +310,7 @@ mod tests {
                     epoch: "e".into(),
                     seq: 3
                 }),
+                token: Some("j.w.t".into()),
             }))
         );
     }
@@ -350,6 +374,7 @@ mod tests {
             r#"{"type":"join","userId":"a"}"#,
             r#"{"type":"join","userId":"a","room":"r","v":"2"}"#,
             r#"{"type":"join","userId":"a","room":"r","session":1}"#,
+            r#"{"type":"join","userId":"a","room":"r","token":{}}"#,
             r#"{"type":"join","userId":"a","room":"r","since":"e:3"}"#,
             r#"{"type":"join","userId":"a","room":"r","since":{"epoch":"e"}}"#,
             r#"{"type":"join","userId":"a","room":"r","since":{"epoch":"e","seq":-1}}"#,
@@ -443,5 +468,22 @@ mod tests {
             Ok(Request::Leave)
         );
         assert_eq!(parse(r#"{"type":"ping","x":null}"#, 10), Ok(Request::Ping));
+    }
+
+    #[test]
+    fn refresh_carries_its_token_and_needs_one_that_is_a_string() {
+        assert_eq!(
+            parse(r#"{"type":"refresh","token":"j.w.t"}"#, 10),
+            Ok(Request::Refresh {
+                token: "j.w.t".into()
+            })
+        );
+        for frame in [
+            r#"{"type":"refresh"}"#,
+            r#"{"type":"refresh","token":7}"#,
+            r#"{"type":"refresh","token":null}"#,
+        ] {
+            assert_eq!(code(frame), ErrorCode::InvalidField, "{frame}");
+        }
     }
 }

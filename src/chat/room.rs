@@ -475,6 +475,11 @@ impl Rooms {
         self.seated
     }
 
+    /// The rooms with at least one member, in no particular order.
+    pub(super) fn occupied_rooms(&self) -> impl Iterator<Item = &Room> + '_ {
+        self.rooms.values().filter(|room| !room.seats.is_empty())
+    }
+
     fn mark_empty(&mut self, id: RoomId) {
         let Some(room) = self.rooms.get_mut(&id) else {
             return;

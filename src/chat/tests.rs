@@ -210,7 +210,13 @@ impl Harness {
                     client,
                     code,
                     reason,
-                } => closed.push((*client, code.get(), *reason)),
+                } => {
+                    // The chat's own closes have fixed reasons; only the server API's carry the caller's.
+                    let Cow::Borrowed(reason) = reason else {
+                        panic!("a close with a reason made at run time: {reason}");
+                    };
+                    closed.push((*client, code.get(), *reason))
+                }
                 // Handed to the cluster engine: the relayed tests read them from `actions`.
                 Action::Publish { .. }
                 | Action::ClaimName { .. }

@@ -29,11 +29,13 @@ pub(super) enum ErrorCode {
     Lagged,
     RoomFull,
     Unavailable,
+    Unauthorized,
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `index`.
-    pub(super) const ALL: [ErrorCode; 11] = [
+    pub(super) const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidField,
@@ -45,6 +47,8 @@ impl ErrorCode {
         ErrorCode::Lagged,
         ErrorCode::RoomFull,
         ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
     ];
 
     /// Its place in `ALL`.
@@ -66,6 +70,8 @@ impl ErrorCode {
             ErrorCode::Lagged => "lagged",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -168,6 +174,7 @@ pub(super) struct Frame<'a> {
     pub(super) since: Option<SinceField<'a>>,
     pub(super) content: Option<Loose<'a>>,
     pub(super) to: Option<Loose<'a>>,
+    pub(super) token: Option<Loose<'a>>,
 }
 
 impl<'a> Frame<'a> {
@@ -207,6 +214,7 @@ impl<'de: 'a, 'a> Visitor<'de> for FrameVisitor<'a> {
                 "session" => &mut frame.session,
                 "content" => &mut frame.content,
                 "to" => &mut frame.to,
+                "token" => &mut frame.token,
                 "since" => {
                     frame.since = map.next_value::<Option<SinceField<'a>>>()?;
                     continue;

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub accept_errors: u64,
     /// WebSockets the server failed for going over a budget, by reason label.
     pub connections_failed: BTreeMap<&'static str, u64>,
+    /// Server API calls answered 200, by endpoint label (`http::api::Endpoint::label`).
+    pub api_calls: BTreeMap<&'static str, u64>,
+    /// Server API requests refused, by `http::api::ApiError::label`.
+    pub api_refusals: BTreeMap<&'static str, u64>,
     /// Errors the chat has sent to clients, by code (`rate_limited`, `name_taken`, `room_full`, ...), as of the
     /// last render: the chat counts them, the server copies them here before rendering.
     pub chat_refusals: Vec<(&'static str, u64)>,
@@ -108,6 +112,11 @@ impl Metrics {
     /// Counts a request head that did not arrive in time (slowloris protection).
     pub fn count_handshake_timeout(&mut self) {
         *self.handshake_failures.entry(TIMEOUT_REASON).or_default() += 1;
+    }
+
+    /// Counts a server API request refused with the label `label`.
+    pub fn count_api_refusal(&mut self, label: &'static str) {
+        *self.api_refusals.entry(label).or_default() += 1;
     }
 
     /// Counts a WebSocket the server failed for going over a budget.
@@ -286,6 +295,7 @@ impl Metrics {
                 "roomcast_chat_refusals_total{{code=\"{code}\"}} {value}"
             );
         }
+        self.render_api(&mut out);
         let _ = writeln!(
             out,
             "# HELP roomcast_closes_total WebSocket connections ended, by close code (1006: no close frame).\n\
@@ -298,6 +308,36 @@ impl Metrics {
             render_redis(&mut out, redis);
         }
         out
+    }
+}
+
+impl Metrics {
+    /// The server API's series: calls answered by endpoint, refusals by reason, zeros included.
+    fn render_api(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_api_calls_total Server API calls answered 200, by endpoint.\n\
+             # TYPE roomcast_api_calls_total counter"
+        );
+        for endpoint in super::api::Endpoint::LABELS {
+            let value = self.api_calls.get(endpoint).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_api_calls_total{{endpoint=\"{endpoint}\"}} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roomcast_api_refusals_total Server API requests refused, by reason.\n\
+             # TYPE roomcast_api_refusals_total counter"
+        );
+        for reason in super::api::ApiError::LABELS {
+            let value = self.api_refusals.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "roomcast_api_refusals_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! decision, and decisions into response bytes. The WebSocket handshake rules themselves are in
 //! `crate::protocol::handshake`.
 
+pub mod api;
 pub mod metrics;
 pub mod origin;
 
@@ -263,9 +264,13 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -305,6 +310,16 @@ pub fn drop_body(response: &mut Vec<u8>) {
     if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
         response.truncate(end + 4);
     }
+}
+
+/// The connection token in a request target's query (`/ws?token=...`), percent-decoded: browsers cannot set
+/// headers on a WebSocket, so a page may put its token there. The first `token` parameter counts.
+pub fn query_token(target: &str) -> Option<String> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .and_then(api::percent_decode)
 }
 
 /// Appends the chat page.

@@ -49,7 +49,7 @@ impl Server {
                         client,
                         code,
                         reason,
-                    } => self.close_websocket(client, code, reason),
+                    } => self.close_websocket(client, code, &reason),
                 }
             }
         }

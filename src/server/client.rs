@@ -22,6 +22,13 @@ pub enum Phase {
         /// The bytes of the unfinished head.
         head: Vec<u8>,
     },
+    /// The body of a server API request (`http::api`) is arriving; `body` holds what arrived so far.
+    ReadingBody {
+        /// The request's head, as the API judged it: it says how long the body is.
+        head: Box<crate::http::api::Head>,
+        /// The body's bytes so far (and any that came after it).
+        body: Vec<u8>,
+    },
     /// A plain HTTP response is queued; the connection closes once it is sent.
     Responding,
     /// The handshake succeeded: a WebSocket.
@@ -158,14 +165,18 @@ impl Client {
         match &self.phase {
             Phase::Responding => true,
             Phase::WebSocket { ws, .. } => ws.state().is_finished(),
-            Phase::ReadingRequest { .. } | Phase::Lingering { .. } => false,
+            Phase::ReadingRequest { .. } | Phase::ReadingBody { .. } | Phase::Lingering { .. } => {
+                false
+            }
         }
     }
 
     /// What the client waits for, which picks the timeout rule.
     fn waiting(&self) -> Waiting {
         match &self.phase {
-            Phase::ReadingRequest { .. } | Phase::Responding => Waiting::Request,
+            Phase::ReadingRequest { .. } | Phase::ReadingBody { .. } | Phase::Responding => {
+                Waiting::Request
+            }
             Phase::WebSocket { ws, .. } if ws.state() == State::Open => Waiting::Peer,
             Phase::WebSocket { .. } | Phase::Lingering { .. } => Waiting::Close,
         }
@@ -180,6 +191,7 @@ impl Client {
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::ReadingRequest { .. } => "reading request",
+            Phase::ReadingBody { .. } => "reading body",
             Phase::Responding => "responding",
             Phase::WebSocket { .. } => "websocket",
             Phase::Lingering { .. } => "lingering",

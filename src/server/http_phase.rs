@@ -11,7 +11,7 @@ use super::addresses::{client_address, AddressRefusal};
 use super::client::{Flags, Phase};
 use super::queue::Chunk;
 use super::Server;
-use crate::http::{self, Endpoint, Refusal, Route};
+use crate::http::{self, api, Endpoint, Refusal, Route};
 use crate::protocol::deflate::DeflateParams;
 use crate::protocol::handshake::{self, RequestHead};
 use crate::protocol::{self, Role};
@@ -31,6 +31,9 @@ impl Server {
             Err(e) => return self.refuse(key, Refusal::Head(e)),
         };
         let leftover = head.split_off(request.len);
+        if api::is_api_path(request.path()) {
+            return self.on_api_request(key, &request, leftover);
+        }
         if let Err(refusal) = self.admit_address(key, &request) {
             return self.refuse(key, refusal);
         }
@@ -49,7 +52,11 @@ impl Server {
     /// 4.2.1: stop processing the handshake and answer with an error code; 7.2.2).
     /// Charges the request to its client's address: its rate, and, for a connection through a trusted proxy, the
     /// connection count of the address the proxy names (`X-Forwarded-For`).
-    fn admit_address(&mut self, key: usize, request: &RequestHead) -> Result<(), Refusal> {
+    pub(super) fn admit_address(
+        &mut self,
+        key: usize,
+        request: &RequestHead,
+    ) -> Result<(), Refusal> {
         let Some(client) = self.clients.get_mut(key) else {
             return Ok(());
         };
@@ -73,7 +80,7 @@ impl Server {
             })
     }
 
-    fn refuse(&mut self, key: usize, refusal: Refusal) {
+    pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
         debug!("refusing {key}: {} {refusal}", refusal.status());
         self.metrics.count_refusal(refusal);
         let mut out = Vec::new();
@@ -119,7 +126,7 @@ impl Server {
     }
 
     /// Queues a complete HTTP response; the connection closes once it is written.
-    fn queue_response(&mut self, key: usize, response: Vec<u8>) {
+    pub(super) fn queue_response(&mut self, key: usize, response: Vec<u8>) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
@@ -170,7 +177,15 @@ impl Server {
         client.phase = Phase::WebSocket { ws, endpoint };
         let label = endpoint.label();
         *self.metrics.upgrades_total.entry(label).or_default() += 1;
-        debug!("{key} upgraded to {label} ({})", request.target);
+        // The path only: a query may hold a connection token (`?token=`), which is never logged.
+        debug!("{key} upgraded to {label} ({})", request.path());
+        if endpoint == Endpoint::Chat && self.chat.requires_tokens() {
+            let token = http::query_token(&request.target);
+            let now = super::chat_time(self.now);
+            self.chat
+                .connect(key, token.as_deref(), now, &mut self.actions);
+            self.apply_actions();
+        }
         self.mark_dirty(key);
         self.arm_timer(key);
         // RFC 6455 4.1 has a client wait for our 101 before it sends frames; bytes that came early anyway are read

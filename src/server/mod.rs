@@ -9,6 +9,7 @@
 //! | `accept.rs` | takes new TCP clients off the listener, or refuses them at the connection limit |
 //! | `read.rs` | reads a readable socket into the loop's buffer and hands the bytes to the client's phase |
 //! | `http_phase.rs` | the request head: a plain HTTP response, a refusal, or the WebSocket upgrade |
+//! | `api.rs` | a server API request: its body, the call carried out through the chat, the answer, keep-alive |
 //! | `websocket.rs` | frames in through `protocol::Connection`, messages to the chat or echoed back |
 //! | `actions.rs` | what the chat asked for: a message to one client, a broadcast, a close |
 //! | `broadcast.rs` | one frame for a whole room, encoded once into the turn's batch |
@@ -25,6 +26,7 @@
 mod accept;
 mod actions;
 mod addresses;
+mod api;
 mod batch;
 mod broadcast;
 mod budget;
@@ -122,6 +124,9 @@ pub struct Server {
     batches: Batches<Audience>,
     /// Clients whose reading stopped at the fairness cap, to be read again before the turn ends.
     unfinished_reads: Vec<usize>,
+    /// Keep-alive API clients with another request already read after the one answered, handled in the turn's
+    /// tail.
+    pipelined: Vec<usize>,
     next_serial: u32,
     accept_paused_until: Option<Millis>,
     /// Accepting failed and has not succeeded since (logged once per episode).
@@ -152,13 +157,18 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let chat = Chat::new(
+        let mut chat = Chat::new(
             ChatConfig {
                 relayed: config.redis.is_some(),
                 ..config.chat.clone()
             },
             random_secret(),
         );
+        if let Some(verifier) = &config.auth {
+            let join_timeout =
+                u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
+            chat.require_tokens(verifier.clone(), join_timeout);
+        }
         let cluster = config.redis.clone().map(|url| {
             let node = config.node_id.clone().unwrap_or_else(|| {
                 let mut random = [0u8; 4];
@@ -195,6 +205,7 @@ impl Server {
             dirty: Vec::new(),
             batches: Batches::default(),
             unfinished_reads: Vec::new(),
+            pipelined: Vec::new(),
             next_serial: 0,
             accept_paused_until: None,
             accept_failing: false,
@@ -279,6 +290,9 @@ impl Server {
         for key in std::mem::take(&mut self.unfinished_reads) {
             self.read_socket(key);
         }
+        while let Some(key) = self.pipelined.pop() {
+            self.on_request_bytes(key);
+        }
         if self
             .accept_paused_until
             .is_some_and(|until| self.now >= until)
@@ -287,6 +301,14 @@ impl Server {
             self.accept_waiting();
         }
         self.fire_timers(self.now);
+        if self
+            .chat
+            .next_token_deadline()
+            .is_some_and(|at| at <= self.now.0)
+        {
+            self.chat
+                .expire_tokens(chat_time(self.now), &mut self.actions);
+        }
         self.chat.end_turn(&mut self.actions);
         self.apply_actions();
         if self.cluster.is_some() {
@@ -297,7 +319,8 @@ impl Server {
 
     /// How long `poll` may sleep: not at all with work left over, else until the next deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.unfinished_reads.is_empty() || !self.dirty.is_empty() {
+        if !self.unfinished_reads.is_empty() || !self.dirty.is_empty() || !self.pipelined.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let now = Millis::between(self.started, Instant::now());
@@ -305,6 +328,7 @@ impl Server {
             self.timers.next_at(),
             self.accept_paused_until,
             self.draining_until,
+            self.chat.next_token_deadline().map(Millis),
             self.cluster.as_ref().and_then(Cluster::next_deadline),
         ]
         .into_iter()

@@ -125,6 +125,7 @@ impl Server {
                 head.extend_from_slice(bytes);
                 self.on_request_bytes(key);
             }
+            Phase::ReadingBody { .. } => self.on_api_body(key, bytes),
             Phase::WebSocket { .. } => self.on_frames(key, bytes),
             // A response is on its way: what the peer sends now is discarded (RFC 6455 7.1.1).
             Phase::Responding => {}

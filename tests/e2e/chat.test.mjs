@@ -34,6 +34,11 @@
 //         whole; after a reconnect the missed line comes with the replay (plain) and live lines compressed again.
 // Test J: a server of its own with --deflate off: the 101 names no extension, nothing comes compressed, and chat
 //         and DMs work.
+// Test K: a signed-in chat (--auth-secret): a page given a token in its URL fragment takes its name from it, is
+//         refused a room its token does not allow with a line that says so, joins an allowed one, and after a reload
+//         is still signed in (the token is kept for the tab); a page whose
+//         embedding site provides window.roomcastToken refreshes a short-lived token on the open connection and
+//         stays past its first expiry; a page with no token is told, in words, that it must sign in.
 // Test D (last): the server restarts: pages come back by themselves, say history may be incomplete, and show the
 //         new epoch's messages (seq starts again at 1, so the dedupe state must be reset).
 
@@ -46,6 +51,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -1151,6 +1157,78 @@ test('J: with --deflate off the handshake agrees to no extension and the chat st
   assertClean(xan, 'xan');
   await wes.context().close();
   await xan.context().close();
+});
+
+/** An HS256 JWT with `claims`, signed with `secret`, as an application would mint it. */
+function mintToken(secret, claims) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
+  return unsigned + '.' + crypto.createHmac('sha256', secret).update(unsigned).digest('base64url');
+}
+
+test('K: a signed-in chat: a fragment token names the user, a forbidden room is refused in words, a refreshed token keeps the connection', { timeout: 90_000 }, async (t) => {
+  const secret = crypto.randomBytes(32).toString('hex');
+  const signed = await startExtraServer(['--auth-secret', secret, '--auth-leeway', '0']);
+  const now = () => Math.floor(Date.now() / 1000);
+
+  const kim = await openPage(signed.base + '#token=' + mintToken(secret, { sub: 'kim', exp: now() + 3600, rooms: ['lobby'] }));
+  await kim.waitForFunction(() => document.getElementById('userId').value === 'kim');
+  assert.equal(await kim.$eval('#userId', (e) => e.readOnly), true, 'the name is the token\'s');
+  assert.ok(!kim.url().includes('token='), `the token left the address bar: ${kim.url()}`);
+  await kim.fill('#room', 'staff');
+  await kim.click('#joinBtn');
+  await waitForText(kim, 'your sign-in does not allow this room', '#messages .msg');
+  assert.equal(await kim.$eval('#status', (e) => e.classList.contains('offline')), true);
+  await kim.fill('#room', 'lobby');
+  await kim.click('#joinBtn');
+  await waitOnline(kim, 10_000);
+
+  // A site that embeds the chat hands out short-lived tokens through window.roomcastToken.
+  const lee = await (await browser.newContext({ viewport: { width: 1100, height: 720 } })).newPage();
+  lee.errors = [];
+  lee.dialogs = [];
+  lee.on('pageerror', (e) => lee.errors.push(String(e && e.stack || e)));
+  lee.on('dialog', async (d) => { lee.dialogs.push(d.message()); await d.dismiss().catch(() => {}); });
+  let issued = 0;
+  await lee.exposeFunction('mintForTest', () => {
+    issued++;
+    return mintToken(secret, { sub: 'lee', exp: now() + 4 });
+  });
+  await lee.addInitScript(() => { window.roomcastToken = () => window.mintForTest(); });
+  await lee.goto(signed.base, { waitUntil: 'load' });
+  await lee.waitForFunction(() => document.getElementById('userId').value === 'lee');
+  await lee.fill('#room', 'lobby');
+  await lee.click('#joinBtn');
+  await waitOnline(lee, 10_000);
+  const upgrades = await metric(signed.base, 'roomcast_upgrades_total{endpoint="chat"}');
+  const joinedAt = Date.now();
+  // Past the first token's expiry, and the second's: the page refreshed on the open connection.
+  await new Promise((r) => setTimeout(r, 9_000));
+  await waitOnline(lee, 1_000);
+  assert.ok(issued >= 4, `the page asked the site for fresh tokens (${issued} issued)`);
+  assert.equal(await metric(signed.base, 'roomcast_upgrades_total{endpoint="chat"}'), upgrades, 'no reconnect');
+  assert.equal(await metric(signed.base, 'roomcast_closes_total{code="4004"}') || 0, 0, 'nobody expired');
+  await sendOurs(lee, 'still here after my first token expired');
+  await waitForText(kim, 'still here after my first token expired', '#messages .msg.other');
+  t.diagnostic(`lee stayed ${Date.now() - joinedAt} ms on one connection with tokens of 4 s (${issued} issued)`);
+
+  const guest = await openPage(signed.base);
+  await guest.fill('#userId', 'guest');
+  await guest.fill('#room', 'lobby');
+  await guest.click('#joinBtn');
+  await waitForText(guest, 'needs you to sign in through the site it belongs to', '#messages .msg');
+
+  // A reload stays signed in: the fragment's token was kept for this tab.
+  await kim.reload({ waitUntil: 'load' });
+  await kim.waitForFunction(() => document.getElementById('userId').value === 'kim');
+  await kim.fill('#room', 'lobby');
+  await kim.click('#joinBtn');
+  await waitOnline(kim, 10_000);
+
+  assertClean(kim, 'kim');
+  assertClean(lee, 'lee');
+  assertClean(guest, 'guest');
+  for (const page of [kim, lee, guest]) await page.context().close();
 });
 
 test('D: the server restarts; pages reconnect by themselves and show the new epoch\'s messages', { timeout: 60_000 }, async (t) => {
