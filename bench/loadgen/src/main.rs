@@ -20,6 +20,9 @@
 //! - `summarize-deflate`: the permessage-deflate tables and targets from the JSON lines of `bench/deflate.sh`.
 //! - `bomb`: one small permessage-deflate frame that inflates past the message size limit; the server's Close
 //!   and the growth of its peak memory.
+//! - `scale`: one of several processes that together hold more joined connections than one process may open,
+//!   each from a loopback source address of its own, and check that a line said in each room reaches every member
+//!   (`bench/scale.sh`).
 //!
 //! `--deflate` makes every connection offer permessage-deflate (RFC 7692): fan-out and idle then run compressed
 //! where the server agrees, and each report says how many connections it agreed with, and its answer.
@@ -33,6 +36,7 @@ mod bomb;
 mod client;
 mod deflate_summary;
 mod inflate;
+mod scale;
 mod soak;
 mod stats;
 mod summary;
@@ -77,6 +81,8 @@ enum Scenario {
     Bomb(bomb::BombArgs),
     /// Reads JSON lines of bench/deflate.sh and prints the permessage-deflate tables and targets as markdown.
     SummarizeDeflate(deflate_summary::DeflateSummaryArgs),
+    /// One of several processes holding many joined connections from a source address of its own (bench/scale.sh).
+    Scale(scale::ScaleArgs),
 }
 
 /// What fills a fan-out message's content after its stamp.
@@ -250,6 +256,7 @@ fn main() -> ExitCode {
         Scenario::Attack(args) => return attack::main(&args),
         Scenario::AttackTable(args) => return attack::table::run(&args),
         Scenario::SummarizeDeflate(args) => return deflate_summary::run(&args),
+        Scenario::Scale(args) => return scale::main(&args),
     };
     match result {
         Ok(report) => {
