@@ -188,6 +188,8 @@ say "$nodes nodes on 127.0.0.1:$port (--reuse-port), Redis on $redis_port using 
 
 # --- the generators ------------------------------------------------------------------------------------------
 rooms_per_gen=$(( (rooms + generators - 1) / generators ))
+# The machine is shared: its load average (1 min) before and after says what else ran beside the benchmark.
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 started=$(date +%s.%N)
 left=$rooms
 for g in $(seq 0 $((generators - 1))); do
@@ -282,6 +284,7 @@ for pid in "${pids_gens[@]}"; do
 done
 pids_gens=()
 finished=$(date +%s.%N)
+load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 python3 - "$out/scale.json" "$work" <<PY
 import glob, json, sys
@@ -319,6 +322,7 @@ report = {
         "rooms_complete": sum(c["rooms_complete"] for c in checked),
         "deliveries_expected": sum(c["deliveries_expected"] for c in checked),
         "deliveries": sum(c["deliveries"] for c in checked),
+        "refused": sum(c["refused"] for c in checked),
         "duplicates": sum(c["duplicates"] for c in checked),
         "wrong_room": sum(c["wrong_room"] for c in checked),
         "room_complete_ms_p50_worst_generator": max(c["room_complete_ms"]["p50"] for c in checked),
@@ -333,12 +337,14 @@ report = {
     "connect_to_joined_ms_worst_generator": {q: max(l["connect_to_joined_ms"][q] for l in joined) for q in ("p50", "p99", "p999", "max")},
     "connect_batch_per_generator": $batch, "check_batch_per_generator": $check_batch,
     "total_s": round($finished - $started, 2),
+    "loadavg_1min_before_and_after": [$load_before, $load_after],
     "generator_lines": lines,
 }
 json.dump(report, open(path, "w"), indent=1)
 print(json.dumps({k: v for k, v in report.items() if k != "generator_lines"}, indent=1))
 ok = (report["check"] is not None and report["join_failures"] == 0 and members == $conns
       and report["check"]["deliveries"] == report["check"]["deliveries_expected"]
+      and report["check"]["refused"] == 0
       and report["check"]["duplicates"] == 0 and report["check"]["wrong_room"] == 0)
 sys.exit(0 if ok else 1)
 PY

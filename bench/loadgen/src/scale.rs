@@ -132,6 +132,7 @@ struct Crowd {
 enum Heard {
     Joined,
     Check(usize),
+    /// An `error` with its code: a refused join, or a refused chat line.
     JoinError(String),
     Other,
 }
@@ -508,16 +509,28 @@ fn run(args: &ScaleArgs) -> io::Result<bool> {
     // --check-batch rooms wait for their line at once (a room waiting longer than STALE_ROOM stops counting), so
     // the check measures delivery, not a queue of thousands of publications made at the same instant.
     let check_start = Instant::now();
-    let size_of = |room: usize| room_size.min(conns - room * room_size);
-    let checkable: Vec<usize> = (0..rooms)
-        .filter(|&room| {
-            crowd
-                .members
-                .get(room * room_size)
-                .is_some_and(|m| m.joined && matches!(m.phase, Phase::Open))
+    // A room's line can reach only its members that are joined and still open (a join Redis refused is a failure
+    // reported above, not a missing delivery here).
+    let present = |crowd: &Crowd, index: usize| {
+        crowd
+            .members
+            .get(index)
+            .is_some_and(|m| m.joined && matches!(m.phase, Phase::Open))
+    };
+    let room_members: Vec<usize> = (0..rooms)
+        .map(|room| {
+            (room * room_size..conns.min((room + 1) * room_size))
+                .filter(|&index| present(&crowd, index))
+                .count()
         })
         .collect();
+    let size_of = |room: usize| room_members[room];
+    let checkable: Vec<usize> = (0..rooms)
+        .filter(|&room| present(&crowd, room * room_size))
+        .collect();
     let expected: usize = checkable.iter().map(|&room| size_of(room)).sum();
+    // Check lines the server refused (an `error`, e.g. `unavailable` while its node had lost Redis).
+    let mut refused = 0u64;
     let mut next_room = 0;
     let mut sent_at = vec![None; rooms];
     let mut received = 0usize;
@@ -554,7 +567,8 @@ fn run(args: &ScaleArgs) -> io::Result<bool> {
             &mut opened,
             |index, text| match heard(text) {
                 Heard::Check(room) => seen.push((index, room)),
-                _ => notices += 1,
+                Heard::JoinError(_) => refused += 1,
+                Heard::Joined | Heard::Other => notices += 1,
             },
         )?;
         let now = Instant::now();
@@ -589,10 +603,7 @@ fn run(args: &ScaleArgs) -> io::Result<bool> {
     }
     let rooms_checked = sent_at.iter().filter(|s| s.is_some()).count();
     let rooms_complete = (0..rooms)
-        .filter(|&room| {
-            sent_at[room].is_some()
-                && members_reached[room] == room_size.min(conns - room * room_size)
-        })
+        .filter(|&room| sent_at[room].is_some() && members_reached[room] == size_of(room))
         .count();
     let open_at_end = crowd
         .members
@@ -609,6 +620,7 @@ fn run(args: &ScaleArgs) -> io::Result<bool> {
             "rooms_complete": rooms_complete,
             "deliveries_expected": expected,
             "deliveries": received,
+            "refused": refused,
             "check_s": round3(check_secs.as_secs_f64()),
             "duplicates": duplicates,
             "wrong_room": wrong_room,
@@ -627,7 +639,11 @@ fn run(args: &ScaleArgs) -> io::Result<bool> {
     for member in &mut crowd.members {
         let _ = member.stream.shutdown(std::net::Shutdown::Both);
     }
-    Ok(crowd.failed == 0 && received == expected && duplicates == 0 && wrong_room == 0)
+    Ok(crowd.failed == 0
+        && received == expected
+        && refused == 0
+        && duplicates == 0
+        && wrong_room == 0)
 }
 
 fn round3(x: f64) -> f64 {
