@@ -85,7 +85,13 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 # The whole run is bounded: past SCALE_LIMIT seconds the script ends itself (and finish stops everything).
-(sleep "$limit" && say "gave up after $limit s" && kill -TERM $$) 2>/dev/null &
+# Stopped by finish, the watchdog stops its own sleep too (a trapped TERM interrupts its wait).
+(
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  sleep "$limit" &
+  nap=$!
+  wait "$nap" && say "gave up after $limit s" && kill -TERM $$
+) 2>/dev/null &
 watchdog_pid=$!
 
 # --- kernel limits -------------------------------------------------------------------------------------------
