@@ -22,6 +22,9 @@
 //!   `bench/cluster.sh`.
 //! - `bomb`: one small permessage-deflate frame that inflates past the message size limit; the server's Close
 //!   and the growth of its peak memory.
+//! - `scale`: one of several processes that together hold more joined connections than one process may open,
+//!   each from a loopback source address of its own, and check that a line said in each room reaches every member
+//!   (`bench/scale.sh`).
 //!
 //! `--deflate` makes every connection offer permessage-deflate (RFC 7692): fan-out and idle then run compressed
 //! where the server agrees, and each report says how many connections it agreed with, and its answer.
@@ -44,6 +47,7 @@ mod deflate_summary;
 mod engineio;
 mod inflate;
 mod redis_stats;
+mod scale;
 mod soak;
 mod stats;
 mod summary;
@@ -91,6 +95,8 @@ enum Scenario {
     SummarizeDeflate(deflate_summary::DeflateSummaryArgs),
     /// Reads JSON lines of bench/cluster.sh and prints the tables and targets across nodes as markdown.
     SummarizeCluster(cluster_summary::ClusterSummaryArgs),
+    /// One of several processes holding many joined connections from a source address of its own (bench/scale.sh).
+    Scale(scale::ScaleArgs),
 }
 
 /// What fills a fan-out message's content after its stamp.
@@ -297,6 +303,7 @@ fn main() -> ExitCode {
         Scenario::AttackTable(args) => return attack::table::run(&args),
         Scenario::SummarizeDeflate(args) => return deflate_summary::run(&args),
         Scenario::SummarizeCluster(args) => return cluster_summary::run(&args),
+        Scenario::Scale(args) => return scale::main(&args),
     };
     match result {
         Ok(report) => {
