@@ -1004,6 +1004,38 @@ fn chat_seeds() -> Vec<(String, Vec<u8>)> {
         }])
         .collect();
     cases.push(("raw-pool", 0, raw_ops));
+    // Token mode: ann joins with a valid token for herself, bob with one for ann (forbidden), cat with a wrongly
+    // signed one (unauthorized, 4003); ann refreshes with a valid token, then with one that expires in a second,
+    // and the clock passes it (4004).
+    let token_join = |conn: u8, user: u8, spec: u16| ChatOp::Join {
+        conn,
+        user: Name::Pool(user),
+        room: Name::Pool(3),
+        extras: JoinExtras {
+            flags: 1,
+            session: 0,
+            epoch: 0,
+            seq: spec,
+        },
+    };
+    cases.push((
+        "tokens-join-refresh-expire",
+        2,
+        vec![
+            token_join(0, 0, 0x0005),
+            token_join(1, 1, 0x0001),
+            token_join(2, 0, 0x0006),
+            ChatOp::Refresh {
+                conn: 0,
+                token: 0x0005,
+            },
+            ChatOp::Refresh {
+                conn: 0,
+                token: 0x000D,
+            },
+            ChatOp::Advance { ms: 5000 },
+        ],
+    ));
     cases
         .into_iter()
         .map(|(name, config, ops)| (name.to_owned(), ChatInput { config, ops }.encode()))

@@ -10,7 +10,7 @@ set -euo pipefail
 secs="${1:-30}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-targets=(frame_parser handshake utf8 connection chat_message extensions inflate deflate_connection)
+targets=(frame_parser handshake utf8 connection chat_message extensions inflate deflate_connection api)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz/smoke.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2

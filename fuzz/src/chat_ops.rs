@@ -198,9 +198,17 @@ pub struct JoinExtras {
     pub session: u8,
     /// Which earlier epoch.
     pub epoch: u8,
-    /// The `seq` of `since`.
+    /// The `seq` of `since`; in token mode also the [`TokenSpec`] of the join's `token`.
     pub seq: u16,
 }
+
+/// Which connection token a `join` or `refresh` shows, in token mode (`ChatInput::config` bit 1), as bits.
+///
+/// Bits 0-1: none, one signed with the chat's secret, one signed with another secret, or a string that is not a
+/// token; bit 2: its `sub` is the join's `userId` (else a name from the pool picked by bits 8-15); bits 3-4: it
+/// expires in a minute, in a second, an hour ago, or in the far future; bit 5: it lists `rooms`; bit 6: it says
+/// `"dm": false`; bit 7: it is not valid before an hour from now.
+pub type TokenSpec = u16;
 
 /// One step of the `chat_message` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +257,13 @@ pub enum ChatOp {
         /// The frame.
         text: RawText,
     },
+    /// `{"type":"refresh","token":...}` (no `token` field when the spec says none).
+    Refresh {
+        /// The connection.
+        conn: u8,
+        /// The token.
+        token: TokenSpec,
+    },
     /// The connection goes away.
     Disconnect {
         /// The connection.
@@ -264,7 +279,7 @@ pub enum ChatOp {
 impl ChatOp {
     /// Reads one operation.
     pub fn read(r: &mut Reader<'_>) -> ChatOp {
-        match r.u8() % 8 {
+        match r.u8() % 9 {
             0 => ChatOp::Join {
                 conn: r.u8(),
                 user: Name::read(r),
@@ -298,7 +313,11 @@ impl ChatOp {
                 ChatOp::Raw { conn, text }
             }
             6 => ChatOp::Disconnect { conn: r.u8() },
-            _ => ChatOp::Advance { ms: r.u16() },
+            7 => ChatOp::Advance { ms: r.u16() },
+            _ => ChatOp::Refresh {
+                conn: r.u8(),
+                token: r.u16(),
+            },
         }
     }
 
@@ -361,6 +380,11 @@ impl ChatOp {
                 w.u8(7);
                 w.u16(*ms);
             }
+            ChatOp::Refresh { conn, token } => {
+                w.u8(8);
+                w.u8(*conn);
+                w.u16(*token);
+            }
         }
     }
 }
@@ -369,7 +393,7 @@ impl ChatOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatInput {
     /// Bit 0: tight limits (tiny history, content limit and rate burst; one empty room kept) instead of the
-    /// defaults.
+    /// defaults; bit 1: token mode (the chat requires connection tokens, see [`TokenSpec`]).
     pub config: u8,
     /// What happens, in order.
     pub ops: Vec<ChatOp>,
@@ -450,6 +474,10 @@ mod tests {
                 },
                 ChatOp::Disconnect { conn: 1 },
                 ChatOp::Advance { ms: 1000 },
+                ChatOp::Refresh {
+                    conn: 2,
+                    token: 0x1235,
+                },
             ],
         };
         assert_eq!(ChatInput::read(&input.encode()), input);
