@@ -5,10 +5,10 @@
 //! Socket.IO connect, and the bytes of the packets the generator sends (`join` and `chat` events, the connect,
 //! Pongs). It does no I/O: `client.rs` feeds it whole WebSocket text messages and sends what it returns.
 //!
-//! Engine.IO v4 (https://socket.io/docs/v4/engine-io-protocol/): the first byte is the packet type, `0` open
+//! Engine.IO v4 (<https://socket.io/docs/v4/engine-io-protocol/>): the first byte is the packet type, `0` open
 //! (followed by the handshake JSON), `1` close, `2` ping, `3` pong, `4` message; over WebSocket there is no
 //! batching, and in v4 the server pings and the client answers each `2` with a `3`. A `4` message carries a
-//! Socket.IO packet (https://socket.io/docs/v4/socket-io-protocol/) whose first byte is its type: `0` connect,
+//! Socket.IO packet (<https://socket.io/docs/v4/socket-io-protocol/>) whose first byte is its type: `0` connect,
 //! `1` disconnect, `2` event (a JSON array, its first element the event's name), `4` connect error. The client
 //! connects to the main namespace by sending `40` after the open packet; the server answers `40{"sid":...}`.
 

@@ -1,4 +1,4 @@
-//! Redis's own count of the commands it ran (`INFO commandstats`, https://redis.io/commands/info), read by the
+//! Redis's own count of the commands it ran (`INFO commandstats`, <https://redis.io/commands/info>), read by the
 //! load generator at the start and the end of a measured interval, so that a report can say how many Redis
 //! commands a chat message cost a cluster.
 //!
