@@ -37,9 +37,10 @@ pub enum AppRefusal {
         /// The limit, in Unicode scalar values.
         max_chars: usize,
     },
-    /// A publication on a node of a cluster ([`ChatConfig::relayed`](super::ChatConfig::relayed)): the cluster
-    /// engine numbers every room's messages, and carrying the application's to it is not done yet. Numbering it
-    /// here would put a seq into the room that the engine also gives to another message.
+    /// [`Chat::publish_from_app`] on a node of a cluster ([`ChatConfig::relayed`](super::ChatConfig::relayed)):
+    /// the cluster engine numbers every room's messages, so the message must go to it
+    /// ([`Chat::relayed_publication`]). Numbering it here would put a seq into the room that the engine also gives
+    /// to another message.
     Relayed,
 }
 
@@ -52,7 +53,7 @@ impl fmt::Display for AppRefusal {
                 write!(f, "\"content\" is over {max_chars} characters")
             }
             AppRefusal::Relayed => f.write_str(
-                "publishing through the API is not available on a cluster node (--redis) yet",
+                "a cluster node (--redis) numbers no message itself: the cluster engine does",
             ),
         }
     }
@@ -69,7 +70,40 @@ pub struct RoomSummary {
     pub members: usize,
 }
 
+/// An application's chat message for the cluster engine to number ([`Chat::relayed_publication`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppPublication {
+    /// The room's name, normalised as a member's join would have it.
+    pub room: Rc<str>,
+    /// The message's JSON after its seq, as [`Action::Publish`]'s `tail`: the engine puts
+    /// [`chat_message_head`](super::chat_message_head)`(room)` and the seq before it.
+    pub tail: Rc<str>,
+}
+
 impl Chat {
+    /// Judges an application's message for a room as [`Chat::publish_from_app`] does and, on a node of a cluster,
+    /// encodes it for the cluster engine, which numbers it in the room like any member's message and hands it back
+    /// to every node ([`Chat::deliver_published`]): nothing is numbered, kept or broadcast here.
+    pub fn relayed_publication(
+        &mut self,
+        room: &str,
+        content: &str,
+        from: Option<&str>,
+        now: Now,
+    ) -> Result<AppPublication, AppRefusal> {
+        let room = names::room_name(room, MAX_ROOM_CHARS).map_err(|e| AppRefusal::BadName {
+            field: "room",
+            why: e.to_string(),
+        })?;
+        let from = sender(from)?;
+        self.check_content(content)?;
+        let tail = wire::encode_chat_tail(&mut self.scratch, &from, content, now.unix_ms);
+        Ok(AppPublication {
+            room: Rc::from(room.as_ref()),
+            tail,
+        })
+    }
+
     /// Posts `content` into room `room` on behalf of the application, as `from` ([`APPLICATION_SENDER`] when
     /// `None`; any valid user name, or `system`, may be given). It goes out like a member's chat message: numbered
     /// in the room (whose history begins if the room had none), kept in the history, broadcast to every member.
@@ -572,5 +606,37 @@ mod tests {
             Err(AppRefusal::Relayed)
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_relayed_publication_is_the_chat_message_the_engine_completes_with_a_seq() {
+        let mut chat = chat();
+        let publication = chat
+            .relayed_publication("lobby", "news", Some("bob"), now())
+            .unwrap();
+        assert_eq!(&*publication.room, "lobby");
+        let text = format!(
+            "{}7{}",
+            crate::chat::chat_message_head("lobby"),
+            publication.tail
+        );
+        let message: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            message,
+            json!({"type": "chat", "room": "lobby", "seq": 7, "from": "bob", "content": "news", "timestamp": T0})
+        );
+    }
+
+    #[test]
+    fn a_relayed_publication_is_judged_like_a_local_one() {
+        let mut chat = chat();
+        assert_eq!(
+            chat.relayed_publication("lobby", "", None, now()),
+            Err(AppRefusal::EmptyContent)
+        );
+        assert!(matches!(
+            chat.relayed_publication("", "news", None, now()),
+            Err(AppRefusal::BadName { field: "room", .. })
+        ));
     }
 }

@@ -21,12 +21,19 @@ use redis_protocol::resp2::types::OwnedFrame;
 use crate::chat::{self, Action, ClaimAnswer, Delivery, RoomState};
 use crate::cluster::keys;
 use crate::cluster::{LinkEvent, NodeId, Reply, Script};
+use crate::http::api::ApiError;
+use serde_json::json;
 
 /// A command of the chat's, waiting for its reply.
 #[derive(Debug)]
 pub(super) enum Job {
-    /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
-    Publish(Vec<(usize, u32)>),
+    /// One room's publish script call, with the senders of its messages, in order.
+    Publish {
+        /// The room.
+        room: Rc<str>,
+        /// The senders.
+        senders: Vec<Sender>,
+    },
     /// A join's name and room asked for.
     Claim {
         /// The joiner's slab key and serial.
@@ -52,10 +59,19 @@ pub(super) enum Job {
     Housekeeping,
 }
 
+/// Who sent a chat message handed to the cluster engine, to be told if it is refused: a member's connection, or
+/// a server API request waiting for its seq (slab key and serial, either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sender {
+    /// A member's WebSocket.
+    Member(usize, u32),
+    /// An `/api/publish` request, answered `{"seq": N}` once the script has numbered it.
+    Api(usize, u32),
+}
+
 /// A chat message waiting for its room's script call.
 struct Pending {
-    key: usize,
-    serial: u32,
+    sender: Sender,
     tail: Rc<str>,
 }
 
@@ -260,11 +276,33 @@ impl Server {
             .is_some_and(|client| client.serial == serial)
     }
 
-    /// Tells each sender still connected that its message was not sent.
-    fn refuse_senders(&mut self, senders: &[(usize, u32)]) {
+    /// Tells each sender still connected that its message was not sent: `unavailable` to a member, 503 to an API
+    /// request.
+    fn refuse_senders(&mut self, senders: &[Sender]) {
         for &sender in senders {
-            if self.still_there(sender) {
-                self.chat.refuse_unavailable(sender.0, &mut self.actions);
+            match sender {
+                Sender::Member(key, serial) => {
+                    if self.still_there((key, serial)) {
+                        self.chat.refuse_unavailable(key, &mut self.actions);
+                    }
+                }
+                Sender::Api(key, serial) => self.answer_later(
+                    (key, serial),
+                    Err(ApiError::Unavailable(
+                        "the cluster engine (Redis) did not take the message".into(),
+                    )),
+                ),
+            }
+        }
+    }
+
+    /// Answers each API request among `senders` with the seq the publish script gave its message: the script
+    /// numbers a call's messages one after another from `first`.
+    fn answer_api_senders(&mut self, senders: &[Sender], first: i64) {
+        for (offset, sender) in (0_i64..).zip(senders) {
+            if let Sender::Api(key, serial) = *sender {
+                let seq = first.saturating_add(offset);
+                self.answer_later((key, serial), Ok(json!({ "seq": seq }).to_string()));
             }
         }
     }
@@ -275,10 +313,34 @@ impl Server {
         let Some((key, serial)) = who(self, key) else {
             return;
         };
+        let sender = Sender::Member(key, serial);
         if !self.cluster_ready() {
-            self.refuse_senders(&[(key, serial)]);
+            self.refuse_senders(&[sender]);
             return;
         }
+        self.queue_publication(sender, room, tail);
+    }
+
+    /// An `/api/publish` on connection `key`, for the cluster engine to number like a member's message: it goes
+    /// with the turn's publications of its room (subscribing to the room first if nobody here is in it), and the
+    /// request is answered with the script's seq, or 503. False, with nothing queued, while Redis is not ready.
+    pub(super) fn publish_for_api(
+        &mut self,
+        key: usize,
+        publication: chat::AppPublication,
+    ) -> bool {
+        let Some((key, serial)) = who(self, key) else {
+            return false;
+        };
+        if !self.cluster_ready() {
+            return false;
+        }
+        self.queue_publication(Sender::Api(key, serial), publication.room, publication.tail);
+        true
+    }
+
+    /// Puts a message into its room's publications of this turn.
+    fn queue_publication(&mut self, sender: Sender, room: Rc<str>, tail: Rc<str>) {
         let Some(relay) = self.relay_mut() else {
             return;
         };
@@ -289,10 +351,7 @@ impl Server {
         if first {
             relay.to_publish.push(room.clone());
         }
-        relay
-            .add_room(room)
-            .pending
-            .push(Pending { key, serial, tail });
+        relay.add_room(room).pending.push(Pending { sender, tail });
     }
 
     /// The chat asked for a name across the cluster, and the state of `room`, for a joiner. The join waits for the
@@ -511,14 +570,25 @@ impl Server {
     /// The reply to one of the chat's commands.
     pub(super) fn on_relay_reply(&mut self, job: Job, reply: Reply) {
         match job {
-            Job::Publish(senders) => {
+            Job::Publish { room, senders } => {
                 if let Some(error) = reply.error() {
                     warn!("Redis refused a publication: {error}");
                     if let Some(relay) = self.relay_mut() {
                         relay.publish_errors += senders.len() as u64;
                     }
                     self.refuse_senders(&senders);
+                } else if let Some(first) = reply.as_int() {
+                    self.answer_api_senders(&senders, first);
+                } else {
+                    warn!("Redis answered a publication oddly: {reply:?}");
+                    let api: Vec<Sender> = senders
+                        .into_iter()
+                        .filter(|sender| matches!(sender, Sender::Api(..)))
+                        .collect();
+                    self.refuse_senders(&api);
                 }
+                // A room subscribed to only for an API publication is let go once it is published.
+                self.forget_room_if_unused(&room);
             }
             Job::Claim { client, name, room } => {
                 if let Some(channel) = self
@@ -588,11 +658,12 @@ impl Server {
         let now = super::chat_time(self.now);
         for job in jobs {
             match job {
-                Job::Publish(senders) => {
+                Job::Publish { room, senders } => {
                     if let Some(relay) = self.relay_mut() {
                         relay.publish_errors += senders.len() as u64;
                     }
                     self.refuse_senders(&senders);
+                    self.forget_room_if_unused(&room);
                 }
                 Job::Claim { client, name, room } => {
                     if let Some(channel) = self
@@ -614,7 +685,9 @@ impl Server {
                     self.release_held(&room);
                     self.forget_room_if_unused(&room);
                 }
-                Job::Dm { client, .. } => self.refuse_senders(&[client]),
+                Job::Dm { client, .. } => {
+                    self.refuse_senders(&[Sender::Member(client.0, client.1)])
+                }
                 Job::Recover { room } => self.recovery_done(&room),
                 Job::Housekeeping => {}
             }
@@ -857,7 +930,7 @@ impl Server {
                     if channel.subscribed != Subscribed::No {
                         leave.push(keys::room_channel(&room));
                     }
-                    refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
+                    refused.extend(channel.pending.iter().map(|p| p.sender));
                 }
             }
         }
@@ -902,7 +975,7 @@ impl Server {
             if let Some(relay) = self.relay_mut() {
                 for room in std::mem::take(&mut relay.to_publish) {
                     if let Some(channel) = relay.rooms.get_mut(&room) {
-                        refused.extend(channel.pending.drain(..).map(|p| (p.key, p.serial)));
+                        refused.extend(channel.pending.drain(..).map(|p| p.sender));
                     }
                 }
             }
@@ -939,13 +1012,16 @@ impl Server {
             args.push(fresh.as_bytes());
             args.push(head.as_bytes());
             args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
-            let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
+            let senders = channel.pending.iter().map(|p| p.sender).collect();
             let keys = [
                 keys::room_seq_key(&room),
                 keys::room_stream_key(&room),
                 keys::room_epoch_key(&room),
             ];
-            let job = Job::Publish(senders);
+            let job = Job::Publish {
+                room: room.clone(),
+                senders,
+            };
             let keys = [&keys[0][..], &keys[1], &keys[2]];
             if !queue_script(link.as_deref_mut(), relay.publish, &keys, &args, job) {
                 // Not expected: the command connection is ready.
