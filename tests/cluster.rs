@@ -1161,3 +1161,35 @@ fn while_redis_is_away_an_api_publication_is_answered_503() {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"], "unavailable", "{answer}");
 }
+
+#[test]
+fn api_disconnect_on_one_node_closes_the_users_connection_on_another_with_4005() {
+    let Some(redis) = RedisServer::start(
+        "api_disconnect_on_one_node_closes_the_users_connection_on_another_with_4005",
+    ) else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    let mut cat = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    join(&mut cat, "cat", "lobby");
+    // Node A has none of bob's connections: it closes nothing itself, and node B closes bob's.
+    let (status, answer) = a.api("POST", "/api/disconnect", &json!({"userId": "bob"}));
+    assert_eq!((status, answer), (200, json!({"closed": 0})));
+    assert_eq!(bob.recv_close(), Some(4005));
+    // The code and reason given travel too, and the caller's own connection of the user is closed by the caller.
+    let (status, answer) = a.api(
+        "POST",
+        "/api/disconnect",
+        &json!({"userId": "cat", "code": 4100, "reason": "banned"}),
+    );
+    assert_eq!((status, answer), (200, json!({"closed": 0})));
+    assert_eq!(cat.recv_close(), Some(4100));
+    let (status, answer) = a.api("POST", "/api/disconnect", &json!({"userId": "ann"}));
+    assert_eq!((status, answer), (200, json!({"closed": 1})));
+    assert_eq!(ann.recv_close(), Some(4005));
+}

@@ -228,6 +228,15 @@ impl Server {
                     .chat
                     .disconnect_user(&user, CloseCode::new(code), &reason, now, &mut self.actions)
                     .map_err(refused)?;
+                // On a node of a cluster, the other nodes close the user's connections they have: `closed` counts
+                // this node's.
+                if self.cluster.is_some() && !self.disconnect_across_cluster(&user, code, &reason) {
+                    self.apply_actions();
+                    return Err(api::ApiError::Unavailable(
+                        "closed here; the other nodes could not be told: Redis is not reachable"
+                            .into(),
+                    ));
+                }
                 json!({ "closed": closed })
             }
         };

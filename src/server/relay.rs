@@ -545,6 +545,35 @@ impl Server {
         );
     }
 
+    /// An `/api/disconnect` carried out here, told to every other node on the cluster's channel, whose relays
+    /// carry it out on their own connections. False, with nothing sent, while Redis is not ready.
+    pub(super) fn disconnect_across_cluster(
+        &mut self,
+        user: &str,
+        code: u16,
+        reason: &str,
+    ) -> bool {
+        if !self.cluster_ready() {
+            return false;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return false;
+        };
+        let (relay, link) = cluster.relay_and_commands();
+        let Some(link) = link else {
+            return false;
+        };
+        let message = keys::disconnect_message(relay.node.as_str(), code, user, reason);
+        let words: [&[u8]; 3] = [b"PUBLISH", keys::CLUSTER_CHANNEL.as_bytes(), &message];
+        match link.queue(&words, Tag::Relay(Job::Housekeeping)) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("cannot send a disconnect to the cluster: {e}");
+                false
+            }
+        }
+    }
+
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
     pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
         let Some(client) = who(self, key) else {
@@ -694,7 +723,8 @@ impl Server {
         }
     }
 
-    /// A push on the subscriber connection: a confirmation, or a message on a room's or this node's channel.
+    /// A push on the subscriber connection: a confirmation, or a message on a room's, this node's or the cluster's
+    /// channel.
     pub(super) fn on_relay_push(&mut self, event: LinkEvent<Tag>) {
         let Some(relay) = self.cluster.as_mut().map(|cluster| &mut cluster.relay) else {
             return;
@@ -738,6 +768,25 @@ impl Server {
                 }
             }
             LinkEvent::Message { channel, payload } => {
+                if channel == keys::CLUSTER_CHANNEL.as_bytes() {
+                    match keys::split_disconnect(&payload) {
+                        // The calling node closed its own connections already.
+                        Some(disconnect) if disconnect.node != relay.node.as_str() => {
+                            let now = super::chat_time(self.now);
+                            let closed = self.chat.disconnect_user(
+                                disconnect.user,
+                                crate::protocol::CloseCode::new(disconnect.code),
+                                disconnect.reason,
+                                now,
+                                &mut self.actions,
+                            );
+                            debug!("a disconnect from node {}: {closed:?}", disconnect.node);
+                        }
+                        Some(_) => {}
+                        None => debug!("not a cluster message: {payload:?}"),
+                    }
+                    return;
+                }
                 if let Some((node, event)) = keys::split_presence(&payload) {
                     if node != relay.node.as_str() {
                         if let Some(room) = keys::room_of_channel(&channel) {
@@ -954,6 +1003,8 @@ impl Server {
         if relay.node_subscribed == Subscribed::No {
             relay.node_subscribed = Subscribed::Asked;
             channels.push(relay.node_channel.clone());
+            // The cluster's channel goes with the node's, on every subscriber connection.
+            channels.push(keys::CLUSTER_CHANNEL.as_bytes().to_vec());
         }
         for room in relay.to_subscribe.drain(..) {
             if let Some(channel) = relay.rooms.get_mut(&room) {
