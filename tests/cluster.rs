@@ -1193,3 +1193,33 @@ fn api_disconnect_on_one_node_closes_the_users_connection_on_another_with_4005()
     assert_eq!((status, answer), (200, json!({"closed": 1})));
     assert_eq!(ann.recv_close(), Some(4005));
 }
+
+#[test]
+fn api_dm_on_one_node_reaches_a_user_on_another_and_says_whether_it_did() {
+    let Some(redis) =
+        RedisServer::start("api_dm_on_one_node_reaches_a_user_on_another_and_says_whether_it_did")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut bob = b.ws();
+    join(&mut bob, "bob", "lobby");
+    let (status, answer) = a.api(
+        "POST",
+        "/api/dm",
+        &json!({"to": "bob", "content": "psst", "from": "support"}),
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": true})));
+    let dm = bob.recv_type("dm");
+    assert_eq!(
+        (&dm["from"], &dm["content"]),
+        (&json!("support"), &json!("psst"))
+    );
+    let (status, answer) = a.api(
+        "POST",
+        "/api/dm",
+        &json!({"to": "nobody", "content": "psst"}),
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": false})));
+}

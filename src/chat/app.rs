@@ -80,6 +80,15 @@ pub struct AppPublication {
     pub tail: Rc<str>,
 }
 
+/// An application's DM for the node holding its recipient's name ([`Chat::relayed_app_dm`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppDm {
+    /// The key of the recipient's name (its confusable skeleton).
+    pub to_key: Rc<str>,
+    /// The DM as the recipient's node reads it ([`Chat::deliver_relayed_dm`]).
+    pub text: Rc<str>,
+}
+
 impl Chat {
     /// Judges an application's message for a room as [`Chat::publish_from_app`] does and, on a node of a cluster,
     /// encodes it for the cluster engine, which numbers it in the room like any member's message and hands it back
@@ -205,6 +214,37 @@ impl Chat {
             payload,
         });
         Ok(true)
+    }
+
+    /// On a node of a cluster, an application's DM to a name no connection here holds, encoded for the node that
+    /// holds it (as a member's DM to another node is, [`Action::RelayDm`]): the name's key and the text its node
+    /// reads. `None` when the name is held here ([`Chat::dm_from_app`] delivers it, or nobody can have it).
+    pub fn relayed_app_dm(
+        &mut self,
+        to: &str,
+        content: &str,
+        from: Option<&str>,
+        now: Now,
+    ) -> Result<Option<AppDm>, AppRefusal> {
+        let to = names::user_name(to, MAX_USER_CHARS).map_err(|e| AppRefusal::BadName {
+            field: "to",
+            why: e.to_string(),
+        })?;
+        let from = sender(from)?;
+        self.check_content(content)?;
+        if self.claims.is_claimed(to.key()) {
+            return Ok(None);
+        }
+        let text = wire::encode_relayed_dm(&wire::RelayedDm {
+            to_key: Cow::Borrowed(to.key()),
+            from: Cow::Borrowed(&from),
+            content: Cow::Borrowed(content),
+            timestamp: now.unix_ms,
+        });
+        Ok(Some(AppDm {
+            to_key: to.key().clone(),
+            text,
+        }))
     }
 
     /// Every room with at least one member, with its count, in no particular order.
@@ -638,5 +678,32 @@ mod tests {
             chat.relayed_publication("", "news", None, now()),
             Err(AppRefusal::BadName { field: "room", .. })
         ));
+    }
+
+    #[test]
+    fn a_relayed_app_dm_is_read_by_the_recipients_node_as_a_dm_from_the_application() {
+        let mut sender_node = chat();
+        let dm = sender_node
+            .relayed_app_dm("bob", "hello", None, now())
+            .unwrap()
+            .expect("bob is not here");
+        let mut recipient_node = chat();
+        join(&mut recipient_node, 1, "bob", "lobby", 2);
+        let mut out = Vec::new();
+        recipient_node.deliver_relayed_dm(&dm.text, &mut out);
+        let [Action::Send { to: 1, payload }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        let message: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(message["type"], "dm");
+        assert_eq!(message["from"], APPLICATION_SENDER);
+        assert_eq!(message["content"], "hello");
+    }
+
+    #[test]
+    fn an_app_dm_to_a_name_held_here_is_not_relayed() {
+        let mut chat = chat();
+        join(&mut chat, 1, "bob", "lobby", 2);
+        assert_eq!(chat.relayed_app_dm("bob", "hello", None, now()), Ok(None));
     }
 }

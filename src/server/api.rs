@@ -199,6 +199,21 @@ impl Server {
                 json!({ "seq": seq })
             }
             api::Call::Dm { to, content, from } => {
+                // On a node of a cluster, a name held on another node is reached through it.
+                if self.cluster.is_some() {
+                    let relayed = self
+                        .chat
+                        .relayed_app_dm(&to, &content, from.as_deref(), now)
+                        .map_err(refused)?;
+                    if let Some(dm) = relayed {
+                        if !self.relay_dm_for_api(key, dm) {
+                            return Err(api::ApiError::Unavailable(
+                                "the cluster engine (Redis) is not reachable".into(),
+                            ));
+                        }
+                        return Ok(Answer::Later);
+                    }
+                }
                 let delivered = self
                     .chat
                     .dm_from_app(&to, &content, from.as_deref(), now, &mut self.actions)

@@ -50,6 +50,12 @@ pub(super) enum Job {
         /// The sender's copy.
         copy: Rc<str>,
     },
+    /// An `/api/dm` handed to the node holding its recipient's name; the request (slab key and serial) waits for
+    /// the answer.
+    ApiDm {
+        /// The request's connection.
+        request: (usize, u32),
+    },
     /// What a room's stream holds after the seq this node saw last, after its subscription was down.
     Recover {
         /// The room.
@@ -288,8 +294,8 @@ impl Server {
                 }
                 Sender::Api(key, serial) => self.answer_later(
                     (key, serial),
-                    Err(ApiError::Unavailable(
-                        "the cluster engine (Redis) did not take the message".into(),
+                    Err(unavailable(
+                        "the cluster engine (Redis) did not take the message",
                     )),
                 ),
             }
@@ -574,6 +580,26 @@ impl Server {
         }
     }
 
+    /// An `/api/dm` to a name nobody here holds: the DM script hands it to the node holding it, and request `key`
+    /// is answered whether one did. False, with nothing sent, while Redis is not ready.
+    pub(super) fn relay_dm_for_api(&mut self, key: usize, dm: chat::AppDm) -> bool {
+        let Some(request) = who(self, key) else {
+            return false;
+        };
+        self.cluster_ready()
+            && self.cluster.as_mut().is_some_and(|cluster| {
+                let (relay, link) = cluster.relay_and_commands();
+                let args: [&[u8]; 2] = [keys::NODE_CHANNEL_PREFIX.as_bytes(), dm.text.as_bytes()];
+                queue_script(
+                    link,
+                    relay.dm,
+                    &[&keys::name_key(&dm.to_key)],
+                    &args,
+                    Job::ApiDm { request },
+                )
+            })
+    }
+
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
     pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
         let Some(client) = who(self, key) else {
@@ -661,6 +687,15 @@ impl Server {
                     None => self.chat.refuse_unavailable(client.0, &mut self.actions),
                 }
             }
+            Job::ApiDm { request } => {
+                let answer = match reply.as_int() {
+                    Some(n) => Ok(json!({ "delivered": n > 0 }).to_string()),
+                    None => Err(unavailable(
+                        "the cluster engine (Redis) did not take the DM",
+                    )),
+                };
+                self.answer_later(request, answer);
+            }
             Job::Recover { room } => {
                 match recover_answer(&reply) {
                     Some((epoch, messages)) => {
@@ -717,6 +752,10 @@ impl Server {
                 Job::Dm { client, .. } => {
                     self.refuse_senders(&[Sender::Member(client.0, client.1)])
                 }
+                Job::ApiDm { request } => self.answer_later(
+                    request,
+                    Err(unavailable("the cluster engine (Redis) did not answer")),
+                ),
                 Job::Recover { room } => self.recovery_done(&room),
                 Job::Housekeeping => {}
             }
@@ -1110,6 +1149,11 @@ impl Server {
         ];
         queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
     }
+}
+
+/// A 503 for an API request the cluster engine could not carry.
+fn unavailable(why: &'static str) -> ApiError {
+    ApiError::Unavailable(why.into())
 }
 
 /// The recovery script's answer: `[epoch, [messages]]`; `None` for anything else (an empty epoch: the room has none
