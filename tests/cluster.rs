@@ -1223,3 +1223,41 @@ fn api_dm_on_one_node_reaches_a_user_on_another_and_says_whether_it_did() {
     );
     assert_eq!((status, answer), (200, json!({"delivered": false})));
 }
+
+#[test]
+fn api_room_members_on_one_node_list_the_members_of_every_node() {
+    let Some(redis) =
+        RedisServer::start("api_room_members_on_one_node_list_the_members_of_every_node")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    assert_eq!(ann.recv_type("presence")["joined"], "bob");
+    let mut stream = std::net::TcpStream::connect(a.addr).expect("connect");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "GET /api/rooms/lobby HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n",
+        a.addr
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+    let mut response = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+    let (status, body) = parse_http_response(&response);
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["room"], "lobby");
+    assert_eq!(answer["count"], 2, "{answer}");
+    let mut members: Vec<&str> = answer["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["ann", "bob"]);
+}

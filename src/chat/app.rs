@@ -258,6 +258,14 @@ impl Chat {
             .collect()
     }
 
+    /// Room name `name` as the chat keeps it (normalised as a join would), for looking it up elsewhere (the
+    /// cluster's presence hash); `None` if it is no valid room name.
+    pub fn room_name_as_kept(&self, name: &str) -> Option<String> {
+        names::room_name(name, MAX_ROOM_CHARS)
+            .ok()
+            .map(Cow::into_owned)
+    }
+
     /// The names of room `name`'s members, in no particular order; none for a room nobody is in.
     pub fn room_members(&self, name: &str) -> Vec<Rc<str>> {
         let Ok(name) = names::room_name(name, MAX_ROOM_CHARS) else {
@@ -705,5 +713,16 @@ mod tests {
         let mut chat = chat();
         join(&mut chat, 1, "bob", "lobby", 2);
         assert_eq!(chat.relayed_app_dm("bob", "hello", None, now()), Ok(None));
+    }
+
+    #[test]
+    fn a_room_name_is_looked_up_as_a_join_keeps_it_and_a_bad_one_is_none() {
+        let chat = chat();
+        assert_eq!(chat.room_name_as_kept("lobby").as_deref(), Some("lobby"));
+        assert_eq!(
+            chat.room_name_as_kept("ｌｏｂｂｙ").as_deref(),
+            Some("lobby")
+        );
+        assert_eq!(chat.room_name_as_kept(""), None);
     }
 }

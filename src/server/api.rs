@@ -230,6 +230,17 @@ impl Server {
                 json!({ "rooms": rooms })
             }
             api::Call::Room { name } => {
+                // On a node of a cluster, the members of every node, from the room's presence hash in Redis.
+                if self.cluster.is_some() {
+                    if let Some(room) = self.chat.room_name_as_kept(&name) {
+                        if !self.room_members_for_api(key, &room, name) {
+                            return Err(api::ApiError::Unavailable(
+                                "the cluster engine (Redis) is not reachable".into(),
+                            ));
+                        }
+                        return Ok(Answer::Later);
+                    }
+                }
                 let members: Vec<String> = self
                     .chat
                     .room_members(&name)

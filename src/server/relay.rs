@@ -56,6 +56,13 @@ pub(super) enum Job {
         /// The request's connection.
         request: (usize, u32),
     },
+    /// An `/api/rooms/NAME`: the room's members across the cluster, read from its presence hash.
+    ApiRoom {
+        /// The request's connection.
+        request: (usize, u32),
+        /// The room's name as the request gave it, for the answer.
+        asked: String,
+    },
     /// What a room's stream holds after the seq this node saw last, after its subscription was down.
     Recover {
         /// The room.
@@ -600,6 +607,29 @@ impl Server {
             })
     }
 
+    /// An `/api/rooms/NAME` on a node of a cluster: the room's presence hash (name to node) is read, and request
+    /// `key` is answered with its names. False, with nothing sent, while Redis is not ready.
+    pub(super) fn room_members_for_api(&mut self, key: usize, room: &str, asked: String) -> bool {
+        let Some(request) = who(self, key) else {
+            return false;
+        };
+        if !self.cluster_ready() {
+            return false;
+        }
+        let Some(link) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.relay_and_commands().1)
+        else {
+            return false;
+        };
+        let hash = keys::room_members_key(room);
+        // HGETALL answers field, value, field, value... (https://redis.io/commands/hgetall).
+        let words: [&[u8]; 2] = [b"HGETALL", &hash];
+        link.queue(&words, Tag::Relay(Job::ApiRoom { request, asked }))
+            .is_ok()
+    }
+
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
     pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
         let Some(client) = who(self, key) else {
@@ -696,6 +726,16 @@ impl Server {
                 };
                 self.answer_later(request, answer);
             }
+            Job::ApiRoom { request, asked } => {
+                let answer = match members_answer(&reply) {
+                    Some(members) => Ok(
+                        json!({"room": asked, "count": members.len(), "members": members})
+                            .to_string(),
+                    ),
+                    None => Err(unavailable("the cluster engine (Redis) did not answer")),
+                };
+                self.answer_later(request, answer);
+            }
             Job::Recover { room } => {
                 match recover_answer(&reply) {
                     Some((epoch, messages)) => {
@@ -753,6 +793,10 @@ impl Server {
                     self.refuse_senders(&[Sender::Member(client.0, client.1)])
                 }
                 Job::ApiDm { request } => self.answer_later(
+                    request,
+                    Err(unavailable("the cluster engine (Redis) did not answer")),
+                ),
+                Job::ApiRoom { request, .. } => self.answer_later(
                     request,
                     Err(unavailable("the cluster engine (Redis) did not answer")),
                 ),
@@ -1154,6 +1198,22 @@ impl Server {
 /// A 503 for an API request the cluster engine could not carry.
 fn unavailable(why: &'static str) -> ApiError {
     ApiError::Unavailable(why.into())
+}
+
+/// The members' names in an `HGETALL` of a room's presence hash (name, node, name, node...); `None` for anything
+/// but an array.
+fn members_answer(reply: &Reply) -> Option<Vec<String>> {
+    let fields = reply.as_array()?;
+    Some(
+        fields
+            .iter()
+            .step_by(2)
+            .filter_map(|field| match field {
+                OwnedFrame::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// The recovery script's answer: `[epoch, [messages]]`; `None` for anything else (an empty epoch: the room has none
