@@ -89,6 +89,26 @@ impl Process {
         TestClient::connect(self.addr, "/ws").expect("websocket handshake")
     }
 
+    /// A server API call with `API_KEY` on a connection of its own: the status and the JSON body.
+    fn api(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let body = body.to_string();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {API_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+        let mut response = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+        let (status, body) = parse_http_response(&response);
+        let json =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+        (status, json)
+    }
+
     /// Starts a node with a short heartbeat (`--node-heartbeat`), so that its death is noticed quickly.
     fn start_with_heartbeat(redis: &RedisServer, node_id: &str, seconds: &str) -> Process {
         Process::start_with(redis, node_id, &["--node-heartbeat", seconds])
@@ -101,6 +121,9 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// The server API key the nodes of the API tests are started with (`--api-key`).
+const API_KEY: &str = "cluster-test-api-key-0123456789abcdef";
 
 /// True if no `chat` message arrives within 200 ms (presence and system lines may).
 fn no_more_chat(client: &mut TestClient) -> bool {
@@ -1060,4 +1083,181 @@ fn redis_memory_per_connection_and_per_room_is_measured() {
     );
     assert!(per_room_history > 0, "{per_room_history}");
     drop(members);
+}
+
+#[test]
+fn api_publish_on_one_node_reaches_members_on_another_in_order_with_their_messages() {
+    let Some(redis) = RedisServer::start(
+        "api_publish_on_one_node_reaches_members_on_another_in_order_with_their_messages",
+    ) else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut bob = b.ws();
+    let mut cat = b.ws();
+    let joined = join(&mut bob, "bob", "lobby");
+    join(&mut cat, "cat", "lobby");
+    bob.send_json(&chat_msg("first"));
+    assert_eq!(next_chat(&mut bob)["seq"], 1);
+    assert_eq!(next_chat(&mut cat)["seq"], 1);
+    // Nobody is in the room on node A: the publication goes through the cluster all the same, numbered after bob's.
+    let (status, answer) = a.api(
+        "POST",
+        "/api/publish",
+        &json!({"room": "lobby", "content": "news one"}),
+    );
+    assert_eq!((status, answer), (200, json!({"seq": 2})));
+    let (status, answer) = a.api(
+        "POST",
+        "/api/publish",
+        &json!({"room": "lobby", "content": "news two", "from": "editor"}),
+    );
+    assert_eq!((status, answer), (200, json!({"seq": 3})));
+    bob.send_json(&chat_msg("last"));
+    let expected = [
+        (2, "system", "news one"),
+        (3, "editor", "news two"),
+        (4, "bob", "last"),
+    ];
+    for (who, client) in [("bob", &mut bob), ("cat", &mut cat)] {
+        for (seq, from, content) in expected {
+            let message = next_chat(client);
+            assert_eq!(message["room"], "lobby", "{who}: {message}");
+            assert_eq!(message["seq"], seq, "{who}: {message}");
+            assert_eq!(message["from"], from, "{who}: {message}");
+            assert_eq!(message["content"], content, "{who}: {message}");
+        }
+    }
+    assert!(no_more_chat(&mut bob));
+    assert!(no_more_chat(&mut cat));
+    // The published messages are in the room's history across the cluster: a newcomer on A is replayed them.
+    let mut dan = a.ws();
+    dan.send_json(
+        &json!({"type": "join", "userId": "dan", "room": "lobby", "v": 2,
+        "since": {"epoch": joined["epoch"], "seq": 0}}),
+    );
+    let replayed: Vec<Value> = (0..4)
+        .map(|_| next_chat(&mut dan)["content"].clone())
+        .collect();
+    assert_eq!(replayed, ["first", "news one", "news two", "last"]);
+}
+
+#[test]
+fn while_redis_is_away_an_api_publication_is_answered_503() {
+    let Some(mut redis) =
+        RedisServer::start("while_redis_is_away_an_api_publication_is_answered_503")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    redis.stop();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 503));
+    let (status, answer) = a.api(
+        "POST",
+        "/api/publish",
+        &json!({"room": "lobby", "content": "news"}),
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+}
+
+#[test]
+fn api_disconnect_on_one_node_closes_the_users_connection_on_another_with_4005() {
+    let Some(redis) = RedisServer::start(
+        "api_disconnect_on_one_node_closes_the_users_connection_on_another_with_4005",
+    ) else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    let mut cat = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    join(&mut cat, "cat", "lobby");
+    // Node A has none of bob's connections: it closes nothing itself, and node B closes bob's.
+    let (status, answer) = a.api("POST", "/api/disconnect", &json!({"userId": "bob"}));
+    assert_eq!((status, answer), (200, json!({"closed": 0})));
+    assert_eq!(bob.recv_close(), Some(4005));
+    // The code and reason given travel too, and the caller's own connection of the user is closed by the caller.
+    let (status, answer) = a.api(
+        "POST",
+        "/api/disconnect",
+        &json!({"userId": "cat", "code": 4100, "reason": "banned"}),
+    );
+    assert_eq!((status, answer), (200, json!({"closed": 0})));
+    assert_eq!(cat.recv_close(), Some(4100));
+    let (status, answer) = a.api("POST", "/api/disconnect", &json!({"userId": "ann"}));
+    assert_eq!((status, answer), (200, json!({"closed": 1})));
+    assert_eq!(ann.recv_close(), Some(4005));
+}
+
+#[test]
+fn api_dm_on_one_node_reaches_a_user_on_another_and_says_whether_it_did() {
+    let Some(redis) =
+        RedisServer::start("api_dm_on_one_node_reaches_a_user_on_another_and_says_whether_it_did")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut bob = b.ws();
+    join(&mut bob, "bob", "lobby");
+    let (status, answer) = a.api(
+        "POST",
+        "/api/dm",
+        &json!({"to": "bob", "content": "psst", "from": "support"}),
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": true})));
+    let dm = bob.recv_type("dm");
+    assert_eq!(
+        (&dm["from"], &dm["content"]),
+        (&json!("support"), &json!("psst"))
+    );
+    let (status, answer) = a.api(
+        "POST",
+        "/api/dm",
+        &json!({"to": "nobody", "content": "psst"}),
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": false})));
+}
+
+#[test]
+fn api_room_members_on_one_node_list_the_members_of_every_node() {
+    let Some(redis) =
+        RedisServer::start("api_room_members_on_one_node_list_the_members_of_every_node")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    assert_eq!(ann.recv_type("presence")["joined"], "bob");
+    let mut stream = std::net::TcpStream::connect(a.addr).expect("connect");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "GET /api/rooms/lobby HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n",
+        a.addr
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+    let mut response = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+    let (status, body) = parse_http_response(&response);
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["room"], "lobby");
+    assert_eq!(answer["count"], 2, "{answer}");
+    let mut members: Vec<&str> = answer["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["ann", "bob"]);
 }

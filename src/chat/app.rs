@@ -37,9 +37,10 @@ pub enum AppRefusal {
         /// The limit, in Unicode scalar values.
         max_chars: usize,
     },
-    /// A publication on a node of a cluster ([`ChatConfig::relayed`](super::ChatConfig::relayed)): the cluster
-    /// engine numbers every room's messages, and carrying the application's to it is not done yet. Numbering it
-    /// here would put a seq into the room that the engine also gives to another message.
+    /// [`Chat::publish_from_app`] on a node of a cluster ([`ChatConfig::relayed`](super::ChatConfig::relayed)):
+    /// the cluster engine numbers every room's messages, so the message must go to it
+    /// ([`Chat::relayed_publication`]). Numbering it here would put a seq into the room that the engine also gives
+    /// to another message.
     Relayed,
 }
 
@@ -52,7 +53,7 @@ impl fmt::Display for AppRefusal {
                 write!(f, "\"content\" is over {max_chars} characters")
             }
             AppRefusal::Relayed => f.write_str(
-                "publishing through the API is not available on a cluster node (--redis) yet",
+                "a cluster node (--redis) numbers no message itself: the cluster engine does",
             ),
         }
     }
@@ -69,7 +70,49 @@ pub struct RoomSummary {
     pub members: usize,
 }
 
+/// An application's chat message for the cluster engine to number ([`Chat::relayed_publication`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppPublication {
+    /// The room's name, normalised as a member's join would have it.
+    pub room: Rc<str>,
+    /// The message's JSON after its seq, as [`Action::Publish`]'s `tail`: the engine puts
+    /// [`chat_message_head`](super::chat_message_head)`(room)` and the seq before it.
+    pub tail: Rc<str>,
+}
+
+/// An application's DM for the node holding its recipient's name ([`Chat::relayed_app_dm`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppDm {
+    /// The key of the recipient's name (its confusable skeleton).
+    pub to_key: Rc<str>,
+    /// The DM as the recipient's node reads it ([`Chat::deliver_relayed_dm`]).
+    pub text: Rc<str>,
+}
+
 impl Chat {
+    /// Judges an application's message for a room as [`Chat::publish_from_app`] does and, on a node of a cluster,
+    /// encodes it for the cluster engine, which numbers it in the room like any member's message and hands it back
+    /// to every node ([`Chat::deliver_published`]): nothing is numbered, kept or broadcast here.
+    pub fn relayed_publication(
+        &mut self,
+        room: &str,
+        content: &str,
+        from: Option<&str>,
+        now: Now,
+    ) -> Result<AppPublication, AppRefusal> {
+        let room = names::room_name(room, MAX_ROOM_CHARS).map_err(|e| AppRefusal::BadName {
+            field: "room",
+            why: e.to_string(),
+        })?;
+        let from = sender(from)?;
+        self.check_content(content)?;
+        let tail = wire::encode_chat_tail(&mut self.scratch, &from, content, now.unix_ms);
+        Ok(AppPublication {
+            room: Rc::from(room.as_ref()),
+            tail,
+        })
+    }
+
     /// Posts `content` into room `room` on behalf of the application, as `from` ([`APPLICATION_SENDER`] when
     /// `None`; any valid user name, or `system`, may be given). It goes out like a member's chat message: numbered
     /// in the room (whose history begins if the room had none), kept in the history, broadcast to every member.
@@ -173,6 +216,37 @@ impl Chat {
         Ok(true)
     }
 
+    /// On a node of a cluster, an application's DM to a name no connection here holds, encoded for the node that
+    /// holds it (as a member's DM to another node is, [`Action::RelayDm`]): the name's key and the text its node
+    /// reads. `None` when the name is held here ([`Chat::dm_from_app`] delivers it, or nobody can have it).
+    pub fn relayed_app_dm(
+        &mut self,
+        to: &str,
+        content: &str,
+        from: Option<&str>,
+        now: Now,
+    ) -> Result<Option<AppDm>, AppRefusal> {
+        let to = names::user_name(to, MAX_USER_CHARS).map_err(|e| AppRefusal::BadName {
+            field: "to",
+            why: e.to_string(),
+        })?;
+        let from = sender(from)?;
+        self.check_content(content)?;
+        if self.claims.is_claimed(to.key()) {
+            return Ok(None);
+        }
+        let text = wire::encode_relayed_dm(&wire::RelayedDm {
+            to_key: Cow::Borrowed(to.key()),
+            from: Cow::Borrowed(&from),
+            content: Cow::Borrowed(content),
+            timestamp: now.unix_ms,
+        });
+        Ok(Some(AppDm {
+            to_key: to.key().clone(),
+            text,
+        }))
+    }
+
     /// Every room with at least one member, with its count, in no particular order.
     pub fn rooms(&self) -> Vec<RoomSummary> {
         self.rooms
@@ -182,6 +256,14 @@ impl Chat {
                 members: room.seats().len(),
             })
             .collect()
+    }
+
+    /// Room name `name` as the chat keeps it (normalised as a join would), for looking it up elsewhere (the
+    /// cluster's presence hash); `None` if it is no valid room name.
+    pub fn room_name_as_kept(&self, name: &str) -> Option<String> {
+        names::room_name(name, MAX_ROOM_CHARS)
+            .ok()
+            .map(Cow::into_owned)
     }
 
     /// The names of room `name`'s members, in no particular order; none for a room nobody is in.
@@ -572,5 +654,75 @@ mod tests {
             Err(AppRefusal::Relayed)
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_relayed_publication_is_the_chat_message_the_engine_completes_with_a_seq() {
+        let mut chat = chat();
+        let publication = chat
+            .relayed_publication("lobby", "news", Some("bob"), now())
+            .unwrap();
+        assert_eq!(&*publication.room, "lobby");
+        let text = format!(
+            "{}7{}",
+            crate::chat::chat_message_head("lobby"),
+            publication.tail
+        );
+        let message: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            message,
+            json!({"type": "chat", "room": "lobby", "seq": 7, "from": "bob", "content": "news", "timestamp": T0})
+        );
+    }
+
+    #[test]
+    fn a_relayed_publication_is_judged_like_a_local_one() {
+        let mut chat = chat();
+        assert_eq!(
+            chat.relayed_publication("lobby", "", None, now()),
+            Err(AppRefusal::EmptyContent)
+        );
+        assert!(matches!(
+            chat.relayed_publication("", "news", None, now()),
+            Err(AppRefusal::BadName { field: "room", .. })
+        ));
+    }
+
+    #[test]
+    fn a_relayed_app_dm_is_read_by_the_recipients_node_as_a_dm_from_the_application() {
+        let mut sender_node = chat();
+        let dm = sender_node
+            .relayed_app_dm("bob", "hello", None, now())
+            .unwrap()
+            .expect("bob is not here");
+        let mut recipient_node = chat();
+        join(&mut recipient_node, 1, "bob", "lobby", 2);
+        let mut out = Vec::new();
+        recipient_node.deliver_relayed_dm(&dm.text, &mut out);
+        let [Action::Send { to: 1, payload }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        let message: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(message["type"], "dm");
+        assert_eq!(message["from"], APPLICATION_SENDER);
+        assert_eq!(message["content"], "hello");
+    }
+
+    #[test]
+    fn an_app_dm_to_a_name_held_here_is_not_relayed() {
+        let mut chat = chat();
+        join(&mut chat, 1, "bob", "lobby", 2);
+        assert_eq!(chat.relayed_app_dm("bob", "hello", None, now()), Ok(None));
+    }
+
+    #[test]
+    fn a_room_name_is_looked_up_as_a_join_keeps_it_and_a_bad_one_is_none() {
+        let chat = chat();
+        assert_eq!(chat.room_name_as_kept("lobby").as_deref(), Some("lobby"));
+        assert_eq!(
+            chat.room_name_as_kept("ｌｏｂｂｙ").as_deref(),
+            Some("lobby")
+        );
+        assert_eq!(chat.room_name_as_kept(""), None);
     }
 }

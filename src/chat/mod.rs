@@ -29,7 +29,7 @@ use std::rc::Rc;
 
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
-pub use app::{AppRefusal, RoomSummary, APPLICATION_SENDER};
+pub use app::{AppDm, AppPublication, AppRefusal, RoomSummary, APPLICATION_SENDER};
 use by_client::ByClient;
 use claims::Claims;
 use grants::Grants;

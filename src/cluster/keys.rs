@@ -107,6 +107,47 @@ pub fn room_of_channel(channel: &[u8]) -> Option<&str> {
     std::str::from_utf8(room).ok()
 }
 
+/// The channel every node subscribes to for what concerns them all: a server API `/api/disconnect`, which each
+/// node carries out on its own connections.
+pub const CLUSTER_CHANNEL: &str = "roomcast:cluster";
+
+/// An `/api/disconnect` as the cluster channel carries it: `disconnect`, then the calling node's id, the close
+/// code, the user's name and the close reason, each after a newline (the reason last: it may hold newlines).
+pub fn disconnect_message(node: &str, code: u16, user: &str, reason: &str) -> Vec<u8> {
+    format!("disconnect\n{node}\n{code}\n{user}\n{reason}").into_bytes()
+}
+
+/// A disconnect read back from the cluster channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disconnect<'a> {
+    /// The node the API was called on (which has closed its own connections already).
+    pub node: &'a str,
+    /// The close code.
+    pub code: u16,
+    /// The user whose connections are to be closed.
+    pub user: &'a str,
+    /// The close reason.
+    pub reason: &'a str,
+}
+
+/// Reads what [`disconnect_message`] wrote; `None` for anything else.
+pub fn split_disconnect(payload: &[u8]) -> Option<Disconnect<'_>> {
+    let text = std::str::from_utf8(payload)
+        .ok()?
+        .strip_prefix("disconnect\n")?;
+    let mut parts = text.splitn(4, '\n');
+    let node = parts.next()?;
+    let code = parts.next()?.parse().ok()?;
+    let user = parts.next()?;
+    let reason = parts.next()?;
+    Some(Disconnect {
+        node,
+        code,
+        user,
+        reason,
+    })
+}
+
 /// The counter of a room's last seq: `roomcast:room:<room>:seq`.
 pub fn room_seq_key(room: &str) -> Vec<u8> {
     [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":seq"].concat()
@@ -133,6 +174,27 @@ pub fn room_stream_key(room: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disconnect_message_reads_back_with_a_reason_holding_newlines() {
+        let message = disconnect_message("n1", 4005, "bob", "bye\nnow");
+        assert_eq!(
+            split_disconnect(&message),
+            Some(Disconnect {
+                node: "n1",
+                code: 4005,
+                user: "bob",
+                reason: "bye\nnow"
+            })
+        );
+    }
+
+    #[test]
+    fn anything_but_a_disconnect_is_not_read_as_one() {
+        assert_eq!(split_disconnect(b"disconnect\nn1\nnot-a-code\nbob\n"), None);
+        assert_eq!(split_disconnect(b"disconnect\nn1\n4005\nbob"), None);
+        assert_eq!(split_disconnect(b"replace\nroomcast:name:bob"), None);
+    }
 
     #[test]
     fn node_channels_and_name_keys_are_apart_from_rooms() {

@@ -72,8 +72,51 @@ impl Server {
             return;
         };
         let rest = body.split_off(head.body_len);
+        let answered =
+            api::read_call(&head.endpoint, &body).and_then(|call| self.carry_out(key, call));
+        match answered {
+            Ok(Answer::Now(answer)) => self.answer_call(key, &head, Ok(answer), rest),
+            Err(refusal) => self.answer_call(key, &head, Err(refusal), rest),
+            Ok(Answer::Later) => {
+                if let Some(client) = self.clients.get_mut(key) {
+                    client.phase = Phase::AwaitingCluster { answer: head, rest };
+                }
+            }
+        }
+    }
+
+    /// The cluster engine's answer to the request `client` (slab key and serial) waits for: its response goes out
+    /// as if the call had been answered at once. Nothing if the connection is gone or no longer waits.
+    pub(super) fn answer_later(
+        &mut self,
+        (key, serial): (usize, u32),
+        answer: Result<String, api::ApiError>,
+    ) {
+        let Some(client) = self.clients.get_mut(key).filter(|c| c.serial == serial) else {
+            return;
+        };
+        if !matches!(client.phase, Phase::AwaitingCluster { .. }) {
+            return;
+        }
+        let Phase::AwaitingCluster { answer: head, rest } =
+            std::mem::replace(&mut client.phase, Phase::Responding)
+        else {
+            return;
+        };
+        self.answer_call(key, &head, answer, rest);
+    }
+
+    /// Queues the response to a call, counted; with keep-alive the connection goes back to reading a request head,
+    /// starting with `rest`, else it closes once the response is sent.
+    fn answer_call(
+        &mut self,
+        key: usize,
+        head: &api::Head,
+        answer: Result<String, api::ApiError>,
+        rest: Vec<u8>,
+    ) {
         let mut response = Vec::new();
-        match api::read_call(&head.endpoint, &body).and_then(|call| self.carry_out(call)) {
+        match answer {
             Ok(answer) => {
                 *self
                     .metrics
@@ -118,15 +161,32 @@ impl Server {
         self.queue_response(key, out);
     }
 
-    /// Carries out `call` through the chat, applying what it asks for; the answer's JSON, or a 400 for values the
-    /// chat refuses.
-    fn carry_out(&mut self, call: api::Call) -> Result<String, api::ApiError> {
+    /// Carries out `call`, made on connection `key`, through the chat, applying what it asks for; the answer's
+    /// JSON, or a 400 for values the chat refuses. On a node with `--redis`, a publication goes to the cluster
+    /// engine and is answered later ([`Server::answer_later`]).
+    fn carry_out(&mut self, key: usize, call: api::Call) -> Result<Answer, api::ApiError> {
         let now = super::chat_time(self.now);
         let refused = |e: crate::chat::AppRefusal| match e {
             crate::chat::AppRefusal::Relayed => api::ApiError::Unavailable(e.to_string().into()),
             _ => api::ApiError::BadRequest(e.to_string().into()),
         };
         let answer = match call {
+            api::Call::Publish {
+                room,
+                content,
+                from,
+            } if self.cluster.is_some() => {
+                let publication = self
+                    .chat
+                    .relayed_publication(&room, &content, from.as_deref(), now)
+                    .map_err(refused)?;
+                if !self.publish_for_api(key, publication) {
+                    return Err(api::ApiError::Unavailable(
+                        "the cluster engine (Redis) is not reachable".into(),
+                    ));
+                }
+                return Ok(Answer::Later);
+            }
             api::Call::Publish {
                 room,
                 content,
@@ -139,6 +199,21 @@ impl Server {
                 json!({ "seq": seq })
             }
             api::Call::Dm { to, content, from } => {
+                // On a node of a cluster, a name held on another node is reached through it.
+                if self.cluster.is_some() {
+                    let relayed = self
+                        .chat
+                        .relayed_app_dm(&to, &content, from.as_deref(), now)
+                        .map_err(refused)?;
+                    if let Some(dm) = relayed {
+                        if !self.relay_dm_for_api(key, dm) {
+                            return Err(api::ApiError::Unavailable(
+                                "the cluster engine (Redis) is not reachable".into(),
+                            ));
+                        }
+                        return Ok(Answer::Later);
+                    }
+                }
                 let delivered = self
                     .chat
                     .dm_from_app(&to, &content, from.as_deref(), now, &mut self.actions)
@@ -155,6 +230,17 @@ impl Server {
                 json!({ "rooms": rooms })
             }
             api::Call::Room { name } => {
+                // On a node of a cluster, the members of every node, from the room's presence hash in Redis.
+                if self.cluster.is_some() {
+                    if let Some(room) = self.chat.room_name_as_kept(&name) {
+                        if !self.room_members_for_api(key, &room, name) {
+                            return Err(api::ApiError::Unavailable(
+                                "the cluster engine (Redis) is not reachable".into(),
+                            ));
+                        }
+                        return Ok(Answer::Later);
+                    }
+                }
                 let members: Vec<String> = self
                     .chat
                     .room_members(&name)
@@ -168,10 +254,27 @@ impl Server {
                     .chat
                     .disconnect_user(&user, CloseCode::new(code), &reason, now, &mut self.actions)
                     .map_err(refused)?;
+                // On a node of a cluster, the other nodes close the user's connections they have: `closed` counts
+                // this node's.
+                if self.cluster.is_some() && !self.disconnect_across_cluster(&user, code, &reason) {
+                    self.apply_actions();
+                    return Err(api::ApiError::Unavailable(
+                        "closed here; the other nodes could not be told: Redis is not reachable"
+                            .into(),
+                    ));
+                }
                 json!({ "closed": closed })
             }
         };
         self.apply_actions();
-        Ok(answer.to_string())
+        Ok(Answer::Now(answer.to_string()))
     }
+}
+
+/// When a call is answered.
+enum Answer {
+    /// At once, with this JSON.
+    Now(String),
+    /// Once the cluster engine has answered ([`Server::answer_later`]).
+    Later,
 }

@@ -29,6 +29,14 @@ pub enum Phase {
         /// The body's bytes so far (and any that came after it).
         body: Vec<u8>,
     },
+    /// A server API request waits for the cluster engine's answer (`/api/publish` on a node with `--redis`); its
+    /// response is queued once it comes, or once Redis is found away.
+    AwaitingCluster {
+        /// What the request asked for its response.
+        answer: Box<crate::http::api::Head>,
+        /// Bytes that came after the request's body (a pipelined request), read once it is answered.
+        rest: Vec<u8>,
+    },
     /// A plain HTTP response is queued; the connection closes once it is sent.
     Responding,
     /// The handshake succeeded: a WebSocket.
@@ -165,18 +173,20 @@ impl Client {
         match &self.phase {
             Phase::Responding => true,
             Phase::WebSocket { ws, .. } => ws.state().is_finished(),
-            Phase::ReadingRequest { .. } | Phase::ReadingBody { .. } | Phase::Lingering { .. } => {
-                false
-            }
+            Phase::ReadingRequest { .. }
+            | Phase::ReadingBody { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::Lingering { .. } => false,
         }
     }
 
     /// What the client waits for, which picks the timeout rule.
     fn waiting(&self) -> Waiting {
         match &self.phase {
-            Phase::ReadingRequest { .. } | Phase::ReadingBody { .. } | Phase::Responding => {
-                Waiting::Request
-            }
+            Phase::ReadingRequest { .. }
+            | Phase::ReadingBody { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::Responding => Waiting::Request,
             Phase::WebSocket { ws, .. } if ws.state() == State::Open => Waiting::Peer,
             Phase::WebSocket { .. } | Phase::Lingering { .. } => Waiting::Close,
         }
@@ -192,6 +202,7 @@ impl Client {
         match self.phase {
             Phase::ReadingRequest { .. } => "reading request",
             Phase::ReadingBody { .. } => "reading body",
+            Phase::AwaitingCluster { .. } => "awaiting cluster",
             Phase::Responding => "responding",
             Phase::WebSocket { .. } => "websocket",
             Phase::Lingering { .. } => "lingering",

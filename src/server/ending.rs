@@ -211,7 +211,11 @@ impl Server {
                 Some(Phase::WebSocket { .. }) => {
                     self.close_websocket(key, CloseCode::GOING_AWAY, "server shutting down")
                 }
-                Some(Phase::ReadingRequest { .. } | Phase::ReadingBody { .. }) => self.remove(key),
+                Some(
+                    Phase::ReadingRequest { .. }
+                    | Phase::ReadingBody { .. }
+                    | Phase::AwaitingCluster { .. },
+                ) => self.remove(key),
                 Some(Phase::Responding | Phase::Lingering { .. }) | None => {}
             }
         }

@@ -129,6 +129,17 @@ impl Server {
             Phase::WebSocket { .. } => self.on_frames(key, bytes),
             // A response is on its way: what the peer sends now is discarded (RFC 6455 7.1.1).
             Phase::Responding => {}
+            // A pipelined request behind one waiting for the cluster, read once that one is answered; past a body's
+            // limit, the connection closes after the answer instead.
+            Phase::AwaitingCluster { answer, rest } => {
+                if answer.keep_alive && rest.len() + bytes.len() <= crate::http::api::MAX_BODY_BYTES
+                {
+                    rest.extend_from_slice(bytes);
+                } else {
+                    answer.keep_alive = false;
+                    rest.clear();
+                }
+            }
             // Discarded; past what a lingering peer may send, it is read no more (`is_backpressured`).
             Phase::Lingering { discard_left } => {
                 let read = u32::try_from(bytes.len()).unwrap_or(u32::MAX);

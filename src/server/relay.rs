@@ -21,12 +21,19 @@ use redis_protocol::resp2::types::OwnedFrame;
 use crate::chat::{self, Action, ClaimAnswer, Delivery, RoomState};
 use crate::cluster::keys;
 use crate::cluster::{LinkEvent, NodeId, Reply, Script};
+use crate::http::api::ApiError;
+use serde_json::json;
 
 /// A command of the chat's, waiting for its reply.
 #[derive(Debug)]
 pub(super) enum Job {
-    /// One room's publish script call, with the senders of its messages (slab key and serial), in order.
-    Publish(Vec<(usize, u32)>),
+    /// One room's publish script call, with the senders of its messages, in order.
+    Publish {
+        /// The room.
+        room: Rc<str>,
+        /// The senders.
+        senders: Vec<Sender>,
+    },
     /// A join's name and room asked for.
     Claim {
         /// The joiner's slab key and serial.
@@ -43,6 +50,19 @@ pub(super) enum Job {
         /// The sender's copy.
         copy: Rc<str>,
     },
+    /// An `/api/dm` handed to the node holding its recipient's name; the request (slab key and serial) waits for
+    /// the answer.
+    ApiDm {
+        /// The request's connection.
+        request: (usize, u32),
+    },
+    /// An `/api/rooms/NAME`: the room's members across the cluster, read from its presence hash.
+    ApiRoom {
+        /// The request's connection.
+        request: (usize, u32),
+        /// The room's name as the request gave it, for the answer.
+        asked: String,
+    },
     /// What a room's stream holds after the seq this node saw last, after its subscription was down.
     Recover {
         /// The room.
@@ -52,10 +72,19 @@ pub(super) enum Job {
     Housekeeping,
 }
 
+/// Who sent a chat message handed to the cluster engine, to be told if it is refused: a member's connection, or
+/// a server API request waiting for its seq (slab key and serial, either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sender {
+    /// A member's WebSocket.
+    Member(usize, u32),
+    /// An `/api/publish` request, answered `{"seq": N}` once the script has numbered it.
+    Api(usize, u32),
+}
+
 /// A chat message waiting for its room's script call.
 struct Pending {
-    key: usize,
-    serial: u32,
+    sender: Sender,
     tail: Rc<str>,
 }
 
@@ -260,11 +289,33 @@ impl Server {
             .is_some_and(|client| client.serial == serial)
     }
 
-    /// Tells each sender still connected that its message was not sent.
-    fn refuse_senders(&mut self, senders: &[(usize, u32)]) {
+    /// Tells each sender still connected that its message was not sent: `unavailable` to a member, 503 to an API
+    /// request.
+    fn refuse_senders(&mut self, senders: &[Sender]) {
         for &sender in senders {
-            if self.still_there(sender) {
-                self.chat.refuse_unavailable(sender.0, &mut self.actions);
+            match sender {
+                Sender::Member(key, serial) => {
+                    if self.still_there((key, serial)) {
+                        self.chat.refuse_unavailable(key, &mut self.actions);
+                    }
+                }
+                Sender::Api(key, serial) => self.answer_later(
+                    (key, serial),
+                    Err(unavailable(
+                        "the cluster engine (Redis) did not take the message",
+                    )),
+                ),
+            }
+        }
+    }
+
+    /// Answers each API request among `senders` with the seq the publish script gave its message: the script
+    /// numbers a call's messages one after another from `first`.
+    fn answer_api_senders(&mut self, senders: &[Sender], first: i64) {
+        for (offset, sender) in (0_i64..).zip(senders) {
+            if let Sender::Api(key, serial) = *sender {
+                let seq = first.saturating_add(offset);
+                self.answer_later((key, serial), Ok(json!({ "seq": seq }).to_string()));
             }
         }
     }
@@ -275,10 +326,34 @@ impl Server {
         let Some((key, serial)) = who(self, key) else {
             return;
         };
+        let sender = Sender::Member(key, serial);
         if !self.cluster_ready() {
-            self.refuse_senders(&[(key, serial)]);
+            self.refuse_senders(&[sender]);
             return;
         }
+        self.queue_publication(sender, room, tail);
+    }
+
+    /// An `/api/publish` on connection `key`, for the cluster engine to number like a member's message: it goes
+    /// with the turn's publications of its room (subscribing to the room first if nobody here is in it), and the
+    /// request is answered with the script's seq, or 503. False, with nothing queued, while Redis is not ready.
+    pub(super) fn publish_for_api(
+        &mut self,
+        key: usize,
+        publication: chat::AppPublication,
+    ) -> bool {
+        let Some((key, serial)) = who(self, key) else {
+            return false;
+        };
+        if !self.cluster_ready() {
+            return false;
+        }
+        self.queue_publication(Sender::Api(key, serial), publication.room, publication.tail);
+        true
+    }
+
+    /// Puts a message into its room's publications of this turn.
+    fn queue_publication(&mut self, sender: Sender, room: Rc<str>, tail: Rc<str>) {
         let Some(relay) = self.relay_mut() else {
             return;
         };
@@ -289,10 +364,7 @@ impl Server {
         if first {
             relay.to_publish.push(room.clone());
         }
-        relay
-            .add_room(room)
-            .pending
-            .push(Pending { key, serial, tail });
+        relay.add_room(room).pending.push(Pending { sender, tail });
     }
 
     /// The chat asked for a name across the cluster, and the state of `room`, for a joiner. The join waits for the
@@ -486,6 +558,78 @@ impl Server {
         );
     }
 
+    /// An `/api/disconnect` carried out here, told to every other node on the cluster's channel, whose relays
+    /// carry it out on their own connections. False, with nothing sent, while Redis is not ready.
+    pub(super) fn disconnect_across_cluster(
+        &mut self,
+        user: &str,
+        code: u16,
+        reason: &str,
+    ) -> bool {
+        if !self.cluster_ready() {
+            return false;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return false;
+        };
+        let (relay, link) = cluster.relay_and_commands();
+        let Some(link) = link else {
+            return false;
+        };
+        let message = keys::disconnect_message(relay.node.as_str(), code, user, reason);
+        let words: [&[u8]; 3] = [b"PUBLISH", keys::CLUSTER_CHANNEL.as_bytes(), &message];
+        match link.queue(&words, Tag::Relay(Job::Housekeeping)) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("cannot send a disconnect to the cluster: {e}");
+                false
+            }
+        }
+    }
+
+    /// An `/api/dm` to a name nobody here holds: the DM script hands it to the node holding it, and request `key`
+    /// is answered whether one did. False, with nothing sent, while Redis is not ready.
+    pub(super) fn relay_dm_for_api(&mut self, key: usize, dm: chat::AppDm) -> bool {
+        let Some(request) = who(self, key) else {
+            return false;
+        };
+        self.cluster_ready()
+            && self.cluster.as_mut().is_some_and(|cluster| {
+                let (relay, link) = cluster.relay_and_commands();
+                let args: [&[u8]; 2] = [keys::NODE_CHANNEL_PREFIX.as_bytes(), dm.text.as_bytes()];
+                queue_script(
+                    link,
+                    relay.dm,
+                    &[&keys::name_key(&dm.to_key)],
+                    &args,
+                    Job::ApiDm { request },
+                )
+            })
+    }
+
+    /// An `/api/rooms/NAME` on a node of a cluster: the room's presence hash (name to node) is read, and request
+    /// `key` is answered with its names. False, with nothing sent, while Redis is not ready.
+    pub(super) fn room_members_for_api(&mut self, key: usize, room: &str, asked: String) -> bool {
+        let Some(request) = who(self, key) else {
+            return false;
+        };
+        if !self.cluster_ready() {
+            return false;
+        }
+        let Some(link) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.relay_and_commands().1)
+        else {
+            return false;
+        };
+        let hash = keys::room_members_key(room);
+        // HGETALL answers field, value, field, value... (https://redis.io/commands/hgetall).
+        let words: [&[u8]; 2] = [b"HGETALL", &hash];
+        link.queue(&words, Tag::Relay(Job::ApiRoom { request, asked }))
+            .is_ok()
+    }
+
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
     pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
         let Some(client) = who(self, key) else {
@@ -511,14 +655,25 @@ impl Server {
     /// The reply to one of the chat's commands.
     pub(super) fn on_relay_reply(&mut self, job: Job, reply: Reply) {
         match job {
-            Job::Publish(senders) => {
+            Job::Publish { room, senders } => {
                 if let Some(error) = reply.error() {
                     warn!("Redis refused a publication: {error}");
                     if let Some(relay) = self.relay_mut() {
                         relay.publish_errors += senders.len() as u64;
                     }
                     self.refuse_senders(&senders);
+                } else if let Some(first) = reply.as_int() {
+                    self.answer_api_senders(&senders, first);
+                } else {
+                    warn!("Redis answered a publication oddly: {reply:?}");
+                    let api: Vec<Sender> = senders
+                        .into_iter()
+                        .filter(|sender| matches!(sender, Sender::Api(..)))
+                        .collect();
+                    self.refuse_senders(&api);
                 }
+                // A room subscribed to only for an API publication is let go once it is published.
+                self.forget_room_if_unused(&room);
             }
             Job::Claim { client, name, room } => {
                 if let Some(channel) = self
@@ -562,6 +717,25 @@ impl Server {
                     None => self.chat.refuse_unavailable(client.0, &mut self.actions),
                 }
             }
+            Job::ApiDm { request } => {
+                let answer = match reply.as_int() {
+                    Some(n) => Ok(json!({ "delivered": n > 0 }).to_string()),
+                    None => Err(unavailable(
+                        "the cluster engine (Redis) did not take the DM",
+                    )),
+                };
+                self.answer_later(request, answer);
+            }
+            Job::ApiRoom { request, asked } => {
+                let answer = match members_answer(&reply) {
+                    Some(members) => Ok(
+                        json!({"room": asked, "count": members.len(), "members": members})
+                            .to_string(),
+                    ),
+                    None => Err(unavailable("the cluster engine (Redis) did not answer")),
+                };
+                self.answer_later(request, answer);
+            }
             Job::Recover { room } => {
                 match recover_answer(&reply) {
                     Some((epoch, messages)) => {
@@ -588,11 +762,12 @@ impl Server {
         let now = super::chat_time(self.now);
         for job in jobs {
             match job {
-                Job::Publish(senders) => {
+                Job::Publish { room, senders } => {
                     if let Some(relay) = self.relay_mut() {
                         relay.publish_errors += senders.len() as u64;
                     }
                     self.refuse_senders(&senders);
+                    self.forget_room_if_unused(&room);
                 }
                 Job::Claim { client, name, room } => {
                     if let Some(channel) = self
@@ -614,14 +789,25 @@ impl Server {
                     self.release_held(&room);
                     self.forget_room_if_unused(&room);
                 }
-                Job::Dm { client, .. } => self.refuse_senders(&[client]),
+                Job::Dm { client, .. } => {
+                    self.refuse_senders(&[Sender::Member(client.0, client.1)])
+                }
+                Job::ApiDm { request } => self.answer_later(
+                    request,
+                    Err(unavailable("the cluster engine (Redis) did not answer")),
+                ),
+                Job::ApiRoom { request, .. } => self.answer_later(
+                    request,
+                    Err(unavailable("the cluster engine (Redis) did not answer")),
+                ),
                 Job::Recover { room } => self.recovery_done(&room),
                 Job::Housekeeping => {}
             }
         }
     }
 
-    /// A push on the subscriber connection: a confirmation, or a message on a room's or this node's channel.
+    /// A push on the subscriber connection: a confirmation, or a message on a room's, this node's or the cluster's
+    /// channel.
     pub(super) fn on_relay_push(&mut self, event: LinkEvent<Tag>) {
         let Some(relay) = self.cluster.as_mut().map(|cluster| &mut cluster.relay) else {
             return;
@@ -665,6 +851,25 @@ impl Server {
                 }
             }
             LinkEvent::Message { channel, payload } => {
+                if channel == keys::CLUSTER_CHANNEL.as_bytes() {
+                    match keys::split_disconnect(&payload) {
+                        // The calling node closed its own connections already.
+                        Some(disconnect) if disconnect.node != relay.node.as_str() => {
+                            let now = super::chat_time(self.now);
+                            let closed = self.chat.disconnect_user(
+                                disconnect.user,
+                                crate::protocol::CloseCode::new(disconnect.code),
+                                disconnect.reason,
+                                now,
+                                &mut self.actions,
+                            );
+                            debug!("a disconnect from node {}: {closed:?}", disconnect.node);
+                        }
+                        Some(_) => {}
+                        None => debug!("not a cluster message: {payload:?}"),
+                    }
+                    return;
+                }
                 if let Some((node, event)) = keys::split_presence(&payload) {
                     if node != relay.node.as_str() {
                         if let Some(room) = keys::room_of_channel(&channel) {
@@ -857,7 +1062,7 @@ impl Server {
                     if channel.subscribed != Subscribed::No {
                         leave.push(keys::room_channel(&room));
                     }
-                    refused.extend(channel.pending.iter().map(|p| (p.key, p.serial)));
+                    refused.extend(channel.pending.iter().map(|p| p.sender));
                 }
             }
         }
@@ -881,6 +1086,8 @@ impl Server {
         if relay.node_subscribed == Subscribed::No {
             relay.node_subscribed = Subscribed::Asked;
             channels.push(relay.node_channel.clone());
+            // The cluster's channel goes with the node's, on every subscriber connection.
+            channels.push(keys::CLUSTER_CHANNEL.as_bytes().to_vec());
         }
         for room in relay.to_subscribe.drain(..) {
             if let Some(channel) = relay.rooms.get_mut(&room) {
@@ -902,7 +1109,7 @@ impl Server {
             if let Some(relay) = self.relay_mut() {
                 for room in std::mem::take(&mut relay.to_publish) {
                     if let Some(channel) = relay.rooms.get_mut(&room) {
-                        refused.extend(channel.pending.drain(..).map(|p| (p.key, p.serial)));
+                        refused.extend(channel.pending.drain(..).map(|p| p.sender));
                     }
                 }
             }
@@ -939,13 +1146,16 @@ impl Server {
             args.push(fresh.as_bytes());
             args.push(head.as_bytes());
             args.extend(channel.pending.iter().map(|p| p.tail.as_bytes()));
-            let senders = channel.pending.iter().map(|p| (p.key, p.serial)).collect();
+            let senders = channel.pending.iter().map(|p| p.sender).collect();
             let keys = [
                 keys::room_seq_key(&room),
                 keys::room_stream_key(&room),
                 keys::room_epoch_key(&room),
             ];
-            let job = Job::Publish(senders);
+            let job = Job::Publish {
+                room: room.clone(),
+                senders,
+            };
             let keys = [&keys[0][..], &keys[1], &keys[2]];
             if !queue_script(link.as_deref_mut(), relay.publish, &keys, &args, job) {
                 // Not expected: the command connection is ready.
@@ -983,6 +1193,27 @@ impl Server {
         ];
         queue_script(link, relay.heartbeat, &keys, &args, Job::Housekeeping);
     }
+}
+
+/// A 503 for an API request the cluster engine could not carry.
+fn unavailable(why: &'static str) -> ApiError {
+    ApiError::Unavailable(why.into())
+}
+
+/// The members' names in an `HGETALL` of a room's presence hash (name, node, name, node...); `None` for anything
+/// but an array.
+fn members_answer(reply: &Reply) -> Option<Vec<String>> {
+    let fields = reply.as_array()?;
+    Some(
+        fields
+            .iter()
+            .step_by(2)
+            .filter_map(|field| match field {
+                OwnedFrame::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// The recovery script's answer: `[epoch, [messages]]`; `None` for anything else (an empty epoch: the room has none
