@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::origin::OriginPolicy;
-use super::reason_phrase;
 use crate::protocol::handshake::RequestHead;
 
 /// The largest body accepted, in bytes; a bigger one is a 413.
@@ -523,21 +522,14 @@ fn write_json(
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) {
-    let connection = if keep_alive { "keep-alive" } else { "close" };
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: {connection}\r\nCache-Control: no-store\r\n",
-        reason_phrase(status),
-        body.len() + 1
+    super::write_head(
+        status,
+        "application/json",
+        body.len() + 1,
+        keep_alive,
+        extra,
+        out,
     );
-    for (name, value) in extra {
-        head.push_str(name);
-        head.push_str(": ");
-        head.push_str(value);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body.as_bytes());
     out.push(b'\n');
 }

@@ -287,11 +287,25 @@ pub fn write_response(
     body: &[u8],
     out: &mut Vec<u8>,
 ) {
+    write_head(status, content_type, body.len(), false, extra, out);
+    out.extend_from_slice(body);
+}
+
+/// Appends an HTTP/1.1 response head: the status line, the headers every answer of ours carries (type, length,
+/// `Connection`, `Cache-Control: no-store`), then `extra` and the blank line that ends the head.
+pub(crate) fn write_head(
+    status: u16,
+    content_type: &str,
+    content_length: usize,
+    keep_alive: bool,
+    extra: &[(&str, &str)],
+    out: &mut Vec<u8>,
+) {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\
-         Cache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n\
+         Connection: {connection}\r\nCache-Control: no-store\r\n",
         reason_phrase(status),
-        body.len()
     );
     for (name, value) in extra {
         head.push_str(name);
@@ -301,7 +315,6 @@ pub fn write_response(
     }
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
 }
 
 /// Cuts a complete response down to its head, for a HEAD request (RFC 9110 9.3.2): the headers, Content-Length
