@@ -151,22 +151,7 @@ impl Chat {
         };
         let payload = wire::encode_chat(&mut self.scratch, &fields);
         let escaped = handlers::escaped_for_v1(&mut self.scratch, &fields);
-        self.rooms.remember(
-            room_id,
-            seq,
-            &payload,
-            escaped.as_deref(),
-            self.config.history_len,
-            self.config.max_history_bytes,
-        );
-        let v1_payload = escaped.unwrap_or_else(|| payload.clone());
-        out.push(Action::Broadcast {
-            room: room_id,
-            except: None,
-            payload,
-            v1_payload: Some(v1_payload),
-            seq: Some(seq),
-        });
+        self.keep_and_broadcast(room_id, seq, payload, escaped, out);
         self.rooms.evict_excess(self.config.max_empty_rooms);
         Ok(seq)
     }

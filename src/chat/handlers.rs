@@ -367,6 +367,19 @@ impl Chat {
         if let Some(room) = self.rooms.get_mut(room_id) {
             room.next_seq();
         }
+        self.keep_and_broadcast(room_id, seq, payload, escaped, out);
+    }
+
+    /// A numbered chat message, in its V2 form and its V1 form where that differs, kept in its room's history and
+    /// broadcast to every member: the end of a member's `chat` and of an application's publication alike.
+    pub(super) fn keep_and_broadcast(
+        &mut self,
+        room_id: RoomId,
+        seq: u64,
+        payload: Rc<str>,
+        escaped: Option<Rc<str>>,
+        out: &mut Vec<Action>,
+    ) {
         self.rooms.remember(
             room_id,
             seq,
