@@ -6,14 +6,13 @@
 //! prints; it runs nothing.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::Value;
 
-use crate::summary::{fmt_value, lookup, median};
+use crate::summary::{fmt_value, json_lines, lookup, median};
 
 /// The setups, in table order, and what each is.
 const SETUPS: &[(&str, &str)] = &[
@@ -112,44 +111,35 @@ impl Counted {
 pub fn run(args: &ClusterSummaryArgs) -> ExitCode {
     let mut groups = Groups::new();
     let mut counted: BTreeMap<(String, String), Vec<Counted>> = BTreeMap::new();
-    for file in &args.files {
-        let text = match fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("roomcast-bench: {}: {e}", file.display());
-                return ExitCode::FAILURE;
-            }
+    let Some(runs) = json_lines(&args.files) else {
+        return ExitCode::FAILURE;
+    };
+    for value in runs {
+        let Some((scenario, setup)) = value
+            .get("label")
+            .and_then(Value::as_str)
+            .and_then(|l| l.split_once('/'))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        else {
+            continue;
         };
-        for line in text.lines() {
-            let Ok(value) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let Some((scenario, setup)) = value
-                .get("label")
-                .and_then(Value::as_str)
-                .and_then(|l| l.split_once('/'))
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            else {
-                continue;
-            };
-            if let Some(nodes) = value.get("node_instructions").and_then(Value::as_array) {
-                let run = value.get("run").unwrap_or(&Value::Null);
-                counted.entry((scenario, setup)).or_default().push(Counted {
-                    duration: lookup(&value, &["duration_s"]).unwrap_or(0.0),
-                    nodes: nodes.iter().filter_map(Value::as_f64).collect(),
-                    redis: value.get("redis_instructions").and_then(Value::as_f64),
-                    deliveries: lookup(run, &["delivered_total"]).unwrap_or(0.0),
-                    messages: lookup(run, &["sent_total"]).unwrap_or(0.0),
-                });
-            } else if value.get("scenario").and_then(Value::as_str) == Some("fanout") {
-                groups
-                    .entry(scenario)
-                    .or_default()
-                    .entry(setup)
-                    .or_default()
-                    .0
-                    .push(value);
-            }
+        if let Some(nodes) = value.get("node_instructions").and_then(Value::as_array) {
+            let run = value.get("run").unwrap_or(&Value::Null);
+            counted.entry((scenario, setup)).or_default().push(Counted {
+                duration: lookup(&value, &["duration_s"]).unwrap_or(0.0),
+                nodes: nodes.iter().filter_map(Value::as_f64).collect(),
+                redis: value.get("redis_instructions").and_then(Value::as_f64),
+                deliveries: lookup(run, &["delivered_total"]).unwrap_or(0.0),
+                messages: lookup(run, &["sent_total"]).unwrap_or(0.0),
+            });
+        } else if value.get("scenario").and_then(Value::as_str) == Some("fanout") {
+            groups
+                .entry(scenario)
+                .or_default()
+                .entry(setup)
+                .or_default()
+                .0
+                .push(value);
         }
     }
     print!("{}", render_runs(&groups));

@@ -7,14 +7,13 @@
 //! scenarios printed; it runs nothing.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::Value;
 
-use crate::summary::{fmt_value, lookup, median};
+use crate::summary::{fmt_value, json_lines, lookup, median};
 
 /// Options of `summarize-deflate`.
 #[derive(Debug, Args)]
@@ -104,34 +103,25 @@ fn verdict(met: bool) -> &'static str {
 pub fn run(args: &DeflateSummaryArgs) -> ExitCode {
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    for file in &args.files {
-        let text = match fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("roomcast-bench: {}: {e}", file.display());
-                return ExitCode::FAILURE;
-            }
+    let Some(runs) = json_lines(&args.files) else {
+        return ExitCode::FAILURE;
+    };
+    for run in runs {
+        let (Some(label), Some(scenario), Some(variant)) = (
+            run.get("label").and_then(Value::as_str).map(str::to_owned),
+            run.get("scenario")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            variant_of(&run),
+        ) else {
+            continue;
         };
-        for line in text.lines() {
-            let Ok(run) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let (Some(label), Some(scenario), Some(variant)) = (
-                run.get("label").and_then(Value::as_str).map(str::to_owned),
-                run.get("scenario")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                variant_of(&run),
-            ) else {
-                continue;
-            };
-            if !groups.contains_key(&label) {
-                order.push(label.clone());
-            }
-            let group = groups.entry(label).or_default();
-            group.scenario = scenario;
-            group.runs.entry(variant).or_default().push(run);
+        if !groups.contains_key(&label) {
+            order.push(label.clone());
         }
+        let group = groups.entry(label).or_default();
+        group.scenario = scenario;
+        group.runs.entry(variant).or_default().push(run);
     }
     print!("{}", render(&order, &groups));
     ExitCode::SUCCESS

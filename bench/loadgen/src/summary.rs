@@ -137,46 +137,56 @@ pub(crate) fn fmt_value(v: f64) -> String {
 }
 
 /// Entry point of `summarize`.
+/// Every line of `files` that parses as JSON, in order (other lines are skipped); `None`, said on stderr, if a file
+/// cannot be read. What each `summarize-*` scenario reads.
+pub(crate) fn json_lines(files: &[PathBuf]) -> Option<Vec<Value>> {
+    let mut runs = Vec::new();
+    for file in files {
+        match fs::read_to_string(file) {
+            Ok(text) => runs.extend(
+                text.lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok()),
+            ),
+            Err(e) => {
+                eprintln!("roomcast-bench: {}: {e}", file.display());
+                return None;
+            }
+        }
+    }
+    Some(runs)
+}
+
 pub fn run(args: &SummarizeArgs) -> ExitCode {
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    for file in &args.files {
-        let text = match fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("roomcast-bench: {}: {e}", file.display());
-                return ExitCode::FAILURE;
-            }
+    let Some(runs) = json_lines(&args.files) else {
+        return ExitCode::FAILURE;
+    };
+    for run in runs {
+        let (Some(label), Some(scenario), Some(server)) = (
+            run.get("label").and_then(Value::as_str),
+            run.get("scenario").and_then(Value::as_str),
+            run.get("server_kind").and_then(Value::as_str),
+        ) else {
+            continue;
         };
-        for line in text.lines() {
-            let Ok(run) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let (Some(label), Some(scenario), Some(server)) = (
-                run.get("label").and_then(Value::as_str),
-                run.get("scenario").and_then(Value::as_str),
-                run.get("server_kind").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            let Some(server) = SERVERS.iter().find(|s| **s == server) else {
-                continue;
-            };
-            let label = if label.is_empty() { scenario } else { label }.to_owned();
-            if !groups.contains_key(&label) {
-                order.push(label.clone());
-            }
-            groups
-                .entry(label)
-                .or_insert_with(|| Group {
-                    scenario: scenario.to_owned(),
-                    runs: BTreeMap::new(),
-                })
-                .runs
-                .entry(server)
-                .or_default()
-                .push(run);
+        let Some(server) = SERVERS.iter().find(|s| **s == server) else {
+            continue;
+        };
+        let label = if label.is_empty() { scenario } else { label }.to_owned();
+        if !groups.contains_key(&label) {
+            order.push(label.clone());
         }
+        groups
+            .entry(label)
+            .or_insert_with(|| Group {
+                scenario: scenario.to_owned(),
+                runs: BTreeMap::new(),
+            })
+            .runs
+            .entry(server)
+            .or_default()
+            .push(run);
     }
     print!("{}", render(&order, &groups));
     ExitCode::SUCCESS
