@@ -5,6 +5,7 @@
 #
 #   bench/callgrind.sh --rooms 1 --members 100 --duration 3
 #   ROOMCAST=/tmp/variant/target/release/roomcast bench/callgrind.sh --rooms 100 --members 10
+#   VALGRIND_ARGS="--cache-sim=yes --branch-sim=yes" bench/callgrind.sh --rooms 100 --members 10   # + simulated misses
 #
 # Any arguments are passed to `roomcast-bench fanout`. Startup and connection setup are included in the total;
 # they are well under 1% of it for runs of a few seconds. Build both first: `cargo build --release -p roomcast
@@ -32,7 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+# shellcheck disable=SC2086 # VALGRIND_ARGS is a list of options
+valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" ${VALGRIND_ARGS:-} \
   "$ROOMCAST" --addr "127.0.0.1:$PORT" $(roomcast_bench_flags "$ROOMCAST") \
   >"$OUT/valgrind.log" 2>&1 &
 VALGRIND_PID=$!
