@@ -247,7 +247,8 @@ struct Assembly {
     /// Frames of the message so far.
     fragments: u32,
     /// The message is compressed (RFC 7692 6: RSV1 on its first frame): what arrives is inflated into `payload`.
-    inflating: Option<Inflating>,
+    /// Boxed: a decompressor is ~180 bytes, and every plain message's assembly would carry and move them.
+    inflating: Option<Box<Inflating>>,
 }
 
 /// A compressed message being inflated.
@@ -906,7 +907,7 @@ impl Connection {
 
     /// The decompressor for a compressed message that begins: the one kept for a peer that keeps its context, or
     /// one borrowed from the loop's pool (RFC 7692 7.1.1: without context takeover none is needed in between).
-    fn start_inflating(&mut self) -> Option<Inflating> {
+    fn start_inflating(&mut self) -> Option<Box<Inflating>> {
         let compression = self.compression.as_mut()?;
         let inflater = match compression.kept_decompressor.take() {
             Some(kept) => Inflater::Kept(kept),
@@ -915,12 +916,12 @@ impl Connection {
             )),
             None => Inflater::Lent(shared::LentDecompressor::borrow(self.max_message_size)),
         };
-        Some(Inflating {
+        Some(Box::new(Inflating {
             inflater,
             input: Vec::new(),
             frame_ended: false,
             received: 0,
-        })
+        }))
     }
 
     /// Payload arrived: a control frame's is collected, a data frame's is unmasked into the message (5.3), or, for
@@ -1055,15 +1056,12 @@ impl Connection {
             return Ok(Flow::Go);
         };
         // A lent decompressor goes back to the pool as it is dropped here; a kept one stays for the next message.
-        if let (
-            Some(Inflating {
-                inflater: Inflater::Kept(kept),
-                ..
-            }),
-            Some(compression),
-        ) = (assembly.inflating.take(), self.compression.as_deref_mut())
+        if let (Some(inflating), Some(compression)) =
+            (assembly.inflating.take(), self.compression.as_deref_mut())
         {
-            compression.kept_decompressor = Some(kept);
+            if let Inflater::Kept(kept) = inflating.inflater {
+                compression.kept_decompressor = Some(kept);
+            }
         }
         let message = match assembly.kind {
             MessageKind::Text => {
