@@ -512,6 +512,13 @@ impl Server {
     pub(super) fn redis_turn(&mut self) {
         self.relay_turn();
         for role in [Role::Commands, Role::Subscriber] {
+            // Before a silent connection is judged dead, what its socket holds is read: with thousands of client
+            // sockets ready at once, its readiness may not have been reported in this turn's events yet.
+            if self.silence_expired(role) {
+                self.on_redis_event(role.token());
+            }
+        }
+        for role in [Role::Commands, Role::Subscriber] {
             if let Err(lost) = self.redis_connection_turn(role) {
                 self.lose_redis(role, lost);
             }
@@ -533,6 +540,23 @@ impl Server {
         }
         // The refusals this turn's Redis work produced go out with the turn's flush.
         self.apply_actions();
+    }
+
+    /// The connection is up and its silence deadline has passed.
+    fn silence_expired(&self, role: Role) -> bool {
+        let now = self.now;
+        self.cluster.as_ref().is_some_and(|cluster| {
+            let connection = match role {
+                Role::Commands => &cluster.commands,
+                Role::Subscriber => &cluster.subscriber,
+            };
+            connection.live.as_ref().is_some_and(|live| {
+                live.connected
+                    && live
+                        .silence_deadline()
+                        .is_some_and(|deadline| now >= deadline)
+            })
+        })
     }
 
     fn redis_connection_turn(&mut self, role: Role) -> Result<(), Lost> {
