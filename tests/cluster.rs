@@ -646,7 +646,10 @@ fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
         String::from_utf8_lossy(info.as_bytes().expect("INFO is a bulk string")).into_owned();
     let messages = (BURSTS * PER_BURST) as f64;
     let script_calls = calls(&info, "evalsha") + calls(&info, "eval");
-    let inside = calls(&info, "incr") + calls(&info, "xadd") + calls(&info, "publish");
+    let inside = calls(&info, "incrby")
+        + calls(&info, "xadd")
+        + calls(&info, "publish")
+        + calls(&info, "xtrim");
     eprintln!(
         "INFO commandstats for {messages} chat messages in {BURSTS} bursts: {script_calls} script calls \
          ({:.2} per message), {inside} commands run inside them ({:.2} per message)",
@@ -657,11 +660,15 @@ fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
         script_calls >= 1 && (script_calls as f64) < messages,
         "{info}"
     );
+    // One INCRBY per call numbers every message of it.
+    assert_eq!(calls(&info, "incrby"), script_calls, "{info}");
     assert_eq!(
-        calls(&info, "incr"),
+        calls(&info, "xadd"),
         BURSTS as u64 * PER_BURST as u64,
         "{info}"
     );
+    let seq = redis_command(&redis, &[b"GET", b"roomcast:room:lobby:seq"]);
+    assert_eq!(seq.as_bytes(), Some(b"100".as_slice()), "{seq:?}");
 }
 
 #[test]
