@@ -897,10 +897,13 @@ impl Server {
                     return;
                 };
                 let room = keys::room_of_channel(&channel);
-                let occupied = room.is_some_and(|room| self.chat.room_is_occupied(room));
                 let state = room.and_then(|room| relay.rooms.get_mut(room));
                 if let Some(state) = state {
-                    if state.held.is_none() && state.claims_in_flight > 0 && !occupied {
+                    // Whether anyone here is in the room matters only while a join is in flight.
+                    if state.held.is_none()
+                        && state.claims_in_flight > 0
+                        && !room.is_some_and(|room| self.chat.room_is_occupied(room))
+                    {
                         state.held = Some(Vec::new());
                     }
                     if let Some(held) = state.held.as_mut() {
