@@ -10,9 +10,9 @@
 #   SCALE_CONNS=20000 bench/scale.sh          # smaller
 #
 # Environment: SCALE_CONNS (100000), SCALE_NODES (6), SCALE_GENERATORS (8), SCALE_ROOM_SIZE (10), SCALE_BATCH
-# (50: joins in flight per generator), SCALE_CHECK_BATCH (100: rooms whose check line is in flight per generator),
+# (50: joins in flight per generator), SCALE_STAGGER (seconds between node starts: 5/6), SCALE_CHECK_BATCH (100: rooms whose check line is in flight per generator),
 # SCALE_LIMIT (1200 s), SCALE_OUT (bench/results/scale-<UTC time>), ROOMCAST_REDIS_SERVER (redis-server),
-# CARGO_TARGET_DIR.
+# CARGO_TARGET_DIR; ROOMCAST and BENCH (both) to run binaries built elsewhere instead of building them here.
 # Needs redis-server and redis-cli, python3, and a kernel that lets the connections exist: it checks the limits it
 # needs (open files per process and in all, the listen backlog cap, ephemeral ports per source address, the
 # connection tracking table), raises only a system-wide one that is too low, says so, and puts it back at the end.
@@ -33,8 +33,8 @@ out=${SCALE_OUT:-$root/bench/results/scale-$(date -u +%Y%m%dT%H%M%SZ)}
 redis_server=${ROOMCAST_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 redis_cli=$(command -v redis-cli || echo /usr/bin/redis-cli)
 target=${CARGO_TARGET_DIR:-$root/target}
-bin=$target/release/roomcast
-gen=$target/release/roomcast-bench
+bin=${ROOMCAST:-$target/release/roomcast}
+gen=${BENCH:-$target/release/roomcast-bench}
 
 say() { echo "scale: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -45,7 +45,9 @@ rooms=$((conns / room_size))
 [ $((rooms * room_size)) -eq "$conns" ] || die "SCALE_CONNS ($conns) must be a multiple of SCALE_ROOM_SIZE ($room_size)"
 [ "$generators" -ge 1 ] && [ "$generators" -le 200 ] || die "SCALE_GENERATORS must be 1..200"
 
-(cd "$root" && cargo build --release --quiet -p roomcast -p roomcast-bench)
+if [ -z "${ROOMCAST:-}" ] || [ -z "${BENCH:-}" ]; then
+  (cd "$root" && cargo build --release --quiet -p roomcast -p roomcast-bench)
+fi
 
 work=$(mktemp -d)
 mkdir -p "$out"
@@ -147,15 +149,16 @@ info() { rcli info "$1" | tr -d '\r' | sed -n "s/^$2:\(.*\)$/\1/p"; }
 # --- the nodes -----------------------------------------------------------------------------------------------
 port=$(free_port)
 flags=(--max-connections-per-ip 0 --handshake-rate-per-ip 0)
-# Started a fraction of a heartbeat (--node-heartbeat, 5 s) apart, as nodes started by hand or by a deploy are:
-# nodes started in the same instant heartbeat in the same instant, and each heartbeat renews every name its node
-# holds in one script, which holds Redis for a while at this scale (docs/benchmarks.md).
+# Started SCALE_STAGGER seconds apart, by default a fraction of a heartbeat (--node-heartbeat, 5 s), as nodes
+# started by hand or by a deploy are; SCALE_STAGGER=0 starts them in the same instant (each node's heartbeat has a
+# random phase of its own since 690a721, docs/benchmarks.md).
 heartbeat=5
+stagger=${SCALE_STAGGER:-$(awk -v h="$heartbeat" -v n="$nodes" 'BEGIN { printf "%.2f", h / n }')}
 for n in $(seq "$nodes"); do
   "$bin" --addr "127.0.0.1:$port" --reuse-port --redis "redis://127.0.0.1:$redis_port" --node-id "scale-$n" \
     --node-heartbeat "$heartbeat" "${flags[@]}" >"$work/node$n.out" 2>"$work/node$n.err" &
   pids_nodes+=($!)
-  [ "$n" -lt "$nodes" ] && sleep "$(awk -v h="$heartbeat" -v n="$nodes" 'BEGIN { printf "%.2f", h / n }')"
+  [ "$n" -lt "$nodes" ] && sleep "$stagger"
 done
 # Ready: both Redis connections of every node are named (CLIENT SETNAME comes after the connect and AUTH) and every
 # node answered its first heartbeat.

@@ -82,6 +82,9 @@ pub struct Config {
     /// With `redis`: how often this node tells Redis it is alive and renews the names its clients hold. A node not
     /// heard from for 3 intervals is dead: the others remove it, and its names are free.
     pub node_heartbeat: Duration,
+    /// With `redis`: the most names one heartbeat script call renews. A node's names are renewed in calls of at
+    /// most this many, spread evenly over the heartbeat interval, so that no call holds Redis for long.
+    pub name_renewal_batch: usize,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             node_id: None,
             reuse_port: false,
             node_heartbeat: Duration::from_secs(5),
+            name_renewal_batch: 500,
         }
     }
 }

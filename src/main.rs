@@ -236,6 +236,10 @@ struct Cli {
     /// Seconds between this node's heartbeats to Redis; a node silent for 3 of them is dead and its names are freed
     #[arg(long, env = "ROOMCAST_NODE_HEARTBEAT", default_value_t = Seconds(DEFAULTS.node_heartbeat))]
     node_heartbeat: Seconds,
+
+    /// The most names one heartbeat call renews in Redis; a node's names are renewed in such batches spread over the heartbeat
+    #[arg(long, env = "ROOMCAST_NAME_RENEWAL_BATCH", default_value_t = DEFAULTS.name_renewal_batch as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    name_renewal_batch: u64,
 }
 
 /// The defaults, from the one place they are defined.
@@ -372,6 +376,7 @@ impl Cli {
             node_id: self.node_id,
             reuse_port: self.reuse_port,
             node_heartbeat: self.node_heartbeat.0,
+            name_renewal_batch: usize::try_from(self.name_renewal_batch).unwrap_or(usize::MAX),
         })
     }
 }

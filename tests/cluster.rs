@@ -646,7 +646,10 @@ fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
         String::from_utf8_lossy(info.as_bytes().expect("INFO is a bulk string")).into_owned();
     let messages = (BURSTS * PER_BURST) as f64;
     let script_calls = calls(&info, "evalsha") + calls(&info, "eval");
-    let inside = calls(&info, "incr") + calls(&info, "xadd") + calls(&info, "publish");
+    let inside = calls(&info, "incrby")
+        + calls(&info, "xadd")
+        + calls(&info, "publish")
+        + calls(&info, "xtrim");
     eprintln!(
         "INFO commandstats for {messages} chat messages in {BURSTS} bursts: {script_calls} script calls \
          ({:.2} per message), {inside} commands run inside them ({:.2} per message)",
@@ -657,11 +660,16 @@ fn redis_commands_per_chat_message_are_below_one_when_a_turn_carries_several() {
         script_calls >= 1 && (script_calls as f64) < messages,
         "{info}"
     );
+    // One INCRBY per publish call numbers every message of it (the other script calls are heartbeats).
+    let numbering = calls(&info, "incrby");
+    assert!(numbering >= 1 && numbering <= script_calls, "{info}");
     assert_eq!(
-        calls(&info, "incr"),
+        calls(&info, "xadd"),
         BURSTS as u64 * PER_BURST as u64,
         "{info}"
     );
+    let seq = redis_command(&redis, &[b"GET", b"roomcast:room:lobby:seq"]);
+    assert_eq!(seq.as_bytes(), Some(b"100".as_slice()), "{seq:?}");
 }
 
 #[test]
@@ -1260,4 +1268,56 @@ fn api_room_members_on_one_node_list_the_members_of_every_node() {
         .collect();
     members.sort_unstable();
     assert_eq!(members, ["ann", "bob"]);
+}
+
+#[test]
+fn a_nodes_names_are_renewed_in_bounded_batches_spread_over_the_heartbeat_and_stay_held() {
+    let Some(redis) = RedisServer::start(
+        "a_nodes_names_are_renewed_in_bounded_batches_spread_over_the_heartbeat_and_stay_held",
+    ) else {
+        return;
+    };
+    const NAMES: usize = 300;
+    const BATCH: usize = 25;
+    const HEARTBEAT_MS: u64 = 300;
+    let url = redis.url().parse().expect("redis url");
+    let server = TestServer::with_config(|config| {
+        config.redis = Some(url);
+        config.node_heartbeat = Duration::from_millis(HEARTBEAT_MS);
+        config.name_renewal_batch = BATCH;
+        config.addresses = config.addresses.clone().unlimited();
+    });
+    assert!(wait_until(Duration::from_secs(10), || healthz(&server) == 200));
+    let clients: Vec<TestClient> = (0..NAMES)
+        .map(|i| {
+            let mut client = server.ws("/ws");
+            join(&mut client, &format!("u{i}"), &format!("room{}", i % 30));
+            client
+        })
+        .collect();
+    // Idle from here: the node's script calls are its heartbeat's.
+    redis_command(&redis, &[b"CONFIG", b"RESETSTAT"]);
+    // Four heartbeats: a name that was not renewed would have expired after three.
+    std::thread::sleep(Duration::from_millis(4 * HEARTBEAT_MS));
+    let info = redis_command(&redis, &[b"INFO", b"commandstats"]);
+    let info =
+        String::from_utf8_lossy(info.as_bytes().expect("INFO is a bulk string")).into_owned();
+    let heartbeat_calls = calls(&info, "evalsha") + calls(&info, "eval");
+    let renewals = calls(&info, "pexpire") + calls(&info, "set");
+    eprintln!(
+        "{NAMES} names, batches of {BATCH}, heartbeat {HEARTBEAT_MS} ms: {heartbeat_calls} heartbeat calls and \
+         {renewals} renewals in 4 heartbeats"
+    );
+    // 12 calls per heartbeat (300 / 25), about 48 in 4 heartbeats (at least two whole cycles even on a busy
+    // machine); never more than a batch each.
+    assert!(heartbeat_calls >= 2 * 12, "{info}");
+    assert!(renewals <= heartbeat_calls * BATCH as u64, "{info}");
+    assert!(renewals >= 2 * NAMES as u64, "{info}");
+    let held = redis_command(&redis, &[b"KEYS", b"roomcast:name:*"]);
+    assert_eq!(
+        held.as_array().map(<[_]>::len),
+        Some(NAMES),
+        "every name is still held: {held:?}"
+    );
+    drop(clients);
 }

@@ -1367,6 +1367,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--node-id", "ROOMCAST_NODE_ID"),
         ("--reuse-port", "ROOMCAST_REUSE_PORT"),
         ("--node-heartbeat", "ROOMCAST_NODE_HEARTBEAT"),
+        ("--name-renewal-batch", "ROOMCAST_NAME_RENEWAL_BATCH"),
     ];
     // Each option's entry runs from its `--name` line to the next option; pair the name with the env var in it.
     let mut listed: Vec<(String, String)> = Vec::new();

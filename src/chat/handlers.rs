@@ -415,7 +415,12 @@ impl Chat {
             fields.timestamp,
         );
         let head = wire::encode_chat_head(fields.room);
-        let size = head.len() + fields.seq.to_string().len() + tail.len();
+        // The seq's decimal digits, counted without formatting it.
+        let seq_digits = fields
+            .seq
+            .checked_ilog10()
+            .map_or(1, |log| log as usize + 1);
+        let size = head.len() + seq_digits + tail.len();
         if let Some(refusal) = self.charge_bytes(client, Some(room_id), size, now) {
             self.send_error(client, ErrorCode::RateLimited, refusal, Dialect::V1, out);
             return;

@@ -637,7 +637,7 @@ impl Chat {
         text: &str,
         out: &mut Vec<Action>,
     ) -> Delivery {
-        let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+        let Some(published) = wire::Published::read(text) else {
             return Delivery::Malformed;
         };
         if published.kind != "chat" {
@@ -746,7 +746,7 @@ impl Chat {
             self.tell_lagged(room_id, Some(joiner), out);
         }
         for text in &state.messages {
-            let Ok(published) = serde_json::from_str::<wire::Published<'_>>(text) else {
+            let Some(published) = wire::Published::read(text) else {
                 continue;
             };
             let latest = self.rooms.get(room_id).map_or(0, |room| room.latest_seq());

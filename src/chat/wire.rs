@@ -574,6 +574,61 @@ pub(super) struct Published<'a> {
     pub(super) timestamp: u64,
 }
 
+impl<'a> Published<'a> {
+    /// Reads a published `chat` message: without a JSON parser when it has exactly the shape [`encode_chat`] writes
+    /// and none of its strings holds an escape (the common case, and every message this node published whose text
+    /// needs none), with serde_json otherwise. Either way the fields are the same: a JSON string without `"`, `\`
+    /// or a control character is its own text, and the plain reader accepts nothing else. `None`: not JSON, or
+    /// not a `chat` message's fields.
+    pub(super) fn read(text: &'a str) -> Option<Published<'a>> {
+        Published::read_plain(text).or_else(|| serde_json::from_str(text).ok())
+    }
+
+    /// The fields of `text` if it is `{"type":"chat","room":"R","seq":N,"from":"F","content":"C","timestamp":T}`
+    /// byte for byte, with R, F and C free of `"`, `\` and control characters and N, T decimal integers as JSON
+    /// writes them (no sign, no leading zero) that fit a u64; `None` for anything else.
+    fn read_plain(text: &'a str) -> Option<Published<'a>> {
+        let rest = text.strip_prefix(r#"{"type":"chat","room":""#)?;
+        let (room, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(r#","seq":"#)?;
+        let (seq, rest) = plain_integer(rest)?;
+        let rest = rest.strip_prefix(r#","from":""#)?;
+        let (from, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(r#","content":""#)?;
+        let (content, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(r#","timestamp":"#)?;
+        let (timestamp, rest) = plain_integer(rest)?;
+        (rest == "}").then_some(Published {
+            kind: Cow::Borrowed("chat"),
+            room: Cow::Borrowed(room),
+            seq,
+            from: Cow::Borrowed(from),
+            content: Cow::Borrowed(content),
+            timestamp,
+        })
+    }
+}
+
+/// A JSON string's text up to its closing quote, and what follows the quote, if nothing in it needs unescaping
+/// (RFC 8259 7: `"`, `\` and the control characters below U+0020 are what a string must escape).
+fn plain_string(text: &str) -> Option<(&str, &str)> {
+    let end = text
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let rest = text.get(end..)?.strip_prefix('"')?;
+    Some((text.get(..end)?, rest))
+}
+
+/// A JSON integer as a u64, and what follows it: digits without a leading zero (RFC 8259 6), no sign, no fraction.
+fn plain_integer(text: &str) -> Option<(u64, &str)> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, rest) = text.split_at_checked(digits)?;
+    if number.is_empty() || (number.len() > 1 && number.starts_with('0')) {
+        return None;
+    }
+    Some((number.parse().ok()?, rest))
+}
+
 /// A member's arrival or departure on another node, as a room's channel carries it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct RemotePresence<'a> {
@@ -680,6 +735,118 @@ mod tests {
             ),
             ("lobby", 9, "b\u{e9}a", "<\"hi\">", 5)
         );
+    }
+
+    /// Both readers' fields, for comparing them.
+    fn fields_of(
+        published: Option<Published<'_>>,
+    ) -> Option<(String, String, u64, String, String, u64)> {
+        published.map(|p| {
+            (
+                p.kind.into_owned(),
+                p.room.into_owned(),
+                p.seq,
+                p.from.into_owned(),
+                p.content.into_owned(),
+                p.timestamp,
+            )
+        })
+    }
+
+    #[test]
+    fn a_plain_chat_message_is_read_without_the_json_parser() {
+        let fields = ChatFields {
+            room: "lobby",
+            seq: 12,
+            from: "b\u{e9}a",
+            content: "<hi> & 'bye'",
+            timestamp: 1_700_000_000_000,
+        };
+        let text = encode_chat(&mut String::new(), &fields);
+        let plain = Published::read_plain(&text).expect("plain");
+        assert_eq!(
+            (
+                &*plain.room,
+                plain.seq,
+                &*plain.from,
+                &*plain.content,
+                plain.timestamp
+            ),
+            ("lobby", 12, "b\u{e9}a", "<hi> & 'bye'", 1_700_000_000_000)
+        );
+    }
+
+    #[test]
+    fn the_plain_reader_declines_what_it_cannot_read_as_json_would_and_read_falls_back() {
+        let escaped = encode_chat(
+            &mut String::new(),
+            &ChatFields {
+                room: "lobby",
+                seq: 3,
+                from: "ann",
+                content: "say \"hi\"\n",
+                timestamp: 5,
+            },
+        );
+        assert!(Published::read_plain(&escaped).is_none());
+        assert_eq!(
+            Published::read(&escaped).map(|p| p.content.into_owned()),
+            Some("say \"hi\"\n".to_owned())
+        );
+        for odd in [
+            r#"{"type":"chat","room":"r","seq":01,"from":"a","content":"c","timestamp":5}"#,
+            r#"{"type":"chat","room":"r","seq":-1,"from":"a","content":"c","timestamp":5}"#,
+            r#"{"type":"chat","room":"r","seq":1.5,"from":"a","content":"c","timestamp":5}"#,
+            r#"{"type":"chat","room":"r","seq":18446744073709551616,"from":"a","content":"c","timestamp":5}"#,
+            r#"{"type":"chat","room":"r","seq":1,"from":"a","content":"c","timestamp":5} "#,
+            r#"{"type":"chat","room":"r","seq":1,"content":"c","from":"a","timestamp":5}"#,
+            r#"{"type":"chat","room":"r","seq":1,"from":"a","content":"c","timestamp":}"#,
+            "{\"type\":\"chat\",\"room\":\"r\",\"seq\":1,\"from\":\"a\u{1}\",\"content\":\"c\",\"timestamp\":5}",
+        ] {
+            assert!(Published::read_plain(odd).is_none(), "{odd}");
+            // Whatever the plain reader declines, read gives exactly what the JSON parser gives.
+            assert_eq!(
+                fields_of(Published::read(odd)),
+                fields_of(serde_json::from_str(odd).ok()),
+                "{odd}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_plain_reader_agrees_with_the_json_parser_on_every_message_it_reads() {
+        let samples = [
+            "",
+            "a",
+            "lobby",
+            "\u{e9}t\u{e9}",
+            "\u{1f600}",
+            "<b>&amp;</b>",
+            "\u{7f}",
+            "'",
+            "/",
+        ];
+        for room in samples {
+            for text in samples {
+                for seq in [0, 1, 42, u64::MAX] {
+                    let fields = ChatFields {
+                        room,
+                        seq,
+                        from: text,
+                        content: text,
+                        timestamp: seq / 2,
+                    };
+                    let message = encode_chat(&mut String::new(), &fields);
+                    let plain = Published::read_plain(&message);
+                    assert!(plain.is_some(), "{message}");
+                    assert_eq!(
+                        fields_of(plain),
+                        fields_of(serde_json::from_str(&message).ok()),
+                        "{message}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
--- roomcast: a node's heartbeat (docs/scaling.md).
+-- roomcast: one call of a node's heartbeat (docs/scaling.md).
 -- KEYS[1]  the ZSET of nodes, scored by their last heartbeat in Redis's milliseconds
--- KEYS[2..] the keys of the names this node holds
+-- KEYS[2..] the keys of one batch of the names this node holds (the node spreads its names over the calls of one
+--           heartbeat interval, a bounded batch each, so that no call holds Redis for long: cluster/renewal.rs)
 -- ARGV[1]  this node's id                  ARGV[2]  milliseconds without a heartbeat after which a node is dead
 -- ARGV[3]  the start of a node's members set   ARGV[4]  the start of a room's keys and channel
--- Renews this node's names (and writes back those Redis lost), then removes the nodes not heard from in time: each
+-- Renews these names (and writes back those Redis lost), then removes the nodes not heard from in time: each
 -- dead node's members leave their rooms, with a `left` event on each room's channel that the other nodes pass on
 -- to their members. Returns the dead nodes' ids. Redis's own clock (TIME, https://redis.io/commands/time) scores
 -- every node, so nodes need not agree on the time.

@@ -5,8 +5,9 @@
 //! what each command sent is waiting for, each with the caller's tag (any type `T`). Redis answers the commands
 //! of one connection in the order it received them, so the first reply belongs to the oldest entry: that is all
 //! the pairing there is, and it is what lets the caller pipeline
-//! (<https://redis.io/docs/latest/develop/use/pipelining/>). Frames are encoded and decoded by the `redis-protocol`
-//! crate (RESP2); nothing here parses RESP by hand.
+//! (<https://redis.io/docs/latest/develop/use/pipelining/>). Replies are decoded by the `redis-protocol` crate
+//! (RESP2); nothing here parses RESP by hand. Commands, arrays of bulk strings, are written here (`encode_command`),
+//! checked against the crate's encoder in the tests.
 //!
 //! It also owns the two things that change what a frame means: the handshake (`AUTH`, `SELECT`,
 //! `CLIENT SETNAME`, `SCRIPT LOAD` of the scripts it is given, each checked before the link is ready), and
@@ -22,11 +23,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::Write as _;
 
 use redis_protocol::resp2::decode::decode;
-use redis_protocol::resp2::encode::encode_borrowed;
-use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use redis_protocol::resp2::types::OwnedFrame;
 
 use super::script::{is_noscript, Script, ScriptCall};
 use super::url::RedisUrl;
@@ -34,9 +33,6 @@ use super::url::RedisUrl;
 /// The most bytes one reply may take by default while it arrives; a longer one fails the link
 /// (`LinkError::ReplyTooLarge`) instead of growing the buffer without end.
 pub const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
-
-/// Commands with up to this many words are encoded without allocating.
-const STACK_WORDS: usize = 16;
 
 /// A read buffer grown past this is freed once it is empty again.
 const KEPT_INPUT_CAPACITY: usize = 64 * 1024;
@@ -722,44 +718,43 @@ fn take_bulks<const N: usize>(frame: OwnedFrame) -> Result<[Vec<u8>; N], LinkErr
 }
 
 /// Appends one command, the words of `parts` in order, as a RESP2 array of bulk strings (the only form Redis
-/// takes commands in), encoded by the crate.
+/// takes commands in): `*<count>\r\n`, then `$<length>\r\n<bytes>\r\n` for each word
+/// (<https://redis.io/docs/latest/develop/reference/protocol-spec/#arrays>). Written here rather than by the crate's
+/// encoder, which sizes every word with a floating-point `log10` twice (to size the buffer, then to check it): that
+/// was a measurable part of a node's work per published message (docs/benchmarks.md). A test checks that both
+/// encodings are the same bytes; replies are still decoded by the crate.
 fn encode_command(out: &mut Vec<u8>, parts: &[&[&[u8]]]) -> Result<(), LinkError> {
+    let words = || parts.iter().flat_map(|part| part.iter());
     let count: usize = parts.iter().map(|part| part.len()).sum();
-    let words = parts.iter().flat_map(|part| part.iter());
-    let mut stack: [BorrowedFrame; STACK_WORDS] = std::array::from_fn(|_| BorrowedFrame::Null);
-    let heap: Vec<BorrowedFrame>;
-    let frames: &[BorrowedFrame] = if count <= STACK_WORDS {
-        for (slot, word) in stack.iter_mut().zip(words) {
-            *slot = BorrowedFrame::BulkString(word);
-        }
-        stack.get(..count).unwrap_or_default()
-    } else {
-        heap = words.map(|word| BorrowedFrame::BulkString(word)).collect();
-        &heap
-    };
-    let command = BorrowedFrame::Array(frames);
-    let start = out.len();
-    out.resize(start + command.encode_len(false), 0);
-    let target = out.get_mut(start..).unwrap_or_default();
-    match encode_borrowed(target, &command, false) {
-        Ok(written) => {
-            out.truncate(start + written);
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(start);
-            Err(LinkError::Encode(e.to_string()))
-        }
+    // Each word's header and trailer take at most 1 + 20 + 2 + 2 bytes.
+    out.reserve(25 + words().map(|word| word.len() + 25).sum::<usize>());
+    let mut digits = [0u8; 20];
+    out.push(b'*');
+    out.extend_from_slice(decimal(count, &mut digits));
+    out.extend_from_slice(b"\r\n");
+    for word in words() {
+        out.push(b'$');
+        out.extend_from_slice(decimal(word.len(), &mut digits));
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(word);
+        out.extend_from_slice(b"\r\n");
     }
+    Ok(())
 }
 
 /// `n` in decimal ASCII, written into `digits`.
-fn decimal(n: usize, digits: &mut [u8; 20]) -> &[u8] {
-    let mut cursor = &mut digits[..];
-    let _ = write!(cursor, "{n}");
-    let left = cursor.len();
-    let used = digits.len() - left;
-    digits.get(..used).unwrap_or_default()
+fn decimal(mut n: usize, digits: &mut [u8; 20]) -> &[u8] {
+    // usize::MAX has 20 digits on a 64-bit target, so the buffer holds any usize.
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        start -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.get(start..).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -781,6 +776,33 @@ mod tests {
         LinkEvent::Reply {
             tag,
             reply: Reply(frame),
+        }
+    }
+
+    #[test]
+    fn commands_are_encoded_as_the_crates_encoder_would() {
+        use redis_protocol::resp2::encode::encode_borrowed;
+        use redis_protocol::resp2::types::BorrowedFrame;
+        let long = vec![b'x'; 12_345];
+        let words: [&[u8]; 5] = [
+            b"EVALSHA",
+            b"",
+            b"0123456789",
+            &long,
+            "\u{e9}t\u{e9}".as_bytes(),
+        ];
+        for count in 0..=words.len() {
+            let mut ours = Vec::new();
+            encode_command(&mut ours, &[&words[..count]]).unwrap();
+            let frames: Vec<BorrowedFrame> = words[..count]
+                .iter()
+                .map(|w| BorrowedFrame::BulkString(w))
+                .collect();
+            let frame = BorrowedFrame::Array(&frames);
+            let mut theirs = vec![0; frame.encode_len(false)];
+            let written = encode_borrowed(&mut theirs, &frame, false).unwrap();
+            theirs.truncate(written);
+            assert_eq!(ours, theirs, "{count} words");
         }
     }
 

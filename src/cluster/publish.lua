@@ -9,22 +9,27 @@
 -- script whole, with no other command in between, so every subscriber receives a room's messages in seq order.
 -- What is published is the room's epoch, a newline, then the message's JSON, so that a node learns from the
 -- message itself when the numbering began again.
--- SET NX: https://redis.io/commands/set
-redis.call('SET', KEYS[3], ARGV[3], 'NX')
+local count = #ARGV - 4
+if count < 1 then
+  return false
+end
+-- The epoch is read on every call (a node's own idea of it may be stale); it is written only when Redis has none.
 local epoch = redis.call('GET', KEYS[3])
-local first = false
+if epoch == false then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[3], epoch)
+end
+-- One INCRBY numbers the whole call: the script runs alone, so its messages get the seqs after the counter's value
+-- (INCRBY creates the counter at 0: https://redis.io/commands/incrby).
+local first = redis.call('INCRBY', KEYS[1], count) - count + 1
 for i = 5, #ARGV do
-  -- INCR creates the counter at 0 and returns the new value (https://redis.io/commands/incr).
-  local seq = redis.call('INCR', KEYS[1])
-  local id = string.format('%d', seq)
+  local id = string.format('%d', first + i - 5)
   local message = ARGV[4] .. id .. ARGV[i]
-  -- XADD with an explicit id, which must be above the stream's last; MAXLEN ~ trims at a node boundary
-  -- (https://redis.io/commands/xadd).
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-0', 'm', message)
+  -- XADD with an explicit id, which must be above the stream's last (https://redis.io/commands/xadd).
+  redis.call('XADD', KEYS[2], id .. '-0', 'm', message)
   -- PUBLISH answers how many subscribers received it (https://redis.io/commands/publish).
   redis.call('PUBLISH', ARGV[1], epoch .. '\n' .. message)
-  if not first then
-    first = seq
-  end
 end
+-- One trim for the call; MAXLEN ~ trims at a node boundary (https://redis.io/commands/xtrim).
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 return first

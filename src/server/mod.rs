@@ -177,7 +177,17 @@ impl Server {
             });
             info!("node {node}: connecting to Redis at {url}");
             let heartbeat_ms = u64::try_from(config.node_heartbeat.as_millis()).unwrap_or(u64::MAX);
-            let relay = relay::Relay::new(node.clone(), config.chat.history_len, heartbeat_ms);
+            // A random phase for the heartbeat, so that nodes started together do not renew their names together.
+            let mut random = [0u8; 8];
+            crate::protocol::mask::fill_random(&mut random);
+            let phase_ms = u64::from_le_bytes(random) % heartbeat_ms.max(1);
+            let relay = relay::Relay::new(
+                node.clone(),
+                config.chat.history_len,
+                heartbeat_ms,
+                config.name_renewal_batch,
+                phase_ms,
+            );
             Cluster::new(url, node, relay)
         });
         Ok(Server {

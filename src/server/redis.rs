@@ -33,7 +33,9 @@ pub(super) const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 3);
 
 /// How often each connection is sent a `PING`.
 const PING_INTERVAL_MS: u64 = 1_000;
-/// A `PING` unanswered this long means the connection is dead, whatever TCP says.
+/// Nothing at all from Redis for this long while a `PING` is unanswered means the connection is dead, whatever TCP
+/// says. Judged from the last bytes received, not from the `PING`'s own latency: replies still flowing behind a slow
+/// one (or pushes on the subscription) show the connection is alive.
 const REPLY_TIMEOUT_MS: u64 = 3_000;
 /// How long a TCP connect to Redis may take.
 const CONNECT_TIMEOUT_MS: u64 = 2_000;
@@ -82,6 +84,21 @@ struct Live {
     next_ping: Millis,
     /// When the `PING` in flight was sent, if one is.
     ping_sent: Option<Millis>,
+    /// When bytes last came from Redis on this connection (a reply or a push).
+    last_heard: Millis,
+}
+
+impl Live {
+    /// When the connection is judged dead if nothing comes before (`silence_deadline`).
+    fn silence_deadline(&self) -> Option<Millis> {
+        silence_deadline(self.ping_sent, self.last_heard)
+    }
+}
+
+/// When a connection is judged dead if nothing comes before: `REPLY_TIMEOUT_MS` after the later of the unanswered
+/// `PING` (sent at `ping_sent`) and the last bytes heard; `None` while no `PING` is unanswered.
+fn silence_deadline(ping_sent: Option<Millis>, last_heard: Millis) -> Option<Millis> {
+    ping_sent.map(|sent| sent.max(last_heard).plus(REPLY_TIMEOUT_MS as u32))
 }
 
 /// One of the two connections, in whatever state it is.
@@ -116,7 +133,10 @@ impl std::fmt::Display for Lost {
             Lost::Closed => f.write_str("Redis closed the connection"),
             Lost::Link(e) => write!(f, "{e}"),
             Lost::ConnectTimeout => write!(f, "no connection within {CONNECT_TIMEOUT_MS} ms"),
-            Lost::ReplyTimeout => write!(f, "no answer to PING within {REPLY_TIMEOUT_MS} ms"),
+            Lost::ReplyTimeout => write!(
+                f,
+                "nothing from Redis for {REPLY_TIMEOUT_MS} ms while a PING was unanswered"
+            ),
             Lost::SubscriptionRefused(message) => {
                 write!(f, "Redis refused a subscription: {message}")
             }
@@ -271,10 +291,7 @@ impl RedisConnection {
         match &self.live {
             None => self.retry_at,
             Some(live) if !live.connected => live.since.plus(CONNECT_TIMEOUT_MS as u32),
-            Some(live) => match live.ping_sent {
-                Some(sent) => sent.plus(REPLY_TIMEOUT_MS as u32),
-                None => live.next_ping,
-            },
+            Some(live) => live.silence_deadline().unwrap_or(live.next_ping),
         }
     }
 
@@ -297,6 +314,7 @@ impl RedisConnection {
             since: now,
             next_ping: now.plus(PING_INTERVAL_MS as u32),
             ping_sent: None,
+            last_heard: now,
         });
         Ok(())
     }
@@ -354,16 +372,18 @@ impl Live {
         Ok(())
     }
 
-    /// Reads everything waiting into the link, pushing what it decoded onto `events`.
+    /// Reads everything waiting into the link, pushing what it decoded onto `events`; `now` is when it was heard.
     fn read_available(
         &mut self,
         buf: &mut [u8],
         events: &mut Vec<LinkEvent<Tag>>,
+        now: Millis,
     ) -> Result<(), Lost> {
         loop {
             match self.stream.read(buf) {
                 Ok(0) => return Err(Lost::Closed),
                 Ok(n) => {
+                    self.last_heard = now;
                     let bytes = buf.get(..n).unwrap_or_default();
                     self.link.feed(bytes, events).map_err(Lost::Link)?;
                 }
@@ -386,6 +406,7 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        let now = self.now;
         let mut events = std::mem::take(&mut cluster.events);
         let mut buf = std::mem::take(&mut self.input);
         let outcome = match cluster.connection_mut(role).live.as_mut() {
@@ -397,7 +418,7 @@ impl Server {
                     false => Ok(()),
                 })
                 .and_then(|()| match live.connected {
-                    true => live.read_available(&mut buf, &mut events),
+                    true => live.read_available(&mut buf, &mut events, now),
                     false => Ok(()),
                 }),
         };
@@ -491,6 +512,13 @@ impl Server {
     pub(super) fn redis_turn(&mut self) {
         self.relay_turn();
         for role in [Role::Commands, Role::Subscriber] {
+            // Before a silent connection is judged dead, what its socket holds is read: with thousands of client
+            // sockets ready at once, its readiness may not have been reported in this turn's events yet.
+            if self.silence_expired(role) {
+                self.on_redis_event(role.token());
+            }
+        }
+        for role in [Role::Commands, Role::Subscriber] {
             if let Err(lost) = self.redis_connection_turn(role) {
                 self.lose_redis(role, lost);
             }
@@ -512,6 +540,23 @@ impl Server {
         }
         // The refusals this turn's Redis work produced go out with the turn's flush.
         self.apply_actions();
+    }
+
+    /// The connection is up and its silence deadline has passed.
+    fn silence_expired(&self, role: Role) -> bool {
+        let now = self.now;
+        self.cluster.as_ref().is_some_and(|cluster| {
+            let connection = match role {
+                Role::Commands => &cluster.commands,
+                Role::Subscriber => &cluster.subscriber,
+            };
+            connection.live.as_ref().is_some_and(|live| {
+                live.connected
+                    && live
+                        .silence_deadline()
+                        .is_some_and(|deadline| now >= deadline)
+            })
+        })
     }
 
     fn redis_connection_turn(&mut self, role: Role) -> Result<(), Lost> {
@@ -537,8 +582,8 @@ impl Server {
             return Ok(());
         }
         if live
-            .ping_sent
-            .is_some_and(|sent| now >= sent.plus(REPLY_TIMEOUT_MS as u32))
+            .silence_deadline()
+            .is_some_and(|deadline| now >= deadline)
         {
             return Err(Lost::ReplyTimeout);
         }
@@ -555,5 +600,28 @@ impl Server {
             connection.backoff.reset();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ping_unanswered_with_nothing_heard_since_is_dead_after_the_timeout() {
+        let deadline = silence_deadline(Some(Millis(10_000)), Millis(9_500));
+        assert_eq!(deadline, Some(Millis(10_000 + REPLY_TIMEOUT_MS)));
+    }
+
+    #[test]
+    fn replies_still_flowing_behind_a_slow_ping_push_the_deadline_on() {
+        // The PING went out at 10 s; replies to earlier commands kept coming until 12.9 s.
+        let deadline = silence_deadline(Some(Millis(10_000)), Millis(12_900));
+        assert_eq!(deadline, Some(Millis(12_900 + REPLY_TIMEOUT_MS)));
+    }
+
+    #[test]
+    fn with_no_ping_outstanding_silence_is_not_a_failure() {
+        assert_eq!(silence_deadline(None, Millis(0)), None);
     }
 }

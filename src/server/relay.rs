@@ -20,6 +20,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use crate::chat::{self, Action, ClaimAnswer, Delivery, RoomState};
 use crate::cluster::keys;
+use crate::cluster::renewal::RenewalSchedule;
 use crate::cluster::{LinkEvent, NodeId, Reply, Script};
 use crate::http::api::ApiError;
 use serde_json::json;
@@ -171,12 +172,10 @@ pub(super) struct Relay {
     presence_queue: Vec<(Rc<str>, Rc<str>, bool)>,
     /// The stream's approximate length (`--history`).
     history_len: String,
-    /// How often the heartbeat goes out, in milliseconds.
-    heartbeat_ms: u64,
     /// How long a name lives in Redis unless the heartbeat renews it: 3 heartbeats.
     name_ttl: String,
-    /// When the next heartbeat goes out.
-    next_heartbeat: Millis,
+    /// When the heartbeat's calls go out, and which names each renews.
+    renewal: RenewalSchedule,
     /// Chat messages Redis refused or never answered.
     pub(super) publish_errors: u64,
     /// Chat messages that came back with seqs missing before them.
@@ -184,9 +183,16 @@ pub(super) struct Relay {
 }
 
 impl Relay {
-    /// The chat's side of node `node`: room streams keep about `history_len` messages, and the heartbeat goes out
-    /// every `heartbeat_ms`.
-    pub(super) fn new(node: NodeId, history_len: usize, heartbeat_ms: u64) -> Relay {
+    /// The chat's side of node `node`: room streams keep about `history_len` messages, and the heartbeat renews the
+    /// node's names every `heartbeat_ms`, at most `renewal_batch` per script call, its cycles shifted by
+    /// `phase_ms` (drawn at random by the caller, so that nodes started together do not renew together).
+    pub(super) fn new(
+        node: NodeId,
+        history_len: usize,
+        heartbeat_ms: u64,
+        renewal_batch: usize,
+        phase_ms: u64,
+    ) -> Relay {
         Relay {
             node_channel: keys::node_channel(node.as_str()),
             node,
@@ -207,9 +213,8 @@ impl Relay {
             recovered: 0,
             presence_queue: Vec::new(),
             history_len: history_len.to_string(),
-            heartbeat_ms: heartbeat_ms.max(1),
             name_ttl: heartbeat_ms.max(1).saturating_mul(3).to_string(),
-            next_heartbeat: Millis(0),
+            renewal: RenewalSchedule::new(heartbeat_ms, renewal_batch, phase_ms),
             publish_errors: 0,
             gaps: 0,
         }
@@ -233,9 +238,9 @@ impl Relay {
         self.node_subscribed == Subscribed::Yes
     }
 
-    /// When the next heartbeat is due.
+    /// When the heartbeat's next call is due.
     pub(super) fn next_deadline(&self) -> Millis {
-        self.next_heartbeat
+        Millis(self.renewal.next_due())
     }
 
     /// A new subscriber connection: every subscription is to be asked for again, and publications wait for them.
@@ -892,10 +897,13 @@ impl Server {
                     return;
                 };
                 let room = keys::room_of_channel(&channel);
-                let occupied = room.is_some_and(|room| self.chat.room_is_occupied(room));
                 let state = room.and_then(|room| relay.rooms.get_mut(room));
                 if let Some(state) = state {
-                    if state.held.is_none() && state.claims_in_flight > 0 && !occupied {
+                    // Whether anyone here is in the room matters only while a join is in flight.
+                    if state.held.is_none()
+                        && state.claims_in_flight > 0
+                        && !room.is_some_and(|room| self.chat.room_is_occupied(room))
+                    {
                         state.held = Some(Vec::new());
                     }
                     if let Some(held) = state.held.as_mut() {
@@ -1166,22 +1174,32 @@ impl Server {
         relay.to_publish = waiting;
     }
 
-    /// The node's heartbeat, when it is due and the command connection is ready: it renews every name held here.
+    /// One call of the node's heartbeat, when it is due and the command connection is ready: it tells Redis the
+    /// node is alive, renews the next batch of the names held here (`cluster::renewal`: spread over the interval, so
+    /// that no call holds Redis for long), and removes the nodes not heard from.
     fn queue_heartbeat(&mut self) {
         let now = self.now;
         let due = self
             .cluster
             .as_ref()
-            .is_some_and(|cluster| now >= cluster.relay.next_heartbeat);
+            .is_some_and(|cluster| now.0 >= cluster.relay.renewal.next_due());
         if !due || !self.cluster_ready() {
             return;
         }
-        let names: Vec<Vec<u8>> = self.chat.held_name_keys().map(keys::name_key).collect();
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        let chat = &self.chat;
         let (relay, link) = cluster.relay_and_commands();
-        relay.next_heartbeat = Millis(now.0.saturating_add(relay.heartbeat_ms));
+        let batch = relay
+            .renewal
+            .take_batch(now.0, || chat.held_name_keys().map(str::to_owned));
+        // The batch was cut when its cycle began: a name let go since is not renewed (nor written back).
+        let names: Vec<Vec<u8>> = batch
+            .iter()
+            .filter(|name| chat.holds_name(name))
+            .map(|name| keys::name_key(name))
+            .collect();
         let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + names.len());
         keys.push(keys::NODES.as_bytes());
         keys.extend(names.iter().map(Vec::as_slice));
