@@ -1,5 +1,5 @@
 //! What a connection token adds to a join: `auth::Verifier::verify` alone, and the chat's whole join path with a
-//! token next to the same join in open mode, for HS256 and ES256.
+//! token next to the same join in open mode, for HS256, ES256 and RS256.
 //!
 //! A plain `harness = false` bench: `cargo bench --bench token_join`. Tokens are minted before timing (the
 //! application's work, not the server's), each for its own `sub`, with `rooms` and an hour to live. The join path
@@ -21,6 +21,8 @@ const NOW_S: u64 = 1_767_225_600;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench";
 const EC_PRIVATE: &str = include_str!("../tests/keys/ec_private.pem");
 const EC_PUBLIC: &str = include_str!("../tests/keys/ec_public.pem");
+const RSA_PRIVATE: &str = include_str!("../tests/keys/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("../tests/keys/rsa_public.pem");
 
 /// The clock every join sees.
 fn now() -> Now {
@@ -112,10 +114,17 @@ fn main() {
     let es_tokens = tokens(Algorithm::ES256, &es_key);
     let hs = Verifier::hs256(SECRET).expect("a long secret");
     let es = Verifier::from_public_key_pem(EC_PUBLIC.as_bytes()).expect("the EC test key");
+    let rs_key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("the RSA test key");
+    let rs_tokens = tokens(Algorithm::RS256, &rs_key);
+    let rs = Verifier::from_public_key_pem(RSA_PUBLIC.as_bytes()).expect("the RSA test key");
 
     let open = join_us(None, &joins(None));
     println!("join, open mode: {open:.2} us");
-    for (name, verifier, tokens) in [("HS256", &hs, &hs_tokens), ("ES256", &es, &es_tokens)] {
+    for (name, verifier, tokens) in [
+        ("HS256", &hs, &hs_tokens),
+        ("ES256", &es, &es_tokens),
+        ("RS256", &rs, &rs_tokens),
+    ] {
         let verify = verify_us(verifier, tokens);
         let with_token = join_us(Some(verifier), &joins(Some(tokens)));
         println!(

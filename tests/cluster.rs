@@ -109,6 +109,23 @@ impl Process {
         (status, json)
     }
 
+    /// A server API `GET` with `API_KEY` on a connection of its own: the status and the JSON body.
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
+        let mut response = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+        let (status, body) = parse_http_response(&response);
+        let json =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+        (status, json)
+    }
+
     /// Starts a node with a short heartbeat (`--node-heartbeat`), so that its death is noticed quickly.
     fn start_with_heartbeat(redis: &RedisServer, node_id: &str, seconds: &str) -> Process {
         Process::start_with(redis, node_id, &["--node-heartbeat", seconds])
@@ -1246,17 +1263,7 @@ fn api_room_members_on_one_node_list_the_members_of_every_node() {
     join(&mut ann, "ann", "lobby");
     join(&mut bob, "bob", "lobby");
     assert_eq!(ann.recv_type("presence")["joined"], "bob");
-    let mut stream = std::net::TcpStream::connect(a.addr).expect("connect");
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!(
-        "GET /api/rooms/lobby HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n",
-        a.addr
-    );
-    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("write");
-    let mut response = String::new();
-    let _ = std::io::Read::read_to_string(&mut stream, &mut response);
-    let (status, body) = parse_http_response(&response);
-    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    let (status, answer) = a.get("/api/rooms/lobby");
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["room"], "lobby");
     assert_eq!(answer["count"], 2, "{answer}");
@@ -1320,4 +1327,95 @@ fn a_nodes_names_are_renewed_in_bounded_batches_spread_over_the_heartbeat_and_st
         "every name is still held: {held:?}"
     );
     drop(clients);
+}
+
+#[test]
+fn api_rooms_on_one_node_lists_the_rooms_of_every_node_with_their_counts_summed() {
+    let Some(redis) = RedisServer::start(
+        "api_rooms_on_one_node_lists_the_rooms_of_every_node_with_their_counts_summed",
+    ) else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let b = Process::start(&redis, "node-b");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    let mut cid = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    join(&mut cid, "cid", "annex");
+    assert_eq!(ann.recv_type("presence")["joined"], "bob");
+    // Node B's presence calls reach Redis on B's own connection: A's answer shows them once Redis has run them.
+    let lists = |rooms: Value| {
+        let expected = (200, json!({ "rooms": rooms }));
+        wait_until(Duration::from_secs(10), || a.get("/api/rooms") == expected)
+    };
+    assert!(
+        lists(json!([{"room": "annex", "members": 1}, {"room": "lobby", "members": 2}])),
+        "A listed {:?}",
+        a.get("/api/rooms")
+    );
+    // A room whose last member left, on any node, is listed no more; one that keeps a member shows the new count.
+    drop(cid);
+    drop(bob);
+    assert!(
+        lists(json!([{"room": "lobby", "members": 1}])),
+        "A listed {:?}",
+        a.get("/api/rooms")
+    );
+}
+
+#[test]
+fn while_redis_is_away_the_list_of_rooms_is_answered_503() {
+    let Some(mut redis) =
+        RedisServer::start("while_redis_is_away_the_list_of_rooms_is_answered_503")
+    else {
+        return;
+    };
+    let a = Process::start_with(&redis, "node-a", &["--api-key", API_KEY]);
+    let mut ann = a.ws();
+    join(&mut ann, "ann", "lobby");
+    redis.stop();
+    assert!(wait_until(Duration::from_secs(10), || a.healthz() == 503));
+    // The node's own rooms are not the cluster's: it does not answer with them alone.
+    let (status, answer) = a.get("/api/rooms");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+}
+
+#[test]
+fn api_rooms_forgets_the_members_of_a_dead_node_within_three_heartbeats() {
+    let Some(redis) =
+        RedisServer::start("api_rooms_forgets_the_members_of_a_dead_node_within_three_heartbeats")
+    else {
+        return;
+    };
+    let a = Process::start_with(
+        &redis,
+        "node-a",
+        &["--api-key", API_KEY, "--node-heartbeat", "0.2"],
+    );
+    let b = Process::start_with_heartbeat(&redis, "node-b", "0.2");
+    let mut ann = a.ws();
+    let mut bob = b.ws();
+    let mut cid = b.ws();
+    join(&mut ann, "ann", "lobby");
+    join(&mut bob, "bob", "lobby");
+    join(&mut cid, "cid", "annex");
+    let lists = |rooms: Value| {
+        let expected = (200, json!({ "rooms": rooms }));
+        wait_until(Duration::from_secs(10), || a.get("/api/rooms") == expected)
+    };
+    assert!(
+        lists(json!([{"room": "annex", "members": 1}, {"room": "lobby", "members": 2}])),
+        "A listed {:?}",
+        a.get("/api/rooms")
+    );
+    // Node B dies without a word: A's heartbeat removes its members, and the room only B had is gone with them.
+    drop(b);
+    assert!(
+        lists(json!([{"room": "lobby", "members": 1}])),
+        "A listed {:?}",
+        a.get("/api/rooms")
+    );
 }

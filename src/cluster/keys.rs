@@ -46,6 +46,11 @@ pub fn recover_script() -> Script {
     Script::new(include_str!("recover.lua"))
 }
 
+/// The rooms with a member on any node, room to member count, for `/api/rooms`: the presence script and the heartbeat
+/// write a room's count (its members hash's length) after every change, and remove a room nobody is in. No room's
+/// key can be spelled like it: those all start with [`ROOM_CHANNEL_PREFIX`], which ends in `:`.
+pub const ROOMS: &str = "roomcast:rooms";
+
 /// A room's members across the cluster, name to node: `roomcast:room:<room>:members`.
 pub fn room_members_key(room: &str) -> Vec<u8> {
     [ROOM_CHANNEL_PREFIX.as_bytes(), room.as_bytes(), b":members"].concat()
@@ -220,6 +225,12 @@ mod tests {
         for (i, sha) in shas.iter().enumerate() {
             assert!(!shas[i + 1..].contains(sha));
         }
+    }
+
+    #[test]
+    fn the_hash_of_rooms_is_no_rooms_key_or_channel() {
+        assert!(!ROOMS.starts_with(ROOM_CHANNEL_PREFIX));
+        assert_eq!(room_of_channel(ROOMS.as_bytes()), None);
     }
 
     #[test]

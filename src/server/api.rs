@@ -162,8 +162,8 @@ impl Server {
     }
 
     /// Carries out `call`, made on connection `key`, through the chat, applying what it asks for; the answer's
-    /// JSON, or a 400 for values the chat refuses. On a node with `--redis`, a publication goes to the cluster
-    /// engine and is answered later ([`Server::answer_later`]).
+    /// JSON, or a 400 for values the chat refuses. On a node with `--redis`, a publication, a DM to a name held
+    /// elsewhere and the room lists go to the cluster engine and are answered later ([`Server::answer_later`]).
     fn carry_out(&mut self, key: usize, call: api::Call) -> Result<Answer, api::ApiError> {
         let now = super::chat_time(self.now);
         let refused = |e: crate::chat::AppRefusal| match e {
@@ -221,6 +221,15 @@ impl Server {
                 json!({ "delivered": delivered })
             }
             api::Call::Rooms => {
+                // On a node of a cluster, the rooms of every node, from the hash of rooms Redis keeps.
+                if self.cluster.is_some() {
+                    if !self.rooms_for_api(key) {
+                        return Err(api::ApiError::Unavailable(
+                            "the cluster engine (Redis) is not reachable".into(),
+                        ));
+                    }
+                    return Ok(Answer::Later);
+                }
                 let rooms: Vec<_> = self
                     .chat
                     .rooms()

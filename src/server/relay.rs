@@ -64,6 +64,11 @@ pub(super) enum Job {
         /// The room's name as the request gave it, for the answer.
         asked: String,
     },
+    /// An `/api/rooms`: every room with members on any node, with their counts, from the hash of rooms.
+    ApiRooms {
+        /// The request's connection.
+        request: (usize, u32),
+    },
     /// What a room's stream holds after the seq this node saw last, after its subscription was down.
     Recover {
         /// The room.
@@ -635,6 +640,29 @@ impl Server {
             .is_ok()
     }
 
+    /// An `/api/rooms` on a node of a cluster: the hash of rooms (room to member count, kept by the presence script
+    /// and the heartbeat) is read, and request `key` is answered with it. False, with nothing sent, while Redis is not
+    /// ready.
+    pub(super) fn rooms_for_api(&mut self, key: usize) -> bool {
+        let Some(request) = who(self, key) else {
+            return false;
+        };
+        if !self.cluster_ready() {
+            return false;
+        }
+        let Some(link) = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.relay_and_commands().1)
+        else {
+            return false;
+        };
+        // HGETALL answers field, value, field, value... (https://redis.io/commands/hgetall).
+        let words: [&[u8]; 2] = [b"HGETALL", keys::ROOMS.as_bytes()];
+        link.queue(&words, Tag::Relay(Job::ApiRooms { request }))
+            .is_ok()
+    }
+
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
     pub(super) fn relay_dm(&mut self, key: usize, to_key: Rc<str>, text: Rc<str>, copy: Rc<str>) {
         let Some(client) = who(self, key) else {
@@ -741,6 +769,19 @@ impl Server {
                 };
                 self.answer_later(request, answer);
             }
+            Job::ApiRooms { request } => {
+                let answer = match rooms_answer(&reply) {
+                    Some(rooms) => {
+                        let rooms: Vec<_> = rooms
+                            .iter()
+                            .map(|(room, members)| json!({"room": room, "members": members}))
+                            .collect();
+                        Ok(json!({ "rooms": rooms }).to_string())
+                    }
+                    None => Err(unavailable("the cluster engine (Redis) did not answer")),
+                };
+                self.answer_later(request, answer);
+            }
             Job::Recover { room } => {
                 match recover_answer(&reply) {
                     Some((epoch, messages)) => {
@@ -801,7 +842,7 @@ impl Server {
                     request,
                     Err(unavailable("the cluster engine (Redis) did not answer")),
                 ),
-                Job::ApiRoom { request, .. } => self.answer_later(
+                Job::ApiRoom { request, .. } | Job::ApiRooms { request } => self.answer_later(
                     request,
                     Err(unavailable("the cluster engine (Redis) did not answer")),
                 ),
@@ -1038,7 +1079,7 @@ impl Server {
                 if joined { b"1" } else { b"0" },
                 event.as_bytes(),
             ];
-            let keys: [&[u8]; 2] = [&room_members, &node_members];
+            let keys: [&[u8]; 3] = [&room_members, &node_members, keys::ROOMS.as_bytes()];
             queue_script(
                 link.as_deref_mut(),
                 relay.presence,
@@ -1200,8 +1241,9 @@ impl Server {
             .filter(|name| chat.holds_name(name))
             .map(|name| keys::name_key(name))
             .collect();
-        let mut keys: Vec<&[u8]> = Vec::with_capacity(1 + names.len());
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(2 + names.len());
         keys.push(keys::NODES.as_bytes());
+        keys.push(keys::ROOMS.as_bytes());
         keys.extend(names.iter().map(Vec::as_slice));
         let args: [&[u8]; 4] = [
             relay.node.as_str().as_bytes(),
@@ -1232,6 +1274,27 @@ fn members_answer(reply: &Reply) -> Option<Vec<String>> {
             })
             .collect(),
     )
+}
+
+/// An `HGETALL` of the hash of rooms, `[room, count, room, count...]`, as rooms and counts sorted by room; `None`
+/// for anything else.
+fn rooms_answer(reply: &Reply) -> Option<Vec<(String, u64)>> {
+    let items = reply.as_array()?;
+    if items.len() % 2 != 0 {
+        return None;
+    }
+    let mut rooms = items
+        .chunks_exact(2)
+        .map(|pair| match pair {
+            [OwnedFrame::BulkString(room), OwnedFrame::BulkString(count)] => Some((
+                String::from_utf8(room.clone()).ok()?,
+                std::str::from_utf8(count).ok()?.parse().ok()?,
+            )),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    rooms.sort_unstable();
+    Some(rooms)
 }
 
 /// The recovery script's answer: `[epoch, [messages]]`; `None` for anything else (an empty epoch: the room has none
@@ -1325,6 +1388,32 @@ mod tests {
                 reclaimed: false,
             })
         );
+    }
+
+    #[test]
+    fn the_rooms_answer_reads_rooms_and_counts_sorted_by_room() {
+        let reply = Reply::from(OwnedFrame::Array(vec![
+            bulk("lobby"),
+            bulk("2"),
+            bulk("annex"),
+            bulk("1"),
+        ]));
+        assert_eq!(
+            rooms_answer(&reply),
+            Some(vec![("annex".into(), 1), ("lobby".into(), 2)])
+        );
+        let none = Reply::from(OwnedFrame::Array(Vec::new()));
+        assert_eq!(rooms_answer(&none), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_rooms_answer_of_another_shape_is_none() {
+        let error = Reply::from(OwnedFrame::Error("ERR oops".into()));
+        assert_eq!(rooms_answer(&error), None);
+        let odd = Reply::from(OwnedFrame::Array(vec![bulk("lobby")]));
+        assert_eq!(rooms_answer(&odd), None);
+        let negative = Reply::from(OwnedFrame::Array(vec![bulk("lobby"), bulk("-1")]));
+        assert_eq!(rooms_answer(&negative), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ const RUN_BY_SCRIPTS: &[&str] = &[
     "hdel",
     "hget",
     "hgetall",
+    "hlen",
     "hset",
     "incr",
     "incrby",
