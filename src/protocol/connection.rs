@@ -312,6 +312,10 @@ enum Receiving {
 /// message and stalls costs us what it sent, not what it promised.
 const MAX_PREALLOCATION: u64 = 64 * 1024;
 
+/// How much of a compressed payload is unmasked at a time, on the stack, on its way to the decompressor: a page,
+/// so a compressed message costs no copy of itself on the heap.
+const UNMASK_PIECE: usize = 4 * 1024;
+
 /// A payload at least this long, given to `send_owned`, is queued as it is instead of being copied into the output
 /// buffer: past a few KiB the copy costs more than the write segment of its own that it saves.
 const HAND_OVER_MIN: usize = 4 * 1024;
@@ -556,12 +560,12 @@ impl Connection {
             _ => 0,
         };
         let message = incoming.assembly.as_ref().map_or(0, |a| {
-            // A message being inflated also holds a decompressor lent from the thread's pool.
-            let inflater = if a.inflating.is_some() {
-                DECOMPRESSOR_BYTES
-            } else {
-                0
-            };
+            // A message being inflated also holds a decompressor lent from the thread's pool, and the compressed
+            // bytes an inflation limit held back.
+            let inflater = a
+                .inflating
+                .as_ref()
+                .map_or(0, |i| DECOMPRESSOR_BYTES + i.input.capacity());
             a.payload.capacity() + inflater
         });
         std::mem::size_of::<Incoming>() + frame + message
@@ -946,6 +950,9 @@ impl Connection {
                 if let Some(assembly) = &mut incoming.assembly {
                     let start = assembly.payload.len();
                     if let Some(inflating) = &mut assembly.inflating {
+                        if inflating.input.is_empty() {
+                            return self.inflate_arriving(&chunk, events);
+                        }
                         chunk.unmask_into(&mut inflating.input);
                         inflating.frame_ended = chunk.last;
                         return self.inflate_held_input(events);
@@ -970,6 +977,62 @@ impl Connection {
             .and_then(|i| i.assembly.as_ref())
             .and_then(|a| a.inflating.as_ref());
         inflating.is_some_and(|i| i.frame_ended || !i.input.is_empty())
+    }
+
+    /// Inflates a compressed message's payload as it arrives (RFC 7692 6.2), unmasked a piece at a time into a
+    /// buffer on the stack rather than copied whole: only what this call's inflation limit holds back is kept, in
+    /// `Inflating::input`, for the next `feed_within`. Text is checked as UTF-8 as it inflates (8.1), and a frame
+    /// whose bytes are all inflated is finished.
+    fn inflate_arriving(
+        &mut self,
+        chunk: &PayloadChunk<'_>,
+        events: &mut Vec<Event>,
+    ) -> Result<Flow, ProtocolError> {
+        let (Some(incoming), Some(compression)) = (
+            self.incoming.as_deref_mut(),
+            self.compression.as_deref_mut(),
+        ) else {
+            return Ok(Flow::Go);
+        };
+        let Some(assembly) = &mut incoming.assembly else {
+            return Ok(Flow::Go);
+        };
+        let mut piece = [0u8; UNMASK_PIECE];
+        let mut taken = 0;
+        while taken < chunk.data.len() {
+            let Some(inflating) = &mut assembly.inflating else {
+                return Ok(Flow::Go);
+            };
+            let len = chunk.unmask_part(taken, &mut piece);
+            taken += len;
+            let start = assembly.payload.len();
+            let result = inflating.inflater.get().feed(
+                &piece[..len],
+                &mut assembly.payload,
+                compression.inflate_left,
+            );
+            let progress = match result {
+                Ok(progress) => progress,
+                Err(error) => return Err(inflate_failure(assembly, start, error)),
+            };
+            compression.inflate_left -= progress.produced;
+            let held_back = progress.status == InflateStatus::BudgetSpent;
+            if held_back {
+                // What the decompressor did not take waits for the next `feed_within`.
+                let unconsumed = piece.get(progress.consumed..len).unwrap_or_default();
+                inflating.input.extend_from_slice(unconsumed);
+                chunk.unmask_into_from(taken, &mut inflating.input);
+                inflating.frame_ended = chunk.last;
+            }
+            check_utf8(assembly, start)?;
+            if held_back {
+                return Ok(Flow::Stop);
+            }
+        }
+        if chunk.last {
+            return self.finish_data_frame(events);
+        }
+        Ok(Flow::Go)
     }
 
     /// Inflates the compressed bytes received into the message, as far as this call's inflation limit allows
@@ -1803,6 +1866,80 @@ mod tests {
             );
             assert_eq!(close_code_sent(&mut conn), Some(1007));
         }
+    }
+
+    /// `len` letters from a xorshift generator: text that compresses to about 60% of its length.
+    fn letters(len: usize) -> String {
+        let mut state = 0x2545_f491u32;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_compressed_message_of_many_unmask_pieces_inflates_whole_however_it_arrives() {
+        let text = letters(40_000);
+        let mut deflated = Vec::new();
+        MessageCompressor::new(15, true)
+            .compress(text.as_bytes(), &mut deflated)
+            .unwrap();
+        assert!(deflated.len() > 4 * UNMASK_PIECE, "{}", deflated.len());
+        let frame = compressed_client_frame(OpCode::Text, &deflated);
+        let expected = [Event::Message(Message::Text(text))];
+        for cut in [frame.len(), UNMASK_PIECE + 3, 1000] {
+            let mut conn = deflating_server(1 << 20);
+            let mut events = Vec::new();
+            for part in frame.chunks(cut) {
+                conn.feed(part, &mut events).unwrap();
+            }
+            assert_eq!(events, expected, "cut in {cut}-byte parts");
+        }
+        for inflated_bytes in [1, 1000, 3 * UNMASK_PIECE] {
+            let mut conn = deflating_server(1 << 20);
+            let limits = FeedLimits {
+                frames: u32::MAX,
+                inflated_bytes,
+            };
+            let mut events = Vec::new();
+            let mut rest = &frame[..];
+            loop {
+                let fed = conn.feed_within(rest, &mut events, limits).unwrap();
+                rest = &rest[fed.used..];
+                if fed.stopped.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(events, expected, "{inflated_bytes} bytes inflated per call");
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_held_back_counts_what_waits_to_be_inflated() {
+        let text = letters(10_000);
+        let mut deflated = Vec::new();
+        MessageCompressor::new(15, true)
+            .compress(text.as_bytes(), &mut deflated)
+            .unwrap();
+        let frame = compressed_client_frame(OpCode::Text, &deflated);
+        let mut conn = deflating_server(1 << 20);
+        let limits = FeedLimits {
+            frames: u32::MAX,
+            inflated_bytes: 10,
+        };
+        let mut events = Vec::new();
+        let fed = conn.feed_within(&frame, &mut events, limits).unwrap();
+        assert_eq!(fed.stopped, Some(FeedLimit::InflatedBytes));
+        let held = conn.buffered_bytes();
+        assert!(
+            held >= DECOMPRESSOR_BYTES + deflated.len() - 10,
+            "{held} bytes counted for {} compressed bytes waiting",
+            deflated.len()
+        );
     }
 
     fn frames(frames: u32) -> FeedLimits {

@@ -265,12 +265,33 @@ pub struct PayloadChunk<'a> {
 impl PayloadChunk<'_> {
     /// Appends the unmasked bytes to `dst`: one copy, then the mask applied in place a word at a time.
     pub fn unmask_into(&self, dst: &mut Vec<u8>) {
+        self.unmask_into_from(0, dst);
+    }
+
+    /// Appends the bytes from `from` on, unmasked, to `dst`: the rest of a chunk consumed in parts.
+    pub fn unmask_into_from(&self, from: usize, dst: &mut Vec<u8>) {
         let start = dst.len();
-        dst.extend_from_slice(self.data);
+        dst.extend_from_slice(self.data.get(from..).unwrap_or_default());
         if let Some(key) = self.mask {
             // The offset only matters modulo 4, so truncating it is harmless.
-            apply_mask(&mut dst[start..], key, (self.offset % 4) as usize);
+            let offset = self.offset.wrapping_add(from as u64) % 4;
+            apply_mask(&mut dst[start..], key, offset as usize);
         }
+    }
+
+    /// Copies the bytes from `from` on, unmasked, into the front of `dst`, as many as fit, and returns how many:
+    /// for a caller that consumes the payload in pieces of a fixed buffer instead of keeping all of it.
+    pub fn unmask_part(&self, from: usize, dst: &mut [u8]) -> usize {
+        let part = self.data.get(from..).unwrap_or_default();
+        let len = part.len().min(dst.len());
+        let (dst, part) = (&mut dst[..len], &part[..len]);
+        dst.copy_from_slice(part);
+        if let Some(key) = self.mask {
+            // The offset only matters modulo 4, so truncating it is harmless.
+            let offset = self.offset.wrapping_add(from as u64) % 4;
+            apply_mask(dst, key, offset as usize);
+        }
+        len
     }
 }
 
@@ -628,6 +649,32 @@ mod tests {
             decode_all(IncomingMask::Required, &bytes[..2], 1),
             Err(FrameError::ControlTooLong)
         );
+    }
+
+    #[test]
+    fn a_payload_unmasked_in_parts_reads_as_one_unmasked_whole() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut masked = b"Hello, parts of a masked payload".to_vec();
+        apply_mask(&mut masked, key, 1);
+        let chunk = PayloadChunk {
+            data: &masked,
+            mask: Some(key),
+            offset: 5,
+            last: true,
+        };
+        let mut whole = Vec::new();
+        chunk.unmask_into(&mut whole);
+        let mut parts = Vec::new();
+        let mut piece = [0u8; 3];
+        while parts.len() < masked.len() {
+            let len = chunk.unmask_part(parts.len(), &mut piece);
+            parts.extend_from_slice(&piece[..len]);
+        }
+        assert_eq!(parts, whole);
+        assert_eq!(chunk.unmask_part(masked.len(), &mut piece), 0);
+        let mut rest = b"Hello".to_vec();
+        chunk.unmask_into_from(5, &mut rest);
+        assert_eq!(rest, whole);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Owns building the bomb (a short DEFLATE segment that inflates to 1 MiB of one byte, repeated, each copy ended
 //! by a sync flush so the copies read as one stream, RFC 7692 7.2.1) and the run: connect with permessage-deflate,
 //! join (on the chat route), optionally warm the server up with one ordinary compressed message, read the
-//! server's `VmHWM`, send the bomb, wait for the Close, read `VmHWM` again. It never sends anything but the one
-//! connection's frames, and refuses addresses other than loopback ones.
+//! server's `VmHWM`, send the bomb, wait for the Close, read `VmHWM` again. It also reads `RssFile` both times:
+//! the pages of the server's binary that the bomb's code path mapped for the first time count in `VmHWM` too
+//! (file-backed, shared, mapped 64 KiB at a time), and they are not memory the bomb made the server allocate. It
+//! never sends anything but the one connection's frames, and refuses addresses other than loopback ones.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use roomcast::protocol::frame::{FrameHeader, OpCode};
 use roomcast::protocol::mask::apply_mask;
 use serde_json::{json, Value};
 
-use crate::stats::{peak_rss_kib, rss_kib};
+use crate::stats::{peak_rss_kib, rss_kib, status_kib};
 use crate::{Clock, Common, Pool};
 
 /// What one segment of the bomb inflates to.
@@ -153,6 +155,8 @@ pub fn run(args: &BombArgs) -> io::Result<Value> {
     std::thread::sleep(Duration::from_millis(200));
     let peak_before = peak_rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmHWM"))?;
     let rss_before = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let file_before =
+        status_kib(pid, "RssFile:").ok_or_else(|| io::Error::other("cannot read RssFile"))?;
 
     let segments = args.inflate_to.div_ceil(SEGMENT_INFLATED).max(1);
     let (payload, segment_len) = bomb_payload(segments);
@@ -175,6 +179,8 @@ pub fn run(args: &BombArgs) -> io::Result<Value> {
     std::thread::sleep(Duration::from_millis(200));
     let peak_after = peak_rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmHWM"))?;
     let rss_after = rss_kib(pid).ok_or_else(|| io::Error::other("cannot read VmRSS"))?;
+    let file_after =
+        status_kib(pid, "RssFile:").ok_or_else(|| io::Error::other("cannot read RssFile"))?;
     let close = pool.clients[index].server_close().cloned();
     let closed = pool.clients[index].is_closed();
     pool.close_all();
@@ -198,6 +204,9 @@ pub fn run(args: &BombArgs) -> io::Result<Value> {
         "server_peak_growth_kib": peak_after.saturating_sub(peak_before),
         "server_rss_before_kib": rss_before,
         "server_rss_after_kib": rss_after,
+        "server_rss_file_before_kib": file_before,
+        "server_rss_file_after_kib": file_after,
+        "server_file_growth_kib": file_after.saturating_sub(file_before),
     }))
 }
 

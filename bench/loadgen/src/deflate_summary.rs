@@ -223,8 +223,8 @@ fn render(order: &[String], groups: &BTreeMap<String, Group>) -> String {
         }
     }
     if by_scenario("bomb").next().is_some() {
-        out.push_str("\n| scenario | path | inflates to | frame payload | close | server peak RSS growth KiB: median (min–max) | limit |\n");
-        out.push_str("| --- | --- | ---: | ---: | --- | ---: | ---: |\n");
+        out.push_str("\n| scenario | path | inflates to | frame payload | close | server peak RSS growth KiB: median (min–max) | of it, file-backed pages mapped KiB | limit |\n");
+        out.push_str("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
     }
     for (label, group) in by_scenario("bomb") {
         let Some(runs) = group.runs.get("roomcast deflate") else {
@@ -245,12 +245,13 @@ fn render(order: &[String], groups: &BTreeMap<String, Group>) -> String {
         closes.dedup();
         let limit = limit_of(first);
         out.push_str(&format!(
-            "| {label} | {} | {} | {} | {} | {} | {} |\n",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |\n",
             text("path").trim_matches('"'),
             text("inflates_to"),
             text("frame_payload_bytes"),
             closes.join(", "),
             group.spread("roomcast deflate", &["server_peak_growth_kib"]),
+            group.spread("roomcast deflate", &["server_file_growth_kib"]),
             limit.map_or("?".into(), fmt_value),
         ));
         let growth = group.median("roomcast deflate", &["server_peak_growth_kib"]);
@@ -350,11 +351,17 @@ mod tests {
     fn a_bomb_is_judged_against_the_limit_its_close_names() {
         let run = json!({"scenario": "bomb", "label": "b", "server_kind": "roomcast", "path": "/ws",
                          "close_code": 1009, "close_reason": "message over 65536 bytes",
-                         "server_peak_growth_kib": 100});
+                         "server_peak_growth_kib": 100, "server_file_growth_kib": 64});
         assert_eq!(limit_of(&run), Some(65536.0));
         let mut groups = BTreeMap::new();
         groups.insert("b".to_owned(), group(&[run]));
         let text = render(&["b".to_owned()], &groups);
         assert!(text.contains("| 1009, 1.56× | yes |"), "{text}");
+        assert!(
+            text.contains(
+                "| **100.0** (100.0–100.0, 1 runs) | **64.0** (64.0–64.0, 1 runs) | 65536 |"
+            ),
+            "{text}"
+        );
     }
 }

@@ -438,7 +438,8 @@ impl MessageDecompressor {
     /// DEFLATE writes straight into `out`, into room zero-filled beforehand (filling it is what lets this stay
     /// free of `unsafe`). The room starts at `first_room` (near what the input is likely to inflate to) and
     /// doubles whenever it fills, so a small piece costs little and a large one few calls; it never goes past the
-    /// budget or the limit, which is how neither is ever exceeded.
+    /// budget or the limit, which is how neither is ever exceeded. `out`'s capacity never goes past the limit
+    /// either (`reserve_within`).
     fn inflate_some(
         &mut self,
         input: &[u8],
@@ -468,6 +469,7 @@ impl MessageDecompressor {
                 (1, &mut probe[..])
             } else {
                 let room = room_wanted.min(limit_left).min(budget_left);
+                reserve_within(out, room, limit_left);
                 out.resize(start + room, 0);
                 (room, &mut out[start..])
             };
@@ -509,6 +511,23 @@ impl MessageDecompressor {
             }
         }
     }
+}
+
+/// Makes `out` able to take `room` more bytes, growing its capacity by doubling as `Vec` does (so a message
+/// inflated in many calls is copied a bounded number of times) but never to more than `most` bytes past its
+/// length: the rest of the message's limit. `Vec`'s own growth doubles whatever the limit: a bomb fed in pieces
+/// of 300 bytes (a first room of 1,200) ended in 74,400 bytes of capacity for a 64 KiB limit, and a doubling
+/// that cannot grow in place copies everything inflated so far.
+fn reserve_within(out: &mut Vec<u8>, room: usize, most: usize) {
+    if out.capacity() - out.len() >= room {
+        return;
+    }
+    let wanted = out
+        .len()
+        .saturating_add(room)
+        .max(out.capacity().saturating_mul(2))
+        .min(out.len().saturating_add(most.max(room)));
+    out.reserve_exact(wanted - out.len());
 }
 
 #[cfg(test)]
@@ -873,6 +892,31 @@ mod tests {
             out.capacity(),
             limit,
             "the probe past the limit is not written to the output"
+        );
+    }
+
+    #[test]
+    fn a_bomb_fed_in_small_pieces_never_grows_the_output_capacity_past_the_limit() {
+        let limit = 64 * 1024;
+        let mut decompressor = MessageDecompressor::new(true, limit);
+        let mut out = Vec::new();
+        let mut error = None;
+        let mut most_capacity = 0;
+        // Small pieces start with small rooms (1,200 bytes for 300), so the output grows many times before it
+        // reaches the limit, by doubling from a size that does not double into it.
+        for piece in zero_bomb(1).chunks(300) {
+            let result = decompressor.feed(piece, &mut out, usize::MAX);
+            most_capacity = most_capacity.max(out.capacity());
+            if let Err(e) = result {
+                error = Some(e);
+                break;
+            }
+        }
+        assert_eq!(error, Some(InflateError::TooBig { limit }));
+        assert_eq!(out.len(), limit);
+        assert!(
+            most_capacity <= limit,
+            "capacity reached {most_capacity} for a limit of {limit}"
         );
     }
 
