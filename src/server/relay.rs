@@ -620,30 +620,27 @@ impl Server {
     /// An `/api/rooms/NAME` on a node of a cluster: the room's presence hash (name to node) is read, and request
     /// `key` is answered with its names. False, with nothing sent, while Redis is not ready.
     pub(super) fn room_members_for_api(&mut self, key: usize, room: &str, asked: String) -> bool {
-        let Some(request) = who(self, key) else {
-            return false;
-        };
-        if !self.cluster_ready() {
-            return false;
-        }
-        let Some(link) = self
-            .cluster
-            .as_mut()
-            .and_then(|cluster| cluster.relay_and_commands().1)
-        else {
-            return false;
-        };
         let hash = keys::room_members_key(room);
-        // HGETALL answers field, value, field, value... (https://redis.io/commands/hgetall).
-        let words: [&[u8]; 2] = [b"HGETALL", &hash];
-        link.queue(&words, Tag::Relay(Job::ApiRoom { request, asked }))
-            .is_ok()
+        self.read_hash_for_api(key, &hash, |request| Job::ApiRoom { request, asked })
     }
 
     /// An `/api/rooms` on a node of a cluster: the hash of rooms (room to member count, kept by the presence script
     /// and the heartbeat) is read, and request `key` is answered with it. False, with nothing sent, while Redis is not
     /// ready.
     pub(super) fn rooms_for_api(&mut self, key: usize) -> bool {
+        self.read_hash_for_api(key, keys::ROOMS.as_bytes(), |request| Job::ApiRooms {
+            request,
+        })
+    }
+
+    /// Reads Redis hash `hash` whole for API request `key`, whose answer `job` makes of the reply. False, with
+    /// nothing sent, while Redis is not ready or the request is gone.
+    fn read_hash_for_api(
+        &mut self,
+        key: usize,
+        hash: &[u8],
+        job: impl FnOnce((usize, u32)) -> Job,
+    ) -> bool {
         let Some(request) = who(self, key) else {
             return false;
         };
@@ -658,9 +655,8 @@ impl Server {
             return false;
         };
         // HGETALL answers field, value, field, value... (https://redis.io/commands/hgetall).
-        let words: [&[u8]; 2] = [b"HGETALL", keys::ROOMS.as_bytes()];
-        link.queue(&words, Tag::Relay(Job::ApiRooms { request }))
-            .is_ok()
+        let words: [&[u8]; 2] = [b"HGETALL", hash];
+        link.queue(&words, Tag::Relay(job(request))).is_ok()
     }
 
     /// A DM to a name held on another node, if any: the DM script hands it to that node's channel.
