@@ -371,16 +371,30 @@ pub struct Connection {
     /// `send_owned`, and those payloads themselves.
     handed_over: Vec<Vec<u8>>,
     /// The body of a Close we owe the peer (a reply to theirs, or a failure). It is written at the next
-    /// `take_output`, after whatever the caller sends in answer to the messages that came before it.
-    owed_close: Option<Vec<u8>>,
+    /// `take_output`, after whatever the caller sends in answer to the messages that came before it. A boxed slice,
+    /// not a `Vec`: every connection carries the slot and few ever fill it.
+    owed_close: Option<Box<[u8]>>,
     /// The code of the first Close frame sent or received, or of the failure, once there is one. 7.1.5's Close Code
     /// counts only the first Close received; this one also counts ours when it went out first.
     close_code: Option<CloseCode>,
-    /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1). Boxed, as a server
-    /// keeps one `Connection` per peer and never has one.
-    mask_keys: Option<Box<MaskKeys>>,
-    /// permessage-deflate, once negotiated (RFC 7692); boxed, as most connections of some servers have none.
-    compression: Option<Box<Compression>>,
+    /// What only some connections carry, boxed together so that a server's connection without permessage-deflate
+    /// holds one empty pointer for both: a server keeps one `Connection` per peer.
+    extras: Option<Box<Extras>>,
+}
+
+/// The parts of a connection that only some connections have.
+#[derive(Debug, Default)]
+struct Extras {
+    /// A client's source of masking keys (5.3); `None` for a server, which masks nothing (5.1).
+    mask_keys: Option<MaskKeys>,
+    /// permessage-deflate, once negotiated (RFC 7692).
+    compression: Option<Compression>,
+}
+
+/// The permessage-deflate state in `extras`, if it was negotiated. A function of the field rather than a method, so
+/// that it borrows `extras` alone beside the connection's other fields.
+fn compression_in(extras: &mut Option<Box<Extras>>) -> Option<&mut Compression> {
+    extras.as_deref_mut()?.compression.as_mut()
 }
 
 /// What permessage-deflate needs on one connection: the agreed windows and takeovers (RFC 7692 7.1), and the
@@ -468,9 +482,15 @@ impl Connection {
     /// A connection in the Open state whose messages may be at most `max_message_size` bytes. A client's masking
     /// keys come from the operating system's random generator.
     pub fn new(role: Role, max_message_size: usize) -> Self {
-        let (incoming, mask_keys) = match role {
+        let (incoming, extras) = match role {
             Role::Server => (IncomingMask::Required, None),
-            Role::Client => (IncomingMask::Forbidden, Some(Box::new(MaskKeys::Strong))),
+            Role::Client => (
+                IncomingMask::Forbidden,
+                Some(Box::new(Extras {
+                    mask_keys: Some(MaskKeys::Strong),
+                    compression: None,
+                })),
+            ),
         };
         Connection {
             state: State::Open,
@@ -484,8 +504,7 @@ impl Connection {
             handed_over: Vec::new(),
             owed_close: None,
             close_code: None,
-            mask_keys,
-            compression: None,
+            extras,
         }
     }
 
@@ -505,21 +524,23 @@ impl Connection {
             ),
         };
         self.decoder.allow_compression();
-        self.compression = Some(Box::new(Compression {
+        self.extras.get_or_insert_with(Box::default).compression = Some(Compression {
             we_keep_context,
             peer_keeps_context,
             our_window_bits,
             kept_compressor: None,
             kept_decompressor: None,
             inflate_left: usize::MAX,
-        }));
+        });
     }
 
     /// When permessage-deflate is on and our messages are each compressed on their own (no context takeover), the
     /// window bits they may use: a server that sends one message to many connections compresses it once for all
     /// that share this window (`encode_server_message_compressed`).
     pub fn shared_compression_window(&self) -> Option<u8> {
-        self.compression
+        self.extras
+            .as_deref()?
+            .compression
             .as_ref()
             .filter(|c| !c.we_keep_context)
             .map(|c| c.our_window_bits)
@@ -528,8 +549,12 @@ impl Connection {
     /// Replaces a client's masking keys by a fast predictable sequence from `seed`. Only for a client that talks
     /// to a server of its own, such as a load generator: 10.3 asks for unpredictable keys. No effect on a server.
     pub fn use_predictable_masks(&mut self, seed: u64) {
-        if self.mask_keys.is_some() {
-            self.mask_keys = Some(Box::new(MaskKeys::predictable(seed)));
+        if let Some(keys) = self
+            .extras
+            .as_deref_mut()
+            .and_then(|e| e.mask_keys.as_mut())
+        {
+            *keys = MaskKeys::predictable(seed);
         }
     }
 
@@ -649,7 +674,7 @@ impl Connection {
         events: &mut Vec<Event>,
         limits: FeedLimits,
     ) -> Result<Fed, ProtocolError> {
-        if let Some(compression) = &mut self.compression {
+        if let Some(compression) = compression_in(&mut self.extras) {
             compression.inflate_left = limits.inflated_bytes;
         }
         let mut rest = input;
@@ -690,10 +715,8 @@ impl Connection {
                 Err(e) => return Err(self.fail(e)),
             }
         }
-        let inflated = self
-            .compression
-            .as_ref()
-            .map_or(0, |c| limits.inflated_bytes - c.inflate_left);
+        let inflated =
+            compression_in(&mut self.extras).map_or(0, |c| limits.inflated_bytes - c.inflate_left);
         Ok(Fed {
             used: input.len() - rest.len(),
             inflated,
@@ -716,7 +739,7 @@ impl Connection {
     /// copied as `send` would. `take_output_pieces` hands the payload back untouched.
     pub fn send_owned(&mut self, kind: MessageKind, mut payload: Vec<u8>) -> Result<(), SendError> {
         // A message to compress is copied anyway, into its compressed form.
-        if payload.len() < HAND_OVER_MIN || self.compression.is_some() {
+        if payload.len() < HAND_OVER_MIN || compression_in(&mut self.extras).is_some() {
             return self.send(kind, &payload);
         }
         if !self.can_send() {
@@ -786,8 +809,12 @@ impl Connection {
     /// payload is masked as any other).
     fn write_message(&mut self, kind: MessageKind, payload: &[u8]) {
         if payload.len() >= MIN_COMPRESSED_LEN {
-            if let Some(compression) = self.compression.as_deref_mut() {
-                let mask = self.mask_keys.as_deref_mut().map(MaskKeys::next_key);
+            if let Some(Extras {
+                mask_keys,
+                compression: Some(compression),
+            }) = self.extras.as_deref_mut()
+            {
+                let mask = mask_keys.as_mut().map(MaskKeys::next_key);
                 let header = FrameHeader {
                     fin: true,
                     rsv1: true,
@@ -815,7 +842,11 @@ impl Connection {
 
     /// 5.1, 5.3: a client masks every frame with a fresh key; a server masks none.
     fn mask_for_next_frame(&mut self) -> Option<[u8; 4]> {
-        self.mask_keys.as_deref_mut().map(MaskKeys::next_key)
+        self.extras
+            .as_deref_mut()?
+            .mask_keys
+            .as_mut()
+            .map(MaskKeys::next_key)
     }
 
     /// The frame and message in progress, allocated when the first frame of a message (or a control frame) starts.
@@ -828,7 +859,7 @@ impl Connection {
         if self.state == State::Open {
             let mut body = Vec::with_capacity(64);
             close::encode_close_body(error.close_code(), &error.to_string(), &mut body);
-            self.owed_close = Some(body);
+            self.owed_close = Some(body.into_boxed_slice());
         }
         self.close_code.get_or_insert(error.close_code());
         self.state = State::Failed;
@@ -912,7 +943,7 @@ impl Connection {
     /// The decompressor for a compressed message that begins: the one kept for a peer that keeps its context, or
     /// one borrowed from the loop's pool (RFC 7692 7.1.1: without context takeover none is needed in between).
     fn start_inflating(&mut self) -> Option<Box<Inflating>> {
-        let compression = self.compression.as_mut()?;
+        let compression = compression_in(&mut self.extras)?;
         let inflater = match compression.kept_decompressor.take() {
             Some(kept) => Inflater::Kept(kept),
             None if compression.peer_keeps_context => Inflater::Kept(Box::new(
@@ -990,7 +1021,7 @@ impl Connection {
     ) -> Result<Flow, ProtocolError> {
         let (Some(incoming), Some(compression)) = (
             self.incoming.as_deref_mut(),
-            self.compression.as_deref_mut(),
+            compression_in(&mut self.extras),
         ) else {
             return Ok(Flow::Go);
         };
@@ -1041,7 +1072,7 @@ impl Connection {
     fn inflate_held_input(&mut self, events: &mut Vec<Event>) -> Result<Flow, ProtocolError> {
         let (Some(incoming), Some(compression)) = (
             self.incoming.as_deref_mut(),
-            self.compression.as_deref_mut(),
+            compression_in(&mut self.extras),
         ) else {
             return Ok(Flow::Go);
         };
@@ -1087,7 +1118,7 @@ impl Connection {
             return Ok(Flow::Go);
         }
         if let (Some(assembly), Some(compression)) =
-            (&mut incoming.assembly, self.compression.as_deref_mut())
+            (&mut incoming.assembly, compression_in(&mut self.extras))
         {
             // A compressed message with no payload at all is not DEFLATE (an empty one compresses to 0x00,
             // 7.2.3.6); it is taken as empty, and the decompressor, which saw none of it, is left as it was: fed the
@@ -1120,7 +1151,7 @@ impl Connection {
         };
         // A lent decompressor goes back to the pool as it is dropped here; a kept one stays for the next message.
         if let (Some(inflating), Some(compression)) =
-            (assembly.inflating.take(), self.compression.as_deref_mut())
+            (assembly.inflating.take(), compression_in(&mut self.extras))
         {
             if let Inflater::Kept(kept) = inflating.inflater {
                 compression.kept_decompressor = Some(kept);
@@ -1169,7 +1200,7 @@ impl Connection {
                     if let Some(code) = frame.code {
                         close::encode_close_body(code, "", &mut body);
                     }
-                    self.owed_close = Some(body);
+                    self.owed_close = Some(body.into_boxed_slice());
                     self.state = State::CloseReceived;
                 } else {
                     self.state = State::Closed;

@@ -16,6 +16,10 @@ use super::batch::{Batches, Span};
 /// buffer).
 const MAX_IOVECS: usize = 64;
 
+/// The longest chunk a queue holds, so that the written part of its front chunk fits in 32 bits (shared and pending
+/// chunks are bounded by their `u32` offsets already; a longer owned one is split when pushed).
+const MAX_CHUNK_LEN: usize = u32::MAX as usize;
+
 /// A piece of outgoing data.
 #[derive(Clone, Debug)]
 pub enum Chunk {
@@ -61,8 +65,9 @@ const NO_PENDING: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct WriteQueue {
     chunks: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
-    front_written: usize,
+    /// Bytes of the front chunk already written (at most [`MAX_CHUNK_LEN`]: 32 bits, as every connection carries
+    /// this queue).
+    front_written: u32,
     /// Bytes not yet written, over all chunks.
     queued: usize,
     /// Position of the first `Pending` chunk; `NO_PENDING` when there is none. (A queue is cut off at 1 MiB by
@@ -84,6 +89,25 @@ impl Default for WriteQueue {
 impl WriteQueue {
     /// Appends a chunk; empty ones are skipped.
     pub fn push(&mut self, chunk: Chunk) {
+        match chunk {
+            Chunk::Owned(bytes) if bytes.len() > MAX_CHUNK_LEN => {
+                self.push_in_pieces(bytes, MAX_CHUNK_LEN)
+            }
+            chunk => self.push_within_bound(chunk),
+        }
+    }
+
+    /// Appends `bytes` as owned chunks of at most `most` bytes each, in order.
+    fn push_in_pieces(&mut self, mut bytes: Vec<u8>, most: usize) {
+        while bytes.len() > most {
+            let rest = bytes.split_off(most);
+            self.push_within_bound(Chunk::Owned(bytes));
+            bytes = rest;
+        }
+        self.push_within_bound(Chunk::Owned(bytes));
+    }
+
+    fn push_within_bound(&mut self, chunk: Chunk) {
         let len = chunk.len();
         if len == 0 {
             return;
@@ -135,7 +159,11 @@ impl WriteQueue {
                     let Some(bytes) = chunk.bytes() else {
                         break;
                     };
-                    let start = if i == 0 { self.front_written } else { 0 };
+                    let start = if i == 0 {
+                        self.front_written as usize
+                    } else {
+                        0
+                    };
                     slices[i] = IoSlice::new(bytes.get(start..).unwrap_or_default());
                     count += 1;
                 }
@@ -202,13 +230,14 @@ impl WriteQueue {
             let Some(front) = self.chunks.front() else {
                 return;
             };
-            let left = front.len() - self.front_written;
+            let left = front.len() - self.front_written as usize;
             if written >= left {
                 written -= left;
                 self.front_written = 0;
                 self.chunks.pop_front();
             } else {
-                self.front_written += written;
+                // `written < left <= MAX_CHUNK_LEN`, so the sum stays within the front chunk and 32 bits.
+                self.front_written += written as u32;
                 written = 0;
             }
         }
@@ -284,6 +313,21 @@ mod tests {
         assert_eq!(q.write_to(&mut sink, &no_batches()).unwrap(), 8);
         assert_eq!(sink.taken, b"abcsharedxyz");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn an_owned_chunk_longer_than_the_bound_is_split_in_order() {
+        let mut queue = WriteQueue::default();
+        queue.push_in_pieces((0..=9).collect(), 4);
+        assert_eq!(queue.chunks.len(), 3);
+        assert!(queue.chunks.iter().all(|chunk| chunk.len() <= 4));
+        assert_eq!(queue.queued_bytes(), 10);
+        let mut out = sink(6);
+        assert_eq!(queue.write_to(&mut out, &no_batches()).unwrap(), 6);
+        assert_eq!(queue.queued_bytes(), 4);
+        out.budget = 100;
+        assert_eq!(queue.write_to(&mut out, &no_batches()).unwrap(), 4);
+        assert_eq!(out.taken, (0..=9).collect::<Vec<u8>>());
     }
 
     #[test]
