@@ -712,3 +712,39 @@ fn the_loop_serves_others_while_a_burst_of_token_checks_is_under_way() {
         (JOINERS + 1) as f64
     );
 }
+
+#[test]
+fn joiners_that_leave_at_once_are_removed_and_their_slots_serve_new_connections() {
+    let server = es_server(|_| {});
+    for i in 0..20 {
+        let mut gone = server.ws("/ws");
+        join_with_token(
+            &mut gone,
+            &format!("gone{i}"),
+            "lobby",
+            &es256(&claims(&format!("gone{i}"), 60, json!({}))),
+        );
+        // Dropped at once: its FIN is read once the verdict is in (a parked connection is not read), then it goes.
+    }
+    // The slab keys of the gone connections are reused by these; none of them gets another's answer.
+    let mut fresh: Vec<TestClient> = (0..20).map(|_| server.ws("/ws")).collect();
+    for client in &mut fresh {
+        assert!(
+            client.is_quiet(Duration::from_millis(20)),
+            "nothing before a join"
+        );
+    }
+    let mut ann = server.ws("/ws");
+    join_with_token(
+        &mut ann,
+        "ann",
+        "lobby",
+        &es256(&claims("ann", 60, json!({}))),
+    );
+    assert_joined(&mut ann, "lobby");
+    for client in &mut fresh {
+        assert_served(client);
+    }
+    let (_, body) = server.get("/metrics");
+    assert!(body.contains("roomcast_room_members 1\n"), "{body}");
+}
