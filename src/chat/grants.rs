@@ -135,6 +135,14 @@ pub(super) struct Grants {
 }
 
 impl Grants {
+    /// Open mode, with a cache of [`DEFAULT_TOKEN_CACHE_ENTRIES`] for when tokens are required.
+    pub(super) fn new() -> Grants {
+        Grants {
+            cache: TokenCache::new(DEFAULT_TOKEN_CACHE_ENTRIES),
+            ..Grants::default()
+        }
+    }
+
     fn serial(&mut self) -> u64 {
         self.next_serial = self.next_serial.wrapping_add(1);
         self.next_serial
@@ -147,13 +155,11 @@ impl Chat {
     pub fn require_tokens(&mut self, verifier: Verifier, join_timeout_ms: u64) {
         self.grants.verifier = Some(verifier);
         self.grants.join_timeout_ms = join_timeout_ms;
-        if self.grants.cache.capacity() == 0 {
-            self.grants.cache = TokenCache::new(DEFAULT_TOKEN_CACHE_ENTRIES);
-        }
     }
 
-    /// Remembers at most `entries` tokens whose signature checked out, each until its `exp` (0: none), so that a
-    /// token shown again (a page that reconnects) is not checked again. The times are compared at every use.
+    /// Remembers at most `entries` tokens whose signature checked out, each until its `exp` (0: none; by default
+    /// [`DEFAULT_TOKEN_CACHE_ENTRIES`]), so that a token shown again (a page that reconnects) is not checked again.
+    /// The times are compared at every use.
     pub fn cache_tokens(&mut self, entries: usize) {
         self.grants.cache = TokenCache::new(entries);
     }

@@ -472,7 +472,7 @@ impl Chat {
             canned,
             scratch: String::new(),
             refusals: [0; ErrorCode::ALL.len()],
-            grants: Grants::default(),
+            grants: Grants::new(),
         }
     }
 
