@@ -119,9 +119,19 @@ fn thread_cpu_ns(name: &str) -> Option<u64> {
     newest.map(|(_, ns)| ns)
 }
 
+/// How many rooms the joiners are spread over: `TOKEN_JOIN_ROOMS`, 20 unless set. With as many rooms as joiners,
+/// nobody is told of anyone else's arrival, which takes the presence fan-out out of the figures.
+fn rooms() -> usize {
+    std::env::var("TOKEN_JOIN_ROOMS")
+        .ok()
+        .and_then(|rooms| rooms.parse().ok())
+        .filter(|&rooms| rooms > 0)
+        .unwrap_or(20)
+}
+
 /// The `i`-th joiner's name and room.
 fn who(i: usize) -> (String, String) {
-    (format!("user{i}"), format!("room{}", i % 20))
+    (format!("user{i}"), format!("room{}", i % rooms()))
 }
 
 /// One token per joiner (and one more for the bystander, last), signed with `key` by `algorithm`.
@@ -241,9 +251,10 @@ fn main() {
     let rs_tokens = tokens(Algorithm::RS256, &rs_key);
 
     println!(
-        "{JOINS} joins per run, medians of {RUNS} runs. Sequential: loop and verifier thread CPU in µs per join, \
+        "{JOINS} joins per run over {} rooms, medians of {RUNS} runs. Sequential: loop and verifier thread CPU in µs per join, \
          latency (join -> joined) in µs. Burst: the bystander's round trip in µs, the burst in ms, loop and verifier \
-         thread CPU in µs per join"
+         thread CPU in µs per join",
+        rooms()
     );
     println!(
         "{:<6} {:<7} | {:>8} {:>10} {:>11} | {:>13} {:>8} {:>8} {:>10}",
