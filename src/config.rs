@@ -71,6 +71,15 @@ pub struct Config {
     /// Connection tokens (`--auth-secret`, `--auth-public-key`): every chat connection must show a valid one. `None`
     /// is open mode: the first connection to claim a free name takes it.
     pub auth: Option<Verifier>,
+    /// Where token signatures are checked (`--token-checks`): on a thread of their own for RS256 and ES256 by
+    /// default, in the event loop for HS256.
+    pub token_checks: TokenChecks,
+    /// With token checks on their thread: the most tokens waiting to be checked; a token past them is refused
+    /// with `unavailable` (`--token-check-queue`).
+    pub token_check_queue: usize,
+    /// Tokens whose signature checked out, remembered until their `exp` so that a reconnect showing the same one
+    /// is not checked again (`--token-cache`; 0 remembers none).
+    pub token_cache_entries: usize,
     /// The server API's key (`--api-key`); `None` turns the API off (404).
     pub api_key: Option<ApiKey>,
     /// The Redis the nodes of a cluster share (`--redis`); `None`, the default, keeps everything in this process.
@@ -112,12 +121,52 @@ impl Default for Config {
             compression: Compression::Deflate,
             chat: ChatConfig::default(),
             auth: None,
+            token_checks: TokenChecks::Auto,
+            token_check_queue: 1024,
+            token_cache_entries: crate::chat::DEFAULT_TOKEN_CACHE_ENTRIES,
             api_key: None,
             redis: None,
             node_id: None,
             reuse_port: false,
             node_heartbeat: Duration::from_secs(5),
             name_renewal_batch: 500,
+        }
+    }
+}
+
+/// Where the event loop has token signatures checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenChecks {
+    /// On the verifier thread for RS256 and ES256 (a public-key operation, 40-120 µs), in the loop for HS256 (an
+    /// HMAC, cheaper than the hop to another thread).
+    #[default]
+    Auto,
+    /// Always in the loop, whatever the algorithm.
+    Inline,
+    /// Always on the verifier thread, HS256 too.
+    Thread,
+}
+
+impl TokenChecks {
+    /// True if tokens for `verifier` are checked on the verifier thread.
+    pub fn off_loop(self, verifier: &Verifier) -> bool {
+        match self {
+            TokenChecks::Auto => verifier.is_asymmetric(),
+            TokenChecks::Inline => false,
+            TokenChecks::Thread => true,
+        }
+    }
+}
+
+impl FromStr for TokenChecks {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(TokenChecks::Auto),
+            "inline" => Ok(TokenChecks::Inline),
+            "thread" => Ok(TokenChecks::Thread),
+            _ => Err(format!("`{text}`: expected auto, inline or thread")),
         }
     }
 }

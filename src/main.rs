@@ -17,7 +17,7 @@ use signal_hook::iterator::Signals;
 use roomcast::auth::{Verifier, DEFAULT_LEEWAY};
 use roomcast::chat::ChatConfig;
 use roomcast::cluster::{NodeId, RedisUrl};
-use roomcast::config::{AddressLimits, Cidr, MAX_TIMEOUT};
+use roomcast::config::{AddressLimits, Cidr, TokenChecks, MAX_TIMEOUT};
 use roomcast::http::api::ApiKey;
 use roomcast::http::origin::OriginPolicy;
 use roomcast::http::Compression;
@@ -211,6 +211,26 @@ struct Cli {
     #[arg(long, env = "ROOMCAST_AUTH_LEEWAY", default_value_t = Seconds(DEFAULT_LEEWAY))]
     auth_leeway: Seconds,
 
+    /// Where token signatures are checked: auto (RS256 and ES256 on a thread of their own, HS256 in the event
+    /// loop), inline (all in the event loop) or thread (all on the thread)
+    #[arg(
+        long,
+        env = "ROOMCAST_TOKEN_CHECKS",
+        value_name = "auto|inline|thread",
+        default_value = "auto"
+    )]
+    token_checks: TokenChecks,
+
+    /// With token checks on their thread, the most tokens waiting to be checked; a join or refresh past them is
+    /// refused with `unavailable`
+    #[arg(long, env = "ROOMCAST_TOKEN_CHECK_QUEUE", default_value_t = DEFAULTS.token_check_queue)]
+    token_check_queue: usize,
+
+    /// Tokens whose signature checked out, remembered until their exp so that a reconnect with the same token is
+    /// not checked again (0: none)
+    #[arg(long, env = "ROOMCAST_TOKEN_CACHE", default_value_t = DEFAULTS.token_cache_entries)]
+    token_cache: usize,
+
     /// Turn the server API (/api/...) on for callers that send `Authorization: Bearer KEY`; at least 16 bytes, set
     /// through the environment [default: off, /api/ is 404]
     #[arg(
@@ -288,6 +308,9 @@ impl Cli {
                  before it is ever pinged",
                 self.ping_interval.0, self.idle_timeout.0
             ));
+        }
+        if self.token_check_queue == 0 {
+            return Err("--token-check-queue must be at least 1".to_owned());
         }
         if self.node_heartbeat.0.is_zero() {
             return Err("--node-heartbeat must be above 0 seconds".to_owned());
@@ -371,6 +394,9 @@ impl Cli {
                 ..ChatConfig::default()
             },
             auth,
+            token_checks: self.token_checks,
+            token_check_queue: self.token_check_queue,
+            token_cache_entries: self.token_cache,
             api_key,
             redis: self.redis,
             node_id: self.node_id,
@@ -529,6 +555,30 @@ mod tests {
             key
         ])
         .is_err());
+    }
+
+    #[test]
+    fn token_check_flags_set_where_and_how_many_and_an_empty_queue_is_refused() {
+        let cli = Cli::try_parse_from([
+            "roomcast",
+            "--token-checks",
+            "inline",
+            "--token-check-queue",
+            "8",
+            "--token-cache",
+            "0",
+        ])
+        .expect("parses");
+        cli.validate().expect("valid");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.token_checks, TokenChecks::Inline);
+        assert_eq!(config.token_check_queue, 8);
+        assert_eq!(config.token_cache_entries, 0);
+        let defaults = Cli::try_parse_from(["roomcast"]).expect("parses");
+        assert_eq!(defaults.token_checks, TokenChecks::Auto);
+        let empty = Cli::try_parse_from(["roomcast", "--token-check-queue", "0"]).expect("parses");
+        assert!(empty.validate().is_err());
+        assert!(Cli::try_parse_from(["roomcast", "--token-checks", "sometimes"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ const RSA_PRIVATE: &str = include_str!("keys/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("keys/rsa_public.pem");
 const EC_PRIVATE: &str = include_str!("keys/ec_private.pem");
 const EC_PUBLIC: &str = include_str!("keys/ec_public.pem");
+const RSA8192_PRIVATE: &str = include_str!("keys/rsa8192_private.pem");
+const RSA8192_PUBLIC: &str = include_str!("keys/rsa8192_public.pem");
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -485,4 +487,264 @@ fn help_does_not_show_the_secrets_set_in_the_environment() {
     assert!(help.contains("[env: ROOMCAST_AUTH_SECRET]"), "{help}");
     assert!(!help.contains(SECRET), "{help}");
     assert!(!help.contains("an-api-key-in-the-environment"), "{help}");
+}
+
+// Tokens checked off the event loop: with an RS256 or ES256 key (`--token-checks auto`) the signature is checked on
+// the verifier thread while the connection waits, parked.
+
+fn es_server(adjust: impl FnOnce(&mut roomcast::Config)) -> TestServer {
+    server_with(
+        Verifier::from_public_key_pem(EC_PUBLIC.as_bytes()).expect("ec key"),
+        adjust,
+    )
+}
+
+/// The value of the metric series `series` (a whole name with its labels), or 0 if absent.
+fn metric(server: &TestServer, series: &str) -> f64 {
+    let (_, body) = server.get("/metrics");
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[test]
+fn an_es256_join_is_checked_on_the_verifier_thread_and_counted() {
+    let server = es_server(|_| {});
+    let mut ann = server.ws("/ws");
+    join_with_token(
+        &mut ann,
+        "ann",
+        "lobby",
+        &es256(&claims("ann", 60, json!({}))),
+    );
+    assert_joined(&mut ann, "lobby");
+    let token = es256(&claims("bob", 60, json!({})));
+    let mut bob = server.ws(&format!("/ws?token={token}"));
+    bob.send_json(&join_msg("bob", "lobby"));
+    assert_joined(&mut bob, "lobby");
+    assert_eq!(metric(&server, "roomcast_token_checks_total"), 2.0);
+    assert_eq!(metric(&server, "roomcast_token_check_seconds_count"), 2.0);
+    assert_eq!(metric(&server, "roomcast_token_checks_busy_total"), 0.0);
+}
+
+#[test]
+fn an_expired_es256_token_is_closed_with_4004_and_a_forged_one_with_4003() {
+    let server = es_server(|_| {});
+    let mut late = server.ws("/ws");
+    join_with_token(
+        &mut late,
+        "ann",
+        "lobby",
+        &es256(&claims("ann", -60, json!({}))),
+    );
+    assert_eq!(late.recv_close(), Some(4004));
+    // Bob's signature over Ann's claims: the signature does not verify.
+    let bob = es256(&claims("bob", 60, json!({})));
+    let ann = es256(&claims("ann", 60, json!({})));
+    let bob_parts: Vec<&str> = bob.split('.').collect();
+    let ann_parts: Vec<&str> = ann.split('.').collect();
+    let forged = format!("{}.{}.{}", ann_parts[0], ann_parts[1], bob_parts[2]);
+    let mut mallory = server.ws("/ws");
+    join_with_token(&mut mallory, "ann", "lobby", &forged);
+    assert_unauthorized(&mut mallory);
+}
+
+#[test]
+fn an_es256_refresh_checked_on_the_thread_outlives_the_first_token() {
+    let server = es_server(|_| {});
+    let exp = now_s() + 2;
+    let mut ann = server.ws("/ws");
+    join_with_token(
+        &mut ann,
+        "ann",
+        "lobby",
+        &es256(&json!({"sub": "ann", "exp": exp})),
+    );
+    assert_joined(&mut ann, "lobby");
+    ann.send_json(&json!({"type": "refresh", "token": es256(&claims("bob", 60, json!({})))}));
+    let error = ann.recv_json();
+    assert_eq!(error["code"], "forbidden", "another sub: {error}");
+    ann.send_json(&json!({"type": "refresh", "token": es256(&claims("ann", 60, json!({})))}));
+    std::thread::sleep(Duration::from_secs(exp + 1).saturating_sub(Duration::from_secs(now_s())));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_served(&mut ann);
+}
+
+#[test]
+fn messages_sent_right_behind_an_es256_join_keep_their_order() {
+    let server = es_server(|_| {});
+    let mut bob = server.ws("/ws");
+    join_with_token(
+        &mut bob,
+        "bob",
+        "lobby",
+        &es256(&claims("bob", 60, json!({}))),
+    );
+    assert_joined(&mut bob, "lobby");
+    let mut ann = server.ws("/ws");
+    let mut join = join_msg("ann", "lobby");
+    join["token"] = json!(es256(&claims("ann", 60, json!({}))));
+    let mut texts = vec![join.to_string()];
+    for i in 0..5 {
+        texts.push(json!({"type": "chat", "content": format!("m{i}")}).to_string());
+    }
+    texts.push(json!({"type": "ping"}).to_string());
+    ann.send_texts_in_one_write(&texts);
+    // Ann: joined first, no error (a chat handled before the join would be `not_joined`), the pong last.
+    let mut seen = Vec::new();
+    loop {
+        let message = ann.recv_json();
+        let kind = message["type"].as_str().unwrap_or_default().to_owned();
+        assert!(kind != "error" && message["error"] != true, "{message}");
+        seen.push(kind.clone());
+        if kind == "pong" {
+            break;
+        }
+    }
+    let joined = seen.iter().position(|k| k == "joined").expect("joined");
+    assert!(!seen[..joined].contains(&"chat".to_owned()), "{seen:?}");
+    // Bob: the five messages in the order sent.
+    let contents: Vec<String> = (0..5)
+        .map(|_| {
+            bob.recv_type("chat")["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(contents, ["m0", "m1", "m2", "m3", "m4"]);
+}
+
+#[test]
+fn a_full_verifier_queue_answers_unavailable_and_the_connection_stays() {
+    let server = es_server(|c| c.token_check_queue = 1);
+    const JOINERS: usize = 64;
+    let tokens: Vec<String> = (0..JOINERS)
+        .map(|i| es256(&claims(&format!("u{i}"), 60, json!({}))))
+        .collect();
+    let mut clients: Vec<TestClient> = (0..JOINERS).map(|_| server.ws("/ws")).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        join_with_token(client, &format!("u{i}"), "lobby", &tokens[i]);
+    }
+    let mut refused = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let answer = loop {
+            let message = client.recv_json();
+            if message["type"] == "joined" || message["type"] == "error" {
+                break message;
+            }
+        };
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], "unavailable", "{answer}");
+            refused.push(i);
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "64 joins at once against a queue of 1 and ~100 µs a check"
+    );
+    assert_eq!(
+        metric(&server, "roomcast_token_checks_busy_total"),
+        refused.len() as f64
+    );
+    // A refused connection stays and may try again.
+    let i = refused[0];
+    let client = &mut clients[i];
+    assert_served(client);
+    join_with_token(client, &format!("u{i}"), "lobby", &tokens[i]);
+    assert_joined(client, "lobby");
+}
+
+#[test]
+fn the_loop_serves_others_while_a_burst_of_token_checks_is_under_way() {
+    // An 8192-bit RSA key and no cache: every one of the burst's joins costs the verifier thread a slow check,
+    // far more than the loop spends reading it, so the checks are still under way when the bystander is answered.
+    let rsa8192 = |claims: &Value| {
+        let key = EncodingKey::from_rsa_pem(RSA8192_PRIVATE.as_bytes()).expect("rsa key");
+        encode(&Header::new(Algorithm::RS256), claims, &key).expect("encode")
+    };
+    let server = server_with(
+        Verifier::from_public_key_pem(RSA8192_PUBLIC.as_bytes()).expect("rsa key"),
+        |c| c.token_cache_entries = 0,
+    );
+    let mut bystander = server.ws("/ws");
+    join_with_token(
+        &mut bystander,
+        "cyd",
+        "side",
+        &rsa8192(&claims("cyd", 60, json!({}))),
+    );
+    assert_joined(&mut bystander, "side");
+    const JOINERS: usize = 300;
+    // One token for all: the first joins, the others are told the name is taken, each after its own check.
+    let token = rsa8192(&claims("ann", 60, json!({})));
+    let mut clients: Vec<TestClient> = (0..JOINERS).map(|_| server.ws("/ws")).collect();
+    for client in &mut clients {
+        join_with_token(client, "ann", "lobby", &token);
+    }
+    let started = Instant::now();
+    bystander.send_json(&json!({"type": "chat", "content": "still here"}));
+    assert_eq!(bystander.recv_type("chat")["content"], "still here");
+    let round_trip = started.elapsed();
+    let checked = metric(&server, "roomcast_token_checks_total");
+    for client in &mut clients {
+        let answer = loop {
+            let message = client.recv_json();
+            if message["type"] == "joined" || message["type"] == "error" {
+                break message;
+            }
+        };
+        assert!(
+            answer["type"] == "joined" || answer["code"] == "name_taken",
+            "{answer}"
+        );
+    }
+    let burst = started.elapsed();
+    let work = metric(&server, "roomcast_token_check_work_seconds_total");
+    assert!(
+        checked < (JOINERS + 1) as f64,
+        "the bystander was answered in {round_trip:?} with {checked} of {} checks done (all in {burst:?}; \
+         the thread worked {work} s)",
+        JOINERS + 1
+    );
+    assert_eq!(
+        metric(&server, "roomcast_token_checks_total"),
+        (JOINERS + 1) as f64
+    );
+}
+
+#[test]
+fn joiners_that_leave_at_once_are_removed_and_their_slots_serve_new_connections() {
+    let server = es_server(|_| {});
+    for i in 0..20 {
+        let mut gone = server.ws("/ws");
+        join_with_token(
+            &mut gone,
+            &format!("gone{i}"),
+            "lobby",
+            &es256(&claims(&format!("gone{i}"), 60, json!({}))),
+        );
+        // Dropped at once: its FIN is read once the verdict is in (a parked connection is not read), then it goes.
+    }
+    // The slab keys of the gone connections are reused by these; none of them gets another's answer.
+    let mut fresh: Vec<TestClient> = (0..20).map(|_| server.ws("/ws")).collect();
+    for client in &mut fresh {
+        assert!(
+            client.is_quiet(Duration::from_millis(20)),
+            "nothing before a join"
+        );
+    }
+    let mut ann = server.ws("/ws");
+    join_with_token(
+        &mut ann,
+        "ann",
+        "lobby",
+        &es256(&claims("ann", 60, json!({}))),
+    );
+    assert_joined(&mut ann, "lobby");
+    for client in &mut fresh {
+        assert_served(client);
+    }
+    let (_, body) = server.get("/metrics");
+    assert!(body.contains("roomcast_room_members 1\n"), "{body}");
 }

@@ -259,6 +259,9 @@ impl Run {
                 | Action::Presence { .. } => {
                     panic!("a cluster action from a chat that is not relayed: {action:?}")
                 }
+                Action::CheckToken { .. } => {
+                    panic!("a token check asked of the caller by a chat that checks tokens itself")
+                }
             }
         }
         for room in &self.rooms {

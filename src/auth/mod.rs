@@ -5,7 +5,9 @@
 //! valid. The signature, the header's algorithm and the claims' JSON are checked by the `jsonwebtoken` crate; this
 //! file only pins the algorithm to the key and compares the time claims with the time the caller passes in. It must
 //! not read a clock (so a test can verify at any instant), and must not decide what an identity may do in the chat:
-//! the chat does, from the plain data in [`Identity`]. Nothing here logs a token.
+//! the chat does, from the plain data in [`Identity`]. Nothing here logs a token. The check comes in two halves
+//! ([`Verifier::check_signature`], which is costly and needs no clock, then [`Verifier::identity_at`]) so that the
+//! first may run off the event loop and be remembered in a [`TokenCache`] (`cache.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -216,31 +218,84 @@ impl Verifier {
         }
     }
 
+    /// True for RS256 and ES256, whose signature check costs tens to hundreds of microseconds (a public-key
+    /// operation): worth doing on another thread than the event loop's. HS256 (one HMAC) is not.
+    pub fn is_asymmetric(&self) -> bool {
+        matches!(self.algorithm, Algorithm::RS256 | Algorithm::ES256)
+    }
+
     /// The identity `token` carries, if it is signed with the key's algorithm by the key, and valid at
-    /// `now_unix_ms` (milliseconds since the Unix epoch) within the leeway.
+    /// `now_unix_ms` (milliseconds since the Unix epoch) within the leeway: [`Verifier::check_signature`], then
+    /// [`Verifier::identity_at`].
     pub fn verify(&self, token: &str, now_unix_ms: u64) -> Result<Identity, TokenError> {
+        let signed = self.check_signature(token)?;
+        self.identity_at(&signed, now_unix_ms)
+    }
+
+    /// The expensive half of [`Verifier::verify`], which needs no clock: the header's algorithm, the signature and
+    /// the claims' JSON. What it returns holds for as long as the key is the same, so it may be computed on another
+    /// thread or kept in a [`TokenCache`]; the times are compared later, by [`Verifier::identity_at`].
+    pub fn check_signature(&self, token: &str) -> Result<SignedToken, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| refusal(e.kind()))?;
         let claims = data.claims;
-        let exp = claims.exp.unix_ms().ok_or(TokenError::Malformed)?;
+        let exp_unix_ms = claims.exp.unix_ms().ok_or(TokenError::Malformed)?;
+        let nbf_unix_ms = claims.nbf.map(NumericDate::unix_ms);
+        Ok(SignedToken {
+            identity: Identity {
+                user: claims.sub,
+                rooms: claims.rooms,
+                may_dm: claims.dm.unwrap_or(true),
+                expires_unix_ms: exp_unix_ms,
+            },
+            exp_unix_ms,
+            nbf_unix_ms,
+        })
+    }
+
+    /// The cheap half of [`Verifier::verify`]: the identity of a token whose signature checked out, if it is valid
+    /// at `now_unix_ms` within the leeway.
+    pub fn identity_at(
+        &self,
+        signed: &SignedToken,
+        now_unix_ms: u64,
+    ) -> Result<Identity, TokenError> {
         // RFC 7519 4.1.4: the current time MUST be before `exp` (with a small leeway for clock skew).
-        let expires_unix_ms = exp.saturating_add(self.leeway_ms);
+        let expires_unix_ms = signed.exp_unix_ms.saturating_add(self.leeway_ms);
         if now_unix_ms >= expires_unix_ms {
             return Err(TokenError::Expired);
         }
         // RFC 7519 4.1.5: the current time MUST be after or equal to `nbf` (the same leeway).
-        if let Some(nbf) = claims.nbf {
-            let nbf = nbf.unix_ms().ok_or(TokenError::Malformed)?;
+        if let Some(nbf) = signed.nbf_unix_ms {
+            // A negative `nbf` is refused here, after `exp`, as the one-step check always did.
+            let nbf = nbf.ok_or(TokenError::Malformed)?;
             if now_unix_ms.saturating_add(self.leeway_ms) < nbf {
                 return Err(TokenError::NotYetValid);
             }
         }
         Ok(Identity {
-            user: claims.sub,
-            rooms: claims.rooms,
-            may_dm: claims.dm.unwrap_or(true),
             expires_unix_ms,
+            ..signed.identity.clone()
         })
+    }
+}
+
+/// A token whose algorithm, signature and claims checked out ([`Verifier::check_signature`]), its times not yet
+/// compared with any clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedToken {
+    /// What it says, its `expires_unix_ms` the bare `exp` (no leeway yet).
+    identity: Identity,
+    /// `exp`, in milliseconds since the Unix epoch.
+    exp_unix_ms: u64,
+    /// `nbf`, in milliseconds since the Unix epoch, if it has one (`Some(None)`: a negative one, malformed).
+    nbf_unix_ms: Option<Option<u64>>,
+}
+
+impl SignedToken {
+    /// Its `exp`, in milliseconds since the Unix epoch, without the leeway.
+    pub fn exp_unix_ms(&self) -> u64 {
+        self.exp_unix_ms
     }
 }
 
@@ -257,6 +312,10 @@ fn refusal(kind: &ErrorKind) -> TokenError {
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+mod cache;
+
+pub use cache::{token_digest, TokenCache, TokenDigest};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -316,3 +316,41 @@ fn debug_output_names_the_algorithm_but_not_the_key() {
     assert!(text.contains("HS256"), "{text}");
     assert!(!text.contains("0123456789"), "{text}");
 }
+
+#[test]
+fn check_signature_then_identity_at_is_verify() {
+    let token = hs256(
+        SECRET,
+        &json!({"sub": "ann", "exp": NOW_S + 60, "nbf": NOW_S - 1, "rooms": ["lobby"]}),
+    );
+    let verifier = hs_verifier();
+    let signed = verifier.check_signature(&token).expect("signed");
+    for now in [NOW_MS, NOW_MS + 64_999, NOW_MS + 65_000, NOW_MS - 10_000] {
+        assert_eq!(
+            verifier.identity_at(&signed, now),
+            verifier.verify(&token, now)
+        );
+    }
+    assert_eq!(signed.exp_unix_ms(), (NOW_S + 60) * 1000);
+}
+
+#[test]
+fn an_expired_token_with_a_negative_nbf_is_refused_as_expired() {
+    let token = hs256(SECRET, &json!({"sub": "ann", "exp": NOW_S - 60, "nbf": -1}));
+    assert_eq!(
+        hs_verifier().verify(&token, NOW_MS),
+        Err(TokenError::Expired)
+    );
+    let fresh = hs256(SECRET, &json!({"sub": "ann", "exp": NOW_S + 60, "nbf": -1}));
+    assert_eq!(
+        hs_verifier().verify(&fresh, NOW_MS),
+        Err(TokenError::Malformed)
+    );
+}
+
+#[test]
+fn only_rs256_and_es256_are_asymmetric() {
+    assert!(!hs_verifier().is_asymmetric());
+    assert!(rs_verifier().is_asymmetric());
+    assert!(es_verifier().is_asymmetric());
+}

@@ -4,8 +4,11 @@
 //! Owns, per connection, the identity its last valid token carried (`sub`, `rooms`, `dm`) and when that token runs
 //! out; the deadline by which a new connection must have joined; and the decisions made from them: whether a `join`
 //! may go ahead, whether a `dm` may be sent, what a refused or expired token costs the connection (an `error`, then
-//! Close 4003 or 4004). Tokens are verified by `crate::auth`, with the time the chat is given. With no verifier
-//! (open mode, the default) every check passes and nothing is kept. It must not decide who holds a name or sits in
+//! Close 4003 or 4004). Tokens are verified by `crate::auth`, with the time the chat is given, and remembered in a
+//! `TokenCache` once their signature checked out. With [`Chat::check_tokens_elsewhere`] the signature of a token
+//! not in the cache is not checked in the call: the chat asks for it ([`Action::CheckToken`]), keeps the request
+//! that carried it (a `join`, a `refresh`, the URL's token) and carries it on in [`Chat::token_checked`]. With no
+//! verifier (open mode, the default) every check passes and nothing is kept. It must not decide who holds a name or sits in
 //! a room (`handlers.rs`), and never logs a token.
 
 use std::borrow::Cow;
@@ -17,7 +20,9 @@ use super::names;
 use super::request::{JoinRequest, MAX_USER_CHARS};
 use super::wire::ErrorCode;
 use super::{Action, Chat, ClientId, Dialect, Now, Participant};
-use crate::auth::{Identity, TokenError, Verifier};
+use crate::auth::{
+    token_digest, Identity, SignedToken, TokenCache, TokenDigest, TokenError, Verifier,
+};
 use crate::id_hash::IdMap;
 use crate::protocol::CloseCode;
 
@@ -33,6 +38,50 @@ const OTHER_SUB: &str = "the token is for another userId than this connection's"
 const USER_NOT_SUB: &str = "\"userId\" must be the token's sub";
 const ROOM_NOT_ALLOWED: &str = "the token does not allow this room";
 const DM_NOT_ALLOWED: &str = "the token does not allow private messages";
+const CHECKS_BUSY: &str = "too many tokens are being checked; try again shortly";
+
+/// How many checked tokens are remembered unless the server says otherwise.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 4096;
+
+/// The answer to an [`Action::CheckToken`], handed back through [`Chat::token_checked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// [`Verifier::check_signature`] of the token, made by the caller (on another thread).
+    Checked(Result<SignedToken, TokenError>),
+    /// The caller could not take the check (its queue was full): the request that carried the token is refused
+    /// with `unavailable`, and the connection stays as it was.
+    Busy,
+}
+
+/// A request whose token is being checked elsewhere, to be carried on when the answer comes.
+pub(super) enum Deferred {
+    /// The token came in the URL ([`Chat::connect`]).
+    Connect,
+    /// The token came in this `join`.
+    Join(JoinRequest<'static>),
+    /// The token came in a `refresh`.
+    Refresh,
+}
+
+/// What became of a token shown in a request.
+enum Presented {
+    /// Valid and for the connection's `sub`: the grant is the token's.
+    Accepted,
+    /// Refused; the refusal has been sent.
+    Refused,
+    /// Its signature is to be checked elsewhere; [`Action::CheckToken`] has been pushed.
+    Deferred(Option<TokenDigest>),
+}
+
+/// Whether a `join` may go ahead.
+pub(super) enum Admission {
+    /// Yes.
+    Admitted,
+    /// No; the refusal has been sent.
+    Refused,
+    /// Its token's signature is being checked elsewhere: the join waits for [`Chat::token_checked`].
+    Deferred(Option<TokenDigest>),
+}
 
 /// What one connection's valid token allows.
 struct Grant {
@@ -75,9 +124,25 @@ pub(super) struct Grants {
     /// Deadlines in time order; an entry whose serial no longer matches is stale and skipped when it comes up.
     deadlines: BinaryHeap<Reverse<Deadline>>,
     next_serial: u64,
+    /// Tokens not in the cache have their signature checked by the caller ([`Action::CheckToken`]).
+    checks_elsewhere: bool,
+    /// Tokens whose signature checked out, until their `exp`.
+    cache: TokenCache,
+    /// Token checks found in the cache, since the start.
+    cache_hits: u64,
+    /// The request each connection waits on a token check for: at most one per connection.
+    awaiting_check: IdMap<ClientId, (Option<TokenDigest>, Deferred)>,
 }
 
 impl Grants {
+    /// Open mode, with a cache of [`DEFAULT_TOKEN_CACHE_ENTRIES`] for when tokens are required.
+    pub(super) fn new() -> Grants {
+        Grants {
+            cache: TokenCache::new(DEFAULT_TOKEN_CACHE_ENTRIES),
+            ..Grants::default()
+        }
+    }
+
     fn serial(&mut self) -> u64 {
         self.next_serial = self.next_serial.wrapping_add(1);
         self.next_serial
@@ -90,6 +155,90 @@ impl Chat {
     pub fn require_tokens(&mut self, verifier: Verifier, join_timeout_ms: u64) {
         self.grants.verifier = Some(verifier);
         self.grants.join_timeout_ms = join_timeout_ms;
+    }
+
+    /// Remembers at most `entries` tokens whose signature checked out, each until its `exp` (0: none; by default
+    /// [`DEFAULT_TOKEN_CACHE_ENTRIES`]), so that a token shown again (a page that reconnects) is not checked again.
+    /// The times are compared at every use.
+    pub fn cache_tokens(&mut self, entries: usize) {
+        self.grants.cache = TokenCache::new(entries);
+    }
+
+    /// From now on, when `elsewhere`, the signature of a token not in the cache is not checked in the call that
+    /// met it: [`Action::CheckToken`] asks the caller to check it, and the request that carried the token waits
+    /// for [`Chat::token_checked`]. The caller must hand that connection no other message meanwhile
+    /// ([`Chat::awaits_token_check`]), so that its messages are still handled in order.
+    pub fn check_tokens_elsewhere(&mut self, elsewhere: bool) {
+        self.grants.checks_elsewhere = elsewhere;
+    }
+
+    /// True while `client` waits for the answer to an [`Action::CheckToken`].
+    pub fn awaits_token_check(&self, client: ClientId) -> bool {
+        !self.grants.awaiting_check.is_empty() && self.grants.awaiting_check.contains_key(&client)
+    }
+
+    /// Tokens remembered now, and token checks answered from them since the start.
+    pub fn token_cache_stats(&self) -> (usize, u64) {
+        (self.grants.cache.len(), self.grants.cache_hits)
+    }
+
+    /// The answer to the [`Action::CheckToken`] for `client`, at `now`: the request that carried the token goes on
+    /// as if it had been checked in the call (its `exp` and `nbf` are compared with `now`). Nothing happens if
+    /// `client` waits for no check (it was closed or disconnected meanwhile).
+    pub fn token_checked(
+        &mut self,
+        client: ClientId,
+        check: TokenCheck,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((digest, deferred)) = self.grants.awaiting_check.remove(&client) else {
+            return;
+        };
+        if self
+            .participants
+            .get(&client)
+            .is_some_and(|state| state.closing)
+        {
+            return;
+        }
+        let dialect = match &deferred {
+            Deferred::Join(join) => join.dialect,
+            Deferred::Connect | Deferred::Refresh => Dialect::V1,
+        };
+        let checked = match check {
+            TokenCheck::Checked(checked) => checked,
+            TokenCheck::Busy => {
+                self.send_error(client, ErrorCode::Unavailable, CHECKS_BUSY, dialect, out);
+                return;
+            }
+        };
+        if let (Ok(signed), Some(digest)) = (&checked, digest) {
+            self.grants
+                .cache
+                .insert(digest, signed.clone(), now.unix_ms);
+        }
+        if !self.accept_checked(client, checked, dialect, now, out) {
+            return;
+        }
+        if let Deferred::Join(join) = deferred {
+            if self.admit_granted(client, &join, now, out) {
+                self.join(client, join, None, now, out);
+            }
+            self.rooms.evict_excess(self.config.max_empty_rooms);
+        }
+    }
+
+    /// Keeps `deferred` until the check of the token with `digest` (`None` with no cache) is answered.
+    pub(super) fn defer(
+        &mut self,
+        client: ClientId,
+        digest: Option<TokenDigest>,
+        deferred: Deferred,
+    ) {
+        self.grants
+            .awaiting_check
+            .insert(client, (digest, deferred));
     }
 
     /// True if connections need a token.
@@ -119,7 +268,11 @@ impl Chat {
             kind: DeadlineKind::Join,
         }));
         if let Some(token) = token {
-            self.present_token(client, token, Dialect::V1, now, out);
+            if let Presented::Deferred(digest) =
+                self.present_token(client, token, Dialect::V1, now, out)
+            {
+                self.defer(client, digest, Deferred::Connect);
+            }
         }
     }
 
@@ -168,21 +321,41 @@ impl Chat {
     /// earlier one) is valid, its `userId` is the token's `sub` and the token allows its room. A refusal has been
     /// sent when it may not: `forbidden` (the connection stays, in the room it was in), or `unauthorized` and Close
     /// 4003, or Close 4004 for an expired token.
+    /// With [`Chat::check_tokens_elsewhere`], a join whose token is not in the cache is deferred: the caller keeps
+    /// it ([`Chat::defer`]) until the check is answered.
     pub(super) fn admit_join(
         &mut self,
         client: ClientId,
         join: &JoinRequest<'_>,
         now: Now,
         out: &mut Vec<Action>,
-    ) -> bool {
+    ) -> Admission {
         if self.grants.verifier.is_none() {
-            return true;
+            return Admission::Admitted;
         }
         if let Some(token) = join.token.as_deref() {
-            if !self.present_token(client, token, join.dialect, now, out) {
-                return false;
+            match self.present_token(client, token, join.dialect, now, out) {
+                Presented::Accepted => {}
+                Presented::Refused => return Admission::Refused,
+                Presented::Deferred(digest) => return Admission::Deferred(digest),
             }
         }
+        if self.admit_granted(client, join, now, out) {
+            Admission::Admitted
+        } else {
+            Admission::Refused
+        }
+    }
+
+    /// The rest of [`Chat::admit_join`], once any token the join carried is the connection's grant: whether its
+    /// `userId` is the grant's `sub` and the grant allows its room.
+    fn admit_granted(
+        &mut self,
+        client: ClientId,
+        join: &JoinRequest<'_>,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let Some(grant) = self.grants.by_client.get(&client) else {
             self.refuse_unauthorized(client, TOKEN_REQUIRED, join.dialect, now, out);
             return false;
@@ -232,7 +405,11 @@ impl Chat {
         out: &mut Vec<Action>,
     ) {
         if self.grants.verifier.is_some() {
-            self.present_token(client, token, Dialect::V1, now, out);
+            if let Presented::Deferred(digest) =
+                self.present_token(client, token, Dialect::V1, now, out)
+            {
+                self.defer(client, digest, Deferred::Refresh);
+            }
         }
     }
 
@@ -250,11 +427,12 @@ impl Chat {
     pub(super) fn forget_grant(&mut self, client: ClientId) {
         self.grants.by_client.remove(&client);
         self.grants.awaiting_join.remove(&client);
+        self.grants.awaiting_check.remove(&client);
     }
 
-    /// Checks `token` for `client` at `now`. Valid and for the connection's `sub` (or its first): the connection's
-    /// grant becomes the token's, and true. Otherwise false, after `forbidden` (a token for another `sub`; the
-    /// connection keeps its grant), Close 4004 (expired) or `unauthorized` and Close 4003 (anything else).
+    /// Checks `token` for `client` at `now`: its signature from the cache, here, or (with
+    /// [`Chat::check_tokens_elsewhere`] and not in the cache) by the caller, which makes it `Deferred`. The rest as
+    /// [`Chat::accept_checked`].
     fn present_token(
         &mut self,
         client: ClientId,
@@ -262,11 +440,56 @@ impl Chat {
         dialect: Dialect,
         now: Now,
         out: &mut Vec<Action>,
+    ) -> Presented {
+        let Some(verifier) = &self.grants.verifier else {
+            return Presented::Accepted;
+        };
+        // No cache, no hashing: the digest is only a cache key.
+        let digest = (self.grants.cache.capacity() > 0).then(|| token_digest(token));
+        let cached = digest
+            .as_ref()
+            .and_then(|digest| self.grants.cache.get(digest, now.unix_ms));
+        let checked = if let Some(signed) = cached {
+            self.grants.cache_hits += 1;
+            Ok(signed.clone())
+        } else if self.grants.checks_elsewhere {
+            out.push(Action::CheckToken {
+                client,
+                token: token.into(),
+            });
+            return Presented::Deferred(digest);
+        } else {
+            let checked = verifier.check_signature(token);
+            if let (Ok(signed), Some(digest)) = (&checked, digest) {
+                self.grants
+                    .cache
+                    .insert(digest, signed.clone(), now.unix_ms);
+            }
+            checked
+        };
+        if self.accept_checked(client, checked, dialect, now, out) {
+            Presented::Accepted
+        } else {
+            Presented::Refused
+        }
+    }
+
+    /// A token whose signature was checked (`checked`), for `client` at `now`. Valid at `now` and for the
+    /// connection's `sub` (or its first): the connection's grant becomes the token's, and true. Otherwise false,
+    /// after `forbidden` (a token for another `sub`; the connection keeps its grant), Close 4004 (expired) or
+    /// `unauthorized` and Close 4003 (anything else).
+    fn accept_checked(
+        &mut self,
+        client: ClientId,
+        checked: Result<SignedToken, TokenError>,
+        dialect: Dialect,
+        now: Now,
+        out: &mut Vec<Action>,
     ) -> bool {
         let Some(verifier) = &self.grants.verifier else {
             return true;
         };
-        let identity = match verifier.verify(token, now.unix_ms) {
+        let identity = match checked.and_then(|signed| verifier.identity_at(&signed, now.unix_ms)) {
             Ok(identity) => identity,
             Err(TokenError::Expired) => {
                 self.close_for_token(client, CLOSE_TOKEN_EXPIRED, "token expired", now, out);
@@ -671,6 +894,183 @@ mod tests {
         h.connect(1, None);
         h.join(1, "bob", "lobby", Some(&token("bob", 600, json!({}))));
         assert!(h.at(JOIN_TIMEOUT_MS).closed.is_empty());
+    }
+
+    /// The tokens `seen`'s actions asked the caller to check, by client.
+    fn checks_asked(actions: &[Action]) -> Vec<(ClientId, String)> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::CheckToken { client, token } => Some((*client, token.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    impl Harness {
+        /// A chat that requires HS256 tokens checked by the caller, and the verifier the caller checks them with.
+        fn elsewhere() -> (Harness, Verifier) {
+            let mut h = Harness::new();
+            h.chat.check_tokens_elsewhere(true);
+            let verifier = Verifier::hs256(SECRET).expect("secret");
+            (h, verifier)
+        }
+
+        /// Sends `message` and returns the raw actions.
+        fn send_raw(&mut self, client: ClientId, message: Value) -> Vec<Action> {
+            let mut out = Vec::new();
+            self.chat
+                .handle_text(client, &message.to_string(), self.now(), &mut out);
+            out
+        }
+
+        /// Answers `client`'s check with `check`.
+        fn answer(&mut self, client: ClientId, check: TokenCheck) -> Seen {
+            let mut out = Vec::new();
+            self.chat.token_checked(client, check, self.now(), &mut out);
+            Harness::seen(out)
+        }
+    }
+
+    fn join_frame(user: &str, room: &str, token: &str) -> Value {
+        json!({"type": "join", "userId": user, "room": room, "v": 2, "token": token})
+    }
+
+    #[test]
+    fn a_join_whose_token_is_checked_elsewhere_waits_then_joins_on_a_good_verdict() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let token = token("ann", 60, json!({}));
+        let actions = h.send_raw(1, join_frame("ann", "lobby", &token));
+        assert_eq!(checks_asked(&actions), [(1, token.clone())]);
+        assert_eq!(actions.len(), 1, "nothing but the check: {actions:?}");
+        assert!(h.chat.awaits_token_check(1));
+        assert_eq!(h.chat.member_count(), 0);
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&token)));
+        assert!(seen.types_to(1).contains(&"joined".to_owned()), "{seen:?}");
+        assert!(!h.chat.awaits_token_check(1));
+        assert_eq!(h.chat.member_count(), 1);
+        assert_eq!(
+            h.at(60_000).closed,
+            [(1, 4004)],
+            "the deadline is the token's exp"
+        );
+    }
+
+    #[test]
+    fn a_bad_signature_checked_elsewhere_is_unauthorized_and_closed_with_4003() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let forged = hs256(
+            b"not the server's secret, but as long",
+            &json!({"sub": "ann", "exp": T0_S + 60}),
+        );
+        h.send_raw(1, join_frame("ann", "lobby", &forged));
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&forged)));
+        assert_eq!(seen.codes_to(1), ["unauthorized"]);
+        assert_eq!(seen.closed, [(1, 4003)]);
+        assert_eq!(h.chat.member_count(), 0);
+    }
+
+    #[test]
+    fn the_times_of_a_token_checked_elsewhere_are_compared_when_the_verdict_comes() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let token = token("ann", 60, json!({}));
+        h.send_raw(1, join_frame("ann", "lobby", &token));
+        h.mono_ms = 60_000;
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&token)));
+        assert!(seen.sent.is_empty(), "{seen:?}");
+        assert_eq!(seen.closed, [(1, 4004)]);
+    }
+
+    #[test]
+    fn a_busy_verifier_answers_unavailable_and_the_connection_may_try_again() {
+        let (mut h, verifier) = Harness::elsewhere();
+        h.connect(1, None);
+        let token = token("ann", 60, json!({}));
+        h.send_raw(1, join_frame("ann", "lobby", &token));
+        let seen = h.answer(1, TokenCheck::Busy);
+        assert_eq!(seen.codes_to(1), ["unavailable"]);
+        assert_eq!(seen.types_to(1), ["error"], "the join's v2 form");
+        assert!(seen.closed.is_empty());
+        assert!(!h.chat.awaits_token_check(1));
+        let actions = h.send_raw(1, join_frame("ann", "lobby", &token));
+        assert_eq!(
+            checks_asked(&actions).len(),
+            1,
+            "the retry is checked again"
+        );
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&token)));
+        assert!(seen.types_to(1).contains(&"joined".to_owned()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_url_token_and_a_refresh_checked_elsewhere_carry_on_when_the_verdict_comes() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let first = token("ann", 60, json!({}));
+        let mut out = Vec::new();
+        h.chat.connect(1, Some(&first), h.now(), &mut out);
+        assert_eq!(checks_asked(&out), [(1, first.clone())]);
+        h.answer(1, TokenCheck::Checked(verifier.check_signature(&first)));
+        let seen = h.join(1, "ann", "lobby", None);
+        assert!(seen.types_to(1).contains(&"joined".to_owned()), "{seen:?}");
+        h.mono_ms = 50_000;
+        let second = token("ann", 120, json!({}));
+        let actions = h.send_raw(1, json!({"type": "refresh", "token": second}));
+        assert_eq!(checks_asked(&actions).len(), 1);
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&second)));
+        assert!(seen.sent.is_empty() && seen.closed.is_empty(), "{seen:?}");
+        assert!(h.at(60_000).closed.is_empty(), "the refresh took");
+        assert_eq!(h.at(120_000).closed, [(1, 4004)]);
+    }
+
+    #[test]
+    fn a_verdict_for_a_disconnected_client_is_dropped() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let token = token("ann", 60, json!({}));
+        h.send_raw(1, join_frame("ann", "lobby", &token));
+        let mut out = Vec::new();
+        h.chat.disconnect(1, h.now(), &mut out);
+        assert!(!h.chat.awaits_token_check(1));
+        let seen = h.answer(1, TokenCheck::Checked(verifier.check_signature(&token)));
+        assert!(seen.sent.is_empty() && seen.closed.is_empty(), "{seen:?}");
+        assert_eq!(h.chat.member_count(), 0);
+    }
+
+    #[test]
+    fn a_token_checked_once_is_found_in_the_cache_and_not_checked_again() {
+        let (mut h, verifier) = Harness::elsewhere();
+        let token = token("ann", 60, json!({}));
+        let mut out = Vec::new();
+        h.chat.connect(1, Some(&token), h.now(), &mut out);
+        h.answer(1, TokenCheck::Checked(verifier.check_signature(&token)));
+        h.chat.disconnect(1, h.now(), &mut out);
+        let actions = h.send_raw(2, join_frame("ann", "lobby", &token));
+        assert!(checks_asked(&actions).is_empty(), "{actions:?}");
+        assert_eq!(h.chat.member_count(), 1);
+        assert_eq!(h.chat.token_cache_stats(), (1, 1));
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_at_its_exp() {
+        let mut h = Harness::new();
+        let token = token("ann", 60, json!({}));
+        h.connect(1, Some(&token));
+        h.mono_ms = 59_000;
+        let seen = h.join(2, "ann", "lobby", Some(&token));
+        assert!(seen.types_to(2).contains(&"joined".to_owned()), "{seen:?}");
+        assert_eq!(h.chat.token_cache_stats().1, 1, "found in the cache");
+        h.mono_ms = 60_000;
+        let seen = h.connect(3, Some(&token));
+        assert_eq!(seen.closed, [(3, 4004)], "{seen:?}");
+    }
+
+    #[test]
+    fn without_a_cache_every_join_checks_its_token() {
+        let mut h = Harness::new();
+        h.chat.cache_tokens(0);
+        let token = token("ann", 60, json!({}));
+        h.join(1, "ann", "lobby", Some(&token));
+        h.join(2, "ann", "lobby", Some(&token));
+        assert_eq!(h.chat.token_cache_stats(), (0, 0));
     }
 
     #[test]

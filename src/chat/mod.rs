@@ -32,7 +32,8 @@ use crate::protocol::CloseCode;
 pub use app::{AppDm, AppPublication, AppRefusal, RoomSummary, APPLICATION_SENDER};
 use by_client::ByClient;
 use claims::Claims;
-use grants::Grants;
+use grants::{Admission, Deferred, Grants};
+pub use grants::{TokenCheck, DEFAULT_TOKEN_CACHE_ENTRIES};
 pub use history::SharedText;
 use names::Name;
 use rate::{ByteBucket, TokenBucket, Verdict};
@@ -250,6 +251,15 @@ pub enum Action {
         /// payload is at most 125 bytes, two of them the code).
         reason: Cow<'static, str>,
     },
+    /// With [`Chat::check_tokens_elsewhere`]: check the signature of `token` for `client` (with
+    /// `auth::Verifier::check_signature`, off the caller's loop) and hand the outcome back through
+    /// [`Chat::token_checked`]. Until then `client` waits ([`Chat::awaits_token_check`]).
+    CheckToken {
+        /// The connection whose request carried the token.
+        client: ClientId,
+        /// The token, as it came.
+        token: Box<str>,
+    },
 }
 
 /// What became of a chat message a cluster engine handed back ([`Chat::deliver_published`]).
@@ -462,7 +472,7 @@ impl Chat {
             canned,
             scratch: String::new(),
             refusals: [0; ErrorCode::ALL.len()],
-            grants: Grants::default(),
+            grants: Grants::new(),
         }
     }
 
@@ -519,8 +529,12 @@ impl Chat {
                         .joins
                         .take(now.mono_ms, config.join_rate_per_sec, config.join_burst);
                 if joins {
-                    if self.admit_join(client, &join, now, out) {
-                        self.join(client, join, None, now, out)
+                    match self.admit_join(client, &join, now, out) {
+                        Admission::Admitted => self.join(client, join, None, now, out),
+                        Admission::Refused => {}
+                        Admission::Deferred(digest) => {
+                            self.defer(client, digest, Deferred::Join(join.into_owned()))
+                        }
                     }
                 } else {
                     let dialect = join.dialect;

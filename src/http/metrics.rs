@@ -50,6 +50,68 @@ pub struct Metrics {
     /// Errors the chat has sent to clients, by code (`rate_limited`, `name_taken`, `room_full`, ...), as of the
     /// last render: the chat counts them, the server copies them here before rendering.
     pub chat_refusals: Vec<(&'static str, u64)>,
+    /// Token signatures checked on the verifier thread.
+    pub token_checks: u64,
+    /// Microseconds the verifier thread spent checking them.
+    pub token_check_work_us: u64,
+    /// Token checks refused because the verifier's queue was full (each answered `unavailable`).
+    pub token_checks_busy: u64,
+    /// From the loop handing a token to the verifier thread to the loop taking its verdict.
+    pub token_check_latency: LatencyHistogram,
+    /// Token checks answered from the cache of checked tokens, as of the last render (the chat counts them).
+    pub token_cache_hits: u64,
+}
+
+/// The upper bounds of [`LatencyHistogram`]'s buckets, in microseconds (the last bucket, `+Inf`, is implied).
+pub const LATENCY_BOUNDS_US: [u64; 9] = [
+    100, 250, 500, 1_000, 2_500, 10_000, 50_000, 250_000, 1_000_000,
+];
+
+/// A Prometheus histogram of durations: how many fell at or under each of [`LATENCY_BOUNDS_US`], their count
+/// and their sum.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket, not cumulative: `buckets[i]` counts the durations in (`LATENCY_BOUNDS_US[i-1]`,
+    /// `LATENCY_BOUNDS_US[i]`]; the last, those above every bound.
+    buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    count: u64,
+    sum_us: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one duration.
+    pub fn observe(&mut self, duration: std::time::Duration) {
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket] += 1;
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Renders it as the histogram `name` with `help`.
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BOUNDS_US.iter().zip(&self.buckets) {
+            cumulative += count;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {:.6}", self.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
 }
 
 /// The `reason` labels of `roomcast_connections_failed_total`: WebSockets failed for going over a budget.
@@ -84,6 +146,12 @@ pub struct Gauges {
     pub lagging_clients: usize,
     /// The link to Redis, when the server runs with `--redis`.
     pub redis: Option<RedisStatus>,
+    /// Connections need tokens (`--auth-secret`, `--auth-public-key`): the token series are rendered.
+    pub tokens: bool,
+    /// Tokens handed to the verifier thread whose verdict the loop has not taken.
+    pub token_checks_waiting: usize,
+    /// Tokens kept in the cache of checked tokens.
+    pub token_cache_entries: usize,
 }
 
 /// The state of the link to Redis, read off the server at render time.
@@ -307,11 +375,65 @@ impl Metrics {
         if let Some(redis) = gauges.redis {
             render_redis(&mut out, redis);
         }
+        if gauges.tokens {
+            self.render_tokens(&mut out, gauges);
+        }
         out
     }
 }
 
 impl Metrics {
+    /// The token series, present only when connections need tokens.
+    fn render_tokens(&self, out: &mut String, gauges: Gauges) {
+        let mut series = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        series(
+            "roomcast_token_checks_total",
+            "counter",
+            "Token signatures checked on the verifier thread.",
+            self.token_checks.to_string(),
+        );
+        series(
+            "roomcast_token_check_work_seconds_total",
+            "counter",
+            "Time the verifier thread spent checking token signatures.",
+            format!("{:.6}", self.token_check_work_us as f64 / 1e6),
+        );
+        series(
+            "roomcast_token_checks_busy_total",
+            "counter",
+            "Token checks refused with unavailable because the verifier's queue was full (--token-check-queue).",
+            self.token_checks_busy.to_string(),
+        );
+        series(
+            "roomcast_token_checks_waiting",
+            "gauge",
+            "Tokens handed to the verifier thread whose verdict the loop has not taken.",
+            gauges.token_checks_waiting.to_string(),
+        );
+        series(
+            "roomcast_token_cache_entries",
+            "gauge",
+            "Checked tokens remembered until their exp (--token-cache).",
+            gauges.token_cache_entries.to_string(),
+        );
+        series(
+            "roomcast_token_cache_hits_total",
+            "counter",
+            "Token checks answered from the cache of checked tokens.",
+            self.token_cache_hits.to_string(),
+        );
+        self.token_check_latency.render(
+            "roomcast_token_check_seconds",
+            "From a token handed to the verifier thread to its verdict taken by the loop (queueing included).",
+            out,
+        );
+    }
+
     /// The server API's series: calls answered by endpoint, refusals by reason, zeros included.
     fn render_api(&self, out: &mut String) {
         let _ = writeln!(
@@ -413,6 +535,38 @@ mod tests {
             !text.contains("roomcast_redis_"),
             "Redis series without --redis"
         );
+    }
+
+    #[test]
+    fn token_series_are_rendered_only_when_tokens_are_required() {
+        let mut metrics = Metrics {
+            token_checks: 3,
+            token_checks_busy: 1,
+            ..Metrics::default()
+        };
+        assert!(!metrics
+            .render(Gauges::default())
+            .contains("roomcast_token_"));
+        for us in [80, 120, 2_000_000] {
+            metrics
+                .token_check_latency
+                .observe(std::time::Duration::from_micros(us));
+        }
+        let text = metrics.render(Gauges {
+            tokens: true,
+            token_checks_waiting: 2,
+            ..Gauges::default()
+        });
+        assert!(text.contains("\nroomcast_token_checks_total 3\n"), "{text}");
+        assert!(text.contains("\nroomcast_token_checks_busy_total 1\n"));
+        assert!(text.contains("\nroomcast_token_checks_waiting 2\n"));
+        assert!(text.contains("# TYPE roomcast_token_check_seconds histogram\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_bucket{le=\"0.00025\"} 2\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_bucket{le=\"1\"} 2\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_sum 2.000200\n"));
+        assert!(text.contains("\nroomcast_token_check_seconds_count 3\n"));
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl Server {
                         code,
                         reason,
                     } => self.close_websocket(client, code, &reason),
+                    Action::CheckToken { client, token } => self.check_token(client, token),
                 }
             }
         }

@@ -172,6 +172,7 @@ impl Server {
         }
         let mut client = self.clients.remove(key);
         self.lagging.remove(&key);
+        self.unpark(key);
         self.incoming_bytes -= client.held as usize;
         if client.flags.contains(Flags::COUNTED) {
             self.addresses.close(client.address);

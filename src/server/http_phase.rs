@@ -108,6 +108,7 @@ impl Server {
             }
             Route::Metrics => {
                 self.metrics.chat_refusals = self.chat.refusals().collect();
+                self.metrics.token_cache_hits = self.chat.token_cache_stats().1;
                 let text = self.metrics.render(self.gauges());
                 http::write_response(
                     200,
@@ -184,6 +185,7 @@ impl Server {
             let now = super::chat_time(self.now);
             self.chat
                 .connect(key, token.as_deref(), now, &mut self.actions);
+            self.park_if_checking(key);
             self.apply_actions();
         }
         self.mark_dirty(key);

@@ -18,6 +18,7 @@
 //! | `timers.rs`, `timeouts.rs` | deadlines: the heap, and the pure rules of what is due when |
 //! | `redis.rs` | with `--redis`: the two connections to Redis, their reconnects, and the turn's pipelined write |
 //! | `relay.rs` | with `--redis`: the chat's traffic through them: subscriptions, publications, names, DMs, heartbeats |
+//! | `verify.rs` | RS256/ES256 token signatures checked on a thread of their own; the connections waiting, parked |
 //!
 //! Readiness is edge-triggered: every readable event is read until WouldBlock (or a fairness cap, after which the
 //! client is revisited in the same turn's tail), and every queue is written until WouldBlock; WRITABLE interest is
@@ -39,6 +40,7 @@ mod redis;
 mod relay;
 mod timeouts;
 mod timers;
+mod verify;
 mod websocket;
 mod write;
 
@@ -67,6 +69,7 @@ use client::{Client, Flags, Phase};
 use redis::{Cluster, REDIS_COMMANDS, REDIS_SUBSCRIBER};
 use timeouts::{Millis, Timeouts};
 use timers::Timers;
+use verify::{Parked, TokenChecker};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -137,6 +140,12 @@ pub struct Server {
     draining_until: Option<Millis>,
     /// The link to Redis, with `--redis`.
     cluster: Option<Cluster>,
+    /// The verifier thread, when token signatures are checked off the loop (`verify.rs`).
+    token_checker: Option<TokenChecker>,
+    /// Connections waiting for a token check, with the messages read behind it.
+    parked: IdMap<usize, Parked>,
+    /// Connections whose token check was refused this turn (the queue was full), resumed in the turn's tail.
+    resumable: Vec<usize>,
 }
 
 impl Server {
@@ -164,10 +173,20 @@ impl Server {
             },
             random_secret(),
         );
+        let mut token_checker = None;
         if let Some(verifier) = &config.auth {
             let join_timeout =
                 u64::try_from(config.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
             chat.require_tokens(verifier.clone(), join_timeout);
+            chat.cache_tokens(config.token_cache_entries);
+            if config.token_checks.off_loop(verifier) {
+                token_checker = Some(TokenChecker::spawn(
+                    verifier.clone(),
+                    config.token_check_queue,
+                    waker.clone(),
+                )?);
+                chat.check_tokens_elsewhere(true);
+            }
         }
         let cluster = config.redis.clone().map(|url| {
             let node = config.node_id.clone().unwrap_or_else(|| {
@@ -223,6 +242,9 @@ impl Server {
             waker,
             draining_until: None,
             cluster,
+            token_checker,
+            parked: IdMap::default(),
+            resumable: Vec::new(),
         })
     }
 
@@ -259,7 +281,8 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_waiting(),
-                    WAKER => {}
+                    // The shutdown handle and the verifier thread share the one waker mio allows per poll.
+                    WAKER => self.on_verdicts(),
                     REDIS_COMMANDS | REDIS_SUBSCRIBER => self.on_redis_event(event.token()),
                     Token(key) => {
                         let closed = event.is_read_closed() || event.is_error();
@@ -297,6 +320,7 @@ impl Server {
     /// The rest of a turn, after its events: the reads deferred by the fairness cap, the accept backoff, due timers,
     /// and the flush of every client owed bytes.
     fn finish_turn(&mut self) {
+        self.resume_refused();
         for key in std::mem::take(&mut self.unfinished_reads) {
             self.read_socket(key);
         }
@@ -329,7 +353,10 @@ impl Server {
 
     /// How long `poll` may sleep: not at all with work left over, else until the next deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.unfinished_reads.is_empty() || !self.dirty.is_empty() || !self.pipelined.is_empty()
+        if !self.unfinished_reads.is_empty()
+            || !self.dirty.is_empty()
+            || !self.pipelined.is_empty()
+            || !self.resumable.is_empty()
         {
             return Some(Duration::ZERO);
         }
@@ -356,6 +383,12 @@ impl Server {
             incoming_bytes: self.incoming_bytes,
             lagging_clients: self.lagging.len(),
             redis: self.cluster.as_ref().map(Cluster::status),
+            tokens: self.chat.requires_tokens(),
+            token_checks_waiting: self
+                .token_checker
+                .as_ref()
+                .map_or(0, TokenChecker::in_flight),
+            token_cache_entries: self.chat.token_cache_stats().0,
             ..Gauges::default()
         };
         for (_, client) in &self.clients {

@@ -74,6 +74,8 @@ impl Server {
     /// slows itself down instead of growing our memory (10.4). Reading resumes when a flush drains the queue.
     fn is_backpressured(&mut self, key: usize) -> bool {
         let bound = self.config.max_queued_bytes;
+        // A connection waiting for a token check is read no more until the verdict (`verify.rs`).
+        let parked = self.is_parked(key);
         self.clients.get_mut(key).is_some_and(|client| {
             // A failed connection is read no more (7.1.7) until its Close is written and it lingers; a lingering one
             // only until it has sent what it may. Either waits for its deadline with the rest unread: what it sends
@@ -85,7 +87,8 @@ impl Server {
                 _ => {}
             }
             // A chat client behind is not read either: what it asks for would only queue more behind.
-            let full = client.flags.contains(Flags::LAGGING)
+            let full = parked
+                || client.flags.contains(Flags::LAGGING)
                 || matches!(
                     client.phase,
                     Phase::WebSocket {

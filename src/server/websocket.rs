@@ -11,6 +11,7 @@ use super::budget::Overdrawn;
 use super::client::Phase;
 use super::ending::Failure;
 use super::queue::Chunk;
+use super::verify::Parked;
 use super::Server;
 use crate::http::Endpoint;
 use crate::protocol::{CloseCode, Event, FeedLimit, FeedLimits, Message, State};
@@ -25,6 +26,7 @@ impl Server {
             return;
         };
         let endpoint = *endpoint;
+        let serial = client.serial;
         let mut events = std::mem::take(&mut self.ws_events);
         // The input budget is checked before the bytes are served: over the byte allowance, none of them is; over
         // the frame allowance, the frames beyond it are not.
@@ -95,9 +97,20 @@ impl Server {
                 }
                 // Text after our Close (a shutdown, an eviction) is not acted on (5.5.1); text before a Close we
                 // merely owe still is.
+                // Behind a message whose token is being checked, held until the verdict (`verify.rs`).
+                (Endpoint::Chat, Message::Text(text)) if self.parked.contains_key(&key) => {
+                    if let Some(parked) = self.parked.get_mut(&key) {
+                        parked.hold(text, &mut self.incoming_bytes);
+                    }
+                }
                 (Endpoint::Chat, Message::Text(text)) if ws.can_send() => {
                     let now = *chat_time.get_or_insert_with(|| super::chat_time(self.now));
                     self.chat.handle_text(key, &text, now, &mut self.actions);
+                    if self.chat.awaits_token_check(key) {
+                        self.parked
+                            .entry(key)
+                            .or_insert_with(|| Parked::new(serial));
+                    }
                 }
                 (Endpoint::Chat, Message::Text(_)) => {}
             }
