@@ -58,12 +58,25 @@ impl QuickCompressor {
         let base = self.base;
         let mut i = 0;
         let mut literals_from = 0;
+        // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is not
+        // searched byte by byte.
+        let mut misses = 0usize;
         // The last position whose four bytes can be read: a match needs at least that many.
         let last = payload.len().saturating_sub(MIN_MATCH);
-        while let Some((at, distance)) =
-            find_match(&mut self.table, payload, base, self.max_distance, i, last)
-        {
-            i = at;
+        while i < last {
+            let word = read_u32(payload, i);
+            let position = base.wrapping_add(i as u32);
+            let candidate = std::mem::replace(&mut self.table[slot(word)], position);
+            // Entries from earlier messages lie further back than the message start, and so fail this test.
+            let distance = position.wrapping_sub(candidate) as usize;
+            if distance.wrapping_sub(1) >= i.min(self.max_distance)
+                || read_u32(payload, i - distance) != word
+            {
+                misses += 1;
+                i += 1 + (misses >> 6);
+                continue;
+            }
+            misses = 0;
             let earlier = i - distance;
             let length = MIN_MATCH
                 + 1
@@ -116,40 +129,6 @@ impl QuickCompressor {
     }
 }
 
-/// The first position from `from` on (below `last`) whose four bytes were seen earlier in the same message
-/// within `max_distance`, and how far back: the greedy search of `compress_if_smaller`. Every position looked at
-/// is entered in `table` (absolute positions from `base`). After a run of misses it looks at fewer positions (as
-/// LZ4 does), so text that finds no matches is not searched byte by byte.
-///
-/// A function of its own, so that its few variables stay in registers: inlined into the compressor, the loop
-/// reloaded five of them from the stack at every position.
-#[inline(never)]
-fn find_match(
-    table: &mut [u32; TABLE_SIZE],
-    payload: &[u8],
-    base: u32,
-    max_distance: usize,
-    from: usize,
-    last: usize,
-) -> Option<(usize, usize)> {
-    let mut i = from;
-    let mut misses = 0usize;
-    while i < last {
-        let word = read_u32(payload, i);
-        let position = base.wrapping_add(i as u32);
-        let candidate = std::mem::replace(&mut table[slot(word)], position);
-        // Entries from earlier messages lie further back than the message start, and so fail this test.
-        let distance = position.wrapping_sub(candidate) as usize;
-        if distance.wrapping_sub(1) < i.min(max_distance) && read_u32(payload, i - distance) == word
-        {
-            return Some((i, distance));
-        }
-        misses += 1;
-        i += 1 + (misses >> 6);
-    }
-    None
-}
-
 /// Room for the compressed form of `len` bytes, whatever they are: at most 9 bits a byte (a literal of the
 /// second fixed range; a match of 4+ bytes takes at most 31 bits), the block header, end of block and the empty
 /// stored block's header and padding, and the 8 bytes `BitWriter` stores at once past what it has written.
@@ -196,17 +175,6 @@ fn common_prefix(a: &[u8], b: &[u8], max: usize) -> usize {
 #[inline]
 fn le_u64(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map_or(0, u64::from_le_bytes)
-}
-
-/// The high bit of each of seven bytes in a little-endian word: clear in all of them when all seven are ASCII.
-const ASCII_HIGH_BITS: u64 = 0x0080_8080_8080_8080;
-
-/// The fixed codes of seven ASCII bytes (the low seven bytes of `word`, each below 0x80), ready to write: RFC 1951
-/// 3.2.6 codes the literals 0..=143 as 0x30 + the byte in 8 bits, sent most significant bit first, so each byte
-/// becomes its code with its bits reversed, in place. Adding 0x30 to bytes below 0x80 carries into no neighbour.
-#[inline]
-fn ascii_codes(word: u64) -> u64 {
-    (word + 0x0030_3030_3030_3030).reverse_bits().swap_bytes()
 }
 
 /// RFC 1951 3.2.5: the base lengths of codes 257..=285.
@@ -358,32 +326,16 @@ impl<'a> BitWriter<'a> {
     /// The fixed codes of `bytes` as literals (RFC 1951 3.2.6).
     #[inline]
     fn literals(&mut self, bytes: &[u8]) {
-        // Seven ASCII bytes at once: their codes are 8 bits each, 56 bits beside the 7 that may wait.
-        let mut sevens = bytes.chunks_exact(7);
-        for seven in &mut sevens {
-            let mut word = [0u8; 8];
-            word[..7].copy_from_slice(seven);
-            let word = u64::from_le_bytes(word);
-            if word & ASCII_HIGH_BITS == 0 {
-                self.put(ascii_codes(word), 56);
-                self.flush();
-                continue;
-            }
-            // Four literals of at most 9 bits fit beside the 7 bits that may wait.
-            let (first, rest) = seven.split_at(4);
-            for &byte in first {
-                let (code, length) = FIXED_CODES[usize::from(byte)];
-                self.put(u64::from(code), u32::from(length));
-            }
-            self.flush();
-            for &byte in rest {
+        // Four literals of at most 9 bits fit beside the 7 bits that may wait.
+        let mut quads = bytes.chunks_exact(4);
+        for quad in &mut quads {
+            for &byte in quad {
                 let (code, length) = FIXED_CODES[usize::from(byte)];
                 self.put(u64::from(code), u32::from(length));
             }
             self.flush();
         }
-        // At most six literals of at most 9 bits: 54 bits beside the 7 that may wait.
-        for &byte in sevens.remainder() {
+        for &byte in quads.remainder() {
             let (code, length) = FIXED_CODES[usize::from(byte)];
             self.put(u64::from(code), u32::from(length));
         }
@@ -558,38 +510,6 @@ mod tests {
         let mut out = Vec::new();
         let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
         assert!(len < 100, "{len} bytes for 5,000 z");
-        assert_eq!(inflate(&out), message);
-    }
-
-    #[test]
-    fn seven_ascii_bytes_at_once_get_the_fixed_codes_of_each() {
-        for first in (0u8..0x80).step_by(7) {
-            let bytes: Vec<u8> = (0..7).map(|k| (first + k * 19) % 0x80).collect();
-            let mut word = [0u8; 8];
-            word[..7].copy_from_slice(&bytes);
-            let codes = ascii_codes(u64::from_le_bytes(word));
-            for (k, &byte) in bytes.iter().enumerate() {
-                let (code, length) = FIXED_CODES[usize::from(byte)];
-                assert_eq!(length, 8, "byte {byte:#x}");
-                assert_eq!((codes >> (8 * k)) & 0xff, u64::from(code), "byte {byte:#x}");
-            }
-            assert_eq!(codes >> 56, 0, "nothing past the seventh code");
-        }
-    }
-
-    #[test]
-    fn literals_mixing_ascii_and_other_bytes_round_trip() {
-        let mut compressor = QuickCompressor::new(15);
-        let mut message = Vec::new();
-        for k in 0..300u32 {
-            message.extend_from_slice(format!("{k:x}").as_bytes());
-            message.push(if k % 5 == 0 { 0x90 } else { 0xe9 });
-            message.extend_from_slice("café ".as_bytes());
-        }
-        let mut out = Vec::new();
-        compressor
-            .compress_if_smaller(&message, &mut out)
-            .expect("repetitive text is smaller");
         assert_eq!(inflate(&out), message);
     }
 
