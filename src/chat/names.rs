@@ -18,6 +18,9 @@
 //!   either end, two spaces in a row;
 //! - the double quote `"`, which the chat's own notices put around names;
 //! - nothing visible at all (only blanks, invisible characters or combining marks), or nothing;
+//! - a combining mark first, and U+0345 COMBINING GREEK YPOGEGRAMMENI where NFKC left it loose (not composed
+//!   with a Greek vowel): it is the one mark whose capital is a letter (Ι), so the name in capitals would put that
+//!   letter on the other side of the marks around it, and one name would have two keys;
 //! - more Unicode scalar values than the limit, counted after normalisation.
 //!
 //! Decisions the rules left open:
@@ -151,6 +154,8 @@ pub(super) enum NameError {
     Quote,
     /// A combining mark first, with no letter to sit on: drawn on whatever comes before the name on screen.
     LeadingMark,
+    /// U+0345 COMBINING GREEK YPOGEGRAMMENI not composed with a Greek vowel: its case mappings are letters.
+    LooseYpogegrammeni,
     /// Letters of scripts that are mixed to imitate other names, such as Latin with Cyrillic.
     MixedScripts,
     /// A name the chat keeps for itself.
@@ -209,6 +214,9 @@ impl fmt::Display for NameError {
             NameError::DoubleSpace => f.write_str("the name has two spaces in a row"),
             NameError::Quote => f.write_str("the name contains a double quote (\")"),
             NameError::LeadingMark => f.write_str("the name starts with a combining mark"),
+            NameError::LooseYpogegrammeni => f.write_str(
+                "the name contains U+0345 COMBINING GREEK YPOGEGRAMMENI on something other than a Greek vowel",
+            ),
             NameError::MixedScripts => f.write_str(
                 "the name mixes letters of different scripts in a way used to imitate other names, \
                  such as Latin with Cyrillic or Greek",
@@ -309,8 +317,16 @@ fn normalised(raw: &str, max_chars: usize) -> Result<String, NameError> {
     if shown.chars().next().is_some_and(is_mark) {
         return Err(NameError::LeadingMark);
     }
+    // On a Greek vowel NFKC composes it (ᾳ, ῃ, ῳ and their accented forms); loose, its capital Ι would move
+    // across the marks NFKC ordered it among, so `upper(name)` would be another name.
+    if shown.contains(YPOGEGRAMMENI) {
+        return Err(NameError::LooseYpogegrammeni);
+    }
     Ok(shown)
 }
+
+/// U+0345 COMBINING GREEK YPOGEGRAMMENI, the iota subscript: a combining mark whose upper and lower cases are letters.
+const YPOGEGRAMMENI: char = '\u{345}';
 
 /// Whether `c` is a combining mark (Mn, Mc, Me): drawn on the character before it.
 fn is_mark(c: char) -> bool {
@@ -990,6 +1006,9 @@ mod tests {
         ) {
             return Some("a combining mark first".into());
         }
+        if chars.contains(&'\u{345}') {
+            return Some("U+0345 not composed with a vowel".into());
+        }
         if chars.first() == Some(&' ') || chars.last() == Some(&' ') || shown.contains("  ") {
             return Some("space at an end or doubled".into());
         }
@@ -1016,6 +1035,33 @@ mod tests {
             }
         }
         None
+    }
+
+    #[test]
+    fn a_loose_iota_subscript_is_refused_and_a_composed_one_keys_like_its_capitals() {
+        // Found by the property below: in `[` U+0345 U+0312, NFKC moves U+0345 after U+0312, while the name typed
+        // in capitals has the letter Ι before it, so the two had different keys.
+        for raw in [
+            "[\u{345}\u{312}",
+            "x\u{345}",
+            "\u{3B5}\u{301}\u{345}\u{302}",
+        ] {
+            assert_eq!(
+                user_name(raw, USER),
+                Err(NameError::LooseYpogegrammeni),
+                "{raw:?}"
+            );
+            assert_eq!(
+                room_name(raw, USER),
+                Err(NameError::LooseYpogegrammeni),
+                "{raw:?}"
+            );
+        }
+        let subscript =
+            user_name("\u{3B1}\u{345}", USER).expect("alpha with iota subscript composes");
+        assert_eq!(&**subscript.shown(), "\u{1FB3}");
+        let capitals = user_name("\u{391}\u{399}", USER).expect("alpha iota");
+        assert_eq!(subscript.key(), capitals.key());
     }
 
     #[test]
