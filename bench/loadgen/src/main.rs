@@ -63,7 +63,7 @@ use serde_json::{json, Value};
 
 use client::{Client, Framing, Masks, Receive, Received};
 use redis_stats::CommandCalls;
-use stats::{cpu_percent, cpu_ticks, rss_kib, Histogram};
+use stats::{cpu_percent, cpu_ticks, machine_steal_ticks, rss_kib, run_queue_wait, Histogram};
 
 /// Load generator for roomcast and its peers; prints one JSON line per run.
 #[derive(Debug, Parser)]
@@ -362,6 +362,12 @@ struct CpuMark {
     generator: Option<u64>,
     server: Option<u64>,
     redis: Option<u64>,
+    /// The machine's stolen ticks (`machine_steal_ticks`).
+    steal: Option<u64>,
+    /// The servers' run-queue waits and slices, summed (`run_queue_wait`).
+    server_wait: Option<(u64, u64)>,
+    /// Redis's run-queue wait and slices.
+    redis_wait: Option<(u64, u64)>,
 }
 
 impl CpuMark {
@@ -383,12 +389,46 @@ impl CpuMark {
                     .sum::<Option<u64>>()
             })
             .flatten();
+        let server_wait = (!server_pids.is_empty())
+            .then(|| {
+                server_pids
+                    .iter()
+                    .try_fold((0, 0), |(waited, slices), &pid| {
+                        let (w, s) = run_queue_wait(pid)?;
+                        Some((waited + w, slices + s))
+                    })
+            })
+            .flatten();
         CpuMark {
             at: clock.now(),
             generator: cpu_ticks(None),
             server,
             redis: redis_pid.and_then(|pid| cpu_ticks(Some(pid))),
+            steal: machine_steal_ticks(),
+            server_wait,
+            redis_wait: redis_pid.and_then(run_queue_wait),
         }
+    }
+
+    /// The machine's stolen CPU time from this mark to `end`, as a percentage of one CPU.
+    fn steal_until(&self, end: &CpuMark) -> Option<f64> {
+        let secs = end.at.saturating_sub(self.at) as f64 / 1e9;
+        cpu_percent(self.steal, end.steal, secs)
+    }
+
+    /// The mean time (µs) the servers' and Redis's loops waited for a CPU each time they were woken, from this
+    /// mark to `end`: what the scheduler added to every hop a message makes.
+    fn run_queue_waits_until(&self, end: &CpuMark) -> (Option<f64>, Option<f64>) {
+        let mean = |before: Option<(u64, u64)>, after: Option<(u64, u64)>| {
+            let (before, after) = (before?, after?);
+            let slices = after.1.checked_sub(before.1)?;
+            let waited = after.0.checked_sub(before.0)?;
+            (slices > 0).then(|| waited as f64 / slices as f64 / 1e3)
+        };
+        (
+            mean(self.server_wait, end.server_wait),
+            mean(self.redis_wait, end.redis_wait),
+        )
     }
 
     /// Redis's CPU % from this mark to `end`, if its pid was given.
@@ -961,6 +1001,11 @@ enum Stage {
     Drain,
 }
 
+/// The width of a step of a fan-out run's latency timeline: a tenth of a second.
+const TIMELINE_STEP_NS: u64 = 100_000_000;
+/// A delivery slower than this counts as slow in the timeline: 1 ms.
+const SLOW_DELIVERY_NS: u64 = 1_000_000;
+
 /// Counters of a fan-out run, updated as messages arrive.
 #[derive(Default)]
 struct FanoutTally {
@@ -976,6 +1021,9 @@ struct FanoutTally {
     delivered_in_window: u64,
     /// Delivery latencies of messages that arrived during the measurement.
     latency: Histogram,
+    /// For each tenth of a second of the measurement: the slowest delivery (ns) and how many took over 1 ms, so
+    /// that a tail made of a few stalls can be told from one spread over the run.
+    timeline: Vec<(u64, u32)>,
     /// Messages that reported an error (e.g. roomcast's rate limit).
     error_messages: u64,
     /// Texts that were neither fan-out messages nor expected notices.
@@ -1141,7 +1189,15 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
                 };
                 if in_window {
                     tally.delivered_in_window += 1;
-                    tally.latency.record(now.saturating_sub(stamp.sent_at));
+                    let latency = now.saturating_sub(stamp.sent_at);
+                    tally.latency.record(latency);
+                    let tenth = (now.saturating_sub(measure_at) / TIMELINE_STEP_NS) as usize;
+                    if tally.timeline.len() <= tenth {
+                        tally.timeline.resize(tenth + 1, (0, 0));
+                    }
+                    let (slowest, over) = &mut tally.timeline[tenth];
+                    *slowest = (*slowest).max(latency);
+                    *over += u32::from(latency > SLOW_DELIVERY_NS);
                 }
                 tally.delivered += u64::from(stamp.measured);
                 tally.delivered_total += 1;
@@ -1164,6 +1220,17 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mark_end = mark_end.unwrap_or(generator_end);
     let (secs, generator_cpu, server_cpu) = mark_start.until(&mark_end);
     let redis_cpu = mark_start.redis_until(&mark_end);
+    let steal = mark_start.steal_until(&mark_end);
+    let (server_wait, redis_wait) = mark_start.run_queue_waits_until(&mark_end);
+    // What the machine did to the run: stolen CPU, waits for a CPU, and when the slow deliveries came.
+    let scheduling = json!({
+        "steal_pct": steal.map(round1),
+        "server_run_queue_wait_us": server_wait.map(round1),
+        "redis_run_queue_wait_us": redis_wait.map(round1),
+        "timeline_step_ms": TIMELINE_STEP_NS / 1_000_000,
+        "timeline_max_us": tally.timeline.iter().map(|&(slowest, _)| (slowest as f64 / 100.0).round() / 10.0).collect::<Vec<_>>(),
+        "timeline_over_1ms": tally.timeline.iter().map(|&(_, over)| over).collect::<Vec<_>>(),
+    });
     let bytes_in_window = bytes_at_end
         .unwrap_or_else(|| pool.bytes_read())
         .saturating_sub(bytes_at_start);
@@ -1211,6 +1278,7 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
             "max": us(tally.latency.max()),
             "samples": tally.latency.count(),
         },
+        "scheduling": scheduling,
         "errors": pool.errors + tally.error_messages + tally.unexpected,
         "error_detail": {
             "connections": pool.errors,

@@ -114,6 +114,25 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Ticks every CPU of the machine spent stolen by the hypervisor (the eighth value of `/proc/stat`'s `cpu` line):
+/// time a virtual CPU wanted to run and the host ran something else. Compared before and after a run, it tells
+/// whether the machine, not the software, made that run's tail.
+pub fn machine_steal_ticks() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    line.split_whitespace().nth(7)?.parse().ok()
+}
+
+/// Nanoseconds a task waited on a run queue, ready but not running, and how many times it was given the CPU: the
+/// second and third values of `/proc/PID/schedstat` (its main thread: the event loop of roomcast and of Redis).
+pub fn run_queue_wait(pid: u32) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut fields = stat.split_whitespace().skip(1);
+    let waited = fields.next()?.parse().ok()?;
+    let slices = fields.next()?.parse().ok()?;
+    Some((waited, slices))
+}
+
 /// A process's resident set size in KiB, from `VmRSS` in `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
