@@ -138,6 +138,9 @@ fn take_group(jobs: &mut VecDeque<Job>, group: &mut Vec<Job>, scratch: &mut Vec<
             end = index + 1;
         } else {
             slack = slack.min(MAX_OVERTAKEN.saturating_sub(job.overtaken));
+            if slack == 0 {
+                break;
+            }
         }
     }
     if taken == 0 {
