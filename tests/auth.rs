@@ -748,3 +748,33 @@ fn joiners_that_leave_at_once_are_removed_and_their_slots_serve_new_connections(
     let (_, body) = server.get("/metrics");
     assert!(body.contains("roomcast_room_members 1\n"), "{body}");
 }
+
+#[test]
+fn a_reconnect_storm_over_several_rooms_and_a_join_into_a_quiet_one_are_all_admitted() {
+    let server = es_server(|_| {});
+    const ROOMS: usize = 4;
+    const JOINERS: usize = 32;
+    let room = |i: usize| format!("room{}", i % ROOMS);
+    let tokens: Vec<String> = (0..=JOINERS)
+        .map(|i| es256(&claims(&format!("u{i}"), 60, json!({}))))
+        .collect();
+    let mut clients: Vec<TestClient> = (0..=JOINERS).map(|_| server.ws("/ws")).collect();
+    // The rooms' joins interleaved, as a storm arrives; the quiet room's join among the first.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let room = if i == 1 { "quiet".to_owned() } else { room(i) };
+        join_with_token(client, &format!("u{i}"), &room, &tokens[i]);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let room = if i == 1 { "quiet".to_owned() } else { room(i) };
+        assert_joined(client, &room);
+    }
+    assert_eq!(
+        metric(&server, "roomcast_token_checks_total"),
+        (JOINERS + 1) as f64
+    );
+    let (_, body) = server.get("/metrics");
+    assert!(
+        body.contains(&format!("roomcast_room_members {}\n", JOINERS + 1)),
+        "{body}"
+    );
+}

@@ -269,7 +269,7 @@ impl Chat {
         }));
         if let Some(token) = token {
             if let Presented::Deferred(digest) =
-                self.present_token(client, token, Dialect::V1, now, out)
+                self.present_token(client, token, None, Dialect::V1, now, out)
             {
                 self.defer(client, digest, Deferred::Connect);
             }
@@ -334,7 +334,7 @@ impl Chat {
             return Admission::Admitted;
         }
         if let Some(token) = join.token.as_deref() {
-            match self.present_token(client, token, join.dialect, now, out) {
+            match self.present_token(client, token, Some(&join.room), join.dialect, now, out) {
                 Presented::Accepted => {}
                 Presented::Refused => return Admission::Refused,
                 Presented::Deferred(digest) => return Admission::Deferred(digest),
@@ -406,7 +406,7 @@ impl Chat {
     ) {
         if self.grants.verifier.is_some() {
             if let Presented::Deferred(digest) =
-                self.present_token(client, token, Dialect::V1, now, out)
+                self.present_token(client, token, None, Dialect::V1, now, out)
             {
                 self.defer(client, digest, Deferred::Refresh);
             }
@@ -432,11 +432,12 @@ impl Chat {
 
     /// Checks `token` for `client` at `now`: its signature from the cache, here, or (with
     /// [`Chat::check_tokens_elsewhere`] and not in the cache) by the caller, which makes it `Deferred`. The rest as
-    /// [`Chat::accept_checked`].
+    /// [`Chat::accept_checked`]. `room` is the room a `join` asks for, passed on with a check asked of the caller.
     fn present_token(
         &mut self,
         client: ClientId,
         token: &str,
+        room: Option<&str>,
         dialect: Dialect,
         now: Now,
         out: &mut Vec<Action>,
@@ -456,6 +457,7 @@ impl Chat {
             out.push(Action::CheckToken {
                 client,
                 token: token.into(),
+                room: room.map(Box::from),
             });
             return Presented::Deferred(digest);
         } else {
@@ -901,7 +903,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|action| match action {
-                Action::CheckToken { client, token } => Some((*client, token.to_string())),
+                Action::CheckToken { client, token, .. } => Some((*client, token.to_string())),
                 _ => None,
             })
             .collect()
@@ -954,6 +956,26 @@ mod tests {
             [(1, 4004)],
             "the deadline is the token's exp"
         );
+    }
+
+    #[test]
+    fn a_check_asked_for_a_join_names_its_room_and_one_for_a_url_token_names_none() {
+        let (mut h, _) = Harness::elsewhere();
+        let rooms_asked = |actions: &[Action]| -> Vec<Option<String>> {
+            actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::CheckToken { room, .. } => Some(room.as_deref().map(str::to_owned)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let actions = h.send_raw(1, join_frame("ann", "lobby", &token("ann", 60, json!({}))));
+        assert_eq!(rooms_asked(&actions), [Some("lobby".to_owned())]);
+        let mut out = Vec::new();
+        let url_token = token("bob", 60, json!({}));
+        h.chat.connect(2, Some(&url_token), h.now(), &mut out);
+        assert_eq!(rooms_asked(&out), [None]);
     }
 
     #[test]

@@ -259,6 +259,10 @@ pub enum Action {
         client: ClientId,
         /// The token, as it came.
         token: Box<str>,
+        /// The room the request asks to join, as it came; `None` for a token shown in the URL or in a `refresh`.
+        /// Checks for the same room may be answered together, so that their arrivals reach the room's members in
+        /// one write each (`server/verify.rs`).
+        room: Option<Box<str>>,
     },
 }
 

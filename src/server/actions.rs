@@ -50,7 +50,11 @@ impl Server {
                         code,
                         reason,
                     } => self.close_websocket(client, code, &reason),
-                    Action::CheckToken { client, token } => self.check_token(client, token),
+                    Action::CheckToken {
+                        client,
+                        token,
+                        room,
+                    } => self.check_token(client, token, room),
                 }
             }
         }
