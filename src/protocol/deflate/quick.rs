@@ -56,43 +56,43 @@ impl QuickCompressor {
         // RFC 1951 3.2.3: BFINAL = 0 (the message is not the end of a stream), BTYPE = 01 (fixed codes).
         bits.put(0b010, 3);
         let base = self.base;
+        let max_distance = self.max_distance;
+        let table = &mut *self.table;
         let mut i = 0;
         let mut literals_from = 0;
-        // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is not
-        // searched byte by byte.
-        let mut misses = 0usize;
-        // The last position whose four bytes can be read: a match needs at least that many.
-        let last = payload.len().saturating_sub(MIN_MATCH);
-        while i < last {
-            let word = read_u32(payload, i);
+        // The loop's condition is also the bounds check of the four bytes it hashes: a match needs at least
+        // that many.
+        while let Some(&four) = payload.get(i..).and_then(|rest| rest.first_chunk::<4>()) {
+            let word = u32::from_le_bytes(four);
             let position = base.wrapping_add(i as u32);
-            let candidate = std::mem::replace(&mut self.table[slot(word)], position);
+            let candidate = std::mem::replace(&mut table[slot(word)], position);
             // Entries from earlier messages lie further back than the message start, and so fail this test.
             let distance = position.wrapping_sub(candidate) as usize;
-            if distance.wrapping_sub(1) >= i.min(self.max_distance)
+            if distance.wrapping_sub(1) >= i
+                || distance > max_distance
                 || read_u32(payload, i - distance) != word
             {
-                misses += 1;
-                i += 1 + (misses >> 6);
+                // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is
+                // not searched byte by byte.
+                i += 1 + ((i - literals_from) >> 6);
                 continue;
             }
-            misses = 0;
             let earlier = i - distance;
             let length = MIN_MATCH
                 + 1
                 + common_prefix(
-                    &payload[earlier + 4..],
-                    &payload[i + 4..],
+                    payload.get(earlier + 4..).unwrap_or(&[]),
+                    payload.get(i + 4..).unwrap_or(&[]),
                     MAX_MATCH - MIN_MATCH - 1,
                 );
-            bits.literals(&payload[literals_from..i]);
+            bits.literals(payload.get(literals_from..i).unwrap_or(&[]));
             bits.copy(length, distance);
             self.farthest = self.farthest.max(distance);
             // Remember a few positions inside the match, so that the next repeat can find it from there.
-            let match_end = (i + length).min(last);
+            let match_end = (i + length).min(payload.len().saturating_sub(MIN_MATCH));
             let mut j = i + 1;
             while j < match_end {
-                self.table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
+                table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
                 j += 4;
             }
             i += length;
