@@ -45,6 +45,9 @@ pub struct ClusterSummaryArgs {
     files: Vec<PathBuf>,
 }
 
+/// One way of reading a setup's p99 from its runs.
+type P99Of = fn(&Runs) -> Option<f64>;
+
 /// The runs of one scenario against one setup.
 #[derive(Default)]
 struct Runs(Vec<Value>);
@@ -351,21 +354,21 @@ fn render_targets(groups: &Groups) -> String {
             );
             continue;
         };
-        let median_p99 = |runs: &Runs| runs.median(&["latency_us", "p99"]);
-        let fitted_p99 = |runs: &Runs| runs.p99_at_no_steal();
-        let ways: [(&str, Runs, Runs, &dyn Fn(&Runs) -> Option<f64>); 3] = [
-            ("median of all runs", single.all(), two.all(), &median_p99),
+        let median_p99: P99Of = |runs| runs.median(&["latency_us", "p99"]);
+        let fitted_p99: P99Of = Runs::p99_at_no_steal;
+        let ways = [
+            ("median of all runs", single.all(), two.all(), median_p99),
             (
                 "median of quiet runs",
                 single.quiet(),
                 two.quiet(),
-                &median_p99,
+                median_p99,
             ),
             (
                 "all runs' p99 fitted against stolen % at 0%",
                 single.all(),
                 two.all(),
-                &fitted_p99,
+                fitted_p99,
             ),
         ];
         for (which, single, two, p99) in ways {
