@@ -179,6 +179,38 @@ fn median(mut figures: Vec<f64>) -> f64 {
     figures[figures.len() / 2]
 }
 
+/// `JOINS` connections to `server`, each with the `join` it will send (with its token, if any).
+fn joiners(server: &Running, tokens: Option<&[String]>) -> (Vec<Client>, Vec<String>) {
+    let clients = (0..JOINS).map(|_| server.connect()).collect();
+    let frames = (0..JOINS)
+        .map(|i| join_frame(i, &who(i).1, tokens))
+        .collect();
+    (clients, frames)
+}
+
+/// The loop's and the verifier thread's CPU time when taken, to tell what the joins since cost each of them.
+struct ThreadCpu {
+    loop_ns: u64,
+    verify_ns: u64,
+}
+
+impl ThreadCpu {
+    fn now() -> ThreadCpu {
+        ThreadCpu {
+            loop_ns: thread_cpu_ns(LOOP_THREAD).unwrap_or(0),
+            verify_ns: thread_cpu_ns(VERIFY_THREAD).unwrap_or(0),
+        }
+    }
+
+    /// (loop, verifier thread) CPU µs per join since this mark, over `JOINS` joins; 0 for a thread that is not there.
+    fn per_join_since(&self) -> (f64, f64) {
+        let loop_ns = thread_cpu_ns(LOOP_THREAD).unwrap_or(0) - self.loop_ns;
+        let verify_ns = thread_cpu_ns(VERIFY_THREAD).map_or(0, |ns| ns - self.verify_ns);
+        let per_join = |ns: u64| ns as f64 / 1e3 / JOINS as f64;
+        (per_join(loop_ns), per_join(verify_ns))
+    }
+}
+
 /// One sequential run: (loop CPU µs per join, verifier thread CPU µs per join, median join latency µs).
 fn sequential(
     verifier: Option<&Verifier>,
@@ -186,12 +218,8 @@ fn sequential(
     tokens: Option<&[String]>,
 ) -> [f64; 3] {
     let server = Running::start(verifier, checks);
-    let mut clients: Vec<Client> = (0..JOINS).map(|_| server.connect()).collect();
-    let frames: Vec<String> = (0..JOINS)
-        .map(|i| join_frame(i, &who(i).1, tokens))
-        .collect();
-    let loop_before = thread_cpu_ns(LOOP_THREAD).unwrap_or(0);
-    let verify_before = thread_cpu_ns(VERIFY_THREAD).unwrap_or(0);
+    let (mut clients, frames) = joiners(&server, tokens);
+    let before = ThreadCpu::now();
     let mut latencies = Vec::with_capacity(JOINS);
     for (client, frame) in clients.iter_mut().zip(&frames) {
         let started = Instant::now();
@@ -199,10 +227,8 @@ fn sequential(
         read_until(client, "joined");
         latencies.push(started.elapsed().as_secs_f64() * 1e6);
     }
-    let loop_ns = thread_cpu_ns(LOOP_THREAD).unwrap_or(0) - loop_before;
-    let verify_ns = thread_cpu_ns(VERIFY_THREAD).map_or(0, |ns| ns - verify_before);
-    let per_join = |ns: u64| ns as f64 / 1e3 / JOINS as f64;
-    [per_join(loop_ns), per_join(verify_ns), median(latencies)]
+    let (loop_us, verify_us) = before.per_join_since();
+    [loop_us, verify_us, median(latencies)]
 }
 
 /// One burst run: (the bystander's round trip in µs, the whole burst in ms, loop CPU µs per join, verifier thread CPU
@@ -214,12 +240,8 @@ fn burst(verifier: Option<&Verifier>, checks: TokenChecks, tokens: Option<&[Stri
         .send(Message::text(join_frame(JOINS, "side", tokens)))
         .expect("send");
     read_until(&mut bystander, "joined");
-    let mut clients: Vec<Client> = (0..JOINS).map(|_| server.connect()).collect();
-    let frames: Vec<String> = (0..JOINS)
-        .map(|i| join_frame(i, &who(i).1, tokens))
-        .collect();
-    let loop_before = thread_cpu_ns(LOOP_THREAD).unwrap_or(0);
-    let verify_before = thread_cpu_ns(VERIFY_THREAD).unwrap_or(0);
+    let (mut clients, frames) = joiners(&server, tokens);
+    let before = ThreadCpu::now();
     let started = Instant::now();
     for (client, frame) in clients.iter_mut().zip(&frames) {
         client.send(Message::text(frame.as_str())).expect("send");
@@ -234,10 +256,8 @@ fn burst(verifier: Option<&Verifier>, checks: TokenChecks, tokens: Option<&[Stri
         read_until(client, "joined");
     }
     let burst_ms = started.elapsed().as_secs_f64() * 1e3;
-    let loop_ns = thread_cpu_ns(LOOP_THREAD).unwrap_or(0) - loop_before;
-    let verify_ns = thread_cpu_ns(VERIFY_THREAD).map_or(0, |ns| ns - verify_before);
-    let per_join = |ns: u64| ns as f64 / 1e3 / JOINS as f64;
-    [round_trip, burst_ms, per_join(loop_ns), per_join(verify_ns)]
+    let (loop_us, verify_us) = before.per_join_since();
+    [round_trip, burst_ms, loop_us, verify_us]
 }
 
 fn main() {
