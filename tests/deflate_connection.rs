@@ -424,3 +424,92 @@ fn an_empty_compressed_frame_is_an_empty_message_and_a_kept_context_reads_on() {
         ["first message, first message", "", "first message, again"]
     );
 }
+
+/// `payload` compressed as a room's broadcast is (`QuickCompressor`: fixed codes, which the server inflates without
+/// zlib-rs when the message arrives whole in one frame).
+fn quick_compressed(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    roomcast::protocol::deflate::QuickCompressor::new(15)
+        .compress_if_smaller(payload, &mut out)
+        .expect("compressible");
+    out
+}
+
+#[test]
+fn a_fixed_code_message_whole_in_one_frame_reads_as_it_does_byte_by_byte() {
+    let texts_sent: Vec<String> = (0..5).map(chat_message).collect();
+    let mut wire = Vec::new();
+    for text in &texts_sent {
+        wire.extend(client_frame(
+            true,
+            OpCode::Text,
+            &quick_compressed(text.as_bytes()),
+        ));
+    }
+    let mut whole = Connection::new(Role::Server, LIMIT);
+    whole.use_deflate(&params(false, false, 15, 15));
+    let mut whole_events = Vec::new();
+    whole.feed(&wire, &mut whole_events).unwrap();
+    let mut bytewise = Connection::new(Role::Server, LIMIT);
+    bytewise.use_deflate(&params(false, false, 15, 15));
+    let mut bytewise_events = Vec::new();
+    for byte in &wire {
+        bytewise
+            .feed(std::slice::from_ref(byte), &mut bytewise_events)
+            .unwrap();
+    }
+    assert_eq!(texts(whole_events), texts_sent);
+    assert_eq!(texts(bytewise_events), texts_sent);
+}
+
+#[test]
+fn a_fixed_code_message_over_the_inflation_limit_of_a_call_is_held_back_as_before() {
+    let text = chat_message(3);
+    let wire = client_frame(true, OpCode::Text, &quick_compressed(text.as_bytes()));
+    let mut server = Connection::new(Role::Server, LIMIT);
+    server.use_deflate(&params(false, false, 15, 15));
+    let limits = FeedLimits {
+        frames: u32::MAX,
+        inflated_bytes: 100,
+    };
+    let mut events = Vec::new();
+    let mut rest = &wire[..];
+    let mut calls = 0;
+    while events.is_empty() {
+        let fed = server.feed_within(rest, &mut events, limits).unwrap();
+        assert!(fed.inflated <= 100, "{} bytes in one call", fed.inflated);
+        rest = &rest[fed.used..];
+        calls += 1;
+        assert!(calls < 100, "no progress");
+    }
+    assert!(calls > text.len() / 100, "{calls} calls");
+    assert_eq!(texts(events), [text]);
+}
+
+#[test]
+fn a_fixed_code_message_past_the_size_limit_fails_with_1009() {
+    let mut server = Connection::new(Role::Server, 1024);
+    server.use_deflate(&params(false, false, 15, 15));
+    let (error, code) = failure(
+        &mut server,
+        &client_frame(true, OpCode::Text, &quick_compressed(&[b'a'; 5000])),
+    );
+    assert!(
+        matches!(error, ProtocolError::MessageTooBig { .. }),
+        "{error:?}"
+    );
+    assert_eq!(code, Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
+#[test]
+fn fixed_code_text_that_inflates_to_invalid_utf8_fails_with_1007() {
+    let mut server = Connection::new(Role::Server, LIMIT);
+    server.use_deflate(&params(false, false, 15, 15));
+    let mut payload = b"abcabcabcabcabcabcabcabcabcabc".to_vec();
+    payload.push(0xff);
+    let (_, code) = failure(
+        &mut server,
+        &client_frame(true, OpCode::Text, &quick_compressed(&payload)),
+    );
+    assert_eq!(code, Some(CloseCode::INVALID_PAYLOAD));
+}

@@ -12,7 +12,11 @@
 //! - structured messages, compressed by `MessageCompressor` (or by flate2 ending in a final block) and not
 //!   damaged: each inflates back exactly, or, when longer than the limit, fails with `TooBig` after exactly
 //!   `limit` bytes of it; `compress_if_smaller` output is smaller than the message; context takeover carries
-//!   across messages, and after a damaged or oversized message both ends reset and stay in step.
+//!   across messages, and after a damaged or oversized message both ends reset and stay in step;
+//! - the whole-message fast path (`fixed::inflate_fixed`), on every structured payload and on `QuickCompressor`'s
+//!   output for the same message, damaged alike: whatever it takes, zlib-rs inflates the same with an empty window
+//!   and the same limit; `QuickCompressor`'s undamaged output within the limit it always takes. (Raw payloads
+//!   compare it too: `decompress_message` takes the fast path, the planned pieces never do.)
 
 #![no_main]
 
@@ -21,6 +25,8 @@ use libfuzzer_sys::fuzz_target;
 use roomcast::protocol::deflate::codec::{
     InflateError, InflateStatus, MessageCompressor, MessageDecompressor,
 };
+use roomcast::protocol::deflate::fixed::inflate_fixed;
+use roomcast::protocol::deflate::QuickCompressor;
 use roomcast_fuzz::chunks::Chunker;
 use roomcast_fuzz::inflate_input::{Damage, InflateInput};
 
@@ -67,6 +73,7 @@ fn structured(input: &InflateInput<'_>) {
     let no_context_takeover = input.no_context_takeover();
     let mut compressor = MessageCompressor::new(window_bits, no_context_takeover);
     let mut decompressor = MessageDecompressor::new(no_context_takeover, limit);
+    let mut quick = QuickCompressor::new(window_bits);
     let mut plain_total = 0;
     for message in &input.messages {
         let plain = message.plain();
@@ -98,6 +105,16 @@ fn structured(input: &InflateInput<'_>) {
         }
         let damaged =
             !message.only_if_smaller() && damage(&mut compressed, message.damage(), message.arg);
+        fast_path_agrees(&compressed, limit, None);
+        let mut quick_compressed = Vec::new();
+        if quick
+            .compress_if_smaller(&plain, &mut quick_compressed)
+            .is_some()
+        {
+            let quick_damaged = damage(&mut quick_compressed, message.damage(), message.arg);
+            let must_take = (!quick_damaged && plain.len() <= limit).then_some(&plain[..]);
+            fast_path_agrees(&quick_compressed, limit, must_take);
+        }
 
         let mut out = Vec::new();
         let result = feed_message(
@@ -132,6 +149,27 @@ fn structured(input: &InflateInput<'_>) {
             compressor.reset();
         }
     }
+}
+
+/// `inflate_fixed` against zlib-rs on one whole message with an empty window: what it takes, zlib-rs inflates
+/// the same, and `must_take`, when given, is what it must take and give.
+fn fast_path_agrees(compressed: &[u8], limit: usize, must_take: Option<&[u8]>) {
+    let mut fast = Vec::new();
+    let taken = inflate_fixed(compressed, &mut fast, limit);
+    if let Some(expected) = must_take {
+        assert_eq!(taken, Some(expected.len()), "fast path declined a QuickCompressor message");
+        assert!(fast == expected, "fast path inflated a QuickCompressor message wrongly");
+    }
+    if taken.is_none() {
+        assert!(fast.is_empty(), "a declined message left output behind");
+        return;
+    }
+    assert!(fast.len() <= limit);
+    // A decompressor that keeps context never takes the fast path: this is zlib-rs alone.
+    let mut reference = Vec::new();
+    let result = MessageDecompressor::new(false, limit).decompress_message(compressed, &mut reference);
+    assert_eq!(result, Ok(()), "fast path took a stream zlib-rs rejects");
+    assert!(fast == reference, "fast path and zlib-rs inflate differently");
 }
 
 /// Raw DEFLATE from flate2 finished with a final block (RFC 7692 7.2.3.4), with nothing removed from its end.

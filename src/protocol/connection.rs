@@ -263,6 +263,9 @@ struct Inflating {
     frame_ended: bool,
     /// Compressed bytes received so far: a compressed message may not be longer than the size limit either.
     received: u64,
+    /// The message arrived whole in one frame and was inflated at once (`inflate_whole_quickly`): there is no
+    /// `finish` to call.
+    inflated_whole: bool,
 }
 
 /// The decompressor of a message: the connection's own when the peer keeps its context (RFC 7692 7.1.1), or one
@@ -961,6 +964,7 @@ impl Connection {
             input: Vec::new(),
             frame_ended: false,
             received: 0,
+            inflated_whole: false,
         }))
     }
 
@@ -1042,12 +1046,41 @@ impl Connection {
             &mut large
         };
         let mut taken = 0;
-        while taken < chunk.data.len() {
+        // Unmasked bytes at the front of `piece` not yet given to the decompressor.
+        let mut unmasked = 0;
+        let whole_message = matches!(incoming.frame, Some(Receiving::Data { fin: true }))
+            && assembly.fragments == 1
+            && chunk.offset == 0
+            && chunk.last
+            && chunk.data.len() <= SMALL_UNMASK_PIECE;
+        if let (true, Some(inflating)) = (whole_message, &mut assembly.inflating) {
+            unmasked = chunk.unmask_part(0, piece);
+            taken = unmasked;
+            let start = assembly.payload.len();
+            let quick = inflating.inflater.get().inflate_whole_quickly(
+                &piece[..unmasked],
+                &mut assembly.payload,
+                compression.inflate_left,
+            );
+            if let Some(produced) = quick {
+                compression.inflate_left -= produced;
+                inflating.inflated_whole = true;
+                check_utf8(assembly, start)?;
+                return self.finish_data_frame(events);
+            }
+        }
+        while taken < chunk.data.len() || unmasked > 0 {
             let Some(inflating) = &mut assembly.inflating else {
                 return Ok(Flow::Go);
             };
-            let len = chunk.unmask_part(taken, piece);
-            taken += len;
+            let len = match std::mem::take(&mut unmasked) {
+                0 => {
+                    let len = chunk.unmask_part(taken, piece);
+                    taken += len;
+                    len
+                }
+                ready => ready,
+            };
             let start = assembly.payload.len();
             let result = inflating.inflater.get().feed(
                 &piece[..len],
@@ -1135,7 +1168,8 @@ impl Connection {
             // A compressed message with no payload at all is not DEFLATE (an empty one compresses to 0x00,
             // 7.2.3.6); it is taken as empty, and the decompressor, which saw none of it, is left as it was: fed the
             // tail alone it would stop inside a stored block and misread the peer's next message.
-            if let Some(inflating) = assembly.inflating.as_mut().filter(|i| i.received > 0) {
+            let unfinished = |i: &&mut Box<Inflating>| i.received > 0 && !i.inflated_whole;
+            if let Some(inflating) = assembly.inflating.as_mut().filter(unfinished) {
                 let start = assembly.payload.len();
                 let result = inflating
                     .inflater

@@ -13,6 +13,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 
 use crate::protocol::frame::{encode_frame, encode_frame_in_place, FrameHeader, OpCode};
 
+use super::fixed;
 use super::negotiate::{MAX_WINDOW_BITS, MIN_COMPRESS_WINDOW_BITS};
 
 /// The zlib compression level used by `MessageCompressor::new`: zlib's own default.
@@ -319,6 +320,8 @@ pub struct MessageDecompressor {
     tail_fed: usize,
     /// A final block (BFINAL = 1) ended the DEFLATE stream during this message (7.2.3.4).
     stream_ended: bool,
+    /// Some of the current message's input has been fed.
+    fed: bool,
 }
 
 impl fmt::Debug for MessageDecompressor {
@@ -343,6 +346,7 @@ impl MessageDecompressor {
             produced: 0,
             tail_fed: 0,
             stream_ended: false,
+            fed: false,
         }
     }
 
@@ -366,6 +370,7 @@ impl MessageDecompressor {
         out: &mut Vec<u8>,
         budget: usize,
     ) -> Result<Progress, InflateError> {
+        self.fed |= !input.is_empty();
         let room = input
             .len()
             .saturating_mul(4)
@@ -409,12 +414,36 @@ impl MessageDecompressor {
         })
     }
 
-    /// Inflates one whole compressed payload with no budget: `feed` then `finish`.
+    /// Inflates a whole compressed message, `payload` without its `00 00 ff ff`, appending at most `budget` bytes
+    /// to `out`, without zlib-rs: when the decompressor keeps no context (RFC 7692 7.1.1), no input of this
+    /// message has been fed yet, and `fixed::inflate_fixed` takes the stream (fixed-code and stored blocks only,
+    /// within the limit and the budget). Returns the bytes appended, with the message done and the decompressor
+    /// ready for the next one; `None` changes nothing, and the message goes through `feed` and `finish`.
+    pub fn inflate_whole_quickly(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        budget: usize,
+    ) -> Option<usize> {
+        if !self.no_context_takeover || self.fed || self.produced > 0 || self.tail_fed > 0 {
+            return None;
+        }
+        fixed::inflate_fixed(payload, out, budget.min(self.max_message_len))
+    }
+
+    /// Inflates one whole compressed payload with no budget: `inflate_whole_quickly`, or else `feed` then
+    /// `finish`.
     pub fn decompress_message(
         &mut self,
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), InflateError> {
+        if self
+            .inflate_whole_quickly(payload, out, usize::MAX)
+            .is_some()
+        {
+            return Ok(());
+        }
         self.feed(payload, out, usize::MAX)?;
         self.finish(out, usize::MAX)?;
         Ok(())
@@ -430,6 +459,7 @@ impl MessageDecompressor {
         self.produced = 0;
         self.tail_fed = 0;
         self.stream_ended = false;
+        self.fed = false;
     }
 
     /// Inflates from `input` until it is all consumed and its output written (`complete`), or `budget` bytes
