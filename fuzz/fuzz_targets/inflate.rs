@@ -15,8 +15,8 @@
 //!   across messages, and after a damaged or oversized message both ends reset and stay in step;
 //! - the whole-message fast path (`fixed::inflate_fixed`), on every structured payload and on `QuickCompressor`'s
 //!   output for the same message, damaged alike: whatever it takes, zlib-rs inflates the same with an empty window
-//!   and the same limit; `QuickCompressor`'s undamaged output within the limit it always takes. (Raw payloads
-//!   compare it too: `decompress_message` takes the fast path, the planned pieces never do.)
+//!   and the same limit; `QuickCompressor`'s undamaged output within the limit and `fixed::MAX_OUTPUT` it always
+//!   takes. (Raw payloads compare it too: `decompress_message` takes the fast path, the planned pieces never do.)
 
 #![no_main]
 
@@ -25,7 +25,7 @@ use libfuzzer_sys::fuzz_target;
 use roomcast::protocol::deflate::codec::{
     InflateError, InflateStatus, MessageCompressor, MessageDecompressor,
 };
-use roomcast::protocol::deflate::fixed::inflate_fixed;
+use roomcast::protocol::deflate::fixed::{self, inflate_fixed};
 use roomcast::protocol::deflate::QuickCompressor;
 use roomcast_fuzz::chunks::Chunker;
 use roomcast_fuzz::inflate_input::{Damage, InflateInput};
@@ -112,7 +112,8 @@ fn structured(input: &InflateInput<'_>) {
             .is_some()
         {
             let quick_damaged = damage(&mut quick_compressed, message.damage(), message.arg);
-            let must_take = (!quick_damaged && plain.len() <= limit).then_some(&plain[..]);
+            let fits = plain.len() <= limit.min(fixed::MAX_OUTPUT);
+            let must_take = (!quick_damaged && fits).then_some(&plain[..]);
             fast_path_agrees(&quick_compressed, limit, must_take);
         }
 
