@@ -424,8 +424,8 @@ fn fixed_block(bits: &mut BitReader<'_>, out: &mut Output<'_>) -> Result<(), Dec
 }
 
 /// Decodes symbols into `dst` from `at` while `FAST_ROOM` bytes remain there: the loop every literal of a short
-/// message goes through. The reader's state lives in locals, and a literal is followed by a second one decoded
-/// without the loop's checks (after a refill the buffer holds 56 bits, after one literal still 23 or more).
+/// message goes through. The reader's state lives in locals, and a literal is followed by up to two more decoded
+/// without the loop's checks (the buffer holds 32 bits or more, and a literal's code at most 9).
 fn fixed_symbols(bits: &mut BitReader<'_>, dst: &mut [u8], at: &mut usize, start: usize) -> Stop {
     let mut reader = *bits;
     let mut o = *at;
@@ -439,25 +439,27 @@ fn fixed_symbols(bits: &mut BitReader<'_>, dst: &mut [u8], at: &mut usize, start
         }
         let entry = LIT_LEN[reader.peek(9)];
         if entry & LITERAL != 0 {
+            // Up to three literals on one refill: each takes at most 9 of the 32 or more bits buffered.
+            let Some(window) = dst.get_mut(o..o + 3) else {
+                break Stop::Declined;
+            };
             reader.consume(entry & CONSUMED);
+            window[0] = (entry >> VALUE_SHIFT) as u8;
+            o += 1;
             let second = LIT_LEN[reader.peek(9)];
-            if second & LITERAL != 0 {
-                reader.consume(second & CONSUMED);
-                match dst.get_mut(o..o + 2) {
-                    Some(pair) => {
-                        pair[0] = (entry >> VALUE_SHIFT) as u8;
-                        pair[1] = (second >> VALUE_SHIFT) as u8;
-                    }
-                    None => break Stop::Declined,
-                }
-                o += 2;
-            } else {
-                match dst.get_mut(o) {
-                    Some(slot) => *slot = (entry >> VALUE_SHIFT) as u8,
-                    None => break Stop::Declined,
-                }
-                o += 1;
+            if second & LITERAL == 0 {
+                continue;
             }
+            reader.consume(second & CONSUMED);
+            window[1] = (second >> VALUE_SHIFT) as u8;
+            o += 1;
+            let third = LIT_LEN[reader.peek(9)];
+            if third & LITERAL == 0 {
+                continue;
+            }
+            reader.consume(third & CONSUMED);
+            window[2] = (third >> VALUE_SHIFT) as u8;
+            o += 1;
             continue;
         }
         match reader.symbol() {
