@@ -541,13 +541,20 @@ impl Client {
     }
 
     /// Appends one whole masked text frame, FIN set and RSV1 as `compressed` says, whose payload of at most
-    /// `max_len` bytes `write_payload` appends to the output; false, with nothing appended, if it returns `None`.
+    /// `max_len` bytes `write_payload` appends to the output; false, with nothing appended, if it returns `None`
+    /// or our Close was sent (RFC 6455 5.5.1: no data frames after it).
     fn frame_chat(
         &mut self,
         compressed: bool,
         max_len: usize,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Option<usize>,
     ) -> bool {
+        let Codec::WebSocket { ws, .. } = &self.codec else {
+            return false;
+        };
+        if !ws.can_send() {
+            return false;
+        }
         let header = FrameHeader {
             fin: true,
             rsv1: compressed,
