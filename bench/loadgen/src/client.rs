@@ -10,9 +10,11 @@
 //! keys beyond the guess of whoever chooses its payloads, which costs little here, but a generator aimed at its
 //! own server may choose the cheap predictable kind.
 //!
-//! Sending always goes through `roomcast::protocol::Connection` (masking with `Role::Client`). Receiving does too
-//! with `Receive::Connection`; the default, `Receive::Frames`, runs roomcast's `FrameDecoder` (the decoder inside
-//! `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
+//! Sending goes through `roomcast::protocol::Connection` (masking with `Role::Client`), except chat messages over
+//! plain WebSocket: those are framed here, straight into the output buffer, with roomcast's frame encoder and mask
+//! keys of the connection's own (`send_chat`, and `send_chat_compressed` for a message the caller compressed).
+//! Receiving goes through `Connection` with `Receive::Connection`; the default, `Receive::Frames`, runs roomcast's
+//! `FrameDecoder` (the decoder inside `Connection`) directly and hands whole unfragmented frames over as slices of the read buffer. That skips the
 //! per-message allocation, copy and UTF-8 check of message assembly, which otherwise cost the generator more CPU
 //! per delivery than roomcast spends producing it (see docs/benchmarks.md).
 //!
@@ -27,13 +29,16 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use roomcast::protocol::close::parse_close_body;
+use roomcast::protocol::connection::MIN_COMPRESSED_LEN;
 use roomcast::protocol::deflate::{accept_server_answer, DeflateParams, CLIENT_OFFER};
 use roomcast::protocol::frame::{
-    encode_frame, FrameDecoder, FrameEvent, FrameHeader, IncomingMask, OpCode,
+    encode_frame, encode_frame_in_place, FrameDecoder, FrameEvent, FrameHeader, IncomingMask,
+    OpCode,
 };
 use roomcast::protocol::handshake::{
     parse_server_response, write_client_request, ClientHandshakeError, ClientRequest,
 };
+use roomcast::protocol::mask::MaskKeys;
 use roomcast::protocol::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role};
 
 use crate::engineio::{self, Session, Step};
@@ -41,6 +46,11 @@ use crate::inflate::Inflate;
 
 /// The largest message the generator accepts from a server (the 16 MiB echo fits).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// What a chat message's JSON holds before its content.
+pub const CHAT_PREFIX: &[u8] = br#"{"type":"chat","content":""#;
+/// What a chat message's JSON holds after its content.
+pub const CHAT_SUFFIX: &[u8] = br#""}"#;
 
 /// How a server frames its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +94,16 @@ impl Masks {
             ws.use_predictable_masks(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         }
         ws
+    }
+
+    /// The keys of the chat frames a client framed itself: a sequence of their own, from the same source.
+    fn chat_keys(self) -> MaskKeys {
+        match self {
+            Masks::Random => MaskKeys::Strong,
+            Masks::Fast { seed } => {
+                MaskKeys::predictable(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1)
+            }
+        }
     }
 }
 
@@ -151,6 +171,8 @@ pub struct Client {
     bytes_read: u64,
     /// With `Framing::EngineIo`: the Engine.IO open and Socket.IO connect after the WebSocket handshake.
     session: Option<Session>,
+    /// The masking keys of the chat frames framed here rather than by `Connection` (RFC 6455 5.3).
+    chat_keys: MaskKeys,
 }
 
 impl Client {
@@ -191,6 +213,7 @@ impl Client {
             deflate: None,
             bytes_read: 0,
             session: (framing == Framing::EngineIo).then_some(Session::AwaitingOpen),
+            chat_keys: masks.chat_keys(),
         })
     }
 
@@ -464,6 +487,10 @@ impl Client {
     }
 
     /// Queues a chat message. `content` must need no JSON escaping.
+    ///
+    /// Over plain WebSocket, a message that goes out uncompressed (no permessage-deflate, or shorter than
+    /// `MIN_COMPRESSED_LEN`, which `Connection` would not compress either) is framed here, straight into the
+    /// output buffer; one to compress goes through `Connection`.
     pub fn send_chat(&mut self, content: &[u8]) {
         match self.codec {
             Codec::WebSocket { .. } if self.session.is_some() => {
@@ -472,14 +499,71 @@ impl Client {
                 self.send_ws(MessageKind::Text, &event);
             }
             Codec::WebSocket { .. } => {
-                let mut json = Vec::with_capacity(content.len() + 32);
-                json.extend_from_slice(br#"{"type":"chat","content":""#);
+                let json_len = CHAT_PREFIX.len() + content.len() + CHAT_SUFFIX.len();
+                if self.deflate.is_none() || json_len < MIN_COMPRESSED_LEN {
+                    self.frame_chat(false, json_len, |out| {
+                        out.extend_from_slice(CHAT_PREFIX);
+                        out.extend_from_slice(content);
+                        out.extend_from_slice(CHAT_SUFFIX);
+                        Some(json_len)
+                    });
+                    return;
+                }
+                let mut json = Vec::with_capacity(json_len);
+                json.extend_from_slice(CHAT_PREFIX);
                 json.extend_from_slice(content);
-                json.extend_from_slice(br#""}"#);
+                json.extend_from_slice(CHAT_SUFFIX);
                 self.send_ws(MessageKind::Text, &json);
             }
             Codec::Raw { .. } => self.send_raw(b'C', content),
         }
+    }
+
+    /// Queues a chat message that `compress` compresses: it appends the compressed form of the JSON `send_chat`
+    /// would send for `content` (`CHAT_PREFIX`, `content`, `CHAT_SUFFIX`) to the buffer it is given, as RFC 7692
+    /// 7.2.1 wants it, and returns its length, or `None` to send the message as `send_chat` does. `compress` is
+    /// called only over plain WebSocket with permessage-deflate agreed and a message `Connection` would compress
+    /// (`MIN_COMPRESSED_LEN` bytes or more); otherwise this is `send_chat`.
+    pub fn send_chat_compressed(
+        &mut self,
+        content: &[u8],
+        compress: impl FnOnce(&mut Vec<u8>) -> Option<usize>,
+    ) {
+        let json_len = CHAT_PREFIX.len() + content.len() + CHAT_SUFFIX.len();
+        let compressible = matches!(self.codec, Codec::WebSocket { .. })
+            && self.session.is_none()
+            && self.deflate.is_some()
+            && json_len >= MIN_COMPRESSED_LEN;
+        // RFC 7692 6: RSV1 on the frame marks the message compressed.
+        if !(compressible && self.frame_chat(true, json_len, compress)) {
+            self.send_chat(content);
+        }
+    }
+
+    /// Appends one whole masked text frame, FIN set and RSV1 as `compressed` says, whose payload of at most
+    /// `max_len` bytes `write_payload` appends to the output; false, with nothing appended, if it returns `None`
+    /// or our Close was sent (RFC 6455 5.5.1: no data frames after it).
+    fn frame_chat(
+        &mut self,
+        compressed: bool,
+        max_len: usize,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Option<usize>,
+    ) -> bool {
+        let Codec::WebSocket { ws, .. } = &self.codec else {
+            return false;
+        };
+        if !ws.can_send() {
+            return false;
+        }
+        let header = FrameHeader {
+            fin: true,
+            rsv1: compressed,
+            opcode: OpCode::Text,
+            // RFC 6455 5.3: a fresh key for every frame a client sends.
+            mask: Some(self.chat_keys.next_key()),
+            payload_len: max_len as u64,
+        };
+        encode_frame_in_place(header, &mut self.out, write_payload)
     }
 
     /// Queues a WebSocket text message holding `payload` as it is (the caller makes it the JSON it wants).

@@ -19,6 +19,10 @@ use roomcast::protocol::deflate::{DeflateParams, MessageDecompressor};
 /// Recent compressed messages whose text is kept for `reuse`: enough for every message in flight in a fan-out of
 /// 100 rooms with 32 messages in flight each, many times over.
 const SLOTS: usize = 1 << 14;
+/// Slots a message may be kept in: the pair its hash picks. Messages whose compressed forms end alike (the same
+/// padding stretch, the stamp being near the start) pick the same pair; with one slot each, two such messages in
+/// flight at once evicted each other and were inflated again (2% more inflations in a 100 x 10 fan-out).
+const WAYS: usize = 2;
 
 /// How one connection inflates its compressed messages.
 #[derive(Debug)]
@@ -38,6 +42,8 @@ pub enum Inflate {
 struct Slot {
     compressed: Vec<u8>,
     text: Vec<u8>,
+    /// When it was last handed out or filled (`Shared::clock`): the older of a pair is replaced.
+    used_at: u64,
 }
 
 /// What every connection of the thread whose server compresses each message on its own shares.
@@ -47,6 +53,8 @@ struct Shared {
     scratch: Vec<u8>,
     /// Kept messages, by a hash of their compressed bytes; empty until `reuse` is first asked for.
     slots: Vec<Slot>,
+    /// Counts lookups, to date the slots' use.
+    clock: u64,
     counts: InflateCounts,
 }
 
@@ -64,6 +72,7 @@ thread_local! {
         decompressor: MessageDecompressor::new(true, usize::MAX),
         scratch: Vec::new(),
         slots: Vec::new(),
+        clock: 0,
         counts: InflateCounts::default(),
     });
     static CONTEXT_INFLATED: RefCell<u64> = const { RefCell::new(0) };
@@ -145,11 +154,18 @@ impl Inflate {
                 if shared.slots.is_empty() {
                     shared.slots.resize_with(SLOTS, Slot::default);
                 }
-                let slot = &mut shared.slots[hash(compressed) as usize % SLOTS];
-                if slot.compressed == compressed {
+                shared.clock += 1;
+                let first = hash(compressed) as usize % (SLOTS / WAYS) * WAYS;
+                let pair = &mut shared.slots[first..first + WAYS];
+                if let Some(slot) = pair.iter_mut().find(|slot| slot.compressed == compressed) {
+                    slot.used_at = shared.clock;
                     shared.counts.reused += 1;
                     return Ok(use_text(&slot.text));
                 }
+                let Some(slot) = pair.iter_mut().min_by_key(|slot| slot.used_at) else {
+                    return Err(io::Error::other("no slot to keep a message in"));
+                };
+                slot.used_at = shared.clock;
                 slot.compressed.clear();
                 slot.text.clear();
                 shared
@@ -193,10 +209,7 @@ mod tests {
         assert_eq!(inflate(&mut reusing, &b), second);
         assert_eq!(inflate(&mut reusing, &a), first);
         let after = counts();
-        assert_eq!(
-            after.inflated - before.inflated,
-            2 + u64::from(hash(&a) % SLOTS as u64 == hash(&b) % SLOTS as u64)
-        );
+        assert_eq!(after.inflated - before.inflated, 2);
         assert!(after.reused - before.reused >= 1);
     }
 
@@ -218,6 +231,25 @@ mod tests {
             assert_eq!(inflate(&mut reusing, &a), first);
             assert_eq!(inflate(&mut reusing, &b), second);
         }
+    }
+
+    #[test]
+    fn two_messages_that_pick_the_same_slots_are_both_kept() {
+        let tail = b" and that is the whole plan for the release of the new build";
+        let first = [&b"carol: moved to noon."[..], tail].concat();
+        let second = [&b"dave: moved to friday"[..], tail].concat();
+        let (a, b) = (stored(&first), stored(&second));
+        let mut reusing = Inflate::Alone { reuse: true };
+        assert_eq!(inflate(&mut reusing, &a), first);
+        assert_eq!(inflate(&mut reusing, &b), second);
+        let before = counts();
+        for _ in 0..3 {
+            assert_eq!(inflate(&mut reusing, &a), first);
+            assert_eq!(inflate(&mut reusing, &b), second);
+        }
+        let after = counts();
+        assert_eq!(after.inflated, before.inflated);
+        assert_eq!(after.reused - before.reused, 6);
     }
 
     #[test]

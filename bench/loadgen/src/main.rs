@@ -41,6 +41,7 @@
 
 mod attack;
 mod bomb;
+mod chat_deflate;
 mod client;
 mod cluster_summary;
 mod deflate_summary;
@@ -61,8 +62,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mio::{Events, Poll, Token};
 use serde_json::{json, Value};
 
+use chat_deflate::ChatDeflater;
 use client::{Client, Framing, Masks, Receive, Received};
 use redis_stats::CommandCalls;
+use roomcast::protocol::deflate::DeflateParams;
 use stats::{cpu_percent, cpu_ticks, machine_steal_ticks, rss_kib, run_queue_wait, Histogram};
 
 /// Load generator for roomcast and its peers; prints one JSON line per run.
@@ -793,11 +796,14 @@ impl ContentWriter {
         }
     }
 
-    fn write(&mut self, sent_at: u64, sender: u32, seq: u32, measured: bool) -> &[u8] {
+    /// The content of the next message, and the index of its padding stretch among `stretches`.
+    fn write(&mut self, sent_at: u64, sender: u32, seq: u32, measured: bool) -> (&[u8], usize) {
+        let mut stretch = 0;
         if let Some((text, starts)) = &self.text {
             // A stretch starting at a word, picked by a multiplicative hash of the message count.
             let pick = self.written.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-            let start = starts[(pick % starts.len() as u64) as usize];
+            stretch = (pick % starts.len() as u64) as usize;
+            let start = starts[stretch];
             let padding = self.buf.len() - CONTENT_HEAD;
             self.buf[CONTENT_HEAD..].copy_from_slice(&text[start..start + padding]);
             self.written += 1;
@@ -807,7 +813,20 @@ impl ContentWriter {
         write_hex(&mut self.buf[17..25], u64::from(sender));
         write_hex(&mut self.buf[25..33], u64::from(seq));
         self.buf[33] = if measured { b'm' } else { b'w' };
-        &self.buf
+        (&self.buf, stretch)
+    }
+
+    /// Every padding a message can carry, by the index `write` gives: one run of `x`, or every stretch of the
+    /// text that starts at a word.
+    fn stretches(&self) -> Vec<&[u8]> {
+        let padding = self.buf.len() - CONTENT_HEAD;
+        match &self.text {
+            Some((text, starts)) => starts
+                .iter()
+                .map(|&start| &text[start..start + padding])
+                .collect(),
+            None => vec![&self.buf[CONTENT_HEAD..]],
+        }
     }
 }
 
@@ -1086,6 +1105,15 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     } else {
         0
     };
+    let mut writer = ContentWriter::new(args.size, args.padding);
+    // With permessage-deflate, every padding is compressed once here, before the clock starts, within the
+    // narrowest client window a server agreed to (RFC 7692 7.1.2.2).
+    let deflater = pool
+        .clients
+        .iter()
+        .filter_map(|client| client.deflate().map(DeflateParams::client_window_bits))
+        .min()
+        .map(|window_bits| ChatDeflater::new(writer.stretches(), window_bits));
     let start = clock.now();
     let sender_count = senders.len() as u64;
     for (s, sender) in senders.iter_mut().enumerate() {
@@ -1099,7 +1127,6 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
     let mut tally = FanoutTally::default();
     let mut hints = vec![0u32; total];
     let mut ready: Vec<usize> = (0..senders.len()).collect();
-    let mut writer = ContentWriter::new(args.size, args.padding);
     let mut opened = Vec::new();
     let mut mark_start = None;
     let mut mark_end = None;
@@ -1136,7 +1163,15 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
                     while sender.next_at <= now {
                         sender.next_at += interval;
                         if sender.in_flight < window {
-                            send_fanout(&mut pool, &mut writer, &clock, sender, s, measured);
+                            send_fanout(
+                                &mut pool,
+                                &mut writer,
+                                deflater.as_ref(),
+                                &clock,
+                                sender,
+                                s,
+                                measured,
+                            );
                             tally.sent += u64::from(measured);
                             tally.sent_total += 1;
                         }
@@ -1146,7 +1181,15 @@ fn run_fanout(args: &FanoutArgs) -> io::Result<Value> {
                 for s in ready.drain(..) {
                     let sender = &mut senders[s];
                     while sender.in_flight < window {
-                        send_fanout(&mut pool, &mut writer, &clock, sender, s, measured);
+                        send_fanout(
+                            &mut pool,
+                            &mut writer,
+                            deflater.as_ref(),
+                            &clock,
+                            sender,
+                            s,
+                            measured,
+                        );
                         tally.sent += u64::from(measured);
                         tally.sent_total += 1;
                     }
@@ -1304,16 +1347,24 @@ fn fanout_node(index: usize, members: usize) -> usize {
     index / members + index % members
 }
 
+/// Queues the next message of `sender` (number `index`), compressed by `deflater` where permessage-deflate is on.
 fn send_fanout(
     pool: &mut Pool,
     writer: &mut ContentWriter,
+    deflater: Option<&ChatDeflater>,
     clock: &Clock,
     sender: &mut Sender,
     index: usize,
     measured: bool,
 ) {
-    let content = writer.write(clock.now(), index as u32, sender.seq, measured);
-    pool.clients[sender.client].send_chat(content);
+    let (content, stretch) = writer.write(clock.now(), index as u32, sender.seq, measured);
+    let client = &mut pool.clients[sender.client];
+    match deflater {
+        Some(deflater) => {
+            client.send_chat_compressed(content, |out| deflater.compress(content, stretch, out))
+        }
+        None => client.send_chat(content),
+    }
     pool.mark(sender.client);
     sender.seq = sender.seq.wrapping_add(1);
     sender.in_flight += 1;
@@ -1513,7 +1564,7 @@ mod tests {
     #[test]
     fn content_round_trips_through_a_chat_payload() {
         let mut writer = ContentWriter::new(64, Padding::X);
-        let content = writer.write(0x1234_5678_9abc, 42, 7, true).to_vec();
+        let content = writer.write(0x1234_5678_9abc, 42, 7, true).0.to_vec();
         assert_eq!(content.len(), 64);
         let mut json = br#"{"type":"chat","room":"r0","seq":7,"from":"u3","content":""#.to_vec();
         json.extend_from_slice(&content);
@@ -1534,8 +1585,8 @@ mod tests {
     #[test]
     fn word_padding_is_plain_english_text_that_differs_between_messages() {
         let mut writer = ContentWriter::new(512, Padding::Words);
-        let first = writer.write(1, 2, 3, true).to_vec();
-        let second = writer.write(1, 2, 3, true).to_vec();
+        let first = writer.write(1, 2, 3, true).0.to_vec();
+        let second = writer.write(1, 2, 3, true).0.to_vec();
         assert_eq!((first.len(), second.len()), (512, 512));
         assert_ne!(first[CONTENT_HEAD..], second[CONTENT_HEAD..]);
         for content in [&first, &second] {

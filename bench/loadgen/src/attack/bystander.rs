@@ -229,7 +229,7 @@ impl Bystander {
         if now < self.next_at {
             return self.next_at;
         }
-        let content = self.writer.write(now, 0, self.sent, self.measuring);
+        let (content, _) = self.writer.write(now, 0, self.sent, self.measuring);
         let mut json = Vec::with_capacity(content.len() + 32);
         json.extend_from_slice(br#"{"type":"chat","content":""#);
         json.extend_from_slice(content);
