@@ -55,53 +55,17 @@ impl QuickCompressor {
         let mut bits = BitWriter::new(&mut out[start..]);
         // RFC 1951 3.2.3: BFINAL = 0 (the message is not the end of a stream), BTYPE = 01 (fixed codes).
         bits.put(0b010, 3);
-        let base = self.base;
-        let max_distance = self.max_distance;
-        let table = &mut *self.table;
-        let mut i = 0;
-        let mut literals_from = 0;
-        // The loop's condition is also the bounds check of the four bytes it hashes: a match needs at least
-        // that many.
-        while let Some(&four) = payload.get(i..).and_then(|rest| rest.first_chunk::<4>()) {
-            let word = u32::from_le_bytes(four);
-            let position = base.wrapping_add(i as u32);
-            let candidate = std::mem::replace(&mut table[slot(word)], position);
-            // Entries from earlier messages lie further back than the message start, and so fail this test.
-            let distance = position.wrapping_sub(candidate) as usize;
-            if distance.wrapping_sub(1) >= i
-                || distance > max_distance
-                || read_u32(payload, i - distance) != word
-            {
-                // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is
-                // not searched byte by byte.
-                i += 1 + ((i - literals_from) >> 6);
-                continue;
-            }
-            let earlier = i - distance;
-            let length = MIN_MATCH
-                + 1
-                + common_prefix(
-                    payload.get(earlier + 4..).unwrap_or(&[]),
-                    payload.get(i + 4..).unwrap_or(&[]),
-                    MAX_MATCH - MIN_MATCH - 1,
-                );
-            bits.literals(payload.get(literals_from..i).unwrap_or(&[]));
-            bits.copy(length, distance);
-            self.farthest = self.farthest.max(distance);
-            // Remember a few positions inside the match, so that the next repeat can find it from there.
-            let match_end = (i + length).min(payload.len().saturating_sub(MIN_MATCH));
-            let mut j = i + 1;
-            while j < match_end {
-                table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
-                j += 4;
-            }
-            i += length;
-            literals_from = i;
-            if bits.len() >= payload.len() {
-                break;
-            }
-        }
-        bits.literals(payload.get(literals_from..).unwrap_or(&[]));
+        let search = Search {
+            table: &mut self.table,
+            base: self.base,
+            max_distance: self.max_distance,
+        };
+        // A message no longer than the window cannot reach past it: its search skips that test.
+        self.farthest = if payload.len() <= self.max_distance {
+            search.run::<false>(payload, &mut bits)
+        } else {
+            search.run::<true>(payload, &mut bits)
+        };
         bits.end_of_block();
         // The empty stored block of a sync flush: its three header bits, then zeros to the byte boundary; its
         // LEN and NLEN (`00 00 ff ff`) are what RFC 7692 7.2.1 removes.
@@ -126,6 +90,91 @@ impl QuickCompressor {
         }
         self.base = self.next_base;
         self.next_base = self.base + len as u32 + 1;
+    }
+}
+
+/// Positions from one probe of the search to the next. Every position is entered in the hash table, but only one
+/// in `PROBE_STEP` looks up a match there; a match found is extended back over the positions not probed, so any
+/// repeat of `PROBE_STEP + 3` bytes or more is still found whole. One 8-byte load covers the positions entered
+/// together, so at most 5.
+const PROBE_STEP: usize = 2;
+
+/// One message's greedy LZ77 search over the compressor's hash table, writing literals and matches as it goes.
+struct Search<'t> {
+    table: &'t mut [u32; TABLE_SIZE],
+    /// The absolute position of the message's first byte (see `QuickCompressor::base`).
+    base: u32,
+    /// The longest distance a match may reach back (RFC 7692 7.1.2.1).
+    max_distance: usize,
+}
+
+impl Search<'_> {
+    /// Codes all of `payload` into `bits` as literals and matches, and returns the farthest back a match reached.
+    /// `WINDOWED`: the message is longer than `max_distance`, so a candidate may lie beyond the window.
+    fn run<const WINDOWED: bool>(self, payload: &[u8], bits: &mut BitWriter<'_>) -> usize {
+        let Search {
+            table,
+            base,
+            max_distance,
+        } = self;
+        let mut farthest = 0;
+        let mut i = 0;
+        let mut literals_from = 0;
+        // The loop's condition is also the bounds check of the eight bytes it hashes: four for each position it
+        // enters, the last of them at i + PROBE_STEP - 1.
+        while let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+            let bytes = u64::from_le_bytes(eight);
+            let word = bytes as u32;
+            let position = base.wrapping_add(i as u32);
+            let candidate = std::mem::replace(&mut table[slot(word)], position);
+            for step in 1..PROBE_STEP {
+                table[slot((bytes >> (8 * step)) as u32)] = position.wrapping_add(step as u32);
+            }
+            // Entries from earlier messages lie further back than the message start, and so fail this test.
+            let distance = position.wrapping_sub(candidate) as usize;
+            if distance.wrapping_sub(1) >= i
+                || (WINDOWED && distance > max_distance)
+                || read_u32(payload, i - distance) != word
+            {
+                // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is
+                // not searched at every probe.
+                i += PROBE_STEP + ((i - literals_from) >> 6);
+                continue;
+            }
+            // The positions just before were entered but not probed: the match may start there.
+            let mut start = i;
+            while start > literals_from
+                && start + PROBE_STEP > i + 1
+                && start > distance
+                && payload.get(start - 1) == payload.get(start - 1 - distance)
+            {
+                start -= 1;
+            }
+            let verified = i + 4 - start;
+            let length = verified
+                + common_prefix(
+                    payload.get(start - distance + verified..).unwrap_or(&[]),
+                    payload.get(i + 4..).unwrap_or(&[]),
+                    MAX_MATCH - verified,
+                );
+            bits.literals(payload, literals_from, start);
+            bits.copy(length, distance);
+            farthest = farthest.max(distance);
+            // Remember a few positions inside the match, so that the next repeat can find it from there.
+            let match_end = (start + length).min(payload.len().saturating_sub(MIN_MATCH));
+            let mut j = i + PROBE_STEP;
+            while j < match_end {
+                table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
+                j += 4;
+            }
+            i = start + length;
+            literals_from = i;
+            if bits.len() >= payload.len() {
+                break;
+            }
+        }
+        bits.literals(payload, literals_from, payload.len());
+        farthest
     }
 }
 
@@ -278,6 +327,15 @@ fn distance_index(distance: usize) -> usize {
     (2 * top as usize) + ((d >> (top - 1)) & 1)
 }
 
+/// Each byte of `x` with its bits in reverse order: Huffman codes go out most significant bit first
+/// (RFC 1951 3.1.1), eight 8-bit codes at once.
+#[inline(always)]
+fn reverse_each_byte(x: u64) -> u64 {
+    let x = (x >> 4) & 0x0F0F_0F0F_0F0F_0F0F | (x & 0x0F0F_0F0F_0F0F_0F0F) << 4;
+    let x = (x >> 2) & 0x3333_3333_3333_3333 | (x & 0x3333_3333_3333_3333) << 2;
+    (x >> 1) & 0x5555_5555_5555_5555 | (x & 0x5555_5555_5555_5555) << 1
+}
+
 /// Writes DEFLATE's bit stream: fields least significant bit first, Huffman codes most significant bit first
 /// (RFC 1951 3.1.1), into a buffer sized beforehand (`output_bound`). Bits gather in a 64-bit word whose whole
 /// bytes are stored eight at a time after each symbol, so fewer than 8 bits wait between symbols.
@@ -323,9 +381,54 @@ impl<'a> BitWriter<'a> {
         self.count -= bytes * 8;
     }
 
-    /// The fixed codes of `bytes` as literals (RFC 1951 3.2.6).
+    /// The fixed codes of `payload[from..to]` as literals (RFC 1951 3.2.6), eight at a time where they are
+    /// ASCII.
+    #[inline(always)]
+    fn literals(&mut self, payload: &[u8], from: usize, to: usize) {
+        let mut i = from;
+        while i < to {
+            // Eight bytes are read even for a shorter run; only the message's last few cannot be, and those go
+            // one by one.
+            let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) else {
+                self.literal_bytes(payload.get(i..to).unwrap_or(&[]));
+                return;
+            };
+            let take = (to - i).min(8);
+            let mask = u64::MAX >> (64 - 8 * take);
+            let bytes = u64::from_le_bytes(eight) & mask;
+            if bytes & 0x8080_8080_8080_8080 != 0 {
+                self.literal_bytes(payload.get(i..i + take).unwrap_or(&[]));
+            } else {
+                // RFC 1951 3.2.6: the bytes 0..=143 have the 8-bit codes 0x30 + byte. Below 0x80 the eight sums
+                // carry into no neighbour.
+                let codes = reverse_each_byte(bytes + 0x3030_3030_3030_3030) & mask;
+                if take == 8 {
+                    self.put_64(codes);
+                } else {
+                    self.put(codes, 8 * take as u32);
+                    self.flush();
+                }
+            }
+            i += take;
+        }
+    }
+
+    /// Appends 64 bits whole: the pending bits and the first of them fill eight bytes, the rest stay pending.
     #[inline]
-    fn literals(&mut self, bytes: &[u8]) {
+    fn put_64(&mut self, value: u64) {
+        let filled = self.pending | value << self.count;
+        // `output_bound` leaves room for 8 bytes past everything the message can produce.
+        if let Some(room) = self.out.get_mut(self.written..self.written + 8) {
+            room.copy_from_slice(&filled.to_le_bytes());
+        }
+        self.written += 8;
+        // The bits of `value` that did not fit (none when nothing was pending; a shift by 64 is not allowed).
+        self.pending = (value >> 1) >> (63 - self.count);
+    }
+
+    /// The fixed codes of `bytes` as literals, one at a time (RFC 1951 3.2.6).
+    #[inline]
+    fn literal_bytes(&mut self, bytes: &[u8]) {
         // Four literals of at most 9 bits fit beside the 7 bits that may wait.
         let mut quads = bytes.chunks_exact(4);
         for quad in &mut quads {
