@@ -97,7 +97,7 @@ impl QuickCompressor {
 /// in `PROBE_STEP` looks up a match there; a match found is extended back over the positions not probed, so any
 /// repeat of `PROBE_STEP + 3` bytes or more is still found whole. One 8-byte load covers the positions entered
 /// together, so at most 5.
-const PROBE_STEP: usize = 2;
+const PROBE_STEP: usize = 4;
 
 /// One message's greedy LZ77 search over the compressor's hash table, writing literals and matches as it goes.
 struct Search<'t> {
@@ -120,9 +120,12 @@ impl Search<'_> {
         let mut farthest = 0;
         let mut i = 0;
         let mut literals_from = 0;
-        // The loop's condition is also the bounds check of the eight bytes it hashes: four for each position it
-        // enters, the last of them at i + PROBE_STEP - 1.
-        while let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        // The eight bytes it hashes at i: four for each position it enters, the last of them at i + PROBE_STEP - 1.
+        let last = payload.len().wrapping_sub(8);
+        while i <= last && payload.len() >= 8 {
+            let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) else {
+                break;
+            };
             let bytes = u64::from_le_bytes(eight);
             let word = bytes as u32;
             let position = base.wrapping_add(i as u32);
@@ -625,6 +628,101 @@ mod tests {
         for (length, &index) in LENGTH_INDEX.iter().enumerate().skip(3) {
             let expected = LENGTH_BASE.partition_point(|&base| usize::from(base) <= length) - 1;
             assert_eq!(usize::from(index), expected, "length {length}");
+        }
+    }
+
+    /// `len` printable bytes in which no four in a row repeat (consecutive pairs of a base-94 counter).
+    fn unrepeated(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| {
+                let n = i / 2 + seed * 997;
+                let digit = if i % 2 == 0 { n / 94 } else { n };
+                b'!' + (digit % 94) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repeat_starting_between_probes_is_matched_whole() {
+        for offset in 0..2 * PROBE_STEP {
+            let block = unrepeated(24, 50);
+            let mut message = unrepeated(offset, 7);
+            message.extend(&block);
+            message.extend(&block);
+            let mut compressor = QuickCompressor::new(15);
+            let mut out = Vec::new();
+            let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
+            assert_eq!(inflate(&out), message);
+            // 8 bits for each literal before the repeat, at most 20 for one match covering it all, the block
+            // header, end of block and the flush's 3 bits: any byte of the repeat sent as a literal costs more.
+            let most = (3 + 8 * (offset + block.len()) + 20 + 7 + 3).div_ceil(8);
+            assert!(len <= most, "offset {offset}: {len} bytes, at most {most}");
+        }
+    }
+
+    #[test]
+    fn a_match_reaches_exactly_the_window_and_no_further() {
+        for (gap, reaches) in [(256 - 40, true), (256 - 40 + 1, false)] {
+            let block = unrepeated(40, 3);
+            let mut message = block.clone();
+            message.extend(unrepeated(gap, 11).iter().map(|byte| byte | 0x80));
+            message.extend(&block);
+            let mut compressor = QuickCompressor::new(8);
+            let mut out = Vec::new();
+            if compressor.compress_if_smaller(&message, &mut out).is_some() {
+                assert_eq!(inflate(&out), message);
+            }
+            assert!(
+                compressor.farthest <= 256,
+                "reached {} back",
+                compressor.farthest
+            );
+            assert_eq!(compressor.farthest == 256, reaches, "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn repeats_after_a_long_stretch_without_matches_are_still_found() {
+        // Past 64 bytes without a match the search probes fewer positions; the repeats after it still match.
+        let mut message = unrepeated(700, 1);
+        let tail = b"the same words, the same words, the same words, the same words".repeat(10);
+        message.extend(&tail);
+        let mut compressor = QuickCompressor::new(15);
+        let mut out = Vec::new();
+        let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
+        assert_eq!(inflate(&out), message);
+        assert!(len < 700 + tail.len() / 4, "{len} bytes");
+    }
+
+    #[test]
+    fn literals_eight_at_a_time_are_the_bits_of_literals_one_at_a_time() {
+        let payload: Vec<u8> = (0..96u32)
+            .map(|i| match i % 13 {
+                0 => 0x80 + i as u8,
+                5 => 0xFF,
+                _ => b' ' + (i * 7 % 90) as u8,
+            })
+            .collect();
+        for from in 0..payload.len() {
+            for to in from..payload.len().min(from + 30) {
+                for pending in [0u32, 3, 7] {
+                    let mut fast = vec![0; 64];
+                    let mut slow = vec![0; 64];
+                    let mut fast_bits = BitWriter::new(&mut fast);
+                    let mut slow_bits = BitWriter::new(&mut slow);
+                    fast_bits.put(0b101, pending);
+                    slow_bits.put(0b101, pending);
+                    fast_bits.literals(&payload, from, to);
+                    slow_bits.literal_bytes(&payload[from..to]);
+                    let (fast_len, slow_len) = (fast_bits.finish(), slow_bits.finish());
+                    assert_eq!(fast_len, slow_len, "{from}..{to}");
+                    assert_eq!(
+                        fast[..fast_len],
+                        slow[..slow_len],
+                        "{from}..{to} after {pending} bits"
+                    );
+                }
+            }
         }
     }
 
