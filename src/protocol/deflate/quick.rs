@@ -1,8 +1,9 @@
 //! A small, fast DEFLATE compressor for short messages compressed each on its own (no context takeover): the
 //! one a server shares between every member of a room.
 //!
-//! Owns greedy LZ77 matching over a hash table that never needs clearing, and fixed Huffman coding (RFC 1951
-//! 3.2.6). zlib (and zlib-rs) must clear a 128 KiB hash table to forget one message before the next, which costs
+//! Owns greedy LZ77 matching over a hash table that never needs clearing (every position entered, one in four
+//! probed, a match extended back over the rest), and fixed Huffman coding (RFC 1951 3.2.6), ASCII literals eight
+//! at a time. zlib (and zlib-rs) must clear a 128 KiB hash table to forget one message before the next, which costs
 //! more than compressing a chat message; here every table entry carries the absolute position it was written at,
 //! and an entry from before the current message is simply not a candidate. Fixed codes need no tree in the
 //! output, which suits messages of a few hundred bytes. It must not be used where a peer keeps context between
