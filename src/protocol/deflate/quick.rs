@@ -1,8 +1,9 @@
 //! A small, fast DEFLATE compressor for short messages compressed each on its own (no context takeover): the
 //! one a server shares between every member of a room.
 //!
-//! Owns greedy LZ77 matching over a hash table that never needs clearing, and fixed Huffman coding (RFC 1951
-//! 3.2.6). zlib (and zlib-rs) must clear a 128 KiB hash table to forget one message before the next, which costs
+//! Owns greedy LZ77 matching over a hash table that never needs clearing (every position entered, one in four
+//! probed, a match extended back over the rest), and fixed Huffman coding (RFC 1951 3.2.6), ASCII literals eight
+//! at a time. zlib (and zlib-rs) must clear a 128 KiB hash table to forget one message before the next, which costs
 //! more than compressing a chat message; here every table entry carries the absolute position it was written at,
 //! and an entry from before the current message is simply not a candidate. Fixed codes need no tree in the
 //! output, which suits messages of a few hundred bytes. It must not be used where a peer keeps context between
@@ -55,53 +56,17 @@ impl QuickCompressor {
         let mut bits = BitWriter::new(&mut out[start..]);
         // RFC 1951 3.2.3: BFINAL = 0 (the message is not the end of a stream), BTYPE = 01 (fixed codes).
         bits.put(0b010, 3);
-        let base = self.base;
-        let max_distance = self.max_distance;
-        let table = &mut *self.table;
-        let mut i = 0;
-        let mut literals_from = 0;
-        // The loop's condition is also the bounds check of the four bytes it hashes: a match needs at least
-        // that many.
-        while let Some(&four) = payload.get(i..).and_then(|rest| rest.first_chunk::<4>()) {
-            let word = u32::from_le_bytes(four);
-            let position = base.wrapping_add(i as u32);
-            let candidate = std::mem::replace(&mut table[slot(word)], position);
-            // Entries from earlier messages lie further back than the message start, and so fail this test.
-            let distance = position.wrapping_sub(candidate) as usize;
-            if distance.wrapping_sub(1) >= i
-                || distance > max_distance
-                || read_u32(payload, i - distance) != word
-            {
-                // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is
-                // not searched byte by byte.
-                i += 1 + ((i - literals_from) >> 6);
-                continue;
-            }
-            let earlier = i - distance;
-            let length = MIN_MATCH
-                + 1
-                + common_prefix(
-                    payload.get(earlier + 4..).unwrap_or(&[]),
-                    payload.get(i + 4..).unwrap_or(&[]),
-                    MAX_MATCH - MIN_MATCH - 1,
-                );
-            bits.literals(payload.get(literals_from..i).unwrap_or(&[]));
-            bits.copy(length, distance);
-            self.farthest = self.farthest.max(distance);
-            // Remember a few positions inside the match, so that the next repeat can find it from there.
-            let match_end = (i + length).min(payload.len().saturating_sub(MIN_MATCH));
-            let mut j = i + 1;
-            while j < match_end {
-                table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
-                j += 4;
-            }
-            i += length;
-            literals_from = i;
-            if bits.len() >= payload.len() {
-                break;
-            }
-        }
-        bits.literals(payload.get(literals_from..).unwrap_or(&[]));
+        let search = Search {
+            table: &mut self.table,
+            base: self.base,
+            max_distance: self.max_distance,
+        };
+        // A message no longer than the window cannot reach past it: its search skips that test.
+        self.farthest = if payload.len() <= self.max_distance {
+            search.run::<false>(payload, &mut bits)
+        } else {
+            search.run::<true>(payload, &mut bits)
+        };
         bits.end_of_block();
         // The empty stored block of a sync flush: its three header bits, then zeros to the byte boundary; its
         // LEN and NLEN (`00 00 ff ff`) are what RFC 7692 7.2.1 removes.
@@ -126,6 +91,94 @@ impl QuickCompressor {
         }
         self.base = self.next_base;
         self.next_base = self.base + len as u32 + 1;
+    }
+}
+
+/// Positions from one probe of the search to the next. Every position is entered in the hash table, but only one
+/// in `PROBE_STEP` looks up a match there; a match found is extended back over the positions not probed, so any
+/// repeat of `PROBE_STEP + 3` bytes or more is still found whole. One 8-byte load covers the positions entered
+/// together, so at most 5.
+const PROBE_STEP: usize = 4;
+
+/// One message's greedy LZ77 search over the compressor's hash table, writing literals and matches as it goes.
+struct Search<'t> {
+    table: &'t mut [u32; TABLE_SIZE],
+    /// The absolute position of the message's first byte (see `QuickCompressor::base`).
+    base: u32,
+    /// The longest distance a match may reach back (RFC 7692 7.1.2.1).
+    max_distance: usize,
+}
+
+impl Search<'_> {
+    /// Codes all of `payload` into `bits` as literals and matches, and returns the farthest back a match reached.
+    /// `WINDOWED`: the message is longer than `max_distance`, so a candidate may lie beyond the window.
+    fn run<const WINDOWED: bool>(self, payload: &[u8], bits: &mut BitWriter<'_>) -> usize {
+        let Search {
+            table,
+            base,
+            max_distance,
+        } = self;
+        let mut farthest = 0;
+        let mut i = 0;
+        let mut literals_from = 0;
+        // The eight bytes it hashes at i: four for each position it enters, the last of them at i + PROBE_STEP - 1.
+        let last = payload.len().wrapping_sub(8);
+        while i <= last && payload.len() >= 8 {
+            let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) else {
+                break;
+            };
+            let bytes = u64::from_le_bytes(eight);
+            let word = bytes as u32;
+            let position = base.wrapping_add(i as u32);
+            let candidate = std::mem::replace(&mut table[slot(word)], position);
+            for step in 1..PROBE_STEP {
+                table[slot((bytes >> (8 * step)) as u32)] = position.wrapping_add(step as u32);
+            }
+            // Entries from earlier messages lie further back than the message start, and so fail this test.
+            let distance = position.wrapping_sub(candidate) as usize;
+            if distance.wrapping_sub(1) >= i
+                || (WINDOWED && distance > max_distance)
+                || read_u32(payload, i - distance) != word
+            {
+                // After a run of misses, look at fewer positions (as LZ4 does): text that finds no matches is
+                // not searched at every probe.
+                i += PROBE_STEP + ((i - literals_from) >> 6);
+                continue;
+            }
+            // The positions just before were entered but not probed: the match may start there.
+            let mut start = i;
+            while start > literals_from
+                && start + PROBE_STEP > i + 1
+                && start > distance
+                && payload.get(start - 1) == payload.get(start - 1 - distance)
+            {
+                start -= 1;
+            }
+            let verified = i + 4 - start;
+            let length = verified
+                + common_prefix(
+                    payload.get(start - distance + verified..).unwrap_or(&[]),
+                    payload.get(i + 4..).unwrap_or(&[]),
+                    MAX_MATCH - verified,
+                );
+            bits.literals(payload, literals_from, start);
+            bits.copy(length, distance);
+            farthest = farthest.max(distance);
+            // Remember a few positions inside the match, so that the next repeat can find it from there.
+            let match_end = (start + length).min(payload.len().saturating_sub(MIN_MATCH));
+            let mut j = i + PROBE_STEP;
+            while j < match_end {
+                table[slot(read_u32(payload, j))] = base.wrapping_add(j as u32);
+                j += 4;
+            }
+            i = start + length;
+            literals_from = i;
+            if bits.len() >= payload.len() {
+                break;
+            }
+        }
+        bits.literals(payload, literals_from, payload.len());
+        farthest
     }
 }
 
@@ -278,6 +331,15 @@ fn distance_index(distance: usize) -> usize {
     (2 * top as usize) + ((d >> (top - 1)) & 1)
 }
 
+/// Each byte of `x` with its bits in reverse order: Huffman codes go out most significant bit first
+/// (RFC 1951 3.1.1), eight 8-bit codes at once.
+#[inline(always)]
+fn reverse_each_byte(x: u64) -> u64 {
+    let x = (x >> 4) & 0x0F0F_0F0F_0F0F_0F0F | (x & 0x0F0F_0F0F_0F0F_0F0F) << 4;
+    let x = (x >> 2) & 0x3333_3333_3333_3333 | (x & 0x3333_3333_3333_3333) << 2;
+    (x >> 1) & 0x5555_5555_5555_5555 | (x & 0x5555_5555_5555_5555) << 1
+}
+
 /// Writes DEFLATE's bit stream: fields least significant bit first, Huffman codes most significant bit first
 /// (RFC 1951 3.1.1), into a buffer sized beforehand (`output_bound`). Bits gather in a 64-bit word whose whole
 /// bytes are stored eight at a time after each symbol, so fewer than 8 bits wait between symbols.
@@ -323,9 +385,54 @@ impl<'a> BitWriter<'a> {
         self.count -= bytes * 8;
     }
 
-    /// The fixed codes of `bytes` as literals (RFC 1951 3.2.6).
+    /// The fixed codes of `payload[from..to]` as literals (RFC 1951 3.2.6), eight at a time where they are
+    /// ASCII.
+    #[inline(always)]
+    fn literals(&mut self, payload: &[u8], from: usize, to: usize) {
+        let mut i = from;
+        while i < to {
+            // Eight bytes are read even for a shorter run; only the message's last few cannot be, and those go
+            // one by one.
+            let Some(&eight) = payload.get(i..).and_then(|rest| rest.first_chunk::<8>()) else {
+                self.literal_bytes(payload.get(i..to).unwrap_or(&[]));
+                return;
+            };
+            let take = (to - i).min(8);
+            let mask = u64::MAX >> (64 - 8 * take);
+            let bytes = u64::from_le_bytes(eight) & mask;
+            if bytes & 0x8080_8080_8080_8080 != 0 {
+                self.literal_bytes(payload.get(i..i + take).unwrap_or(&[]));
+            } else {
+                // RFC 1951 3.2.6: the bytes 0..=143 have the 8-bit codes 0x30 + byte. Below 0x80 the eight sums
+                // carry into no neighbour.
+                let codes = reverse_each_byte(bytes + 0x3030_3030_3030_3030) & mask;
+                if take == 8 {
+                    self.put_64(codes);
+                } else {
+                    self.put(codes, 8 * take as u32);
+                    self.flush();
+                }
+            }
+            i += take;
+        }
+    }
+
+    /// Appends 64 bits whole: the pending bits and the first of them fill eight bytes, the rest stay pending.
     #[inline]
-    fn literals(&mut self, bytes: &[u8]) {
+    fn put_64(&mut self, value: u64) {
+        let filled = self.pending | value << self.count;
+        // `output_bound` leaves room for 8 bytes past everything the message can produce.
+        if let Some(room) = self.out.get_mut(self.written..self.written + 8) {
+            room.copy_from_slice(&filled.to_le_bytes());
+        }
+        self.written += 8;
+        // The bits of `value` that did not fit (none when nothing was pending; a shift by 64 is not allowed).
+        self.pending = (value >> 1) >> (63 - self.count);
+    }
+
+    /// The fixed codes of `bytes` as literals, one at a time (RFC 1951 3.2.6).
+    #[inline]
+    fn literal_bytes(&mut self, bytes: &[u8]) {
         // Four literals of at most 9 bits fit beside the 7 bits that may wait.
         let mut quads = bytes.chunks_exact(4);
         for quad in &mut quads {
@@ -522,6 +629,101 @@ mod tests {
         for (length, &index) in LENGTH_INDEX.iter().enumerate().skip(3) {
             let expected = LENGTH_BASE.partition_point(|&base| usize::from(base) <= length) - 1;
             assert_eq!(usize::from(index), expected, "length {length}");
+        }
+    }
+
+    /// `len` printable bytes in which no four in a row repeat (consecutive pairs of a base-94 counter).
+    fn unrepeated(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| {
+                let n = i / 2 + seed * 997;
+                let digit = if i % 2 == 0 { n / 94 } else { n };
+                b'!' + (digit % 94) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repeat_starting_between_probes_is_matched_whole() {
+        for offset in 0..2 * PROBE_STEP {
+            let block = unrepeated(24, 50);
+            let mut message = unrepeated(offset, 7);
+            message.extend(&block);
+            message.extend(&block);
+            let mut compressor = QuickCompressor::new(15);
+            let mut out = Vec::new();
+            let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
+            assert_eq!(inflate(&out), message);
+            // 8 bits for each literal before the repeat, at most 20 for one match covering it all, the block
+            // header, end of block and the flush's 3 bits: any byte of the repeat sent as a literal costs more.
+            let most = (3 + 8 * (offset + block.len()) + 20 + 7 + 3).div_ceil(8);
+            assert!(len <= most, "offset {offset}: {len} bytes, at most {most}");
+        }
+    }
+
+    #[test]
+    fn a_match_reaches_exactly_the_window_and_no_further() {
+        for (gap, reaches) in [(256 - 40, true), (256 - 40 + 1, false)] {
+            let block = unrepeated(40, 3);
+            let mut message = block.clone();
+            message.extend(unrepeated(gap, 11).iter().map(|byte| byte | 0x80));
+            message.extend(&block);
+            let mut compressor = QuickCompressor::new(8);
+            let mut out = Vec::new();
+            if compressor.compress_if_smaller(&message, &mut out).is_some() {
+                assert_eq!(inflate(&out), message);
+            }
+            assert!(
+                compressor.farthest <= 256,
+                "reached {} back",
+                compressor.farthest
+            );
+            assert_eq!(compressor.farthest == 256, reaches, "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn repeats_after_a_long_stretch_without_matches_are_still_found() {
+        // Past 64 bytes without a match the search probes fewer positions; the repeats after it still match.
+        let mut message = unrepeated(700, 1);
+        let tail = b"the same words, the same words, the same words, the same words".repeat(10);
+        message.extend(&tail);
+        let mut compressor = QuickCompressor::new(15);
+        let mut out = Vec::new();
+        let len = compressor.compress_if_smaller(&message, &mut out).unwrap();
+        assert_eq!(inflate(&out), message);
+        assert!(len < 700 + tail.len() / 4, "{len} bytes");
+    }
+
+    #[test]
+    fn literals_eight_at_a_time_are_the_bits_of_literals_one_at_a_time() {
+        let payload: Vec<u8> = (0..96u32)
+            .map(|i| match i % 13 {
+                0 => 0x80 + i as u8,
+                5 => 0xFF,
+                _ => b' ' + (i * 7 % 90) as u8,
+            })
+            .collect();
+        for from in 0..payload.len() {
+            for to in from..payload.len().min(from + 30) {
+                for pending in [0u32, 3, 7] {
+                    let mut fast = vec![0; 64];
+                    let mut slow = vec![0; 64];
+                    let mut fast_bits = BitWriter::new(&mut fast);
+                    let mut slow_bits = BitWriter::new(&mut slow);
+                    fast_bits.put(0b101, pending);
+                    slow_bits.put(0b101, pending);
+                    fast_bits.literals(&payload, from, to);
+                    slow_bits.literal_bytes(&payload[from..to]);
+                    let (fast_len, slow_len) = (fast_bits.finish(), slow_bits.finish());
+                    assert_eq!(fast_len, slow_len, "{from}..{to}");
+                    assert_eq!(
+                        fast[..fast_len],
+                        slow[..slow_len],
+                        "{from}..{to} after {pending} bits"
+                    );
+                }
+            }
         }
     }
 
