@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 
 use super::codec::FLUSH_TAIL;
+use super::tables::{DISTANCE_BASE, DISTANCE_EXTRA, LENGTH_BASE, LENGTH_EXTRA};
 
 /// The longest match DEFLATE can code (RFC 1951 3.2.5).
 const MAX_MATCH: usize = 258;
@@ -49,25 +50,6 @@ const LENGTH: u32 = 1 << 9;
 const END_OF_BLOCK: u32 = 1 << 10;
 const EXTRA_SHIFT: u32 = 11;
 const VALUE_SHIFT: u32 = 16;
-
-/// RFC 1951 3.2.5: base lengths and extra bits of length codes 257..=285.
-const LENGTH_BASE: [u16; 29] = [
-    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
-    163, 195, 227, 258,
-];
-const LENGTH_EXTRA: [u8; 29] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-];
-
-/// RFC 1951 3.2.5: base distances and extra bits of distance codes 0..=29.
-const DISTANCE_BASE: [u16; 30] = [
-    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
-    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
-];
-const DISTANCE_EXTRA: [u8; 30] = [
-    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
-    13,
-];
 
 /// `code`'s low `bits` bits in reverse order: Huffman codes are packed starting with their most significant bit
 /// (RFC 1951 3.1.1), and the input is read from each byte's least significant bit.

@@ -11,6 +11,7 @@ pub mod fixed;
 pub mod negotiate;
 pub mod quick;
 pub mod shared;
+mod tables;
 
 pub use codec::{
     CompressError, InflateError, InflateStatus, MessageCompressor, MessageDecompressor, Progress,
