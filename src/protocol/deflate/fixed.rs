@@ -17,7 +17,9 @@
 use std::cell::RefCell;
 
 use super::codec::FLUSH_TAIL;
-use super::tables::{DISTANCE_BASE, DISTANCE_EXTRA, LENGTH_BASE, LENGTH_EXTRA};
+use super::tables::{
+    fixed_code, reversed, DISTANCE_BASE, DISTANCE_EXTRA, LENGTH_BASE, LENGTH_EXTRA,
+};
 
 /// The longest match DEFLATE can code (RFC 1951 3.2.5).
 const MAX_MATCH: usize = 258;
@@ -50,28 +52,6 @@ const LENGTH: u32 = 1 << 9;
 const END_OF_BLOCK: u32 = 1 << 10;
 const EXTRA_SHIFT: u32 = 11;
 const VALUE_SHIFT: u32 = 16;
-
-/// `code`'s low `bits` bits in reverse order: Huffman codes are packed starting with their most significant bit
-/// (RFC 1951 3.1.1), and the input is read from each byte's least significant bit.
-const fn reversed(code: u16, bits: u8) -> usize {
-    let mut out = 0;
-    let mut i = 0;
-    while i < bits {
-        out |= (((code >> i) & 1) as usize) << (bits - 1 - i);
-        i += 1;
-    }
-    out
-}
-
-/// The fixed literal/length code of a symbol: (code, length in bits), RFC 1951 3.2.6.
-const fn fixed_code(symbol: u16) -> (u16, u8) {
-    match symbol {
-        0..=143 => (0x30 + symbol, 8),
-        144..=255 => (0x190 + (symbol - 144), 9),
-        256..=279 => (symbol - 256, 7),
-        _ => (0xc0 + (symbol - 280), 8),
-    }
-}
 
 /// The table entry of literal/length `symbol`, whose code is `code_bits` long. A length consumes its extra bits
 /// with its code; codes 286 and 287 take part in the code but never occur in data (RFC 1951 3.2.6), so their

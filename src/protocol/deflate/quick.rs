@@ -9,7 +9,9 @@
 //! output, which suits messages of a few hundred bytes. It must not be used where a peer keeps context between
 //! messages: `codec::MessageCompressor` (zlib-rs) does that, with dynamic codes and better ratios on long data.
 
-use super::tables::{DISTANCE_BASE, DISTANCE_EXTRA, LENGTH_BASE, LENGTH_EXTRA};
+use super::tables::{
+    fixed_code, reversed, DISTANCE_BASE, DISTANCE_EXTRA, LENGTH_BASE, LENGTH_EXTRA,
+};
 
 /// log2 of the hash table's entries.
 const HASH_BITS: u32 = 12;
@@ -237,13 +239,8 @@ static FIXED_CODES: [(u16, u8); 288] = {
     let mut table = [(0u16, 0u8); 288];
     let mut symbol = 0;
     while symbol < 288 {
-        let (code, length) = match symbol {
-            0..=143 => (0x30 + symbol, 8),
-            144..=255 => (0x190 + symbol - 144, 9),
-            256..=279 => (symbol - 256, 7),
-            _ => (0xC0 + symbol - 280, 8),
-        };
-        table[symbol as usize] = (reverse(code, length), length as u8);
+        let (code, length) = fixed_code(symbol);
+        table[symbol as usize] = (reversed(code, length) as u16, length);
         symbol += 1;
     }
     table
@@ -284,22 +281,11 @@ static DISTANCE_CODES: [u8; 30] = {
     let mut table = [0u8; 30];
     let mut index = 0;
     while index < 30 {
-        table[index] = reverse(index as u32, 5) as u8;
+        table[index] = reversed(index as u16, 5) as u8;
         index += 1;
     }
     table
 };
-
-/// The low `length` bits of `code` in reverse order: Huffman codes go out most significant bit first.
-const fn reverse(code: u32, length: u32) -> u16 {
-    let mut reversed = 0;
-    let mut i = 0;
-    while i < length {
-        reversed |= ((code >> i) & 1) << (length - 1 - i);
-        i += 1;
-    }
-    reversed as u16
-}
 
 /// The index of the distance code for `distance` (1..=32768).
 #[inline]

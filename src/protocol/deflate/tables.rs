@@ -1,5 +1,6 @@
-//! The length and distance tables of RFC 1951 3.2.5, which the compressor (`quick`) codes matches with and the
-//! fixed-code inflater (`fixed`) decodes them with. Data only: no coding lives here.
+//! The fixed codes of RFC 1951 3.2.5 and 3.2.6, which the compressor (`quick`) writes and the fixed-code inflater
+//! (`fixed`) reads: the length and distance tables, each literal/length symbol's code, and the bit reversal both
+//! need (codes are packed most significant bit first, 3.1.1). Data and const functions only: no coding lives here.
 
 /// RFC 1951 3.2.5: the base lengths of codes 257..=285.
 pub const LENGTH_BASE: [u16; 29] = [
@@ -20,3 +21,25 @@ pub const DISTANCE_EXTRA: [u8; 30] = [
     0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
     13,
 ];
+
+/// The fixed literal/length code of a symbol 0..=287: (code, length in bits), RFC 1951 3.2.6.
+pub const fn fixed_code(symbol: u16) -> (u16, u8) {
+    match symbol {
+        0..=143 => (0x30 + symbol, 8),
+        144..=255 => (0x190 + (symbol - 144), 9),
+        256..=279 => (symbol - 256, 7),
+        _ => (0xc0 + (symbol - 280), 8),
+    }
+}
+
+/// `code`'s low `bits` bits in reverse order: Huffman codes are packed starting with their most significant bit
+/// (RFC 1951 3.1.1), and the stream is written and read from each byte's least significant bit.
+pub const fn reversed(code: u16, bits: u8) -> usize {
+    let mut out = 0;
+    let mut i = 0;
+    while i < bits {
+        out |= (((code >> i) & 1) as usize) << (bits - 1 - i);
+        i += 1;
+    }
+    out
+}
